@@ -1,0 +1,43 @@
+"""Metric names, defined once: the trainer reports them, sweep logs them, analysis reads them.
+
+Keys follow MLflow's rules (letters, digits, ``_ - . / space``), namespaced by stage.
+"""
+
+EPOCH = "epoch"  # completed epochs (1-based)
+STATUS = "status"  # "running" | "finished" | "diverged" (a string, not logged as a metric)
+
+# Training, averaged over the epoch's batches.
+TRAIN_LOSS = "train/loss"  # total loss that was minimized
+TRAIN_CE = "train/ce"
+TRAIN_TRACE = "train/trace"  # mean h(x), the Hessian-trace estimate
+TRAIN_GRAD_NORM = "train/grad_norm"  # mean ||grad_x f_y||^2
+TRAIN_STABILITY = "train/stability"  # mean h(x)^2
+TRAIN_ACC = "train/acc"  # fraction in [0, 1]
+LR = "train/lr"
+EPOCH_SECONDS = "time/epoch_s"  # wall seconds of the epoch's training steps
+IMAGES_PER_SECOND = "time/images_per_s"
+
+# Test set, clean images, eval mode.
+TEST_ACC = "test/acc"  # fraction in [0, 1]
+TEST_LOSS = "test/loss"
+
+# Evaluations (trainer.evaluation), at the configured cadence.
+GAN_TEST = "eval/gan_test"  # fraction of samples the judge assigns to their target
+EVAL_SECONDS = "time/eval_s"
+SCORE_ALIGNMENT = "eval/score_alignment"  # known-density datasets only
+FISHER_DIVERGENCE = "eval/fisher_divergence"
+FISHER_DIVERGENCE_REL = "eval/fisher_divergence_rel"
+SAMPLE_LOGLIK = "eval/sample_loglik"  # true log-density per dimension of the samples
+
+# Computed by sweep from the metrics above.
+OBJECTIVE = "eval/objective"
+
+
+def density_ratio_key(sigma: float) -> str:
+    """``eval/density_ratio/sigma_1e-03`` for sigma = 1e-3."""
+    return f"eval/density_ratio/sigma_{sigma:.0e}"
+
+
+def pixel_perturbation_key(fraction: float) -> str:
+    """``eval/pixel_acc/frac_0.0100`` for fraction = 0.01."""
+    return f"eval/pixel_acc/frac_{fraction:.4f}"
