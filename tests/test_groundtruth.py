@@ -1,0 +1,140 @@
+"""Tests of the ground-truth testbed: the known Gaussian density, its dataset and the alignment metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trainer import keys
+from trainer.config import DataConfig
+from trainer.groundtruth import GaussianDensity, groundtruth_metrics, load_gaussians, make_density, smooth_kernel
+
+COVARIANCES = ["isotropic", "smooth"]
+
+
+def small_cfg(**kw) -> DataConfig:
+    base = dict(dataset="gaussians", num_classes=3, channels=2, image_size=4, train_size=60, test_size=30)
+    return DataConfig(**{**base, **kw})
+
+
+class TrueLogDensity(nn.Module):
+    """A 'classifier' whose logits are exactly log p(x|y) for every class y: its implicit density is the truth."""
+
+    def __init__(self, density: GaussianDensity) -> None:
+        super().__init__()
+        self.density = density
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        classes = range(self.density.num_classes)
+        return torch.stack([self.density.log_prob(x, torch.full((len(x),), c)) for c in classes], dim=1)
+
+
+class ConstantModel(nn.Module):
+    """Logits that do not depend on x: a zero implicit score."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.arange(num_classes, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_log_prob_matches_multivariate_normal(covariance):
+    cfg = small_cfg(covariance=covariance, noise_std=0.2)
+    density = make_density(cfg, torch.Generator().manual_seed(1))
+    # Naive reference: the full D×D covariance I_channels ⊗ (noise_std² K), D = channels·H·W.
+    full_cov = torch.block_diag(*[density.pixel_covariance] * cfg.channels)
+    x = torch.rand(5, cfg.channels, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    reference = torch.distributions.MultivariateNormal(density.means[y].flatten(1), covariance_matrix=full_cov)
+    torch.testing.assert_close(density.log_prob(x, y), reference.log_prob(x.flatten(1)))
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_score_is_autograd_of_log_prob(covariance):
+    density = make_density(small_cfg(covariance=covariance), torch.Generator().manual_seed(2))
+    x = torch.rand(6, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    (autograd_score,) = torch.autograd.grad(density.log_prob(x, y).sum(), x)
+    torch.testing.assert_close(density.score(x, y), autograd_score)
+    # Any dtype: float32 inputs give float32 outputs with the same values.
+    torch.testing.assert_close(density.score(x.detach().float(), y), autograd_score.float(), rtol=1e-4, atol=1e-3)
+
+
+def test_smooth_kernel_is_a_positive_definite_correlation():
+    kernel = smooth_kernel(5)
+    torch.testing.assert_close(kernel.diagonal(), torch.ones(25, dtype=torch.float64))
+    torch.testing.assert_close(kernel, kernel.T)
+    assert torch.linalg.eigvalsh(kernel).min() > 0.05
+    assert kernel[0, 1] > 0.5  # neighbouring pixels are strongly correlated
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_samples_have_the_stated_mean_and_covariance(covariance):
+    cfg = small_cfg(covariance=covariance, channels=1, noise_std=0.1)
+    density = make_density(cfg, torch.Generator().manual_seed(3))
+    n = 40_000
+    x = density.sample(torch.full((n,), 1), torch.Generator().manual_seed(4)).flatten(1)
+    # Tolerances: 5 standard errors. Mean: noise_std/√n ≈ 5e-4 per pixel. Covariance entry:
+    # at most noise_std²·√(2/n) ≈ 7e-5.
+    std_err_mean = cfg.noise_std / n**0.5
+    torch.testing.assert_close(x.mean(0), density.means[1].flatten(), rtol=0, atol=5 * std_err_mean)
+    std_err_cov = cfg.noise_std**2 * (2 / n) ** 0.5
+    torch.testing.assert_close(torch.cov(x.T), density.pixel_covariance, rtol=0, atol=5 * std_err_cov)
+
+
+def test_dataset_is_deterministic_and_has_the_configured_shapes():
+    cfg = small_cfg(covariance="smooth", split_seed=7)
+    a, b = load_gaussians(cfg), load_gaussians(cfg)
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(a.density.means, b.density.means)
+    other = load_gaussians(small_cfg(covariance="smooth", split_seed=8))
+    assert not torch.equal(a.train_x, other.train_x)
+    assert a.train_x.shape == (60, 2, 4, 4) and a.test_x.shape == (30, 2, 4, 4)
+    assert a.train_x.dtype == torch.float32 and a.train_y.dtype == torch.int64
+    assert a.num_classes == 3 and torch.bincount(a.train_y).tolist() == [20, 20, 20]
+    # Means are smooth images inside [0.2, 0.8]; the unclamped samples stay mostly in [0, 1].
+    assert a.density.means.min() >= 0.2 and a.density.means.max() <= 0.8
+    assert ((a.train_x < 0) | (a.train_x > 1)).float().mean() < 0.01
+
+
+def test_default_split_sizes():
+    data = load_gaussians(DataConfig(dataset="gaussians"))
+    assert data.train_x.shape == (2000, 1, 8, 8) and data.test_x.shape == (500, 1, 8, 8)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_true_log_density_model_is_perfectly_aligned(covariance):
+    data = load_gaussians(small_cfg(covariance=covariance))
+    model = TrueLogDensity(data.density)
+    metrics = groundtruth_metrics(model, data, data.test_x, data.test_y)
+    assert metrics[keys.SCORE_ALIGNMENT] == pytest.approx(1.0, abs=1e-5)
+    assert metrics[keys.FISHER_DIVERGENCE_REL] == pytest.approx(0.0, abs=1e-8)
+    assert metrics[keys.FISHER_DIVERGENCE] == pytest.approx(0.0, abs=1e-6 * data.density.dim / 0.1**2)
+    # Samples = test points: the per-dimension log-likelihood is the true one, averaged.
+    expected = data.density.log_prob(data.test_x, data.test_y).mean().item() / data.density.dim
+    assert metrics[keys.SAMPLE_LOGLIK] == pytest.approx(expected, rel=1e-6)
+
+
+def test_constant_model_has_zero_alignment():
+    data = load_gaussians(small_cfg())
+    model = ConstantModel(data.num_classes).train()
+    metrics = groundtruth_metrics(model, data, data.test_x, data.test_y)
+    assert metrics[keys.SCORE_ALIGNMENT] == 0.0
+    # A zero score misses the whole true score: relative Fisher divergence 1.
+    assert metrics[keys.FISHER_DIVERGENCE_REL] == pytest.approx(1.0)
+    assert model.training  # the metrics restore the model's mode
+    assert model.bias.grad is None  # and leave parameter gradients alone
+
+
+def test_sample_loglik_prefers_samples_near_the_class_mean():
+    data = load_gaussians(small_cfg())
+    model = ConstantModel(data.num_classes)
+    targets = torch.tensor([0, 1, 2])
+    at_means = groundtruth_metrics(model, data, data.density.means[targets].float(), targets)
+    uniform = groundtruth_metrics(model, data, torch.rand(3, 2, 4, 4), targets)
+    assert at_means[keys.SAMPLE_LOGLIK] > uniform[keys.SAMPLE_LOGLIK]
