@@ -1,0 +1,395 @@
+"""The paper's evaluations of a trained classifier read as a density model (Section 5).
+
+- :func:`generate_samples`: class-conditional samples by projected gradient ascent on f_y (Fig. 2).
+- :func:`gan_test`: the fraction of samples an independent judge assigns to their target (Table 1/2).
+- :func:`density_ratios`: the dataset mean of p(x+η|y)/p(x|y) = exp(f_y(x+η) − f_y(x)) (Fig. 1).
+- :func:`pixel_perturbation`: accuracy after replacing the least important pixels (Fig. 3).
+- :func:`saliency_maps`: input gradients ∇ₓf_y (Fig. 4), written as image grids.
+- :func:`evaluate_all`: all of the above on the test set, returning metrics and the files written.
+
+Every function works on any module mapping (B, C, H, W) images in [0, 1] to (B, K) logits, runs
+batched on the model's device in eval mode (the model's mode is restored afterwards) and draws its
+noise from a seeded CPU generator, so results do not depend on the device or on the batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+from torchvision.utils import make_grid, save_image
+
+from trainer.config import EvalConfig
+from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, pixel_perturbation_key
+
+# Images per forward/backward pass. Bounds memory; results do not depend on it.
+BATCH_SIZE = 512
+FILLS = ("image_mean", "constant")
+CONSTANT_FILL = 0.5  # the released code's fill value for removed pixels
+MIN_GRID_PIXELS = 64  # grids of smaller images are upscaled (nearest) to this many pixels per side
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put models in eval mode (BatchNorm uses running statistics) and restore their modes after."""
+    modes = [m.training for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
+@contextlib.contextmanager
+def _full_float32() -> Iterator[None]:
+    """Disable TF32 for convolutions and matmuls: density ratios at σ = 1e-4 are differences of
+    logits around 1e-4 that TF32's 10-bit mantissa would drown in rounding noise."""
+    cudnn = torch.backends.cudnn
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with cudnn.flags(
+            enabled=cudnn.enabled,
+            benchmark=cudnn.benchmark,
+            deterministic=cudnn.deterministic,
+            allow_tf32=False,
+        ):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _randn(shape: Sequence[int], generator: torch.Generator, device: torch.device) -> Tensor:
+    # Drawn on the CPU so the same seed gives the same noise on every device.
+    return torch.randn(tuple(shape), generator=generator).to(device)
+
+
+def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """∇ₓf_y(x) per sample and the logits, for a model already in eval mode.
+
+    In eval mode samples do not interact, so the gradient of Σᵢ f_{yᵢ}(xᵢ) is each sample's own.
+    Only the input gradient is computed; parameter gradients are left untouched.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        target = logits.gather(1, y[:, None]).sum()
+        (grad,) = torch.autograd.grad(target, x)
+    return grad, logits.detach()
+
+
+def generate_samples(
+    model: nn.Module,
+    targets: Tensor,
+    *,
+    shape: Sequence[int],
+    steps: int = 500,
+    lr: float = 0.1,
+    prior: float = 0.01,
+    init_mean: float = 0.5,
+    init_std: float = 0.2,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+) -> Tensor:
+    """Class-conditional samples by projected gradient ascent on log p(x|y) = f_y(x) (Fig. 2).
+
+    x₀ ~ N(init_mean, init_std²) clamped to [0, 1], then ``steps`` times
+    x ← clamp(x + lr·(∇ₓf_y(x) − prior·(x − 0.5)), 0, 1).
+    ``targets``: (N,) class indices; ``shape``: (C, H, W) of one image. Returns (N, C, H, W) in [0, 1].
+    """
+    device = _device(model)
+    targets = targets.to(device=device, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    # The whole start is drawn at once so the result does not depend on batch_size.
+    x0 = _randn((len(targets), *shape), generator, device)
+    x0 = (init_mean + init_std * x0).clamp_(0, 1)
+    out = torch.empty_like(x0)
+    with _eval_mode(model):
+        for part in _chunks(len(targets), batch_size):
+            x, y = x0[part], targets[part]
+            for _ in range(steps):
+                grad, _ = input_gradient(model, x, y)
+                x = (x + lr * (grad - prior * (x - 0.5))).clamp_(0, 1)
+            out[part] = x
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, batch_size: int = BATCH_SIZE) -> Tensor:
+    """Predicted classes (N,) of ``images`` in eval mode, on the model's device."""
+    device = _device(model)
+    with _eval_mode(model):
+        preds = [model(images[part].to(device)).argmax(1) for part in _chunks(len(images), batch_size)]
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
+
+
+def gan_test(samples: Tensor, targets: Tensor, judge: nn.Module, batch_size: int = BATCH_SIZE) -> float:
+    """GAN-test: the fraction of ``samples`` that ``judge`` classifies as their ``targets``."""
+    preds = predict(judge, samples, batch_size)
+    return (preds == targets.to(preds.device)).sum().item() / max(len(preds), 1)
+
+
+@torch.no_grad()
+def density_ratios(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    sigmas: Sequence[float] | None = None,
+    draws: int = 1,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+) -> dict[float, float]:
+    """Dataset mean of p(x+η|y)/p(x|y) = exp(f_y(x+η) − f_y(x)), η ~ N(0, σ²I), per σ (Fig. 1).
+
+    ``draws`` noise draws per image; the mean over images × draws is a log-mean-exp of the
+    log-ratios, so large ratios do not overflow. ``sigmas`` default to EvalConfig's grid
+    (1e-4 … 1e-1). The noisy images are not clamped: the ratio probes the density along η.
+    """
+    sigmas = list(EvalConfig().density_sigmas if sigmas is None else sigmas)
+    device = _device(model)
+    labels = labels.to(device=device, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    log_ratios: dict[float, list[Tensor]] = {float(s): [] for s in sigmas}
+    with _eval_mode(model), _full_float32():
+        for part in _chunks(len(images), batch_size):
+            x, y = images[part].to(device), labels[part, None]
+            clean = model(x).gather(1, y)
+            for sigma in sigmas:
+                for _ in range(draws):
+                    noisy = model(x + sigma * _randn(x.shape, generator, device)).gather(1, y)
+                    log_ratios[float(sigma)].append((noisy - clean).flatten().double())
+    out = {}
+    for sigma, parts in log_ratios.items():
+        values = torch.cat(parts)
+        out[sigma] = (torch.logsumexp(values, 0) - math.log(len(values))).exp().item()
+    return out
+
+
+def pixel_importance(gradients: Tensor) -> Tensor:
+    """Importance (N, H, W) of each pixel: the std over channels of the input gradient (the
+    released code's rule). A single channel has no spread, so there it is |gradient|."""
+    if gradients.shape[1] == 1:
+        return gradients[:, 0].abs()
+    return gradients.std(dim=1)
+
+
+def fill_values(images: Tensor, fill: str) -> Tensor:
+    """What removed pixels become, broadcastable to ``images`` (N, C, H, W).
+
+    ``image_mean`` (the paper: "the mean pixel value of the image"): each image's mean pixel,
+    i.e. its per-channel mean over H×W, so a removed pixel keeps the image's average colour.
+    ``constant``: 0.5 in every channel (the released code).
+    """
+    if fill == "image_mean":
+        return images.mean(dim=(2, 3), keepdim=True)
+    if fill == "constant":
+        return torch.full_like(images[:, :, :1, :1], CONSTANT_FILL)
+    raise ValueError(f"fill must be one of {FILLS}, not {fill!r}")
+
+
+def remove_pixels(images: Tensor, order: Tensor, count: int, fill: Tensor) -> Tensor:
+    """Replace, in every image, the ``count`` pixels listed first in ``order`` (all channels).
+
+    ``order``: (N, H·W) flat pixel indices, least important first; ``fill``: from :func:`fill_values`.
+    """
+    n, c, h, w = images.shape
+    mask = torch.zeros(n, h * w, dtype=torch.bool, device=images.device)
+    mask.scatter_(1, order[:, :count], True)
+    return torch.where(mask.view(n, 1, h, w), fill, images)
+
+
+def pixel_perturbation(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    explainer: nn.Module | None = None,
+    fractions: Sequence[float] | None = None,
+    fill: str = "image_mean",
+    batch_size: int = BATCH_SIZE,
+) -> dict[float, float]:
+    """Discriminative pixel perturbation (Fig. 3): accuracy of ``model`` after the least important
+    round(fraction·H·W) pixels of each image are replaced by ``fill`` (see :func:`fill_values`).
+
+    Importance comes from the ``explainer``'s input gradients of the true-label logit (default: the
+    model itself, Fig. 3a; another model gives Fig. 3b). ``fractions`` default to
+    logspace(−2, 0, 25); fraction 0 gives the clean accuracy. Returns {fraction: accuracy}.
+    """
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, not {fill!r}")
+    fractions = [float(f) for f in (np.logspace(-2, 0, 25) if fractions is None else fractions)]
+    if any(not 0 <= f <= 1 for f in fractions):
+        raise ValueError(f"fractions must lie in [0, 1], got {fractions}")
+    explainer = model if explainer is None else explainer
+    device = _device(model)
+    labels = labels.to(device=device, dtype=torch.long)
+    correct = torch.zeros(len(fractions), device=device)
+    with _eval_mode(model, explainer):
+        for part in _chunks(len(images), batch_size):
+            x, y = images[part].to(device), labels[part]
+            grad, _ = input_gradient(explainer, x.to(_device(explainer)), y.to(_device(explainer)))
+            importance = pixel_importance(grad.to(device)).flatten(1)
+            # Stable sort: ties keep their raster order, so the result is deterministic.
+            order = importance.argsort(dim=1, stable=True)
+            fills = fill_values(x, fill)
+            pixels = order.shape[1]
+            with torch.no_grad():
+                for i, fraction in enumerate(fractions):
+                    perturbed = remove_pixels(x, order, round(fraction * pixels), fills)
+                    correct[i] += (model(perturbed).argmax(1) == y).sum()
+    accuracy = (correct / max(len(images), 1)).tolist()
+    return dict(zip(fractions, accuracy))
+
+
+def saliency_maps(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = BATCH_SIZE) -> Tensor:
+    """Input gradients ∇ₓf_y of the true-label logit (Fig. 4), (N, C, H, W) on the model's device."""
+    device = _device(model)
+    labels = labels.to(device=device, dtype=torch.long)
+    with _eval_mode(model):
+        grads = [
+            input_gradient(model, images[part].to(device), labels[part])[0]
+            for part in _chunks(len(images), batch_size)
+        ]
+    return torch.cat(grads)
+
+
+def write_grid(images: Tensor, path: str | Path, normalize_each: bool = False) -> Path:
+    """Write ``images`` (N, C, H, W) as one PNG grid. Images in [0, 1] are written as they are;
+    with ``normalize_each`` (saliency maps) each image is min-max scaled to [0, 1] on its own."""
+    images = images.detach().float().cpu()
+    side = images.shape[-1]
+    if side < MIN_GRID_PIXELS:
+        images = F.interpolate(images, scale_factor=math.ceil(MIN_GRID_PIXELS / side), mode="nearest")
+    nrow = max(1, math.ceil(math.sqrt(len(images))))
+    grid = make_grid(images, nrow=nrow, padding=2, normalize=normalize_each, scale_each=normalize_each)
+    path = Path(path)
+    save_image(grid, path)
+    return path
+
+
+def plot_density_ratios(ratios: dict[float, float], path: str | Path) -> Path:
+    """Density ratio against σ (log x axis), as in the paper's Fig. 1."""
+    fig = Figure(figsize=(4.5, 3.5), dpi=100)
+    ax = fig.subplots()
+    sigmas = sorted(ratios)
+    ax.plot(sigmas, [ratios[s] for s in sigmas], marker="o")
+    ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("standard deviation σ of η")
+    ax.set_ylabel("mean p(x+η|y) / p(x|y)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_pixel_perturbation(accuracy: dict[float, float], path: str | Path, fill: str = "image_mean") -> Path:
+    """Accuracy against the fraction of removed pixels (log x axis), as in the paper's Fig. 3."""
+    fig = Figure(figsize=(4.5, 3.5), dpi=100)
+    ax = fig.subplots()
+    fractions = sorted(f for f in accuracy if f > 0)  # 0 has no place on a log axis
+    ax.plot(fractions, [accuracy[f] for f in fractions], marker="o")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"masking fraction (fill: {fill})")
+    ax.set_ylabel("fraction correctly classified")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def evaluate_all(
+    model: nn.Module,
+    data,
+    cfg: EvalConfig,
+    *,
+    judge: nn.Module | None,
+    out_dir: str | Path,
+    seed: int,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Run every evaluation on ``data``'s test set and write images and curves under ``out_dir``.
+
+    Returns ``(metrics, files)``: metrics keyed by trainer.keys (GAN-test when a judge is given,
+    density ratios, pixel-perturbation accuracies, groundtruth metrics when ``data.density`` is
+    known, evaluation seconds); files {"samples", "saliency", "density_ratios",
+    "pixel_perturbation", "eval"} -> path.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    test_x, test_y = data.test_x, data.test_y
+    shape = tuple(test_x.shape[1:])
+    metrics: dict[str, float] = {}
+
+    # Targets are the test labels in order, cycled when there are fewer test images than samples.
+    targets = test_y[torch.arange(cfg.samples, device=test_y.device) % len(test_y)]
+    samples = generate_samples(
+        model,
+        targets,
+        shape=shape,
+        steps=cfg.steps,
+        lr=cfg.step_size,
+        prior=cfg.prior,
+        init_mean=cfg.init_mean,
+        init_std=cfg.init_std,
+        seed=seed,
+    )
+    if judge is not None:
+        metrics[GAN_TEST] = gan_test(samples, targets, judge)
+
+    n = cfg.density_images
+    ratios = density_ratios(model, test_x[:n], test_y[:n], cfg.density_sigmas, cfg.density_draws, seed)
+    metrics.update({density_ratio_key(s): r for s, r in ratios.items()})
+
+    n = cfg.perturbation_images
+    fractions = np.logspace(-2, 0, cfg.perturbation_points)
+    accuracy = pixel_perturbation(model, test_x[:n], test_y[:n], fractions=fractions, fill=cfg.perturbation_fill)
+    metrics.update({pixel_perturbation_key(f): a for f, a in accuracy.items()})
+
+    if getattr(data, "density", None) is not None:
+        from trainer.groundtruth import groundtruth_metrics  # only the gaussians dataset needs it
+
+        metrics.update(groundtruth_metrics(model, data, samples, targets))
+
+    n = cfg.grid_images
+    saliency = saliency_maps(model, test_x[:n], test_y[:n])
+    files = {
+        "samples": write_grid(samples[:n], out_dir / "samples.png"),
+        "saliency": write_grid(saliency, out_dir / "saliency.png", normalize_each=True),
+        "density_ratios": plot_density_ratios(ratios, out_dir / "density_ratios.png"),
+        "pixel_perturbation": plot_pixel_perturbation(accuracy, out_dir / "pixel_perturbation.png", cfg.perturbation_fill),
+    }
+    curves = {
+        "density_ratios": {"sigma": list(ratios), "ratio": list(ratios.values())},
+        "pixel_perturbation": {
+            "fraction": list(accuracy),
+            "accuracy": list(accuracy.values()),
+            "fill": cfg.perturbation_fill,
+        },
+        "samples": cfg.samples,
+        "steps": cfg.steps,
+        "seed": seed,
+    }
+    metrics[EVAL_SECONDS] = time.perf_counter() - start
+    files["eval"] = out_dir / "eval.json"
+    files["eval"].write_text(json.dumps({**curves, "metrics": metrics}, indent=2))
+    return metrics, {name: str(path) for name, path in files.items()}
