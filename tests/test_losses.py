@@ -1,0 +1,182 @@
+"""The losses against naive references: exact Hessian traces, per-sample autograd, the formulas."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.config import LossConfig
+from trainer.losses import ESTIMATORS, LOSSES, compute_loss, input_gradient, precision, true_logit
+from trainer.models import build_model
+
+# Shape of the tiny inputs: (channels, height, width), 12 dimensions.
+SHAPE = (3, 2, 2)
+DIM = math.prod(SHAPE)
+
+
+def smooth_net(seed: int = 0) -> nn.Module:
+    """A float64 softplus MLP on images, without BatchNorm, so samples do not interact."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(DIM, 16), nn.Softplus(beta=5.0), nn.Linear(16, 4))
+    with torch.no_grad():  # larger weights: a trace of order 1, well away from 0
+        net[1].weight.mul_(3.0)
+        net[3].weight.mul_(3.0)
+    return net.double()
+
+
+def exact_trace(model: nn.Module, x: torch.Tensor, label: int) -> float:
+    """tr ∇²ₓ f_label(x) from the full Hessian of one image."""
+    hess = torch.autograd.functional.hessian(lambda z: model(z[None])[0, label], x)
+    return hess.reshape(DIM, DIM).trace().item()
+
+
+def estimates(model, x, label, estimator, sigma, copies=20000, seed=0) -> torch.Tensor:
+    """h for ``copies`` copies of one image: that many independent draws of the estimator."""
+    xr = x.expand(copies, *SHAPE).clone().requires_grad_(True)
+    y = torch.full((copies,), label)
+    cfg = LossConfig(kind="score_matching", lam=1.0, sigma=sigma, estimator=estimator)
+    _, f_y = true_logit(model, xr, y)
+    grad = input_gradient(f_y, xr)
+    h = ESTIMATORS[estimator](model, xr, y, f_y, grad, cfg, torch.Generator().manual_seed(seed))
+    return h.detach()
+
+
+# Remainder of the finite-difference estimators at σ = 0.02: O(σ²) relative to the trace (the
+# odd Taylor terms vanish in expectation); 2% of |trace| bounds it for this function.
+FD_REMAINDER = {"taylor": 0.02, "central": 0.02, "hutchinson": 0.0}
+
+
+@pytest.mark.parametrize("estimator", ["taylor", "central", "hutchinson"])
+def test_estimators_average_to_the_exact_hessian_trace(estimator):
+    model = smooth_net()
+    torch.manual_seed(1)
+    x = torch.rand(SHAPE, dtype=torch.float64)
+    exact = exact_trace(model, x, label=2)  # 3.58 for this seed
+    h = estimates(model, x, 2, estimator, sigma=0.02, copies=200_000)
+    mean, se = h.mean().item(), h.std().item() / math.sqrt(h.numel())
+    # Stated tolerance: 5 standard errors of the mean of 200k independent draws (a false failure
+    # has probability < 1e-6 for a normal mean) plus the deterministic remainder above.
+    tolerance = 5 * se + FD_REMAINDER[estimator] * abs(exact)
+    assert abs(mean - exact) <= tolerance, (estimator, mean, exact, se)
+    # The window must exclude 0, or the test could not tell an estimator from noise.
+    assert tolerance < abs(exact)
+
+
+def test_central_has_lower_variance_than_taylor():
+    model = smooth_net()
+    torch.manual_seed(1)
+    x = torch.rand(SHAPE, dtype=torch.float64)
+    var = {e: estimates(model, x, 1, e, sigma=0.02, copies=4000).var().item() for e in ("taylor", "central")}
+    # Taylor carries the first-order term 2/σ²·∇f·v (variance 4‖∇f‖²/σ²), central cancels it.
+    assert var["central"] < 0.1 * var["taylor"], var
+
+
+def per_sample_grad_norms(model, x, y) -> torch.Tensor:
+    """‖∇ₓ f_y(x_i)‖² one image at a time (the naive reference)."""
+    norms = []
+    for xi, yi in zip(x, y):
+        xi = xi[None].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xi)[0, yi], xi)
+        norms.append(g.pow(2).sum())
+    return torch.stack(norms)
+
+
+@pytest.mark.parametrize("kind", ["grad_norm", "score_matching"])
+def test_grad_norm_equals_per_sample_autograd(kind):
+    model = smooth_net()
+    x = torch.rand(8, *SHAPE, dtype=torch.float64)
+    y = torch.arange(8) % 4
+    out = compute_loss(model, x, y, {"kind": kind, "lam": 0.1})
+    reference = per_sample_grad_norms(model, x, y).mean()
+    torch.testing.assert_close(out["grad_norm"], reference)
+
+
+def test_score_matching_parts_combine_with_the_coefficients():
+    model = smooth_net()
+    x = torch.rand(8, *SHAPE, dtype=torch.float64)
+    y = torch.arange(8) % 4
+    lam, mu, sigma = 0.3, 0.02, 0.05
+    cfg = {"kind": "score_matching", "lam": lam, "mu": mu, "sigma": sigma}
+    out = compute_loss(model, x, y, cfg, generator=torch.Generator().manual_seed(7))
+    # Rebuild every part independently, drawing the same noise.
+    v = sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=x.dtype)
+    with torch.no_grad():
+        logits = model(x)
+        f = logits.gather(1, y[:, None]).squeeze(1)
+        f_noisy = model(x + v).gather(1, y[:, None]).squeeze(1)
+    h = 2 / sigma**2 * (f_noisy - f)
+    ce = F.cross_entropy(logits, y)
+    gn = per_sample_grad_norms(model, x, y).mean()
+    expected = ce + lam * (h.mean() + 0.5 * gn + mu * h.pow(2).mean())
+    torch.testing.assert_close(out["ce"], ce)
+    torch.testing.assert_close(out["trace"], h.mean())
+    torch.testing.assert_close(out["stability"], h.pow(2).mean())
+    torch.testing.assert_close(out["total"].detach(), expected)
+    torch.testing.assert_close(out["logits"], logits)
+    assert not out["logits"].requires_grad and out["total"].requires_grad
+
+
+def test_grad_norm_and_ce_totals():
+    model = smooth_net()
+    x = torch.rand(8, *SHAPE, dtype=torch.float64)
+    y = torch.arange(8) % 4
+    ce = F.cross_entropy(model(x), y)
+    gn = per_sample_grad_norms(model, x, y).mean()
+    out = compute_loss(model, x, y, {"kind": "grad_norm", "lam": 0.4})
+    torch.testing.assert_close(out["total"], ce + 0.4 * 0.5 * gn)
+    out = compute_loss(model, x, y, {"kind": "ce"})
+    torch.testing.assert_close(out["total"], ce)
+    assert set(LOSSES) == {"ce", "grad_norm", "score_matching", "anti_score_matching"}
+
+
+class Quadratic(nn.Module):
+    """Logits [‖x‖², −‖x‖²]: the class-0 trace is +2D and the class-1 trace is −2D."""
+
+    def forward(self, x):
+        s = x.flatten(1).pow(2).sum(1)
+        return torch.stack([s, -s], 1)
+
+
+def test_anti_score_matching_clamps_each_sample_before_the_mean():
+    dim = 3 * 16 * 16
+    x = 0.01 * torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    y = torch.tensor([0, 1])  # h ≈ [+2·dim, −2·dim]
+    tau, lam = float(dim), 1e-3
+    cfg = {"kind": "anti_score_matching", "lam": lam, "tau": tau, "sigma": 0.01, "estimator": "central"}
+    out = compute_loss(Quadratic(), x, y, cfg, generator=torch.Generator().manual_seed(0))
+    # Per sample: mean(min(h, τ)) ≈ (dim − 2·dim)/2 = −dim/2, so total − ce ≈ +λ·dim/2.
+    # Clamping the mean instead would give min(≈0, τ) ≈ 0. ‖v‖²/σ² is within ~15% of dim here.
+    penalty = (out["total"] - out["ce"]).item()
+    assert penalty == pytest.approx(lam * dim / 2, rel=0.3)
+    # Unclamped, the two samples would cancel: the reported trace (mean h) is near 0.
+    assert abs(out["trace"].item()) < 0.3 * dim
+
+
+def test_low_precision_inputs_are_estimated_in_float32():
+    torch.manual_seed(0)
+    model = build_model("resnet9", 5, in_channels=1, width=1 / 16)
+    x = torch.rand(4, 1, 8, 8)
+    y = torch.arange(4)
+    cfg = {"kind": "score_matching", "lam": 1e-3, "mu": 1e-4}
+    ref = compute_loss(model, x, y, cfg, generator=torch.Generator().manual_seed(3))
+    low = compute_loss(model, x.bfloat16(), y, cfg, generator=torch.Generator().manual_seed(3))
+    assert low["trace"].dtype == torch.float32
+    # bfloat16 rounding of x changes the input by < 0.4%, not the noise: traces stay close.
+    assert torch.isfinite(low["total"])
+    assert low["total"].item() == pytest.approx(ref["total"].item(), rel=0.5)
+
+
+def test_loss_trains_any_module_and_precision_context_restores_flags():
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision if hasattr(conv, "fp32_precision") else None
+    model = build_model("resnet9", 3, in_channels=2, width=1 / 16)
+    x, y = torch.rand(4, 2, 5, 7), torch.tensor([0, 1, 2, 0])
+    cfg = LossConfig(kind="score_matching", lam=1e-3, mu=1e-4, estimator="hutchinson")
+    with precision(cfg, x.device):
+        out = compute_loss(model, x, y, cfg)
+        out["total"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    after = conv.fp32_precision if hasattr(conv, "fp32_precision") else None
+    assert before == after
