@@ -1,0 +1,66 @@
+"""From a sweep's MLflow runs to the paper's Table 2 heatmap, Pareto fronts and figures.
+
+``analysis.runs.load`` reads the trials into one tidy frame; ``table2``, ``pareto`` and
+``figures`` are functions of that frame that write PNG/CSV/Parquet/Markdown files.
+:func:`report_sweep` does all that applies for one sweep and attaches the files to the sweep's
+parent run under ``analysis/``; ``python -m analysis`` is the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from analysis import figures, pareto, table2
+from analysis.runs import AnalysisError, client, load
+
+__all__ = ["AnalysisError", "load", "log_outputs", "report_sweep"]
+
+log = logging.getLogger(__name__)
+ARTIFACT_DIR = "analysis"  # where the outputs go in the parent run's artifacts
+# Ground-truth metrics (known-density datasets): each gets its own heatmap and front vs accuracy.
+GROUNDTRUTH_METRICS = ("score_alignment", "fisher_divergence_rel", "sample_loglik")
+
+
+def log_outputs(paths: Mapping[str, Path], parent_run_id: str, tracking_uri: str | None = None) -> None:
+    """Attach the written files to the sweep's parent run under ``analysis/``."""
+    mlflow = client(tracking_uri)
+    for path in paths.values():
+        mlflow.log_artifact(parent_run_id, str(path), ARTIFACT_DIR)
+
+
+def report_sweep(experiment: str, parent_run_id: str, out_dir: str | Path,
+                 tracking_uri: str | None = None) -> dict[str, Path]:
+    """Write every analysis output that applies to one sweep and log them to its parent run.
+
+    Table 2 (coloured by the objective, or test accuracy when no objective was logged), the
+    accuracy/GAN-test front, Fig. 1/3 and Table 1 when their curves were logged, and for each
+    ground-truth metric present a heatmap and a front against accuracy. Parts that do not apply
+    (no score-matching trial, no GAN-test, no curves) are skipped with a log message. Returns
+    file name -> path. Raises AnalysisError when the sweep cannot be read or nothing applies.
+    """
+    frame = load(experiment, tracking_uri, parent_run_id)
+    out_dir = Path(out_dir)
+    metric = "objective" if frame["objective"].notna().any() else "test_acc"
+    parts: dict[str, Callable[[], dict[str, Path]]] = {
+        "table2": lambda: table2.write_table2(frame, out_dir, metric),
+        "pareto": lambda: pareto.write_pareto(frame, out_dir, "test_acc", "gan_test"),
+        "figures": lambda: figures.write_figures(frame, out_dir),
+    }
+    for m in GROUNDTRUTH_METRICS:
+        if frame[m].notna().any():
+            parts[f"table2 by {m}"] = lambda m=m: table2.write_table2(frame, out_dir, m, stem=f"{m}_")
+            parts[f"pareto of {m}"] = lambda m=m: pareto.write_pareto(frame, out_dir, "test_acc", m, stem=f"{m}_")
+    paths: dict[str, Path] = {}
+    skipped: list[str] = []
+    for name, write in parts.items():
+        try:
+            paths.update(write())
+        except AnalysisError as e:
+            log.info("analysis: %s skipped: %s", name, e)
+            skipped.append(f"{name}: {e}")
+    if not paths:
+        raise AnalysisError("nothing to report for this sweep: " + "; ".join(skipped))
+    log_outputs(paths, parent_run_id, tracking_uri)
+    return paths

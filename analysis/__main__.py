@@ -1,0 +1,100 @@
+"""Command line: ``python -m analysis table2|pareto|figures --experiment NAME [...]``.
+
+By default the most recent sweep of the experiment is analysed and the outputs are written to
+``out/analysis/<experiment>/<sweep>/`` and logged to the sweep's parent run under ``analysis/``.
+Bad input (unknown experiment or sweep, no finished trials, trials without λ/μ, an unknown
+metric) prints one line to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from analysis import figures, log_outputs, pareto, table2
+from analysis.runs import AnalysisError, default_tracking_uri, load, select_parent
+
+
+def _table2(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
+    return table2.write_table2(frame, args.out, args.metric, args.axes)
+
+
+def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
+    return pareto.write_pareto(frame, args.out, args.x, args.y, args.include_stopped, args.minimize)
+
+
+def _figures(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
+    return figures.write_figures(frame, args.out, args.runs)
+
+
+COMMANDS: dict[str, Callable[[pd.DataFrame, argparse.Namespace], dict[str, Path]]] = {
+    "table2": _table2,
+    "pareto": _pareto,
+    "figures": _figures,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (one sub-command per output)."""
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=sorted(COMMANDS), help="what to write")
+    p.add_argument("--experiment", required=True, help="MLflow experiment (the sweep config's `experiment`)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--sweep", help="the most recent sweep with this name (default: the most recent sweep)")
+    which.add_argument("--parent-run-id", help="the sweep whose parent run has this id")
+    which.add_argument("--all", action="store_true", help="every trial of the experiment (not logged to MLflow)")
+    p.add_argument("--out", type=Path, help="output folder (default: out/analysis/<experiment>/<sweep>)")
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {default_tracking_uri()})")
+    p.add_argument("--no-log", action="store_true", help="do not log the outputs to the sweep's parent run")
+    g = p.add_argument_group("table2")
+    g.add_argument("--metric", default="objective",
+                   help="colour of the heatmap: objective, test_acc, gan_test, score_alignment, fisher_divergence, ...")
+    g.add_argument("--axes", choices=("present", "paper"), default="present",
+                   help="λ/μ values shown: those run, or the paper's grid plus those run")
+    g = p.add_argument_group("pareto")
+    g.add_argument("--x", default="test_acc", help="first metric of the front")
+    g.add_argument("--y", default="gan_test", help="second metric of the front")
+    g.add_argument("--minimize", nargs="*", metavar="METRIC",
+                   help="metrics of the front to minimize (default: losses and Fisher divergences)")
+    g.add_argument("--include-stopped", action="store_true", help="let trials stopped early onto the front")
+    g = p.add_argument_group("figures")
+    g.add_argument("--runs", nargs="+", metavar="RUN", help="run ids or names to overlay (default: all finished)")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Path]:
+    """Select the trials, write the command's outputs and log them; returns name -> path."""
+    parent = None
+    if not args.all:
+        parent = args.parent_run_id or select_parent(args.experiment, args.tracking_uri, args.sweep)
+    frame = load(args.experiment, args.tracking_uri, parent)
+    if args.out is None:
+        names = frame["sweep"].dropna()
+        name = "all" if parent is None else str(names.iloc[0]) if len(names) else parent
+        args.out = Path("out", "analysis", args.experiment, name)
+    paths = COMMANDS[args.command](frame, args)
+    if parent is not None and not args.no_log:
+        log_outputs(paths, parent, args.tracking_uri)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point; exits 2 with one line on stderr for bad input."""
+    args = parser().parse_args(argv)
+    try:
+        paths = run(args)
+    except (AnalysisError, MlflowException) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"analysis: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for path in paths.values():
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

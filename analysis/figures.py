@@ -1,0 +1,129 @@
+"""Cross-run figures of the paper: Fig. 1 (density ratios), Fig. 3a (pixel perturbation), Table 1.
+
+Each curve point is a metric the trainer logs (``trainer.keys.density_ratio_key(sigma)``,
+``trainer.keys.pixel_perturbation_key(fraction)``); :func:`analysis.runs.load` keeps their last
+logged values as columns named by those keys. Trials of the same model (loss, λ, μ) are
+averaged over seeds, so the table1 preset's four models give the paper's four curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis.runs import AnalysisError, completed
+from analysis.table2 import markdown_table
+from trainer import keys
+
+# Key prefixes of the curves, read off trainer.keys so a renamed key cannot drift.
+DENSITY_PREFIX = keys.density_ratio_key(1e-3).removesuffix("1e-03")
+PIXEL_PREFIX = keys.pixel_perturbation_key(0.01).removesuffix("0.0100")
+# The paper's names for its four models, in its order (Table 1, Fig. 1, Fig. 3).
+MODEL_NAMES: dict[str, str] = {
+    "ce": "Baseline ResNet",
+    "anti_score_matching": "with Anti-Score-Matching",
+    "grad_norm": "with Grad-Norm regularization",
+    "score_matching": "with Score-Matching",
+}
+
+
+def select(frame: pd.DataFrame, runs: Sequence[str] | None = None) -> pd.DataFrame:
+    """Finished trials, restricted to ``runs`` (run ids or run names) when given, with a
+    ``model`` label per (loss, λ, μ); λ, μ are named only where a loss appears with several."""
+    chosen = frame[completed(frame)]
+    if runs:
+        wanted = set(runs)
+        unknown = wanted - set(frame["run_id"]) - set(frame["run_name"])
+        if unknown:
+            raise AnalysisError(f"no trial with run id or name {sorted(unknown)[0]!r} in the selection")
+        chosen = chosen[chosen["run_id"].isin(wanted) | chosen["run_name"].isin(wanted)]
+        if chosen.empty:
+            raise AnalysisError("none of the chosen runs is a finished trial")
+    chosen = chosen.copy()
+    configs = chosen.groupby("loss")[["lam", "mu"]].nunique().max(axis=1)
+
+    def label(row: pd.Series) -> str:
+        name = MODEL_NAMES.get(row["loss"], str(row["loss"]))
+        if configs.get(row["loss"], 1) > 1:
+            name += f" λ={row['lam']:.0e}" + (f" μ={row['mu']:.0e}" if row["loss"] == "score_matching" else "")
+        return name
+
+    chosen["model"] = chosen.apply(label, axis=1)
+    order = {kind: i for i, kind in enumerate(MODEL_NAMES)}
+    chosen["_order"] = chosen["loss"].map(order).fillna(len(order))
+    return chosen.sort_values(["_order", "lam", "mu"], kind="stable").drop(columns="_order")
+
+
+def curves(chosen: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Curve ``prefix`` per model: index = the parsed x value (σ or fraction), columns = models,
+    values = mean over the model's trials."""
+    columns = [c for c in chosen.columns if c.startswith(prefix)]
+    if not columns:
+        return pd.DataFrame()
+    long = chosen.melt(id_vars="model", value_vars=columns, var_name="key").dropna(subset="value")
+    long["x"] = long["key"].str.removeprefix(prefix).astype(float)
+    table = long.pivot_table(index="x", columns="model", values="value", aggfunc="mean", sort=False)
+    return table.sort_index()[list(dict.fromkeys(m for m in chosen["model"] if m in table.columns))]
+
+
+def plot_curves(table: pd.DataFrame, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """One line per model on a log x axis; writes a PNG."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for model in table.columns:
+        ax.plot(table.index, table[model], marker="o", ms=3, label=model)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def table1_frame(chosen: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: GAN-test % (and test accuracy %) per model, mean ± std over n seeds."""
+    rows = []
+    for model, group in chosen.groupby("model", sort=False):
+        row = {"model": model, "n": len(group)}
+        for col, name in (("gan_test", "GAN-test (%)"), ("test_acc", "test accuracy (%)")):
+            values = group[col].dropna() * 100
+            row[name] = ("–" if values.empty else f"{values.mean():.2f}" if len(values) == 1
+                         else f"{values.mean():.2f} ± {values.std(ddof=1):.2f}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_figures(frame: pd.DataFrame, out_dir: Path, runs: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write ``fig1_density_ratio.png``, ``fig3_pixel_perturbation.png`` (each when its curve was
+    logged), ``table1.md`` and ``table1.csv``. Raises AnalysisError when no curve was logged."""
+    chosen = select(frame, runs)
+    density, pixel = curves(chosen, DENSITY_PREFIX), curves(chosen, PIXEL_PREFIX)
+    if density.empty and pixel.empty:
+        raise AnalysisError(f"no selected trial logged {DENSITY_PREFIX}* or {PIXEL_PREFIX}* metrics "
+                            "(are evaluations enabled?)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if not density.empty:
+        paths["fig1_density_ratio.png"] = plot_curves(
+            density, out_dir / "fig1_density_ratio.png", "standard deviation of η",
+            "p(x + η) / p(x)", "Fig. 1: density ratios (lower is better)")
+    if not pixel.empty:
+        paths["fig3_pixel_perturbation.png"] = plot_curves(
+            pixel, out_dir / "fig3_pixel_perturbation.png", "masking fraction",
+            "fraction of images correctly classified", "Fig. 3a: pixel perturbation (higher is better)")
+    table = table1_frame(chosen)
+    paths["table1.csv"] = out_dir / "table1.csv"
+    table.to_csv(paths["table1.csv"], index=False)
+    paths["table1.md"] = out_dir / "table1.md"
+    paths["table1.md"].write_text("\n".join(markdown_table(table)) + "\n")
+    return paths

@@ -1,0 +1,212 @@
+"""The paper's Table 2: score-matching trials on a λ × μ grid, as text, CSV and a heatmap.
+
+Rows are λ and columns μ, largest first (the paper: λ 1e-2 at the top down to 1e-6, μ 1e-2 on
+the left to 1e-5). A cell reads ``acc% / GAN-test%`` over the finished trials with that λ, μ:
+one trial gives the values, several seeds give ``mean ± std`` and ``n``. Cells with no finished
+trial say why (``diverged``, ``stopped``, ...); cells never run stay blank. Trials of other
+losses (baseline, gradient norm, anti-score-matching) are not grid cells: they are listed in a
+caption under the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.runs import LABELS, LOSS_NAMES, LOWER_IS_BETTER, PERCENT, AnalysisError, completed, metric_column
+
+GRID_LOSS = "score_matching"
+PAPER_LAMS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # Table 2 rows, top to bottom
+PAPER_MUS = (1e-2, 1e-3, 1e-4, 1e-5)  # Table 2 columns, left to right
+# Why a cell has no value, most telling first (trials still finished elsewhere are not listed).
+_EMPTY_ORDER = ("diverged", "stopped", "incomplete", "failed", "running")
+
+
+def _fmt(values: pd.Series, percent: bool) -> str:
+    """``75.65%`` for one value, ``75.65 ± 0.31%`` for several; ``–`` when none was logged."""
+    values = values.dropna() * (100 if percent else 1)
+    unit, digits = ("%", 2) if percent else ("", 3)
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}{unit}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}{unit}"
+
+
+def _cell_text(group: pd.DataFrame, done: pd.DataFrame) -> str:
+    counts = group["status"].value_counts()
+    if done.empty:
+        # "finished" with fewer epochs than configured: cut short without being marked stopped.
+        counts = counts.rename({"finished": "incomplete"})
+        return ", ".join(s if counts[s] == 1 else f"{s} ×{counts[s]}" for s in _EMPTY_ORDER if s in counts)
+    text = f"{_fmt(done['test_acc'], True)} / {_fmt(done['gan_test'], True)}"
+    if len(done) > 1:
+        text += f" (n={len(done)})"
+    failed = [f"{counts[s]} {s}" for s in ("diverged", "stopped", "failed") if s in counts]
+    return text + (f" [{', '.join(failed)}]" if failed else "")
+
+
+def cell_stats(frame: pd.DataFrame, metric: str = "objective") -> pd.DataFrame:
+    """One row per (λ, μ) cell of the score-matching trials: counts, means, stds and the cell text.
+
+    Columns: ``lam, mu, n, n_diverged, n_stopped, n_failed, n_running, test_acc_mean,
+    test_acc_std, gan_test_mean, gan_test_std, <metric>_mean, <metric>_std, text``. Means are over
+    the finished trials; std is NaN for a single trial.
+    """
+    column = metric_column(frame, metric)
+    grid = frame[frame["loss"] == GRID_LOSS]
+    if grid.empty:
+        losses = ", ".join(sorted(frame["loss"].dropna().astype(str).unique())) or "none"
+        raise AnalysisError(f"no score-matching trials to put on the λ × μ grid (losses present: {losses})")
+    ok = completed(grid)
+    rows = []
+    for (lam, mu), group in grid.groupby(["lam", "mu"], sort=False):
+        done = group[ok[group.index]]
+        row = {"lam": lam, "mu": mu, "n": len(done)}
+        for status in ("diverged", "stopped", "failed", "running"):
+            row[f"n_{status}"] = int((group["status"] == status).sum())
+        for col in dict.fromkeys(["test_acc", "gan_test", column]):
+            row[f"{col}_mean"] = done[col].mean()
+            row[f"{col}_std"] = done[col].std(ddof=1) if len(done) > 1 else np.nan
+        row["text"] = _cell_text(group, done)
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["lam", "mu"], ascending=False, ignore_index=True)
+
+
+def _axes(stats: pd.DataFrame, axes: str) -> tuple[list[float], list[float]]:
+    lams = sorted(stats["lam"].unique(), reverse=True)
+    mus = sorted(stats["mu"].unique(), reverse=True)
+    if axes == "paper":
+        lams = sorted(set(lams) | set(PAPER_LAMS), reverse=True)
+        mus = sorted(set(mus) | set(PAPER_MUS), reverse=True)
+    return lams, mus
+
+
+def table2_frame(frame: pd.DataFrame, metric: str = "objective",
+                 axes: Literal["present", "paper"] = "present") -> pd.DataFrame:
+    """Table 2 as text: index λ (descending), columns μ (descending), cells ``acc% / GAN-test%``.
+
+    ``axes="present"`` uses the λ and μ values the trials have; ``"paper"`` adds the paper's
+    grid so that cells not run show blank. Empty strings mark cells with no trial.
+    """
+    stats = cell_stats(frame, metric)
+    lams, mus = _axes(stats, axes)
+    table = stats.pivot(index="lam", columns="mu", values="text").reindex(index=lams, columns=mus)
+    table.index.name, table.columns.name = "λ", "μ"
+    return table.fillna("")
+
+
+def table2_values(frame: pd.DataFrame, metric: str = "objective",
+                  axes: Literal["present", "paper"] = "present") -> pd.DataFrame:
+    """The mean of ``metric`` per cell, oriented as :func:`table2_frame` (NaN: no finished trial)."""
+    stats = cell_stats(frame, metric)
+    lams, mus = _axes(stats, axes)
+    column = metric_column(frame, metric)
+    table = stats.pivot(index="lam", columns="mu", values=f"{column}_mean").reindex(index=lams, columns=mus)
+    table.index.name, table.columns.name = "λ", "μ"
+    return table
+
+
+def caption(frame: pd.DataFrame) -> list[str]:
+    """One line per non-grid loss present: ``baseline: 76.77% / 65.91%`` (same cell format)."""
+    lines = []
+    for kind, name in LOSS_NAMES.items():
+        if kind == GRID_LOSS:
+            continue
+        group = frame[frame["loss"] == kind]
+        if group.empty:
+            continue
+        done = group[completed(group)]
+        text = _cell_text(group, done)
+        if kind != "ce":
+            lams = ", ".join(f"{v:.0e}" for v in sorted(group["lam"].unique()))
+            name += f" (λ={lams})"
+        lines.append(f"{name}: {text}")
+    return lines
+
+
+def _label(value: float) -> str:
+    return f"{value:.0e}" if value else "0"
+
+
+def markdown_table(table: pd.DataFrame) -> list[str]:
+    """The lines of a Markdown table of ``table``'s columns (pandas' own needs ``tabulate``)."""
+    lines = ["| " + " | ".join(str(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return lines
+
+
+def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
+    """Table 2 as a Markdown table, caption lines below."""
+    shown = table.copy()
+    shown.columns = [_label(m) for m in table.columns]
+    shown.insert(0, "λ ↓ / μ →", [f"**{_label(lam)}**" for lam in table.index])
+    lines = markdown_table(shown) + [""]
+    lines.append("Cells: test accuracy % / GAN-test % over finished trials (mean ± std, n seeds when several).")
+    lines.extend(f"- {note}" for note in notes)
+    return "\n".join(lines) + "\n"
+
+
+def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Path,
+                 notes: list[str] = (), title: str = "") -> Path:
+    """Annotated heatmap: colour = mean ``metric`` per cell, text = the Table 2 cell."""
+    shown = values.to_numpy(float) * (100 if metric in PERCENT else 1)
+    rows, cols = shown.shape
+    fig, ax = plt.subplots(figsize=(2.3 * cols + 2.2, 0.9 * rows + 1.6 + 0.25 * len(notes)), dpi=120)
+    # Brighter is better: reverse the colour map for metrics minimized.
+    cmap = plt.get_cmap("viridis_r" if metric in LOWER_IS_BETTER else "viridis").copy()
+    cmap.set_bad("0.92")  # cells without a finished trial
+    image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, aspect="auto")
+    finite = shown[np.isfinite(shown)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for i in range(rows):
+        for j in range(cols):
+            cell = text.iat[i, j]
+            if metric not in ("test_acc", "gan_test") and np.isfinite(shown[i, j]):
+                cell += f"\n{metric} {shown[i, j]:.3g}"
+            dark = np.isfinite(shown[i, j]) and (shown[i, j] < middle) != (metric in LOWER_IS_BETTER)
+            ax.text(j, i, cell.replace(" (n=", "\n(n=").replace(" [", "\n["), ha="center", va="center",
+                    fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(cols), [_label(m) for m in values.columns])
+    ax.set_yticks(range(rows), [_label(lam) for lam in values.index])
+    ax.set_xlabel("μ")
+    ax.set_ylabel("λ")
+    fig.colorbar(image, ax=ax, label=LABELS.get(metric, metric)
+                 + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+    ax.set_title(title or "Table 2: test accuracy % / GAN-test %", fontsize=10)
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
+        fig.tight_layout(rect=(0, 0.03 * len(notes) + 0.02, 1, 1))
+    else:
+        fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_table2(frame: pd.DataFrame, out_dir: Path, metric: str = "objective",
+                 axes: Literal["present", "paper"] = "present", stem: str = "") -> dict[str, Path]:
+    """Write ``table2.png`` (heatmap coloured by ``metric``), ``table2.md`` and ``table2.csv``.
+
+    The CSV holds :func:`cell_stats` (one row per cell, numbers and text). ``stem`` is put
+    before each file name to keep variants apart.
+    """
+    column = metric_column(frame, metric)
+    stats = cell_stats(frame, column)
+    text = table2_frame(frame, column, axes)
+    values = table2_values(frame, column, axes)
+    notes = caption(frame)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in (f"{stem}table2.png", f"{stem}table2.md", f"{stem}table2.csv")}
+    plot_heatmap(text, values, column, paths[f"{stem}table2.png"], notes)
+    paths[f"{stem}table2.md"].write_text(to_markdown(text, notes))
+    stats.to_csv(paths[f"{stem}table2.csv"], index=False)
+    return paths
