@@ -161,8 +161,8 @@ def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Pa
     rows, cols = shown.shape
     fig, ax = plt.subplots(figsize=(2.3 * cols + 2.2, 0.9 * rows + 1.6 + 0.25 * len(notes)), dpi=120)
     # Brighter is better: reverse the colour map for metrics minimized.
-    cmap = plt.get_cmap("viridis_r" if metric in LOWER_IS_BETTER else "viridis").copy()
-    cmap.set_bad("0.92")  # cells without a finished trial
+    # Light grey: cells without a finished trial.
+    cmap = plt.get_cmap("viridis_r" if metric in LOWER_IS_BETTER else "viridis").with_extremes(bad="0.92")
     image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, aspect="auto")
     finite = shown[np.isfinite(shown)]
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0

@@ -1,0 +1,84 @@
+"""Pareto fronts against a brute-force O(n²) reference, ties and duplicates included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_analysis_table2 import assert_png
+
+from analysis.pareto import front_mask, pareto_front, write_pareto
+from analysis.runs import AnalysisError
+
+
+def brute_force_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Point i is on the front unless some j is >= in both and > in one (both maximized)."""
+    keep = np.ones(len(x), dtype=bool)
+    for i in range(len(x)):
+        for j in range(len(x)):
+            if x[j] >= x[i] and y[j] >= y[i] and (x[j] > x[i] or y[j] > y[i]):
+                keep[i] = False
+    return keep
+
+
+def trials(x, y, status=None) -> pd.DataFrame:
+    n = len(x)
+    return pd.DataFrame({
+        "run_id": [f"r{i}" for i in range(n)], "run_name": [f"sm s{i}" for i in range(n)],
+        "loss": "score_matching", "lam": 1e-3, "mu": 1e-4, "seed": range(n),
+        "status": status or ["finished"] * n, "epochs": pd.array([2] * n, dtype="Int64"),
+        "epochs_done": pd.array([2] * n, dtype="Int64"), "test_acc": np.asarray(x, float),
+        "gan_test": np.asarray(y, float), "fisher_divergence": np.asarray(y, float),
+        "checkpoint_uri": [f"file:///c/{i}/best.pt" for i in range(n)],
+    })
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_front_equals_brute_force_with_ties_and_duplicates(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    # Few distinct integer values force ties in x, in y, and exact duplicates.
+    x, y = rng.integers(0, 5, n), rng.integers(0, 5, n)
+    expected = brute_force_front(x, y)
+    np.testing.assert_array_equal(front_mask(x, y), expected)
+    front = pareto_front(trials(x, y))
+    assert set(front["run_id"]) == {f"r{i}" for i in np.flatnonzero(expected)}
+    # Minimizing y is maximizing -y.
+    front = pareto_front(trials(x, y), "test_acc", "fisher_divergence", minimize=["fisher_divergence"])
+    assert set(front["run_id"]) == {f"r{i}" for i in np.flatnonzero(brute_force_front(x, -y))}
+
+
+def test_duplicates_stay_and_ties_are_dominated():
+    # (3,3) twice: both stay; (3,1) ties on x and loses on y; (1,3) ties on y and loses on x.
+    front = pareto_front(trials([3, 3, 3, 1, 4], [3, 3, 1, 3, 0]))
+    assert front["run_id"].tolist() == ["r4", "r0", "r1"]  # best test_acc first
+
+
+def test_stopped_and_diverged_trials_are_left_out_unless_asked():
+    frame = trials([9, 1, 8, 2], [9, 1, 1, 2], status=["stopped", "finished", "diverged", "finished"])
+    frame.loc[1, "epochs_done"] = 1  # finished but cut short: counts as stopped early
+    assert pareto_front(frame)["run_id"].tolist() == ["r3"]
+    assert pareto_front(frame, include_stopped=True)["run_id"].tolist() == ["r0"]
+    with pytest.raises(AnalysisError, match="no finished trial has both"):
+        pareto_front(frame[frame["status"] != "finished"])
+
+
+def test_unknown_or_unlogged_metric_is_an_error():
+    frame = trials([1, 2], [2, 1])
+    with pytest.raises(AnalysisError, match="unknown metric 'accuracy'"):
+        pareto_front(frame, x="accuracy")
+    frame["score_alignment"] = np.nan
+    with pytest.raises(AnalysisError, match="not logged"):
+        pareto_front(frame, y="eval/score_alignment")  # MLflow keys are accepted too
+
+
+def test_write_pareto_exports_front_and_plot(tmp_path):
+    frame = trials([0.5, 0.7, 0.6, 0.2], [0.9, 0.1, 0.5, 0.2])
+    paths = write_pareto(frame, tmp_path)
+    assert sorted(paths) == ["front.csv", "front.parquet", "pareto.png"]
+    front = pd.read_parquet(paths["front.parquet"])
+    assert front["run_id"].tolist() == ["r1", "r2", "r0"]
+    assert {"lam", "mu", "test_acc", "gan_test", "checkpoint_uri"} <= set(front.columns)
+    assert front["checkpoint_uri"].tolist() == ["file:///c/1/best.pt", "file:///c/2/best.pt", "file:///c/0/best.pt"]
+    pd.testing.assert_frame_equal(pd.read_csv(paths["front.csv"]), front, check_dtype=False)
+    assert_png(paths["pareto.png"])

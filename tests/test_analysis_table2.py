@@ -1,0 +1,97 @@
+"""Table 2 on a hand-built frame: orientation, cell text, seed aggregation, diverged cells, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis.runs import AnalysisError
+from analysis.table2 import caption, cell_stats, table2_frame, table2_values, write_table2
+
+
+def assert_png(path: Path) -> None:
+    """A valid PNG of reasonable size that is not a single colour."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.verify()
+    with Image.open(path) as image:
+        assert image.width >= 200 and image.height >= 150
+        extrema = image.convert("RGB").getextrema()
+    assert any(lo < hi for lo, hi in extrema), f"{path} is a single colour"
+
+
+def trial(lam, mu, acc, gan, status="finished", loss="score_matching", seed=0, **extra) -> dict:
+    return {"run_id": f"{loss}-{lam}-{mu}-{seed}-{status}", "run_name": f"{loss} λ={lam} μ={mu} s{seed}",
+            "loss": loss, "lam": lam, "mu": mu, "seed": seed, "status": status, "epochs": 2,
+            "epochs_done": 2 if status == "finished" else 1, "test_acc": acc, "gan_test": gan,
+            "objective": np.nan if status == "diverged" else (acc + (0 if np.isnan(gan) else gan)) / 2,
+            "fisher_divergence": 10 * lam, **extra}
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    rows = [
+        trial(1e-2, 1e-3, 0.60, 0.40, seed=0), trial(1e-2, 1e-3, 0.70, 0.50, seed=1),
+        trial(1e-2, 1e-5, np.nan, np.nan, "diverged"),
+        trial(1e-4, 1e-3, 0.7523, 0.80), trial(1e-4, 1e-3, np.nan, np.nan, "diverged", seed=1),
+        *(trial(1e-6, 1e-5, acc, np.nan, seed=s) for s, acc in enumerate([0.5, 0.6, 0.7])),
+        trial(1e-6, 1e-3, 0.9, 0.9, "stopped"),
+        trial(0.0, 0.0, 0.76, 0.60, loss="ce"),
+        trial(1e-3, 0.0, 0.74, 0.70, loss="grad_norm"),
+    ]
+    frame = pd.DataFrame(rows)
+    for col in ("seed", "epochs", "epochs_done"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def test_orientation_and_cell_text(frame):
+    table = table2_frame(frame)
+    assert table.index.tolist() == [1e-2, 1e-4, 1e-6]  # λ: largest at the top, as in the paper
+    assert table.columns.tolist() == [1e-3, 1e-5]  # μ: largest on the left
+    assert table.loc[1e-2, 1e-3] == "65.00 ± 7.07% / 45.00 ± 7.07% (n=2)"
+    assert table.loc[1e-2, 1e-5] == "diverged"
+    assert table.loc[1e-4, 1e-3] == "75.23% / 80.00% [1 diverged]"
+    assert table.loc[1e-4, 1e-5] == ""  # never run
+    assert table.loc[1e-6, 1e-5] == "60.00 ± 10.00% / – (n=3)"  # no judge: GAN-test not logged
+    assert table.loc[1e-6, 1e-3] == "stopped"  # stopped early: not averaged in
+
+
+def test_stats_and_values_match_the_text(frame):
+    stats = cell_stats(frame).set_index(["lam", "mu"])
+    assert stats.loc[(1e-2, 1e-3), "n"] == 2
+    assert stats.loc[(1e-4, 1e-3), ["n", "n_diverged"]].tolist() == [1, 1]
+    assert stats.loc[(1e-6, 1e-5), "test_acc_std"] == pytest.approx(0.1)
+    values = table2_values(frame, "test_acc")
+    assert values.loc[1e-2, 1e-3] == pytest.approx(0.65)
+    assert np.isnan(values.loc[1e-2, 1e-5]) and np.isnan(values.loc[1e-4, 1e-5])
+
+
+def test_paper_axes_and_caption(frame):
+    table = table2_frame(frame, axes="paper")
+    assert table.index.tolist() == [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+    assert table.columns.tolist() == [1e-2, 1e-3, 1e-4, 1e-5]
+    assert table.loc[1e-3, 1e-2] == ""
+    assert caption(frame) == ["baseline: 76.00% / 60.00%", "gradient norm (λ=1e-03): 74.00% / 70.00%"]
+
+
+def test_write_table2_files(frame, tmp_path):
+    paths = write_table2(frame, tmp_path, metric="fisher_divergence")  # a metric minimized
+    assert sorted(paths) == ["table2.csv", "table2.md", "table2.png"]
+    assert_png(paths["table2.png"])
+    md = paths["table2.md"].read_text().splitlines()
+    assert md[0] == "| λ ↓ / μ → | 1e-03 | 1e-05 |"
+    assert md[2] == "| **1e-02** | 65.00 ± 7.07% / 45.00 ± 7.07% (n=2) | diverged |"
+    assert "- baseline: 76.00% / 60.00%" in md
+    csv = pd.read_csv(paths["table2.csv"])
+    assert len(csv) == 5 and "fisher_divergence_mean" in csv.columns
+
+
+def test_no_score_matching_trials_is_an_error(frame, tmp_path):
+    with pytest.raises(AnalysisError, match="no score-matching trials"):
+        write_table2(frame[frame["loss"] != "score_matching"], tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written
