@@ -1,0 +1,210 @@
+"""Reading MLflow: a real sqlite store written in the sweep's layout, the CLI and report_sweep.
+
+The store is written with the MLflow client exactly as the sweep does (parent + child runs,
+params as strings from ``trainer.config.flatten``, metrics per epoch, tags, checkpoint files).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from test_analysis_table2 import assert_png
+
+from analysis import report_sweep
+from analysis.__main__ import main
+from analysis.runs import AnalysisError, load, select_parent, sweeps
+from trainer import keys
+from trainer.config import flatten, load_config
+
+SIGMAS = (1e-4, 1e-3, 1e-2)
+FRACTIONS = (0.01, 0.1, 1.0)
+T0 = 1_700_000_000_000  # ms; explicit start times make "most recent sweep" deterministic
+
+
+@dataclass
+class Store:
+    uri: str
+    root: Path
+    old: str  # parent run ids
+    grid: str
+
+
+def _parent(mc: MlflowClient, exp: str, sweep: str, start: int) -> str:
+    run = mc.create_run(exp, start_time=start, run_name=sweep,
+                        tags={"sweep.name": sweep, "sweep.role": "parent", "git.commit": "abc"})
+    return run.info.run_id
+
+
+def _trial(mc: MlflowClient, exp: str, parent: str, sweep: str, start: int, overrides: list[str],
+           status: str, accs: list[float], gan: float | None, checkpoints: tuple[str, ...] = ("best.pt", "last.pt"),
+           params: dict | None = None, curves: bool = False) -> str:
+    cfg = load_config(None, ["epochs=2", *overrides])
+    name = f"{cfg.loss.kind} λ={cfg.loss.lam:.0e} μ={cfg.loss.mu:.0e} s{cfg.seed}"
+    run = mc.create_run(exp, start_time=start, run_name=name, tags={
+        "mlflow.parentRunId": parent, "sweep.name": sweep, "sweep.role": "trial", "trial.point": name,
+        "trial.status": status, "trial.id": f"t{start}"})
+    values = flatten(cfg) if params is None else params
+    rid = run.info.run_id
+    mc.log_batch(rid, params=[Param(k, str(v)) for k, v in values.items()])  # strings, as the sweep
+    metrics = []
+    for epoch, acc in enumerate(accs, start=1):
+        metrics += [Metric(keys.TEST_ACC, acc, T0, epoch), Metric(keys.EPOCH, epoch, T0, epoch)]
+    last = len(accs)
+    if gan is not None:
+        metrics += [Metric(keys.GAN_TEST, gan, T0, last), Metric(keys.OBJECTIVE, (accs[-1] + gan) / 2, T0, last)]
+    if curves:
+        metrics += [Metric(keys.density_ratio_key(s), 1 + 10 * s + accs[-1], T0, last) for s in SIGMAS]
+        metrics += [Metric(keys.pixel_perturbation_key(f), accs[-1] * (1 - f / 2), T0, last) for f in FRACTIONS]
+    mc.log_batch(rid, metrics=metrics)
+    for name in checkpoints:
+        path = Path(mc.tracking_uri.removeprefix("sqlite:///")).parent / "ckpt" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"weights")
+        mc.log_artifact(rid, str(path), "checkpoints")
+    mc.set_terminated(rid, "FAILED" if status == "failed" else "FINISHED")
+    return rid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mc = MlflowClient(tracking_uri=uri)
+    art = (root / "artifacts").as_uri()
+    exp = mc.create_experiment("quick", artifact_location=f"{art}/quick")
+    old = _parent(mc, exp, "old", T0)
+    _trial(mc, exp, old, "old", T0 + 1, ["loss.preset=score_matching"], "finished", [0.1, 0.2], 0.3)
+    grid = _parent(mc, exp, "grid", T0 + 100)
+    t = T0 + 101
+    sm = ["loss.preset=score_matching"]
+    _trial(mc, exp, grid, "grid", t, [*sm, "loss.lam=1e-3", "loss.mu=1e-3"], "finished", [0.5, 0.6], 0.7,
+           checkpoints=("last.pt",), curves=True)
+    _trial(mc, exp, grid, "grid", t + 1, [*sm, "loss.lam=1e-3", "loss.mu=1e-4"], "finished", [0.5, 0.8], 0.4)
+    _trial(mc, exp, grid, "grid", t + 2, [*sm, "loss.lam=1e-3", "loss.mu=1e-4", "seed=1"], "finished",
+           [0.5, 0.7], 0.5)
+    _trial(mc, exp, grid, "grid", t + 3, [*sm, "loss.lam=1e-4", "loss.mu=1e-3"], "diverged", [0.3], None,
+           checkpoints=())
+    _trial(mc, exp, grid, "grid", t + 4, [*sm, "loss.lam=1e-4", "loss.mu=1e-4"], "stopped", [0.9], 0.9)
+    _trial(mc, exp, grid, "grid", t + 5, ["loss.preset=baseline"], "finished", [0.4, 0.75], 0.6, curves=True)
+    _trial(mc, exp, grid, "grid", t + 6, ["loss.preset=grad_norm"], "finished", [0.4, 0.7], 0.8, curves=True)
+    mc.set_terminated(old)
+    mc.set_terminated(grid)
+
+    exp = mc.create_experiment("unfinished", artifact_location=f"{art}/unfinished")
+    parent = _parent(mc, exp, "s", T0)
+    _trial(mc, exp, parent, "s", T0 + 1, [], "running", [0.1], None)
+    _trial(mc, exp, parent, "s", T0 + 2, [], "diverged", [0.1], None)
+
+    exp = mc.create_experiment("foreign", artifact_location=f"{art}/foreign")
+    parent = _parent(mc, exp, "s", T0)
+    _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3, params={"lr": 0.1})
+    return Store(uri, root, old, grid)
+
+
+def test_load_types_columns_and_values(store):
+    frame = load("quick", store.uri, store.grid)
+    assert len(frame) == 7 and set(frame["sweep"]) == {"grid"} and set(frame["parent_run_id"]) == {store.grid}
+    for col in ("lam", "mu", "sigma", "test_acc", "gan_test", "objective"):
+        assert pd.api.types.is_float_dtype(frame[col]), col
+    for col in ("seed", "epochs", "epochs_done"):
+        assert pd.api.types.is_integer_dtype(frame[col]), col
+    row = frame.set_index("run_name").loc["score_matching λ=1e-03 μ=1e-04 s1"]
+    assert (row["loss"], row["lam"], row["mu"], row["sigma"], row["seed"]) == ("score_matching", 1e-3, 1e-4, 0.01, 1)
+    assert (row["status"], row["epochs"], row["epochs_done"]) == ("finished", 2, 2)
+    assert row["test_acc"] == pytest.approx(0.7)  # the last epoch's value, not the first
+    assert row["objective"] == pytest.approx(0.6)
+    assert row["checkpoint_uri"].endswith(f"{row['run_id']}/artifacts/checkpoints/best.pt")
+    by_status = frame.set_index("status")
+    assert pd.isna(by_status.loc["diverged", "checkpoint_uri"])
+    assert np.isnan(by_status.loc["diverged", "gan_test"])
+    assert by_status.loc["stopped", "epochs_done"] == 1
+    curve = frame[frame["run_name"].str.contains("μ=1e-03") & (frame["status"] == "finished")].iloc[0]
+    assert curve["checkpoint_uri"].endswith("checkpoints/last.pt")  # no best.pt: falls back
+    assert curve[keys.density_ratio_key(1e-2)] == pytest.approx(1.1 + 0.6)
+    for col in ("score_alignment", "fisher_divergence", "fisher_divergence_rel", "sample_loglik"):
+        assert frame[col].isna().all()  # not a known-density dataset: present, empty
+
+
+def test_selection_of_sweeps(store):
+    assert sweeps("quick", store.uri)["sweep"].tolist() == ["grid", "old"]  # newest first
+    assert select_parent("quick", store.uri) == store.grid
+    assert select_parent("quick", store.uri, sweep="old") == store.old
+    assert len(load("quick", store.uri)) == 8  # no parent: every trial of the experiment
+    with pytest.raises(AnalysisError, match="no sweep named 'nope'"):
+        select_parent("quick", store.uri, sweep="nope")
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ("nope", "no MLflow experiment named 'nope'"),
+    ("unfinished", r"no finished trials in .* \(1 running, 1 diverged\)"),
+    ("foreign", "have no loss.lam/loss.mu params"),
+])
+def test_load_bad_input(store, experiment, message):
+    with pytest.raises(AnalysisError, match=message):
+        load(experiment, store.uri)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["table2", "--experiment", "nope"], "no MLflow experiment named 'nope'"),
+    (["table2", "--experiment", "unfinished"], "no finished trials"),
+    (["pareto", "--experiment", "foreign"], "no loss.lam/loss.mu params"),
+    (["table2", "--experiment", "quick", "--metric", "accuracy"], "unknown metric 'accuracy'"),
+    (["table2", "--experiment", "quick", "--metric", "score_alignment"], "was not logged"),
+    (["pareto", "--experiment", "quick", "--sweep", "nope"], "no sweep named 'nope'"),
+])
+def test_cli_bad_input_exits_2_with_one_line(store, tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--tracking-uri", store.uri, "--out", str(out)])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("analysis: error: ") and message in lines[0]
+    assert not out.exists()  # nothing written
+
+
+def test_cli_missing_store_creates_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["table2", "--experiment", "quick"])  # default URI: sqlite:///mlflow.db here
+    assert exit_info.value.code == 2
+    assert "no MLflow store at sqlite:///mlflow.db" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def _logged(uri: str, run_id: str) -> set[str]:
+    return {Path(f.path).name for f in MlflowClient(tracking_uri=uri).list_artifacts(run_id, "analysis")}
+
+
+def test_cli_writes_and_logs_to_the_latest_sweep(store, tmp_path, capsys):
+    out = tmp_path / "cli"
+    main(["table2", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out)])
+    main(["pareto", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out)])
+    main(["figures", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out)])
+    printed = capsys.readouterr().out.split()
+    names = {"table2.png", "table2.md", "table2.csv", "front.parquet", "front.csv", "pareto.png",
+             "fig1_density_ratio.png", "fig3_pixel_perturbation.png", "table1.md", "table1.csv"}
+    assert {Path(p).name for p in printed} == names
+    assert names <= _logged(store.uri, store.grid)
+    for png in out.glob("*.png"):
+        assert_png(png)
+    front = pd.read_csv(out / "front.csv")
+    # The stopped trial (0.9/0.9) would dominate everything; it is left out.
+    assert set(front["test_acc"]) == {0.8, 0.75, 0.7} and set(front["gan_test"]) == {0.4, 0.6, 0.8}
+    table1 = (out / "table1.md").read_text()
+    assert table1.index("Baseline ResNet") < table1.index("Grad-Norm") < table1.index("Score-Matching")
+
+
+def test_report_sweep_writes_and_logs(store, tmp_path):
+    paths = report_sweep("quick", store.old, tmp_path / "report", tracking_uri=store.uri)
+    assert {"table2.png", "table2.md", "table2.csv", "front.csv", "front.parquet", "pareto.png"} <= set(paths)
+    assert "fig1_density_ratio.png" not in paths  # the old sweep logged no curves: skipped
+    assert set(paths) <= _logged(store.uri, store.old)
+    assert "| **1e-03** | 20.00% / 30.00% |" in paths["table2.md"].read_text()
