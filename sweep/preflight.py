@@ -1,0 +1,108 @@
+"""Checks that run before any trial and before anything is written to MLflow.
+
+Each failure is a :class:`PreflightError` whose message names the problem and how to fix it;
+``sweep.run`` prints it and exits with status 2. The static checks here need neither Ray nor
+MLflow writes; :func:`check_resources` runs once Ray is up, still before the judge and trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Mapping
+
+from sweep.config import SweepConfig
+from trainer.config import DataConfig
+
+# Largest node an autoscaler may add, e.g. '{"CPU": 4, "GPU": 1}'; set by the cluster so a
+# trial may ask for more than the nodes up right now offer.
+ENV_NODE_RESOURCES = "SWEEP_NODE_RESOURCES"
+# Folders torchvision's CIFAR datasets unpack into under data_dir.
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+class PreflightError(RuntimeError):
+    """The sweep cannot start; the message says why."""
+
+
+def check_dataset(data: DataConfig) -> None:
+    """CIFAR must be on disk or downloadable; the other datasets ship with the code."""
+    folder = CIFAR_FOLDERS.get(data.dataset)
+    if folder is None:
+        return
+    path = Path(data.data_dir) / folder
+    if not path.is_dir() and not data.download:
+        raise PreflightError(
+            f"trainer.data: {data.dataset} not found at {path.resolve()} and trainer.data.download "
+            f"is false; put the dataset there, set trainer.data.data_dir, or --set trainer.data.download=true"
+        )
+
+
+def check_tracking(uri: str) -> None:
+    """An http(s) tracking server must answer; a sqlite file's folder must exist."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as resp:
+                if resp.status != 200:
+                    raise PreflightError(f"MLflow tracking server {uri} answered HTTP {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise PreflightError(
+                f"MLflow tracking server {uri} is not reachable ({reason}); start it or fix "
+                "tracking.uri / MLFLOW_TRACKING_URI"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise PreflightError(f"tracking.uri: folder {folder} of the MLflow database does not exist")
+
+
+def sqlite_missing(uri: str) -> bool:
+    """True when ``uri`` is a sqlite store whose file does not exist yet (so it holds no runs)."""
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists()
+
+
+def check_name(name: str, resume: bool, ray_state: bool, parent_id: str | None, where: str) -> None:
+    """A new sweep must not reuse a name; ``--resume`` needs something to resume."""
+    if not resume and (ray_state or parent_id):
+        found = "Ray results at " + where if ray_state else f"MLflow parent run {parent_id}"
+        raise PreflightError(
+            f"sweep {name!r} already exists ({found}); continue it with --resume or choose "
+            "another --name"
+        )
+    if resume and not ray_state:
+        raise PreflightError(f"--resume: no sweep {name!r} to resume (no Ray results at {where})")
+
+
+def node_limits(nodes: list[Mapping[str, float]]) -> dict[str, float]:
+    """Per resource, the most any single node (up now, or addable per SWEEP_NODE_RESOURCES) offers."""
+    limits: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
+    extra = os.environ.get(ENV_NODE_RESOURCES)
+    if extra:
+        try:
+            nodes = [*nodes, json.loads(extra)]
+        except json.JSONDecodeError:
+            raise PreflightError(f"{ENV_NODE_RESOURCES} must be JSON like '{{\"CPU\": 4, \"GPU\": 1}}'") from None
+    for node in nodes:
+        for res in limits:
+            limits[res] = max(limits[res], float(node.get(res, 0.0)))
+    return limits
+
+
+def check_resources(cfg: SweepConfig, nodes: list[Mapping[str, float]]) -> None:
+    """Each trial must fit on one node, or Ray would leave it pending forever."""
+    limits = node_limits(nodes)
+    asked = {"CPU": cfg.resources.cpus, "GPU": cfg.resources.gpus}
+    for res, amount in asked.items():
+        if amount > limits[res]:
+            field = "resources.cpus" if res == "CPU" else "resources.gpus"
+            raise PreflightError(
+                f"{field}: each trial asks for {amount:g} {res}(s) but the largest node in the Ray "
+                f"cluster has {limits[res]:g}; lower {field} (e.g. --set {field}={limits[res]:g})"
+                + (" or set trainer.device=cpu" if res == "GPU" else "")
+            )
+    if cfg.trainer.device.startswith("cuda") and cfg.resources.gpus == 0:
+        raise PreflightError("trainer.device is cuda but resources.gpus is 0; Ray would hide every GPU")

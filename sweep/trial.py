@@ -1,0 +1,122 @@
+"""One trial: a trainer run tracked in its own MLflow child run, reporting to Tune per epoch.
+
+This module does the work of the Tune trainable without importing Ray: ``sweep.tune`` passes in
+the checkpoint to restore and a ``report(metrics, checkpoint_dir)`` function, so every Ray name
+stays in ``sweep.tune``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from sweep import tracking
+from sweep.config import ObjectiveConfig, Point, apply_point, point_name
+from sweep.judge_stage import fetch_judge
+from sweep.objective import WORST, objective_value
+from trainer import keys
+from trainer.config import flatten
+
+STATE_FILE = "sweep_state.json"  # beside the trainer's last.pt in every Tune checkpoint
+# The columns Tune sees besides the trainer's metrics (the reporter shows a few of them).
+POINT = "point"
+
+
+@dataclass
+class SweepContext:
+    """Everything a trial needs from the driver; pickled to the workers."""
+
+    sweep: str
+    tracking_uri: str
+    experiment_id: str
+    parent_id: str
+    base: dict[str, Any]  # the base trainer config (model_dump), local paths made absolute
+    objective: ObjectiveConfig
+    judge_run: str | None  # MLflow run holding judge.pt, or None (no GAN-test)
+    threads: int  # torch threads per trial
+    points: dict[str, Point] = field(default_factory=dict)  # grid: trial name -> point
+    seed: int = 0  # optuna: the one seed
+
+    def point_of(self, config: Mapping[str, Any]) -> Point:
+        """The point of a Tune config: a grid name, or Optuna's sampled dotted keys."""
+        if POINT in config:
+            return self.points[config[POINT]]
+        return Point(tuple(sorted(config.items())), self.seed)
+
+
+def _upload_folder(path: Path) -> str:
+    return "images" if path.suffix == ".png" else "curves"
+
+
+def run_trial(
+    ctx: SweepContext,
+    config: Mapping[str, Any],
+    trial_id: str,
+    restore: Path | None,
+    report: Callable[[dict[str, Any], Path | None], None],
+) -> dict[str, Any]:
+    """Train one point to the end (or until Tune stops it), tracking it in MLflow.
+
+    ``restore`` is the folder of the last Tune checkpoint (the trainer's last.pt and the sweep's
+    state), ``report`` hands an epoch's metrics and checkpoint folder to Tune.
+    """
+    import torch
+
+    from trainer.train import run
+
+    torch.set_num_threads(ctx.threads)
+    point = ctx.point_of(config)
+    cfg = apply_point(ctx.base, point)
+    name = point_name(cfg, point)
+    mlrun = tracking.TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id, ctx.sweep, point.key)
+    mlrun.open(name, trial_id, flatten(cfg))
+
+    work = Path(tempfile.mkdtemp(prefix=f"sweep-trial-{point.key}-"))
+    ckpt, best = work / "checkpoint", work / "best"
+    ckpt.mkdir()
+    best.mkdir()
+    state: dict[str, Any] = {"best": None, "objective": WORST}
+    if restore is not None:
+        shutil.copytree(restore, ckpt, dirs_exist_ok=True)
+        if (ckpt / STATE_FILE).is_file():
+            state = json.loads((ckpt / STATE_FILE).read_text())
+    if ctx.judge_run:
+        cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
+
+    def on_epoch(metrics: dict[str, Any], files: dict[str, str]) -> None:
+        epoch, status = int(metrics[keys.EPOCH]), metrics[keys.STATUS]
+        value = objective_value(ctx.objective, metrics)
+        logged = dict(metrics)
+        if value is not None:  # logged at evaluation epochs only, so its history is real
+            state["objective"] = logged[keys.OBJECTIVE] = value
+        mlrun.log_metrics(logged, step=epoch)
+        uploads = [(Path(p), _upload_folder(Path(p))) for p in files.values()]
+        if status != "diverged" and (value is not None or status == "finished"):
+            # last.pt at evaluations and at the end: every epoch would upload a ResNet-18
+            # (45 MB) 200 times per trial; Tune keeps the per-epoch checkpoint for retries.
+            uploads.append((ckpt / "last.pt", "checkpoints"))
+            if value is not None and (state["best"] is None or value > state["best"]):
+                state["best"] = value
+                shutil.copyfile(ckpt / "last.pt", best / "best.pt")
+                uploads.append((best / "best.pt", "checkpoints"))
+        mlrun.log_files(uploads)
+        if status == "diverged":
+            mlrun.set_tags({"trial.status": "diverged"})
+        (ckpt / STATE_FILE).write_text(json.dumps(state))
+        result = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        result.update({keys.OBJECTIVE: state["objective"], keys.STATUS: status, POINT: name})
+        report(result, None if status == "diverged" else ckpt)
+
+    try:
+        final = run(cfg, report=on_epoch, checkpoint_dir=ckpt, out_dir=work / "out")
+    except BaseException:
+        mlrun.end("failed")  # a retry reopens the run and marks it running again
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    mlrun.end(str(final.get(keys.STATUS, "finished")))
+    return final

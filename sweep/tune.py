@@ -1,0 +1,176 @@
+"""Every Ray call of the project: the Ray session, the Tuner, the trainable, restore.
+
+Ray's reporting API has changed names several times; Ray 2.60 runs Train V2, where
+``ray.train.report`` fails inside Tune. So inside trials only ``ray.tune.report``,
+``ray.tune.get_checkpoint``, ``ray.tune.get_context`` and ``ray.tune.Checkpoint`` are used, and
+the next API change is an edit to this one file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# The classic reporter lets us choose the columns (Ray's new output ignores a passed reporter);
+# the checkpoint-sync warning fires on every epoch of tiny trials and says nothing actionable.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from sweep.config import SweepConfig, grid_points  # noqa: E402
+from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
+from trainer import keys  # noqa: E402
+
+# Reporter columns: metric key -> header.
+COLUMNS = {
+    POINT: "point",
+    keys.EPOCH: "epoch",
+    keys.TEST_ACC: "acc",
+    keys.GAN_TEST: "gan_test",
+    keys.OBJECTIVE: "objective",
+}
+
+
+def start(address: str | None) -> None:
+    """Connect to the cluster at ``address`` (or RAY_ADDRESS), else start a private local one."""
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    # log_to_driver=False keeps trainer chatter off the terminal; Tune still prints each trial's
+    # error and the path of its full traceback.
+    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False if address == "local" else None)
+
+
+def stop() -> None:
+    ray.shutdown()
+
+
+def nodes() -> list[dict[str, float]]:
+    """Resources of every live node (CPU, GPU, ...)."""
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def can_restore(path: str) -> bool:
+    """Whether Ray results of a sweep exist at ``path`` (local or s3://)."""
+    return tune.Tuner.can_restore(path)
+
+
+def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
+    checkpoint = tune.get_checkpoint()
+    restore = None
+    if checkpoint is not None:
+        restore = Path(tempfile.mkdtemp(prefix="sweep-restore-"))
+        checkpoint.to_directory(str(restore))
+
+    def report(metrics: dict[str, Any], directory: Path | None) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)) if directory else None)
+
+    run_trial(ctx, config, tune.get_context().get_trial_id(), restore, report)
+
+
+def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = cfg.search
+    space = {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log) for k, r in search.space.items()}
+    seeds = []
+    if search.seed_with_grid:
+        for p in grid_points(search):
+            point = dict(p.overrides)
+            if set(point) == set(space):
+                seeds.append(point)
+    multi = len(search.objectives) > 1
+    return OptunaSearch(
+        space=space,
+        metric=search.objectives if multi else search.objectives[0],
+        mode=["max"] * len(search.objectives) if multi else "max",
+        points_to_evaluate=seeds or None,
+        sampler=optuna.samplers.TPESampler(seed=search.sampler_seed),
+        study_name=cfg.name,
+        storage=optuna.storages.RDBStorage(study_storage),
+    )
+
+
+def fail_stale_optuna_trials(study: str, storage: str) -> int:
+    """Mark trials a killed driver left RUNNING as failed (Optuna would wait on them forever)."""
+    import optuna
+
+    rdb = optuna.storages.RDBStorage(storage)
+    try:
+        s = optuna.load_study(study_name=study, storage=rdb)
+    except KeyError:
+        return 0
+    stale = s.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
+    for t in stale:
+        rdb.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    return len(stale)
+
+
+def _trainable_with_resources(cfg: SweepConfig, ctx: SweepContext) -> Any:
+    return tune.with_resources(
+        tune.with_parameters(_trainable, ctx=ctx), {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}
+    )
+
+
+def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: str, resume: bool) -> list[dict[str, Any]]:
+    """Run (or resume) the sweep; one summary dict per trial: id, point, last metrics, error."""
+    trainable = _trainable_with_resources(cfg, ctx)
+    if resume:
+        tuner = tune.Tuner.restore(
+            f"{storage_path.rstrip('/')}/{cfg.name}", trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        multi = len(cfg.search.objectives) > 1
+        metric = None if multi else keys.OBJECTIVE if cfg.search.method == "grid" else cfg.search.objectives[0]
+        scheduler = None
+        if cfg.scheduler.kind == "asha":
+            scheduler = tune.schedulers.ASHAScheduler(
+                time_attr=keys.EPOCH,
+                max_t=cfg.max_epochs,
+                grace_period=cfg.scheduler.grace_period,
+                reduction_factor=cfg.scheduler.reduction_factor,
+            )
+        if cfg.search.method == "grid":
+            names = list(ctx.points)
+            param_space: dict[str, Any] = {POINT: tune.grid_search(names)}
+            search_alg, samples = None, 1
+        else:
+            param_space, search_alg, samples = {}, _optuna(cfg, study_storage), cfg.search.n_trials
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode="max" if metric else None,
+                search_alg=search_alg,
+                scheduler=scheduler,
+                num_samples=samples,
+                max_concurrent_trials=cfg.max_concurrent_trials or None,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name,
+                storage_path=storage_path,
+                failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                progress_reporter=tune.CLIReporter(
+                    metric_columns=COLUMNS, parameter_columns=[], max_report_frequency=15, sort_by_metric=False
+                ),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    out = []
+    for result in grid:
+        metrics = dict(result.metrics or {})
+        out.append(
+            {
+                "trial_id": metrics.get("trial_id") or Path(result.path).name,
+                "metrics": metrics,
+                "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+            }
+        )
+    return out
