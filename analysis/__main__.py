@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--parent-run-id", help="the sweep whose parent run has this id")
     which.add_argument("--all", action="store_true", help="every trial of the experiment (not logged to MLflow)")
     p.add_argument("--out", type=Path, help="output folder (default: out/analysis/<experiment>/<sweep>)")
-    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {default_tracking_uri()})")
+    p.add_argument("--tracking-uri",
+                   help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {default_tracking_uri()})")
     p.add_argument("--no-log", action="store_true", help="do not log the outputs to the sweep's parent run")
     g = p.add_argument_group("table2")
     g.add_argument("--metric", default="objective",

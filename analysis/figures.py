@@ -57,7 +57,9 @@ def select(frame: pd.DataFrame, runs: Sequence[str] | None = None) -> pd.DataFra
     chosen["model"] = chosen.apply(label, axis=1)
     order = {kind: i for i, kind in enumerate(MODEL_NAMES)}
     chosen["_order"] = chosen["loss"].map(order).fillna(len(order))
-    return chosen.sort_values(["_order", "lam", "mu"], kind="stable").drop(columns="_order")
+    # λ, μ largest first, as in Table 2.
+    chosen = chosen.sort_values(["_order", "lam", "mu"], ascending=[True, False, False], kind="stable")
+    return chosen.drop(columns="_order")
 
 
 def curves(chosen: pd.DataFrame, prefix: str) -> pd.DataFrame:

@@ -82,3 +82,12 @@ def test_write_pareto_exports_front_and_plot(tmp_path):
     assert front["checkpoint_uri"].tolist() == ["file:///c/1/best.pt", "file:///c/2/best.pt", "file:///c/0/best.pt"]
     pd.testing.assert_frame_equal(pd.read_csv(paths["front.csv"]), front, check_dtype=False)
     assert_png(paths["pareto.png"])
+
+
+def test_write_pareto_minimizes_fisher_divergence_by_default(tmp_path):
+    x, y = [0.5, 0.7, 0.6, 0.2], [0.9, 0.1, 0.5, 0.05]
+    paths = write_pareto(trials(x, y), tmp_path, "test_acc", "fisher_divergence", stem="fd_")
+    front = pd.read_csv(paths["fd_front.csv"])
+    expected = brute_force_front(np.array(x), -np.array(y))
+    assert set(front["run_id"]) == {f"r{i}" for i in np.flatnonzero(expected)} == {"r1", "r3"}
+    assert_png(paths["fd_pareto.png"])

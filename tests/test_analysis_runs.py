@@ -44,7 +44,7 @@ def _parent(mc: MlflowClient, exp: str, sweep: str, start: int) -> str:
 
 def _trial(mc: MlflowClient, exp: str, parent: str, sweep: str, start: int, overrides: list[str],
            status: str, accs: list[float], gan: float | None, checkpoints: tuple[str, ...] = ("best.pt", "last.pt"),
-           params: dict | None = None, curves: bool = False) -> str:
+           params: dict | None = None, curves: bool = False, extra: dict[str, float] | None = None) -> str:
     cfg = load_config(None, ["epochs=2", *overrides])
     name = f"{cfg.loss.kind} λ={cfg.loss.lam:.0e} μ={cfg.loss.mu:.0e} s{cfg.seed}"
     run = mc.create_run(exp, start_time=start, run_name=name, tags={
@@ -62,6 +62,7 @@ def _trial(mc: MlflowClient, exp: str, parent: str, sweep: str, start: int, over
     if curves:
         metrics += [Metric(keys.density_ratio_key(s), 1 + 10 * s + accs[-1], T0, last) for s in SIGMAS]
         metrics += [Metric(keys.pixel_perturbation_key(f), accs[-1] * (1 - f / 2), T0, last) for f in FRACTIONS]
+    metrics += [Metric(key, value, T0, last) for key, value in (extra or {}).items()]
     mc.log_batch(rid, metrics=metrics)
     for name in checkpoints:
         path = Path(mc.tracking_uri.removeprefix("sqlite:///")).parent / "ckpt" / name
@@ -80,7 +81,11 @@ def store(tmp_path_factory) -> Store:
     art = (root / "artifacts").as_uri()
     exp = mc.create_experiment("quick", artifact_location=f"{art}/quick")
     old = _parent(mc, exp, "old", T0)
-    _trial(mc, exp, old, "old", T0 + 1, ["loss.preset=score_matching"], "finished", [0.1, 0.2], 0.3)
+    # A known-density dataset's ground-truth metrics, as the groundtruth preset logs them.
+    truth = {keys.SCORE_ALIGNMENT: 0.5, keys.FISHER_DIVERGENCE_REL: 0.2}
+    _trial(mc, exp, old, "old", T0 + 1, ["loss.preset=score_matching"], "finished", [0.1, 0.2], 0.3, extra=truth)
+    _trial(mc, exp, old, "old", T0 + 2, ["loss.preset=baseline"], "finished", [0.1, 0.3], 0.1,
+           extra={keys.SCORE_ALIGNMENT: 0.1, keys.FISHER_DIVERGENCE_REL: 0.9})
     grid = _parent(mc, exp, "grid", T0 + 100)
     t = T0 + 101
     sm = ["loss.preset=score_matching"]
@@ -136,7 +141,7 @@ def test_selection_of_sweeps(store):
     assert sweeps("quick", store.uri)["sweep"].tolist() == ["grid", "old"]  # newest first
     assert select_parent("quick", store.uri) == store.grid
     assert select_parent("quick", store.uri, sweep="old") == store.old
-    assert len(load("quick", store.uri)) == 8  # no parent: every trial of the experiment
+    assert len(load("quick", store.uri)) == 9  # no parent: every trial of the experiment
     with pytest.raises(AnalysisError, match="no sweep named 'nope'"):
         select_parent("quick", store.uri, sweep="nope")
 
@@ -158,6 +163,8 @@ def test_load_bad_input(store, experiment, message):
     (["table2", "--experiment", "quick", "--metric", "accuracy"], "unknown metric 'accuracy'"),
     (["table2", "--experiment", "quick", "--metric", "score_alignment"], "was not logged"),
     (["pareto", "--experiment", "quick", "--sweep", "nope"], "no sweep named 'nope'"),
+    (["figures", "--experiment", "quick", "--runs", "nope"], "no trial with run id or name 'nope'"),
+    (["figures", "--experiment", "quick", "--sweep", "old"], "no selected trial logged eval/density_ratio/"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(store, tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -207,4 +214,10 @@ def test_report_sweep_writes_and_logs(store, tmp_path):
     assert {"table2.png", "table2.md", "table2.csv", "front.csv", "front.parquet", "pareto.png"} <= set(paths)
     assert "fig1_density_ratio.png" not in paths  # the old sweep logged no curves: skipped
     assert set(paths) <= _logged(store.uri, store.old)
-    assert "| **1e-03** | 20.00% / 30.00% |" in paths["table2.md"].read_text()
+    md = paths["table2.md"].read_text()
+    assert "| **1e-03** | 20.00% / 30.00% |" in md and "- baseline: 30.00% / 10.00%" in md
+    # Ground-truth metrics logged: a heatmap and a front against accuracy for each.
+    for metric in ("score_alignment", "fisher_divergence_rel"):
+        assert_png(paths[f"{metric}_table2.png"])
+        front = pd.read_csv(paths[f"{metric}_front.csv"])
+        assert front["test_acc"].tolist() == [0.3, 0.2]  # neither dominates the other
