@@ -25,6 +25,7 @@ from analysis.runs import LABELS, LOSS_NAMES, LOWER_IS_BETTER, PERCENT, Analysis
 GRID_LOSS = "score_matching"
 PAPER_LAMS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # Table 2 rows, top to bottom
 PAPER_MUS = (1e-2, 1e-3, 1e-4, 1e-5)  # Table 2 columns, left to right
+MAX_AXIS = 12  # distinct λ or μ values beyond which the trials are no grid (e.g. Optuna samples)
 # Why a cell has no value, most telling first (trials still finished elsewhere are not listed).
 _EMPTY_ORDER = ("diverged", "stopped", "incomplete", "failed", "running")
 
@@ -65,6 +66,10 @@ def cell_stats(frame: pd.DataFrame, metric: str = "objective") -> pd.DataFrame:
     if grid.empty:
         losses = ", ".join(sorted(frame["loss"].dropna().astype(str).unique())) or "none"
         raise AnalysisError(f"no score-matching trials to put on the λ × μ grid (losses present: {losses})")
+    size = grid["lam"].nunique(), grid["mu"].nunique()
+    if max(size) > MAX_AXIS:
+        raise AnalysisError(f"the trials' λ, μ are not a grid ({size[0]} λ and {size[1]} μ values, "
+                            f"at most {MAX_AXIS} each); an Optuna search reads better as a Pareto front")
     ok = completed(grid)
     rows = []
     for (lam, mu), group in grid.groupby(["lam", "mu"], sort=False):

@@ -95,3 +95,10 @@ def test_no_score_matching_trials_is_an_error(frame, tmp_path):
     with pytest.raises(AnalysisError, match="no score-matching trials"):
         write_table2(frame[frame["loss"] != "score_matching"], tmp_path)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_off_grid_search_is_not_a_table(tmp_path):
+    rng = np.random.default_rng(0)
+    sampled = pd.DataFrame([trial(lam, mu, 0.5, 0.5) for lam, mu in 10 ** rng.uniform(-6, -2, (30, 2))])
+    with pytest.raises(AnalysisError, match="not a grid"):
+        write_table2(sampled, tmp_path)
