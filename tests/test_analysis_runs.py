@@ -6,7 +6,6 @@ params as strings from ``trainer.config.flatten``, metrics per epoch, tags, chec
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from test_analysis_table2 import assert_png
 
 from analysis import report_sweep
