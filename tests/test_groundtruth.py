@@ -138,3 +138,15 @@ def test_sample_loglik_prefers_samples_near_the_class_mean():
     at_means = groundtruth_metrics(model, data, data.density.means[targets].float(), targets)
     uniform = groundtruth_metrics(model, data, torch.rand(3, 2, 4, 4), targets)
     assert at_means[keys.SAMPLE_LOGLIK] > uniform[keys.SAMPLE_LOGLIK]
+
+
+def test_registry_loads_gaussians_with_its_density():
+    from trainer.data import load_dataset
+
+    cfg = small_cfg(covariance="smooth", train_size=40, test_size=12)
+    data = load_dataset(cfg, "cpu")
+    direct = load_gaussians(cfg)
+    assert data.name == "gaussians" and isinstance(data.density, GaussianDensity)
+    assert data.train_x.shape == (40, 2, 4, 4) and data.test_x.shape == (12, 2, 4, 4)
+    assert torch.equal(data.train_x, direct.train_x) and torch.equal(data.test_y, direct.test_y)
+    assert data.in_channels == 2 and data.image_size == 4
