@@ -1,0 +1,262 @@
+"""The training loop: ``run(cfg, report=...)`` trains one model and returns its final metrics.
+
+It reads top to bottom: build data, model and optimizer (or resume them from
+``checkpoint_dir/last.pt``), then per epoch ``train_one_epoch``, ``evaluate`` on the test set,
+the paper's evaluations at the configured cadence, an atomic checkpoint, and ``report``. A
+NaN/Inf loss ends the run as ``diverged`` instead of raising. Everything random comes from seeded
+generators whose states are checkpointed, so a resumed run ends with the same weights as an
+uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer import keys
+from trainer.config import ConfigError, TrainConfig, flatten, load_config
+from trainer.data import Dataset, load_dataset, train_batches
+from trainer.losses import compute_loss, precision
+from trainer.models import build_model
+
+Report = Callable[[dict, dict], None]
+CHECKPOINT = "last.pt"
+# Config sections that may change between a run and its resumption: where it runs and what is
+# evaluated, not what is trained.
+RESUMABLE_CHANGES = ("device", "eval.")
+EVAL_BATCH = 512  # test images per forward pass in `evaluate`
+
+# compute_loss part -> metric key (batch means, averaged over the epoch's images).
+PART_KEYS = {
+    "total": keys.TRAIN_LOSS,
+    "ce": keys.TRAIN_CE,
+    "trace": keys.TRAIN_TRACE,
+    "grad_norm": keys.TRAIN_GRAD_NORM,
+    "stability": keys.TRAIN_STABILITY,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, else CPU; other names are checked for availability."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {name!r} requested but MPS is not available")
+    return device
+
+
+def _sync(device: torch.device) -> None:
+    # CUDA runs asynchronously: wait for it before reading a clock.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: Dataset,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    generators: dict[str, torch.Generator],
+) -> dict[str, float]:
+    """One pass over the shuffled, augmented training set; returns the epoch's train metrics."""
+    model.train()
+    device = data.train_x.device
+    sums = torch.zeros(len(PART_KEYS) + 1, device=device)  # loss parts, then correct predictions
+    seen = 0
+    _sync(device)
+    start = time.perf_counter()
+    for x, y in train_batches(data, cfg.batch_size, generators["data"], cfg.data):
+        with precision(cfg.loss, device):  # the backward pass too, for finite differences
+            out = compute_loss(model, x, y, cfg.loss, generator=generators["noise"])
+            optimizer.zero_grad(set_to_none=True)
+            out["total"].backward()
+        optimizer.step()
+        parts = torch.stack([out[p].detach().float() for p in PART_KEYS]) * len(y)
+        correct = (out["logits"].argmax(1) == y).sum().float()
+        sums += torch.cat([parts, correct[None]])
+        seen += len(y)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    values = (sums / max(seen, 1)).tolist()  # one device sync per epoch
+    metrics = dict(zip(PART_KEYS.values(), values))
+    metrics[keys.TRAIN_ACC] = values[-1]
+    metrics[keys.EPOCH_SECONDS] = seconds
+    metrics[keys.IMAGES_PER_SECOND] = seen / seconds if seconds > 0 else 0.0
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
+    """Accuracy and mean cross-entropy on the clean test set, in eval mode."""
+    model.eval()
+    loss = correct = 0.0
+    for start in range(0, len(data.test_y), EVAL_BATCH):
+        x, y = data.test_x[start : start + EVAL_BATCH], data.test_y[start : start + EVAL_BATCH]
+        logits = model(x)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    n = max(len(data.test_y), 1)
+    return {keys.TEST_ACC: correct / n, keys.TEST_LOSS: loss / n}
+
+
+def _diverged(metrics: Mapping[str, float], model: nn.Module) -> bool:
+    return not math.isfinite(metrics[keys.TRAIN_LOSS]) or not all(
+        torch.isfinite(p).all() for p in model.parameters()
+    )
+
+
+def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        **{name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, g in generators.items():
+        g.set_state(state[name])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`run`, loaded safely (tensors and plain containers only)."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
+    old, new = flatten(saved), flatten(cfg.model_dump(mode="json"))
+    changed = sorted(
+        k for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
+    )
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)}: differ from the checkpoint {str(path)!r} being resumed; "
+            "use a new output/checkpoint directory for a different config"
+        )
+
+
+def _is_eval_epoch(cfg: TrainConfig, epoch: int) -> bool:
+    every = cfg.eval.every
+    return cfg.eval.enabled and (epoch == cfg.epochs or (every > 0 and epoch % every == 0))
+
+
+def run(
+    cfg: TrainConfig | Mapping[str, Any],
+    report: Report | None = None,
+    checkpoint_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train one model as ``cfg`` says; return the last epoch's metrics (``status`` included).
+
+    ``report(metrics, files)`` is called after each epoch, once its checkpoint is on disk.
+    With ``checkpoint_dir`` holding ``last.pt``, the run resumes from it. Evaluation images and
+    curves go under ``out_dir/epoch_NNN`` (a temporary folder when ``out_dir`` is None).
+    """
+    cfg = load_config(cfg)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.data, device)
+
+    torch.manual_seed(cfg.seed)  # weight initialization
+    model = build_model(
+        cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta
+    ).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
+    )
+    milestones = [max(1, round(f * cfg.epochs)) for f in cfg.optim.milestones]  # in epochs
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.optim.gamma)
+    generators = {
+        "data": torch.Generator().manual_seed(cfg.seed),  # order, crops, flips (CPU)
+        "noise": torch.Generator(device).manual_seed(cfg.seed + 1),  # trace-estimator noise
+    }
+
+    start_epoch, metrics = 0, {keys.STATUS: "running"}
+    path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    if path is not None and path.is_file():
+        state = load_checkpoint(path)
+        _check_resumable(state["config"], cfg, path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], generators)
+        start_epoch, metrics = state["epoch"], state["metrics"]
+
+    judge = None
+    if cfg.eval.enabled and cfg.eval.judge:
+        from trainer.judge import load_judge  # the evaluations load only when used
+
+        judge = load_judge(cfg.eval.judge, device)
+    eval_root = Path(out_dir) if out_dir is not None else None
+
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        train_metrics = train_one_epoch(model, data, optimizer, cfg, generators)
+        scheduler.step()
+        if _diverged(train_metrics, model):
+            metrics = {**train_metrics, keys.LR: lr, keys.EPOCH: epoch, keys.STATUS: "diverged"}
+            if report is not None:
+                report(metrics, {})
+            return metrics
+
+        metrics = {**train_metrics, keys.LR: lr, **evaluate(model, data)}
+        files: dict[str, str] = {}
+        if _is_eval_epoch(cfg, epoch):
+            from trainer.evaluation import evaluate_all
+
+            if eval_root is None:
+                eval_root = Path(tempfile.mkdtemp(prefix="trainer-eval-"))
+            eval_metrics, files = evaluate_all(
+                model, data, cfg.eval, judge=judge, out_dir=eval_root / f"epoch_{epoch:03d}", seed=cfg.seed
+            )
+            metrics.update(eval_metrics)
+        metrics[keys.EPOCH] = epoch
+        metrics[keys.STATUS] = "finished" if epoch == cfg.epochs else "running"
+
+        if path is not None:
+            save_checkpoint(
+                path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(generators),
+                    "epoch": epoch,
+                    "config": cfg.model_dump(mode="json"),
+                    "metrics": metrics,
+                },
+            )
+        if report is not None:
+            report(metrics, files)
+    return metrics
