@@ -150,3 +150,26 @@ def test_registry_loads_gaussians_with_its_density():
     assert data.train_x.shape == (40, 2, 4, 4) and data.test_x.shape == (12, 2, 4, 4)
     assert torch.equal(data.train_x, direct.train_x) and torch.equal(data.test_y, direct.test_y)
     assert data.in_channels == 2 and data.image_size == 4
+
+
+def test_short_run_on_gaussians_reports_the_groundtruth_metrics(tmp_path):
+    from trainer.train import run
+
+    cfg = {
+        "data": {"dataset": "gaussians", "augment": False, "num_classes": 3, "image_size": 4,
+                 "train_size": 64, "test_size": 24},
+        "model": {"arch": "resnet9", "width": 0.0625},
+        "loss": {"preset": "score_matching"},
+        "epochs": 1,
+        "batch_size": 32,
+        "device": "cpu",
+        "eval": {"samples": 8, "steps": 2, "density_images": 8, "perturbation_images": 8,
+                 "perturbation_points": 2, "grid_images": 4},
+    }
+    reports = []
+    final = run(cfg, report=lambda metrics, files: reports.append(metrics), out_dir=tmp_path)
+    assert final["status"] == "finished" and reports[-1]["status"] == "finished"
+    for key in (keys.SCORE_ALIGNMENT, keys.FISHER_DIVERGENCE, keys.FISHER_DIVERGENCE_REL, keys.SAMPLE_LOGLIK):
+        assert key in final and key in reports[-1], key
+    assert -1.0 <= final[keys.SCORE_ALIGNMENT] <= 1.0
+    assert final[keys.FISHER_DIVERGENCE] > 0 and final[keys.FISHER_DIVERGENCE_REL] > 0
