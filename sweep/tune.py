@@ -26,9 +26,8 @@ from sweep.config import SweepConfig, grid_points  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
-# Reporter columns: metric key -> header.
+# Reporter columns: metric key -> header (the point's name comes first).
 COLUMNS = {
-    POINT: "point",
     keys.EPOCH: "epoch",
     keys.TEST_ACC: "acc",
     keys.GAN_TEST: "gan_test",
@@ -150,6 +149,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 scheduler=scheduler,
                 num_samples=samples,
                 max_concurrent_trials=cfg.max_concurrent_trials or None,
+                reuse_actors=True,  # a new trial skips the worker's start and imports (seconds each)
             ),
             run_config=tune.RunConfig(
                 name=cfg.name,
@@ -157,7 +157,11 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 progress_reporter=tune.CLIReporter(
-                    metric_columns=COLUMNS, parameter_columns=[], max_report_frequency=15, sort_by_metric=False
+                    # grid trials carry their name in the config, Optuna's report it as a metric
+                    parameter_columns={POINT: "point"} if cfg.search.method == "grid" else {},
+                    metric_columns=COLUMNS if cfg.search.method == "grid" else {POINT: "point", **COLUMNS},
+                    max_column_length=28,
+                    max_report_frequency=20,  # seconds between tables
                 ),
                 verbose=1,
             ),
