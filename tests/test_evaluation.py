@@ -278,3 +278,43 @@ def test_evaluate_all_merges_groundtruth_metrics_when_the_density_is_known(tmp_p
     assert metrics[keys.SCORE_ALIGNMENT] == 0.25
     # 12 samples whose targets are the 5 test labels in order, cycled.
     assert calls == [((12, 1, 8, 8), [0, 1, 2, 0, 1, 0, 1, 2, 0, 1, 0, 1])]
+
+
+def test_evaluate_cli_prints_every_metric_and_rejects_bad_paths(tmp_path, capsys):
+    from trainer.evaluate import main
+    from trainer.judge import JudgeConfig, train_judge
+    from trainer.train import run
+
+    data = {"dataset": "digits", "train_size": 128, "test_size": 40}
+    run(
+        {"data": data, "model": {"arch": "resnet9", "width": 0.0625}, "epochs": 1, "batch_size": 64,
+         "device": "cpu", "eval": {"enabled": False}},
+        checkpoint_dir=tmp_path / "run",
+    )
+    judge = train_judge(JudgeConfig(data=data, width=0.0625, epochs=1, batch_size=64), tmp_path / "judges", "cpu")
+    checkpoint = tmp_path / "run" / "last.pt"
+
+    out = tmp_path / "eval"
+    bad = [
+        ["--checkpoint", str(tmp_path / "missing.pt"), "--judge", str(judge)],
+        ["--checkpoint", str(checkpoint), "--judge", str(tmp_path / "missing.pt")],
+        ["--checkpoint", str(judge), "--judge", str(judge)],  # a judge is not a training checkpoint
+        ["--checkpoint", str(checkpoint), "--set", "model.width=2"],  # not an evaluation setting
+        ["--checkpoint", str(checkpoint), "--set", "eval.samples=0"],
+    ]
+    for argv in bad:
+        assert main([*argv, "--out", str(out)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+    argv = ["--checkpoint", str(checkpoint), "--judge", str(judge), "--out", str(out)]
+    small = ["eval.samples=8", "eval.steps=3", "eval.density_images=16", "eval.perturbation_images=16",
+             "eval.perturbation_points=3", "eval.grid_images=4"]
+    assert main(argv + [a for s in small for a in ("--set", s)]) == 0
+    printed = capsys.readouterr().out
+    for key in (keys.GAN_TEST, keys.EVAL_SECONDS, keys.density_ratio_key(0.1), keys.pixel_perturbation_key(1.0)):
+        assert key in printed
+    assert {p.name for p in out.iterdir()} == {
+        "samples.png", "saliency.png", "density_ratios.png", "pixel_perturbation.png", "eval.json"
+    }
