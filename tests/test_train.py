@@ -1,0 +1,146 @@
+"""The training loop: learning, the report contract, resume, divergence, evaluations, the CLI."""
+
+import pytest
+import torch
+
+from trainer import keys
+from trainer.__main__ import main
+from trainer.config import ConfigError
+from trainer.train import load_checkpoint, run
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def tiny(**over):
+    """A config that trains in about a second on a CPU."""
+    cfg = {
+        "data": {"dataset": "digits", "train_size": 128, "test_size": 64},
+        "model": {"arch": "resnet9", "width": 1 / 16},
+        "epochs": 2,
+        "batch_size": 32,
+        "seed": 3,
+        "eval": {"enabled": False},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict):
+            cfg[key] = {**cfg.get(key, {}), **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def test_short_digits_run_lowers_the_loss():
+    seen = []
+    cfg = tiny(
+        data={"train_size": 384, "augment": False},
+        model={"width": 1 / 8},
+        loss={"preset": "score_matching"},
+        optim={"lr": 0.05, "milestones": []},
+    )
+    final = run(cfg, report=lambda m, f: seen.append(m))
+    assert [m[keys.EPOCH] for m in seen] == [1, 2]
+    assert seen[1][keys.TRAIN_LOSS] < 0.75 * seen[0][keys.TRAIN_LOSS]
+    # Training accuracy well above chance (0.1); test accuracy lags after 24 steps, because the
+    # BatchNorm running statistics are still settling.
+    assert final[keys.TRAIN_ACC] > 0.5
+    assert 0 <= final[keys.TEST_ACC] <= 1
+    assert final[keys.STATUS] == "finished"
+    for key in (keys.TRAIN_CE, keys.TRAIN_TRACE, keys.TRAIN_GRAD_NORM, keys.TRAIN_STABILITY,
+                keys.TRAIN_ACC, keys.LR, keys.EPOCH_SECONDS, keys.IMAGES_PER_SECOND, keys.TEST_LOSS):
+        assert isinstance(final[key], float)
+    assert final[keys.TRAIN_GRAD_NORM] > 0 and final[keys.TRAIN_STABILITY] > 0
+
+
+def test_report_follows_the_checkpoint_and_lr_steps_at_the_milestones(tmp_path):
+    def report(metrics, files):
+        state = load_checkpoint(tmp_path / "last.pt")
+        assert state["epoch"] == metrics[keys.EPOCH] and files == {}
+        lrs.append(metrics[keys.LR])
+        statuses.append(metrics[keys.STATUS])
+
+    lrs, statuses = [], []
+    run(tiny(epochs=4, optim={"milestones": [0.5, 0.75]}), report=report, checkpoint_dir=tmp_path)
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert statuses == ["running"] * 3 + ["finished"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+    # Score matching (noise generator), augmentation (data generator) and an lr step.
+    cfg = tiny(epochs=3, loss={"preset": "score_matching"}, optim={"milestones": [0.5]})
+    whole = run(cfg, checkpoint_dir=tmp_path / "whole")
+
+    def stop_after_first_epoch(metrics, files):
+        if metrics[keys.EPOCH] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(cfg, report=stop_after_first_epoch, checkpoint_dir=tmp_path / "split")
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
+    resumed_epochs = []
+    resumed = run(cfg, report=lambda m, f: resumed_epochs.append(m[keys.EPOCH]), checkpoint_dir=tmp_path / "split")
+    assert resumed_epochs == [2, 3]
+
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed[keys.TRAIN_LOSS] == whole[keys.TRAIN_LOSS]
+
+    # A finished run resumes to its final metrics without training again.
+    again = run(cfg, report=lambda m, f: pytest.fail("no epoch left to report"), checkpoint_dir=tmp_path / "split")
+    assert again[keys.STATUS] == "finished" and again[keys.EPOCH] == 3
+    # Resuming with a different training config is refused, naming the field.
+    with pytest.raises(ConfigError, match="loss.lam"):
+        run({**cfg, "loss": {"preset": "score_matching", "lam": 0.5}}, checkpoint_dir=tmp_path / "split")
+
+
+def test_a_config_that_blows_up_ends_as_diverged(tmp_path):
+    reports = []
+    cfg = tiny(loss={"kind": "anti_score_matching", "lam": 1e8, "tau": 1e30})
+    out = run(cfg, report=lambda m, f: reports.append(m), checkpoint_dir=tmp_path)
+    assert out[keys.STATUS] == "diverged"
+    assert [m[keys.STATUS] for m in reports] == ["diverged"]
+    assert not (tmp_path / "last.pt").exists()  # no checkpoint for the diverged epoch
+
+
+def test_one_epoch_with_evaluations_reports_eval_metrics_and_files(tmp_path):
+    cfg = tiny(
+        epochs=1,
+        eval={
+            "enabled": True, "samples": 8, "steps": 2, "density_images": 16, "density_sigmas": [1e-3, 1e-1],
+            "perturbation_images": 16, "perturbation_points": 3, "grid_images": 4,
+        },
+    )
+    got = []
+    run(cfg, report=lambda m, f: got.append((m, f)), out_dir=tmp_path)
+    (metrics, files), = got
+    assert keys.density_ratio_key(1e-3) in metrics and keys.EVAL_SECONDS in metrics
+    assert keys.GAN_TEST not in metrics  # no judge configured
+    assert files and all(str(tmp_path / "epoch_001") in p for p in files.values())
+    assert all((tmp_path / "epoch_001").joinpath(p).is_file() for p in files.values())
+
+
+def test_cli_runs_resumes_and_rejects_bad_input(tmp_path, capsys):
+    args = ["--set", "data.dataset=synthetic", "--set", "data.train_size=64", "--set", "epochs=1",
+            "--set", "model.arch=resnet9", "--set", "model.width=0.0625", "--set", "batch_size=32",
+            "--set", "eval.enabled=false", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert (tmp_path / "out" / "checkpoints" / "last.pt").is_file()
+    assert "status: finished after 1/1 epochs" in capsys.readouterr().out
+    assert main(args) == 0  # resumes the finished run
+    capsys.readouterr()
+    assert main(["--set", "loss.sigma=0", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loss.sigma" in err[0]
+    assert not (tmp_path / "bad").exists()
