@@ -5,6 +5,7 @@ import torch
 
 from trainer import keys
 from trainer.__main__ import main
+from trainer.bench import VARIANTS, bench
 from trainer.config import ConfigError
 from trainer.train import load_checkpoint, run
 
@@ -144,3 +145,11 @@ def test_cli_runs_resumes_and_rejects_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "loss.sigma" in err[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_bench_times_every_variant_against_ce():
+    result = bench("resnet9", width=1 / 16, batch=4, steps=1, warmup=0, device="cpu", image_size=8)
+    rows = {r["variant"]: r for r in result["results"]}
+    assert set(rows) == set(VARIANTS) and rows["ce"]["ratio_to_ce"] == 1.0
+    assert all(r["median_s"] > 0 for r in rows.values())
+    assert isinstance(result["targets"]["taylor_cheaper_than_hutchinson"], bool)

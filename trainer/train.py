@@ -48,7 +48,10 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when present, else CPU; other names are checked for availability."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device name (auto, cpu, cuda[:N], mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} requested but CUDA is not available")
     if device.type == "mps" and not torch.backends.mps.is_available():
