@@ -239,9 +239,13 @@ def _small_eval(**kw) -> EvalConfig:
 
 def test_evaluate_all_returns_the_keys_and_writes_valid_images(tmp_path):
     data = TinyData(rand_images(20, (1, 8, 8)), torch.arange(20) % 3, 3)
-    model, judge = smooth_net(1, 3), smooth_net(1, 3, seed=1)
+    model, judge = smooth_net(1, 3).train(), smooth_net(1, 3, seed=1)
     cfg = _small_eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     metrics, files = ev.evaluate_all(model, data, cfg, judge=judge, out_dir=tmp_path / "eval", seed=0)
+    # Evaluating changes nothing in the model: weights, BatchNorm statistics, gradients, mode.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and all(p.grad is None for p in model.parameters())
     expected = {keys.GAN_TEST, keys.EVAL_SECONDS}
     expected |= {keys.density_ratio_key(s) for s in cfg.density_sigmas}
     expected |= {keys.pixel_perturbation_key(f) for f in np.logspace(-2, 0, 4)}
