@@ -11,6 +11,15 @@ from trainer.config import DataConfig
 from trainer.data import DATASETS, DataError, Dataset, augment, load_dataset, train_batches
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def _write_batch(path, images, labels, label_key):
     # CIFAR's pickles (read back with encoding="latin1"): str keys, data as (N, 3072) uint8 rows
     # in C-H-W order.
@@ -107,7 +116,9 @@ def test_augment_crops_with_zero_padding_and_flips():
 
 
 def test_train_batches_cover_the_epoch_and_are_seeded():
-    data = Dataset("t", torch.rand(10, 1, 4, 4), torch.arange(10), torch.rand(2, 1, 4, 4), torch.arange(2), 10)
+    data = Dataset(
+        "t", torch.rand(10, 1, 4, 4), torch.arange(10), torch.rand(2, 1, 4, 4), torch.arange(2), 10
+    )
     cfg = DataConfig(augment=False)
     batches = list(train_batches(data, 4, torch.Generator().manual_seed(1), cfg))
     assert [len(y) for _, y in batches] == [4, 4, 2]

@@ -20,6 +20,7 @@ def one_thread():
     yield
     torch.set_num_threads(saved)
 
+
 # Shape of the tiny inputs: (channels, height, width), 12 dimensions.
 SHAPE = (3, 2, 2)
 DIM = math.prod(SHAPE)

@@ -7,6 +7,15 @@ from torch import nn
 from trainer.models import BatchNorm2d, any_order_batchnorm, build_model, count_parameters
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def resnet_reference_count(depths, num_classes, in_channels=3, widths=(64, 128, 256, 512)):
     """Parameters of the CIFAR ResNet, derived by hand: conv weights, BN (γ, β), head."""
     conv = lambda cin, cout, k: cin * cout * k * k  # noqa: E731  (no bias)
@@ -60,7 +69,9 @@ def test_softplus_is_applied_after_the_residual_add():
 
 def test_beta_none_gives_relu():
     modules = list(build_model("resnet9", 10, beta=None).modules())
-    assert any(isinstance(m, nn.ReLU) for m in modules) and not any(isinstance(m, nn.Softplus) for m in modules)
+    assert any(isinstance(m, nn.ReLU) for m in modules) and not any(
+        isinstance(m, nn.Softplus) for m in modules
+    )
 
 
 def test_vgg11_judge_has_biased_convs_and_fits_digits():

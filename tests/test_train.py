@@ -53,8 +53,17 @@ def test_short_digits_run_lowers_the_loss():
     assert final[keys.TRAIN_ACC] > 0.5
     assert 0 <= final[keys.TEST_ACC] <= 1
     assert final[keys.STATUS] == "finished"
-    for key in (keys.TRAIN_CE, keys.TRAIN_TRACE, keys.TRAIN_GRAD_NORM, keys.TRAIN_STABILITY,
-                keys.TRAIN_ACC, keys.LR, keys.EPOCH_SECONDS, keys.IMAGES_PER_SECOND, keys.TEST_LOSS):
+    for key in (
+        keys.TRAIN_CE,
+        keys.TRAIN_TRACE,
+        keys.TRAIN_GRAD_NORM,
+        keys.TRAIN_STABILITY,
+        keys.TRAIN_ACC,
+        keys.LR,
+        keys.EPOCH_SECONDS,
+        keys.IMAGES_PER_SECOND,
+        keys.TEST_LOSS,
+    ):
         assert isinstance(final[key], float)
     assert final[keys.TRAIN_GRAD_NORM] > 0 and final[keys.TRAIN_STABILITY] > 0
 
@@ -89,7 +98,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
         run(cfg, report=stop_after_first_epoch, checkpoint_dir=tmp_path / "split")
     assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
     resumed_epochs = []
-    resumed = run(cfg, report=lambda m, f: resumed_epochs.append(m[keys.EPOCH]), checkpoint_dir=tmp_path / "split")
+    resumed = run(
+        cfg, report=lambda m, f: resumed_epochs.append(m[keys.EPOCH]), checkpoint_dir=tmp_path / "split"
+    )
     assert resumed_epochs == [2, 3]
 
     a = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
@@ -99,7 +110,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert resumed[keys.TRAIN_LOSS] == whole[keys.TRAIN_LOSS]
 
     # A finished run resumes to its final metrics without training again.
-    again = run(cfg, report=lambda m, f: pytest.fail("no epoch left to report"), checkpoint_dir=tmp_path / "split")
+    again = run(
+        cfg, report=lambda m, f: pytest.fail("no epoch left to report"), checkpoint_dir=tmp_path / "split"
+    )
     assert again[keys.STATUS] == "finished" and again[keys.EPOCH] == 3
     # Resuming with a different training config is refused, naming the field.
     with pytest.raises(ConfigError, match="loss.lam"):
@@ -119,13 +132,19 @@ def test_one_epoch_with_evaluations_reports_eval_metrics_and_files(tmp_path):
     cfg = tiny(
         epochs=1,
         eval={
-            "enabled": True, "samples": 8, "steps": 2, "density_images": 16, "density_sigmas": [1e-3, 1e-1],
-            "perturbation_images": 16, "perturbation_points": 3, "grid_images": 4,
+            "enabled": True,
+            "samples": 8,
+            "steps": 2,
+            "density_images": 16,
+            "density_sigmas": [1e-3, 1e-1],
+            "perturbation_images": 16,
+            "perturbation_points": 3,
+            "grid_images": 4,
         },
     )
     got = []
     run(cfg, report=lambda m, f: got.append((m, f)), out_dir=tmp_path)
-    (metrics, files), = got
+    ((metrics, files),) = got
     assert keys.density_ratio_key(1e-3) in metrics and keys.EVAL_SECONDS in metrics
     assert keys.GAN_TEST not in metrics  # no judge configured
     assert files and all(str(tmp_path / "epoch_001") in p for p in files.values())
@@ -133,9 +152,24 @@ def test_one_epoch_with_evaluations_reports_eval_metrics_and_files(tmp_path):
 
 
 def test_cli_runs_resumes_and_rejects_bad_input(tmp_path, capsys):
-    args = ["--set", "data.dataset=synthetic", "--set", "data.train_size=64", "--set", "epochs=1",
-            "--set", "model.arch=resnet9", "--set", "model.width=0.0625", "--set", "batch_size=32",
-            "--set", "eval.enabled=false", "--out", str(tmp_path / "out")]
+    args = [
+        "--set",
+        "data.dataset=synthetic",
+        "--set",
+        "data.train_size=64",
+        "--set",
+        "epochs=1",
+        "--set",
+        "model.arch=resnet9",
+        "--set",
+        "model.width=0.0625",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "eval.enabled=false",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 0
     assert (tmp_path / "out" / "checkpoints" / "last.pt").is_file()
     assert "status: finished after 1/1 epochs" in capsys.readouterr().out

@@ -29,7 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     p.add_argument("--config", help="YAML config file (default: the built-in defaults)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one field, e.g. --set loss.lam=1e-3 (repeatable)",
     )
     p.add_argument("--out", default="runs/trainer", help="output folder (default: runs/trainer)")

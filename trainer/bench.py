@@ -107,8 +107,10 @@ def bench(
         "results": rows,
         "targets": {
             "score_matching/taylor_ratio_max": target,
-            "score_matching/taylor_ratio_met": target is not None and ratio["score_matching/taylor"] <= target,
-            "taylor_cheaper_than_hutchinson": ratio["score_matching/taylor"] < ratio["score_matching/hutchinson"],
+            "score_matching/taylor_ratio_met": target is not None
+            and ratio["score_matching/taylor"] <= target,
+            "taylor_cheaper_than_hutchinson": ratio["score_matching/taylor"]
+            < ratio["score_matching/hutchinson"],
         },
     }
 
@@ -121,7 +123,9 @@ def format_table(result: dict) -> str:
         f"{'variant':<34}{'s/step':>10}{'x ce':>8}{'img/s':>10}",
     ]
     for r in result["results"]:
-        lines.append(f"{r['variant']:<34}{r['median_s']:>10.4f}{r['ratio_to_ce']:>8.2f}{r['images_per_s']:>10.1f}")
+        lines.append(
+            f"{r['variant']:<34}{r['median_s']:>10.4f}{r['ratio_to_ce']:>8.2f}{r['images_per_s']:>10.1f}"
+        )
     for name, value in result["targets"].items():
         lines.append(f"{name}: {value}")
     return "\n".join(lines)

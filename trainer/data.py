@@ -14,6 +14,7 @@ digits, offline), ``synthetic`` (seeded class prototypes plus noise, for tests) 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
@@ -98,19 +99,27 @@ def load_cifar100(cfg: DataConfig) -> Dataset:
 DIGITS_TEST_SIZE = 360  # of 1797 images: a stratified 1437/360 split
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    # Parsed once per process: a sweep loads digits for every trial.
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    return bunch.images, bunch.target
+
+
 def load_digits(cfg: DataConfig) -> Dataset:
     """scikit-learn's 8x8 digits (ships with the package), scaled from 0..16 to [0, 1].
 
     The train/test split is stratified and fixed by ``cfg.split_seed``.
     """
-    from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
-    bunch = sk_digits()
-    x = torch.from_numpy(bunch.images).float().div(16.0)[:, None]  # (1797, 1, 8, 8)
-    y = torch.from_numpy(bunch.target).long()
+    images, target = _digits_arrays()
+    x = torch.from_numpy(images).float().div(16.0)[:, None]  # (1797, 1, 8, 8), a copy
+    y = torch.from_numpy(target).long()
     train, test = train_test_split(
-        np.arange(len(y)), test_size=DIGITS_TEST_SIZE, stratify=bunch.target, random_state=cfg.split_seed
+        np.arange(len(y)), test_size=DIGITS_TEST_SIZE, stratify=target, random_state=cfg.split_seed
     )
     return Dataset("digits", x[train], y[train], x[test], y[test], num_classes=10)
 

@@ -35,8 +35,6 @@ from torch import Tensor, nn
 from trainer.config import LossConfig, validate
 from trainer.models import any_order_batchnorm
 
-PARTS = ("total", "ce", "trace", "grad_norm", "stability")
-
 
 @contextlib.contextmanager
 def exact_float32(device: torch.device) -> Iterator[None]:
@@ -84,14 +82,30 @@ def _noise(x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
     return std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def taylor_trace(model, x, y, f_y, grad, cfg: LossConfig, generator) -> Tensor:
+def taylor_trace(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    f_y: Tensor,
+    grad: Tensor | None,
+    cfg: LossConfig,
+    generator: torch.Generator | None,
+) -> Tensor:
     """h = 2/σ²·(f_y(x+v) − f_y(x)), v ~ N(0, σ²I), averaged over ``cfg.samples`` draws."""
     x = x.detach()  # the loss is differentiated w.r.t. the weights only
     draws = [true_logit(model, x + _noise(x, cfg.sigma, generator), y)[1] for _ in range(cfg.samples)]
     return 2.0 / cfg.sigma**2 * (torch.stack(draws).mean(0) - f_y)
 
 
-def central_trace(model, x, y, f_y, grad, cfg: LossConfig, generator) -> Tensor:
+def central_trace(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    f_y: Tensor,
+    grad: Tensor | None,
+    cfg: LossConfig,
+    generator: torch.Generator | None,
+) -> Tensor:
     """h = (f_y(x+v) + f_y(x−v) − 2 f_y(x))/σ², v ~ N(0, σ²I), averaged over draws."""
     x = x.detach()  # the loss is differentiated w.r.t. the weights only
     draws = []
@@ -101,7 +115,15 @@ def central_trace(model, x, y, f_y, grad, cfg: LossConfig, generator) -> Tensor:
     return (torch.stack(draws).mean(0) - 2.0 * f_y) / cfg.sigma**2
 
 
-def hutchinson_trace(model, x, y, f_y, grad, cfg: LossConfig, generator) -> Tensor:
+def hutchinson_trace(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    f_y: Tensor,
+    grad: Tensor | None,
+    cfg: LossConfig,
+    generator: torch.Generator | None,
+) -> Tensor:
     """h = vᵀ(∇²ₓf_y)v with v ~ N(0, I), by a second backward through ``grad``; averaged over draws."""
     draws = []
     for _ in range(cfg.samples):
@@ -118,7 +140,9 @@ ESTIMATORS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def _parts(x: Tensor, model, y, cfg, generator, need_grad_norm: bool) -> dict[str, Tensor]:
+def _parts(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator, need_grad_norm: bool
+) -> dict[str, Tensor]:
     """Clean logits, per-sample h and (if needed) ‖∇ₓf_y‖², all in float32 or wider."""
     wide = torch.promote_types(x.dtype, torch.float32)
     # Hutchinson differentiates through the input gradient, so it needs one even without the
@@ -143,14 +167,18 @@ def _result(total: Tensor, ce: Tensor, logits: Tensor, **parts: Tensor) -> dict[
     return out
 
 
-def ce_loss(model, x, y, cfg: LossConfig, generator=None) -> dict[str, Tensor]:
+def ce_loss(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
     """Plain cross-entropy (runs in the caller's precision, autocast allowed)."""
     logits = model(x)
     ce = F.cross_entropy(logits, y)
     return _result(ce, ce, logits)
 
 
-def grad_norm_loss(model, x, y, cfg: LossConfig, generator=None) -> dict[str, Tensor]:
+def grad_norm_loss(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
     """ce + λ·½·mean ‖∇ₓf_y‖² (no finite difference: runs in the caller's precision)."""
     x = x.detach().requires_grad_(True)
     logits, f_y = true_logit(model, x, y)
@@ -159,20 +187,22 @@ def grad_norm_loss(model, x, y, cfg: LossConfig, generator=None) -> dict[str, Te
     return _result(ce + cfg.lam * 0.5 * grad_norm, ce, logits, grad_norm=grad_norm)
 
 
-def score_matching_loss(model, x, y, cfg: LossConfig, generator=None) -> dict[str, Tensor]:
+def score_matching_loss(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
     """ce + λ·(mean h + ½·mean ‖∇ₓf_y‖² + μ·mean h²) (the paper's eq. 4)."""
-    p = _parts(x, model, y, cfg, generator, need_grad_norm=True)
+    p = _parts(model, x, y, cfg, generator, need_grad_norm=True)
     ce = F.cross_entropy(p["logits"], y)
     trace, grad_norm, stability = p["h"].mean(), p["grad_norm"].mean(), p["h"].pow(2).mean()
     total = ce + cfg.lam * (trace + 0.5 * grad_norm + cfg.mu * stability)
-    return _result(
-        total, ce, p["logits"], trace=trace, grad_norm=grad_norm, stability=stability
-    )
+    return _result(total, ce, p["logits"], trace=trace, grad_norm=grad_norm, stability=stability)
 
 
-def anti_score_matching_loss(model, x, y, cfg: LossConfig, generator=None) -> dict[str, Tensor]:
+def anti_score_matching_loss(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator: torch.Generator | None = None
+) -> dict[str, Tensor]:
     """ce − λ·mean(min(h, τ)): the clamp applies to each sample before the batch mean."""
-    p = _parts(x, model, y, cfg, generator, need_grad_norm=False)
+    p = _parts(model, x, y, cfg, generator, need_grad_norm=False)
     ce = F.cross_entropy(p["logits"], y)
     h = p["h"]
     total = ce - cfg.lam * h.clamp(max=cfg.tau).mean()

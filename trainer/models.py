@@ -77,9 +77,7 @@ class BasicBlock(nn.Module):
         # 1x1 conv+BN projection whenever the shape changes, identity otherwise.
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), BatchNorm2d(cout)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), BatchNorm2d(cout))
         self.act2 = activation(beta)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -179,4 +177,3 @@ def build_model(
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

@@ -156,8 +156,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
     old, new = flatten(saved), flatten(cfg.model_dump(mode="json"))
     changed = sorted(
-        k for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
     )
     if changed:
         raise ConfigError(
