@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis.runs import AnalysisError, completed
+from analysis.runs import AnalysisError, completed, describe
 from analysis.table2 import markdown_table
 from trainer import keys
 
@@ -118,11 +118,12 @@ def write_figures(frame: pd.DataFrame, out_dir: Path, runs: Sequence[str] | None
     if not density.empty:
         paths["fig1_density_ratio.png"] = plot_curves(
             density, out_dir / "fig1_density_ratio.png", "standard deviation of η",
-            "p(x + η) / p(x)", "Fig. 1: density ratios (lower is better)")
+            "p(x + η) / p(x)", f"Fig. 1, {describe(chosen)}: density ratios (lower is better)")
     if not pixel.empty:
         paths["fig3_pixel_perturbation.png"] = plot_curves(
             pixel, out_dir / "fig3_pixel_perturbation.png", "masking fraction",
-            "fraction of images correctly classified", "Fig. 3a: pixel perturbation (higher is better)")
+            "fraction of images correctly classified",
+            f"Fig. 3a, {describe(chosen)}: pixel perturbation (higher is better)")
     table = table1_frame(chosen)
     paths["table1.csv"] = out_dir / "table1.csv"
     table.to_csv(paths["table1.csv"], index=False)

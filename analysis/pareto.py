@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs import (LABELS, LOSS_NAMES, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name,
-                           completed, metric_column)
+                           completed, describe, metric_column)
 
 # Columns exported with a front (those present in the frame), then the two metrics.
 FRONT_COLUMNS = ("run_id", "run_name", "sweep", "loss", "lam", "mu", "sigma", "seed", "status",
@@ -112,7 +112,8 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: P
                         textcoords="offset points")
     ax.set_xlabel(LABELS.get(x, x) + (" (lower is better)" if x in LOWER_IS_BETTER else ""))
     ax.set_ylabel(LABELS.get(y, y) + (" (lower is better)" if y in LOWER_IS_BETTER else ""))
-    ax.set_title(title or f"Pareto front: {len(front)} of {len(pool)} trials")
+    kind = "finished or stopped" if include_stopped else "finished"
+    ax.set_title(title or f"Pareto front, {describe(frame)}: {len(front)} of {len(pool)} {kind} trials", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

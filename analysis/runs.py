@@ -250,6 +250,12 @@ def completed(frame: pd.DataFrame, include_stopped: bool = False) -> pd.Series:
     return (frame["status"] == "finished") & full.fillna(True).astype(bool)
 
 
+def describe(frame: pd.DataFrame) -> str:
+    """What the trials are, for figure titles: ``sweep 'quickstart'`` or ``3 sweeps``."""
+    names = frame["sweep"].dropna().unique() if "sweep" in frame.columns else []
+    return f"sweep {names[0]!r}" if len(names) == 1 else f"{len(names)} sweeps" if len(names) else "trials"
+
+
 def column_name(metric: str) -> str:
     """The frame column of a metric given as a column name or as its MLflow key."""
     return next((col for col, key in METRICS.items() if key == metric), metric)

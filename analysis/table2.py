@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.runs import LABELS, LOSS_NAMES, LOWER_IS_BETTER, PERCENT, AnalysisError, completed, metric_column
+from analysis.runs import (LABELS, LOSS_NAMES, LOWER_IS_BETTER, PERCENT, AnalysisError, completed, describe,
+                           metric_column)
 
 GRID_LOSS = "score_matching"
 PAPER_LAMS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # Table 2 rows, top to bottom
@@ -185,7 +186,7 @@ def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Pa
     ax.set_ylabel("λ")
     fig.colorbar(image, ax=ax, label=LABELS.get(metric, metric)
                  + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
-    ax.set_title(title or "Table 2: test accuracy % / GAN-test %", fontsize=10)
+    ax.set_title(title or "Table 2: test accuracy % / GAN-test % per λ, μ", fontsize=10)
     if notes:
         fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
         fig.tight_layout(rect=(0, 0.03 * len(notes) + 0.02, 1, 1))
@@ -211,7 +212,8 @@ def write_table2(frame: pd.DataFrame, out_dir: Path, metric: str = "objective",
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in (f"{stem}table2.png", f"{stem}table2.md", f"{stem}table2.csv")}
-    plot_heatmap(text, values, column, paths[f"{stem}table2.png"], notes)
+    title = f"Table 2, {describe(frame)}: test accuracy % / GAN-test %"
+    plot_heatmap(text, values, column, paths[f"{stem}table2.png"], notes, title)
     paths[f"{stem}table2.md"].write_text(to_markdown(text, notes))
     stats.to_csv(paths[f"{stem}table2.csv"], index=False)
     return paths
