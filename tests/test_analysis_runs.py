@@ -220,3 +220,13 @@ def test_report_sweep_writes_and_logs(store, tmp_path):
         assert_png(paths[f"{metric}_table2.png"])
         front = pd.read_csv(paths[f"{metric}_front.csv"])
         assert front["test_acc"].tolist() == [0.3, 0.2]  # neither dominates the other
+
+
+def test_cli_all_trials_default_out_and_no_logging(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before = {run: _logged(store.uri, run) for run in (store.old, store.grid)}
+    main(["table2", "--experiment", "quick", "--all", "--tracking-uri", store.uri])
+    md = (tmp_path / "out" / "analysis" / "quick" / "all" / "table2.md").read_text()
+    # The old sweep's λ=1e-3, μ=1e-4 seed joins the grid sweep's two: n=3.
+    assert "| **1e-03** | 60.00% / 70.00% | 56.67 ± 32.15% / 40.00 ± 10.00% (n=3) |" in md
+    assert {run: _logged(store.uri, run) for run in (store.old, store.grid)} == before  # --all logs nothing
