@@ -41,7 +41,10 @@ COMMANDS: dict[str, Callable[[pd.DataFrame, argparse.Namespace], dict[str, Path]
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per output)."""
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Write Table 2, a Pareto front or the paper's figures from a sweep's MLflow runs.",
+    )
     p.add_argument("command", choices=sorted(COMMANDS), help="what to write")
     p.add_argument("--experiment", required=True, help="MLflow experiment (the sweep config's `experiment`)")
     which = p.add_mutually_exclusive_group()
