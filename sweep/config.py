@@ -63,6 +63,20 @@ class Range(_Strict):
         return self
 
 
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; inside lists and mappings too. Make such strings floats."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
+
+
 class SearchConfig(_Strict):
     """Which trainer configs to try: a grid (plus explicit points) or an Optuna search."""
 
@@ -80,6 +94,11 @@ class SearchConfig(_Strict):
     sampler_seed: int = 0  # seed of Optuna's sampler
     seed_with_grid: bool = True  # evaluate the grid's points first (Optuna's points_to_evaluate)
     storage: str | None = None  # Optuna RDB URL; None: sqlite beside the Ray results
+
+    @field_validator("grid", "points", mode="before")
+    @classmethod
+    def _read_numbers(cls, v: Any) -> Any:
+        return _numbers(v)
 
     @field_validator("grid")
     @classmethod

@@ -1,0 +1,144 @@
+"""Shared fixtures: one real ``mlflow server`` on loopback, and one finished tiny sweep on it.
+
+``mlflow_server`` starts the server once per test session (sqlite backend, proxied artifacts in
+a temporary folder); ``tiny_sweep`` runs ``python -m sweep.run``'s ``main`` once on it with a
+miniature grid on a digits subset (two score-matching points, the baseline and one point that
+diverges), so tests of the sweep and of the analysis can read a real MLflow store of the
+sweep's layout without paying for a sweep each.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# A miniature of the quickstart: a digits subset, a 1/16-width ResNet-9, 2 epochs, a tiny
+# evaluation and a tiny judge. Each sweep test starts from these overrides.
+TINY = [
+    "trainer.data.train_size=256",
+    "trainer.data.test_size=96",
+    "trainer.epochs=2",
+    "trainer.batch_size=64",
+    "trainer.eval.every=1",
+    "trainer.eval.samples=16",
+    "trainer.eval.steps=5",
+    "trainer.eval.density_images=32",
+    "trainer.eval.perturbation_images=32",
+    "trainer.eval.perturbation_points=3",
+    "trainer.eval.grid_images=16",
+    "judge.width=0.0625",
+    "judge.epochs=1",
+    "search.grid.loss.lam=[1.0e-3, 1.0e-4]",
+    "search.grid.loss.mu=[1.0e-4]",
+]
+# Two extra points: the baseline, and one whose learning rate makes the loss overflow.
+TINY_POINTS = "search.points=[{loss.preset: baseline}, {loss.preset: baseline, optim.lr: 1.0e+12}]"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    uri: str  # http://127.0.0.1:PORT
+    root: Path  # its backend database and artifacts live here
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real MLflow tracking server on a free loopback port, for the whole session."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "artifacts"),
+        ],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        # no background job runner: one process less on a 2-core machine
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90  # first start creates the database (seconds on a busy CPU)
+    while True:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield MlflowServer(uri, root)
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@dataclass(frozen=True)
+class TinySweep:
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str
+    name: str
+    storage_path: Path
+    points: int  # trials in the sweep (children under the parent)
+    exit_code: int
+
+
+def run_sweep(args: list[str]) -> int:
+    """Run ``python -m sweep.run`` in this process; returns its exit status."""
+    from sweep.run import main
+
+    return main(args)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> TinySweep:
+    """One finished tiny grid sweep on the session's MLflow server (4 trials, one diverged)."""
+    from sweep import tracking
+
+    storage = tmp_path_factory.mktemp("tiny-sweep")
+    name = "tiny"
+    code = run_sweep(
+        ["--name", name, "--set", f"tracking.uri={mlflow_server.uri}", "--set", f"storage_path={storage}",
+         "--set", "experiment=tiny-sweep", "--set", TINY_POINTS, *sum((["--set", s] for s in TINY), [])]
+    )  # fmt: skip
+    parent = tracking.find_parent(tracking.client(mlflow_server.uri), "tiny-sweep", name)
+    assert parent is not None, "the tiny sweep left no parent run"
+    return TinySweep(mlflow_server.uri, "tiny-sweep", parent, name, storage, 4, code)
+
+
+def child_runs(uri: str, experiment: str, parent_id: str) -> list:
+    """Every child run of ``parent_id`` (helper for the sweep tests)."""
+    import mlflow
+
+    mc = mlflow.MlflowClient(uri)
+    exp = mc.get_experiment_by_name(experiment)
+    return mc.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_environment() -> None:
+    # Tests never reach a real cluster or a user's MLflow from the environment.
+    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "SWEEP_STORAGE_PATH", "SWEEP_NODE_RESOURCES"):
+        os.environ.pop(var, None)

@@ -1,0 +1,88 @@
+"""End-to-end grid sweep against a real MLflow server: runs, tags, metrics, artifacts, divergence."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from conftest import child_runs, run_sweep
+from trainer import keys
+
+
+def test_grid_sweep_tracks_one_parent_and_one_child_per_point(tiny_sweep):
+    assert tiny_sweep.exit_code == 0  # a diverged point does not fail the sweep
+    mc = mlflow.MlflowClient(tiny_sweep.tracking_uri)
+    parent = mc.get_run(tiny_sweep.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweep.role"] == "parent"
+    assert parent.data.tags["sweep.name"] == tiny_sweep.name
+    assert len(parent.data.tags["git.commit"]) >= 7
+    assert parent.data.params["trainer.model.arch"] == "resnet9"
+    assert "sweep.yaml" in [a.path for a in mc.list_artifacts(parent.info.run_id)]
+    exp = mc.get_experiment_by_name(tiny_sweep.experiment)
+    parents = mc.search_runs([exp.experiment_id], "tags.`sweep.role` = 'parent'")
+    assert len(parents) == 1
+
+    children = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(
+        ["sm λ=1e-03 μ=1e-04 s0", "sm λ=1e-04 μ=1e-04 s0", "base s0", "base optim.lr=1e+12 s0"]
+    )
+    assert len({r.data.tags["trial.key"] for r in children}) == tiny_sweep.points
+    for run in children:
+        assert run.data.tags["sweep.role"] == "trial"
+        assert run.data.tags["trial.point"] == run.info.run_name
+        assert run.data.tags["trial.id"]
+        assert run.data.params["seed"] == "0"
+        assert run.data.params["data.dataset"] == "digits"
+
+
+def test_finished_trials_have_per_epoch_metrics_and_artifacts(tiny_sweep):
+    mc = mlflow.MlflowClient(tiny_sweep.tracking_uri)
+    finished = [
+        r
+        for r in child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+        if r.data.tags["trial.status"] == "finished"
+    ]
+    assert len(finished) == 3
+    for run in finished:
+        assert run.info.status == "FINISHED"
+        for key in (keys.TEST_ACC, keys.GAN_TEST, keys.OBJECTIVE, keys.TRAIN_LOSS):
+            steps = sorted(m.step for m in mc.get_metric_history(run.info.run_id, key))
+            assert steps == [1, 2], (run.info.run_name, key, steps)  # eval every epoch, step = epoch
+        m = run.data.metrics
+        assert m[keys.OBJECTIVE] == pytest.approx(0.5 * m[keys.TEST_ACC] + 0.5 * m[keys.GAN_TEST])
+        files = {a.path for a in mc.list_artifacts(run.info.run_id, "checkpoints")}
+        assert files == {"checkpoints/last.pt", "checkpoints/best.pt"}
+        images = {a.path for a in mc.list_artifacts(run.info.run_id, "images")}
+        assert {"images/samples.png", "images/saliency.png"} <= images
+        assert [a.path for a in mc.list_artifacts(run.info.run_id, "curves")]
+        assert run.data.tags["trial.attempts"] == "1"
+    sm = [r for r in finished if r.info.run_name.startswith("sm")]
+    assert {r.data.params["loss.lam"] for r in sm} == {"0.001", "0.0001"}
+    assert {r.data.params["loss.kind"] for r in sm} == {"score_matching"}
+    # Artifacts went through the server into its artifact root, not into a local ./mlruns.
+    assert list((tiny_sweep.storage_path.parent).glob("mlruns")) == []
+
+
+def test_diverging_point_ends_diverged_with_the_worst_objective(tiny_sweep):
+    mc = mlflow.MlflowClient(tiny_sweep.tracking_uri)
+    runs = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+    (bad,) = [r for r in runs if r.info.run_name == "base optim.lr=1e+12 s0"]
+    assert bad.data.tags["trial.status"] == "diverged"
+    assert bad.data.metrics[keys.OBJECTIVE] == 0.0
+    assert bad.info.status == "FINISHED"
+    assert mc.get_metric_history(bad.info.run_id, keys.TEST_ACC) == []  # it stopped before evaluating
+
+
+def test_existing_sweep_name_without_resume_is_refused(tiny_sweep, capsys):
+    before = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+    code = run_sweep(
+        ["--name", tiny_sweep.name, "--set", f"tracking.uri={tiny_sweep.tracking_uri}",
+         "--set", f"storage_path={tiny_sweep.storage_path}", "--set", f"experiment={tiny_sweep.experiment}"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err
+    after = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+    assert len(after) == len(before)
