@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -170,6 +171,58 @@ def _is_eval_epoch(cfg: TrainConfig, epoch: int) -> bool:
     return cfg.eval.enabled and (epoch == cfg.epochs or (every > 0 and epoch % every == 0))
 
 
+@dataclass
+class Training:
+    """Everything that changes while training, and that a checkpoint saves and restores."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generators: dict[str, torch.Generator]  # "data": order, crops, flips (CPU); "noise": trace noise
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, data: Dataset, device: torch.device) -> Training:
+        """Fresh seeded model, SGD with momentum and MultiStepLR at the milestone fractions."""
+        torch.manual_seed(cfg.seed)  # weight initialization
+        model = build_model(
+            cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta
+        )
+        model = model.to(device)
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+            nesterov=cfg.optim.nesterov,
+        )
+        milestones = [max(1, round(f * cfg.epochs)) for f in cfg.optim.milestones]  # in epochs
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.optim.gamma)
+        generators = {
+            "data": torch.Generator().manual_seed(cfg.seed),
+            "noise": torch.Generator(device).manual_seed(cfg.seed + 1),
+        }
+        return cls(model, optimizer, scheduler, generators)
+
+    def checkpoint(self, cfg: TrainConfig, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint contents after ``epoch``: tensors and plain containers only."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(self.generators),
+            "epoch": epoch,
+            "config": cfg.model_dump(mode="json"),
+            "metrics": metrics,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint written by :meth:`checkpoint`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], self.generators)
+
+
 def run(
     cfg: TrainConfig | Mapping[str, Any],
     report: Report | None = None,
@@ -185,34 +238,15 @@ def run(
     cfg = load_config(cfg)
     device = resolve_device(cfg.device)
     data = load_dataset(cfg.data, device)
-
-    torch.manual_seed(cfg.seed)  # weight initialization
-    model = build_model(
-        cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta
-    ).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-        nesterov=cfg.optim.nesterov,
-    )
-    milestones = [max(1, round(f * cfg.epochs)) for f in cfg.optim.milestones]  # in epochs
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.optim.gamma)
-    generators = {
-        "data": torch.Generator().manual_seed(cfg.seed),  # order, crops, flips (CPU)
-        "noise": torch.Generator(device).manual_seed(cfg.seed + 1),  # trace-estimator noise
-    }
+    training = Training.build(cfg, data, device)
+    model, optimizer = training.model, training.optimizer
 
     start_epoch, metrics = 0, {keys.STATUS: "running"}
     path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     if path is not None and path.is_file():
         state = load_checkpoint(path)
         _check_resumable(state["config"], cfg, path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generators)
+        training.restore(state)
         start_epoch, metrics = state["epoch"], state["metrics"]
 
     judge = None
@@ -224,8 +258,8 @@ def run(
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        train_metrics = train_one_epoch(model, data, optimizer, cfg, generators)
-        scheduler.step()
+        train_metrics = train_one_epoch(model, data, optimizer, cfg, training.generators)
+        training.scheduler.step()
         if _diverged(train_metrics, model):
             metrics = {**train_metrics, keys.LR: lr, keys.EPOCH: epoch, keys.STATUS: "diverged"}
             if report is not None:
@@ -247,18 +281,7 @@ def run(
         metrics[keys.STATUS] = "finished" if epoch == cfg.epochs else "running"
 
         if path is not None:
-            save_checkpoint(
-                path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(generators),
-                    "epoch": epoch,
-                    "config": cfg.model_dump(mode="json"),
-                    "metrics": metrics,
-                },
-            )
+            save_checkpoint(path, training.checkpoint(cfg, epoch, metrics))
         if report is not None:
             report(metrics, files)
     return metrics
