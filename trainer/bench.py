@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -40,11 +41,11 @@ VARIANTS: dict[str, LossConfig] = {
 TARGET_RATIO = {"cpu": 2.0, "cuda": 3.3}  # score_matching/taylor vs ce, per device type
 
 
-def _step(model, optimizer, x, y, cfg: LossConfig, generator) -> float:
-    """Seconds of one training step (device synchronized on both ends)."""
+def _step(model, optimizer, x, y, cfg: LossConfig, generator) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one training step, the device synchronized on both ends."""
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with precision(cfg, x.device):
         out = compute_loss(model, x, y, cfg, generator=generator)
         optimizer.zero_grad(set_to_none=True)
@@ -52,7 +53,7 @@ def _step(model, optimizer, x, y, cfg: LossConfig, generator) -> float:
     optimizer.step()
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def bench(
@@ -75,21 +76,27 @@ def bench(
     x = torch.rand(batch, 3, image_size, image_size, device=dev)
     y = torch.randint(num_classes, (batch,), device=dev)
     generator = torch.Generator(dev).manual_seed(0)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    load_before = os.getloadavg()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for i in range(warmup + steps):
         for name in variants:
             seconds = _step(model, optimizer, x, y, VARIANTS[name], generator)
             if i >= warmup:
                 times[name].append(seconds)
-    ce = statistics.median(times["ce"])
+    wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
+    cpu = {name: statistics.median(c for _, c in t) for name, t in times.items()}
     rows = [
         {
             "variant": name,
-            "median_s": statistics.median(t),
-            "ratio_to_ce": statistics.median(t) / ce,
-            "images_per_s": batch / statistics.median(t),
+            "median_s": wall[name],
+            "ratio_to_ce": wall[name] / wall["ce"],
+            "images_per_s": batch / wall[name],
+            # Process CPU seconds (all threads): less sensitive to other processes on a shared
+            # machine than wall time, though not to spinning worker threads.
+            "median_cpu_s": cpu[name],
+            "cpu_ratio_to_ce": cpu[name] / cpu["ce"],
         }
-        for name, t in times.items()
+        for name in times
     ]
     ratio = {r["variant"]: r["ratio_to_ce"] for r in rows}
     target = TARGET_RATIO.get(dev.type)
@@ -104,6 +111,7 @@ def bench(
         "image_size": image_size,
         "steps": steps,
         "warmup": warmup,
+        "load_average_1min": [load_before[0], os.getloadavg()[0]],  # before, after
         "results": rows,
         "targets": {
             "score_matching/taylor_ratio_max": target,
@@ -119,12 +127,14 @@ def format_table(result: dict) -> str:
     """The result as a plain-text table."""
     lines = [
         f"{result['arch']} width {result['width']} batch {result['batch']} on {result['device_name']} "
-        f"({result['threads']} threads), median of {result['steps']} steps",
-        f"{'variant':<34}{'s/step':>10}{'x ce':>8}{'img/s':>10}",
+        f"({result['threads']} threads), median of {result['steps']} steps, "
+        f"load average {result['load_average_1min'][0]:.1f} -> {result['load_average_1min'][1]:.1f}",
+        f"{'variant':<34}{'s/step':>10}{'x ce':>8}{'img/s':>10}{'cpu s':>10}{'x ce':>8}",
     ]
     for r in result["results"]:
         lines.append(
             f"{r['variant']:<34}{r['median_s']:>10.4f}{r['ratio_to_ce']:>8.2f}{r['images_per_s']:>10.1f}"
+            f"{r['median_cpu_s']:>10.4f}{r['cpu_ratio_to_ce']:>8.2f}"
         )
     for name, value in result["targets"].items():
         lines.append(f"{name}: {value}")
@@ -139,11 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    if min(args.batch, args.steps) < 1 or args.width <= 0 or args.warmup < 0:
-        print("error: --batch and --steps must be >= 1, --width > 0, --warmup >= 0", file=sys.stderr)
+    if (
+        min(args.batch, args.steps) < 1
+        or args.width <= 0
+        or args.warmup < 0
+        or (args.threads is not None and args.threads < 1)
+    ):
+        print("error: --batch, --steps, --threads must be >= 1, --width > 0, --warmup >= 0", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         result = bench(args.arch, args.width, args.batch, args.steps, args.warmup, args.device)
     except ConfigError as e:  # an unknown or unavailable device
