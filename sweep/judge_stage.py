@@ -26,14 +26,16 @@ def ensure_judge(cfg: SweepConfig, uri: str, artifact_root: str | None) -> str |
 
     jc = judge_config(cfg)
     key = jc.key()
+    device = "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device
     mc = tracking.client(uri)
     run_id = tracking.find_judge(mc, key)
     if run_id:
         print(f"judge {key}: found in MLflow (experiment {tracking.JUDGES_EXPERIMENT}, run {run_id})", flush=True)
         return run_id
     print(f"judge {key}: not in MLflow yet, training it once ({jc.arch}, {jc.epochs} epochs) ...", flush=True)
-    path = train_judge(jc, CACHE / "train")
-    run_id = tracking.log_judge(mc, artifact_root, key, flatten(jc), Path(path))
+    with tempfile.TemporaryDirectory(prefix="sweep-judge-") as tmp:  # MLflow is the judge's home
+        path = train_judge(jc, tmp, device=device)
+        run_id = tracking.log_judge(mc, artifact_root, key, flatten(jc), Path(path))
     print(f"judge {key}: stored in MLflow (experiment {tracking.JUDGES_EXPERIMENT}, run {run_id})", flush=True)
     return run_id
 

@@ -12,6 +12,7 @@ exists without --resume) prints one message and exits with status 2 before anyth
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 import time
@@ -128,8 +129,8 @@ def _print_next_steps(cfg: SweepConfig, uri: str, parent_id: str, storage: str, 
         f"  python -m analysis table2 --experiment {exp}{uri_flag}\n"
         f"  python -m analysis pareto --experiment {exp}{uri_flag}\n"
         f"Continue after an interruption:\n"
-        f"  python -m sweep.run --config {args.config} --name {cfg.name} --resume"
-        + "".join(f" --set {s}" for s in args.set)
+        f"  cd {Path.cwd()} && python -m sweep.run --config {shlex.quote(args.config)} --name {cfg.name} --resume"
+        + "".join(f" --set {shlex.quote(s)}" for s in args.set)
     )
 
 

@@ -199,13 +199,13 @@ def download(mc: MlflowClient, run_id: str, artifact: str, dst: Path) -> Path:
 
 
 def settle_trials(mc: MlflowClient, experiment_id: str, parent_id: str, statuses: Mapping[str, str]) -> None:
-    """After the Tuner: close child runs Tune ended from outside (ASHA stops, errors).
+    """After the Tuner: make each child run's trial.status agree with Tune's final word.
 
-    A trial stopped by the scheduler never returns from its trainable, so its run still says
-    running; ``statuses`` maps Tune trial ids to the final trial.status."""
+    A trial the scheduler stopped, or whose worker died, may not have closed its own run;
+    ``statuses`` maps Tune trial ids to the final trial.status."""
     runs = mc.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000)
     for run in runs:
         status = statuses.get(run.data.tags.get("trial.id", ""))
-        if status and (run.data.tags.get("trial.status") == "running" or run.info.status == "RUNNING"):
+        if status and (run.data.tags.get("trial.status") != status or run.info.status == "RUNNING"):
             mc.set_tag(run.info.run_id, "trial.status", status)
             finish(mc, run.info.run_id, failed=status == "failed")

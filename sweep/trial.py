@@ -87,8 +87,11 @@ def run_trial(
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
 
+    last = {"status": "running"}  # the status of the last epoch reported
+
     def on_epoch(metrics: dict[str, Any], files: dict[str, str]) -> None:
         epoch, status = int(metrics[keys.EPOCH]), metrics[keys.STATUS]
+        last["status"] = status
         value = objective_value(ctx.objective, metrics)
         logged = dict(metrics)
         if value is not None:  # logged at evaluation epochs only, so its history is real
@@ -113,7 +116,11 @@ def run_trial(
 
     try:
         final = run(cfg, report=on_epoch, checkpoint_dir=ckpt, out_dir=work / "out")
-    except BaseException:
+    except SystemExit:
+        # Tune ends a trial its scheduler stops (ASHA) by exiting the trial from inside report().
+        mlrun.end(last["status"] if last["status"] in ("finished", "diverged") else "stopped")
+        raise
+    except Exception:
         mlrun.end("failed")  # a retry reopens the run and marks it running again
         raise
     finally:

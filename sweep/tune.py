@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,10 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
             )
         if cfg.search.method == "grid":
             names = list(ctx.points)
+            if scheduler is not None:
+                # ASHA judges each trial against those that reached a rung before it; a grid in
+                # config order (often worst λ first) would never be cut, so run it shuffled.
+                random.Random(0).shuffle(names)
             param_space: dict[str, Any] = {POINT: tune.grid_search(names)}
             search_alg, samples = None, 1
         else:

@@ -1,0 +1,54 @@
+"""Optuna sweeps through Ray Tune: single objective and the [accuracy, GAN-test] front."""
+
+from __future__ import annotations
+
+import mlflow
+import optuna
+import pytest
+
+from conftest import TINY, child_runs, run_sweep
+from sweep import tracking
+from trainer import keys
+
+
+def _optuna_sweep(uri: str, storage, name: str, trials: int, objectives: str) -> tuple[int, list, optuna.Study]:
+    sets = [
+        *TINY, f"tracking.uri={uri}", f"storage_path={storage}", "experiment=optuna-test",
+        "trainer.epochs=1", "search.method=optuna", f"search.n_trials={trials}",
+        "search.space.loss.lam={low: 1.0e-6, high: 1.0e-2}", "search.space.loss.mu={low: 1.0e-5, high: 1.0e-2}",
+        "search.grid.loss.lam=[1.0e-3]", "search.grid.loss.mu=[1.0e-4]",  # evaluated first
+        f"search.objectives={objectives}",
+    ]  # fmt: skip
+    code = run_sweep(["--name", name, *sum((["--set", s] for s in sets), [])])
+    parent = tracking.find_parent(mlflow.MlflowClient(uri), "optuna-test", name)
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage / (name + '-optuna.db')}")
+    return code, child_runs(uri, "optuna-test", parent), study
+
+
+@pytest.mark.parametrize(
+    "objectives,trials", [("[eval/objective]", 3), ("[test/acc, eval/gan_test]", 2)], ids=["single", "multi"]
+)
+def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(mlflow_server, tmp_path, objectives, trials):
+    name = f"opt-{trials}"
+    code, runs, study = _optuna_sweep(mlflow_server.uri, tmp_path, name, trials, objectives)
+    assert code == 0
+    assert len(runs) == trials
+    lams = sorted(float(r.data.params["loss.lam"]) for r in runs)
+    assert 1e-3 in lams  # the grid point seeded first
+    for run in runs:
+        assert 1e-6 <= float(run.data.params["loss.lam"]) <= 1e-2
+        assert 1e-5 <= float(run.data.params["loss.mu"]) <= 1e-2
+        assert run.data.tags["trial.status"] == "finished"
+        assert run.info.run_name.startswith("sm λ=") and run.info.run_name.endswith(" s0")
+        assert keys.OBJECTIVE in run.data.metrics
+    complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(complete) == trials
+    n_values = len(objectives.split(","))
+    assert len(study.directions) == n_values
+    assert all(len(t.values) == n_values for t in complete)
+    # Optuna saw what MLflow logged: the same accuracy for the same λ.
+    by_lam = {round(float(r.data.params["loss.lam"]), 12): r.data.metrics for r in runs}
+    for t in complete:
+        logged = by_lam[round(t.params["loss.lam"], 12)]
+        expected = [logged[keys.OBJECTIVE]] if n_values == 1 else [logged[keys.TEST_ACC], logged[keys.GAN_TEST]]
+        assert t.values == pytest.approx(expected)
