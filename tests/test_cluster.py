@@ -36,6 +36,7 @@ HEAD_TYPE = "ray.head.default"  # the fake provider knows the head only by this 
 GPU_TYPE = "ray.worker.gpu"
 FAKE_WORKERS = 2  # upper bound of fake GPU nodes: enough to prove trials spread over nodes
 TRIALS = 4  # at 0.5 GPU each on 1-GPU nodes: one node holds 2, so 4 need both nodes
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"  # this venv's CLI
 START_TIMEOUT_S = 90
 SWEEP_TIMEOUT_S = 240
 
@@ -139,6 +140,7 @@ def fake_cluster_config(cluster: dict, gcs_address: str, max_workers: int) -> di
         "provider": {
             "type": "fake_multinode",
             "gcs_address": gcs_address,  # the provider assumes port 6379 otherwise
+            "launch_multiple": True,  # add all the nodes one autoscaler update asks for at once
             "use_node_id_as_ip": True,
             "disable_node_updaters": True,
             "disable_launch_config_check": True,
@@ -210,20 +212,18 @@ def _stop_session(proc: subprocess.Popen) -> None:
                     found.append(int(entry.name))
         return found
 
-    for sig, grace_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        for pid in members():
+    # SIGKILL, as `ray stop --force` does (a graceful Ray shutdown takes tens of seconds); again
+    # until none is left, since a raylet may start a worker while its siblings die.
+    deadline = time.monotonic() + 15
+    while (alive := [p for p in members() if _alive(p)]) and time.monotonic() < deadline:
+        for pid in alive:
             try:
-                os.kill(pid, sig)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_alive(p) for p in members()):
-            time.sleep(0.2)
-    assert not [p for p in members() if _alive(p)], "processes of the fake cluster survived"
+        time.sleep(0.2)
+    proc.wait(5)
+    assert not alive, f"processes of the fake cluster survived: {alive}"
 
 
 def _alive(pid: int) -> bool:
@@ -279,15 +279,17 @@ def _start_fake_cluster(tmp_path: Path, temp_dir: Path, env: dict[str, str]) -> 
 
     cluster = load_cluster()
     ip = ray._private.services.get_node_ip_address()
-    port, dashboard_port = _free_port(), _free_port()
+    # Free ports for everything that has a fixed default, so other Ray instances cannot clash.
+    port, dashboard_port, agent_port = _free_port(), _free_port(), _free_port()
     config = tmp_path / "fake_cluster.yaml"
     config.write_text(yaml.safe_dump(fake_cluster_config(cluster, f"{ip}:{port}", FAKE_WORKERS)))
     head = cluster["available_node_types"][HEAD_TYPE]["resources"]
     cmd = [
-        "ray", "start", "--head", "--block",
+        RAY, "start", "--head", "--block",
         f"--port={port}", f"--autoscaling-config={config}",
         f"--num-cpus={head['CPU']}", f"--num-gpus={head.get('GPU', 0)}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        f"--dashboard-agent-listen-port={agent_port}",
         f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]  # fmt: skip
     with open(tmp_path / "ray-head.log", "w") as log:
@@ -344,7 +346,7 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
         config = tmp_path / "sweep.yaml"
         config.write_text(SWEEP)
         submit = [
-            "ray", "job", "submit", "--address", dashboard, "--",
+            RAY, "job", "submit", "--address", dashboard, "--",
             sys.executable, "-m", "sweep.run", "--config", str(config),
         ]  # fmt: skip
         deadline = time.monotonic() + SWEEP_TIMEOUT_S
@@ -379,7 +381,7 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
 
 def _ray_list(what: str, dashboard: str, env: dict[str, str], *args: str) -> list[dict]:
     """``ray list WHAT`` (Ray's state API) as dicts; a CLI call keeps token auth out of pytest."""
-    cmd = ["ray", "list", what, "--address", dashboard, "--detail", "--format", "json", "--limit", "1000", *args]
+    cmd = [RAY, "list", what, "--address", dashboard, "--detail", "--format", "json", "--limit", "1000", *args]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
