@@ -24,6 +24,7 @@ import pytest
 # evaluation and a tiny judge. Each sweep test starts from these overrides.
 TINY = [
     "trainer.data.train_size=256",
+    "trainer.data.augment=false",
     "trainer.data.test_size=96",
     "trainer.epochs=2",
     "trainer.batch_size=64",
