@@ -76,8 +76,8 @@ def test_cluster_yaml_keeps_services_private_and_authenticated():
     # No inbound rule beyond Ray's defaults (SSH + intra-cluster): nothing for 8265 or 5000.
     assert "IpPermissions" not in cfg["provider"].get("security_group", {})
     assert "--dashboard-host=127.0.0.1" in head_start
-    mlflow = next(c for c in cfg["head_start_ray_commands"] if "mlflow server" in c)
-    allowed = shlex.split(mlflow)[shlex.split(mlflow).index("--allowed-hosts") + 1]
+    mlflow = _mlflow_server_args(cfg)
+    allowed = mlflow[mlflow.index("--allowed-hosts") + 1]
     assert "*" not in allowed.replace("localhost:*", "").replace("127.0.0.1:*", "")
     # Token auth on every node, with the token generated on the user's machine.
     assert "export RAY_AUTH_MODE=token" in setup
@@ -85,7 +85,7 @@ def test_cluster_yaml_keeps_services_private_and_authenticated():
     # The bucket is named once; everything else refers to the variable.
     text = CLUSTER_YAML.read_text()
     assert text.count("SWEEP_S3_BUCKET=") == 1
-    assert "--artifacts-destination s3://$SWEEP_S3_BUCKET/" in mlflow
+    assert mlflow[mlflow.index("--artifacts-destination") + 1].startswith("s3://$SWEEP_S3_BUCKET/")
     # What the sweep reads (sweep.config / sweep.preflight) is set for it.
     from sweep.config import ENV_STORAGE, ENV_TRACKING
     from sweep.preflight import ENV_NODE_RESOURCES
@@ -94,6 +94,14 @@ def test_cluster_yaml_keeps_services_private_and_authenticated():
     assert f"export {ENV_TRACKING}=http://" in setup
     node = json.loads(_env_value(setup, ENV_NODE_RESOURCES))
     assert node == cfg["available_node_types"][GPU_TYPE]["resources"]
+
+
+def _mlflow_server_args(cfg: dict) -> list[str]:
+    """The words of the head's `mlflow server ...` command (it runs inside `setsid bash -c '...'`)."""
+    start = next(c for c in cfg["head_start_ray_commands"] if "mlflow server" in c)
+    inner = next(w for w in shlex.split(start) if "mlflow server" in w)
+    words = shlex.split(inner.split(";")[-1])
+    return words[words.index("mlflow") :]
 
 
 def _env_value(commands: str, name: str) -> str:
