@@ -164,11 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bench-steps", type=int, default=3, help="gradient-ascent steps timed (default 3)")
     parser.add_argument("--bench-images", type=int, default=128, help="test images timed (default 128)")
     parser.add_argument("--bench-device", default="cpu", help="device of --bench: cpu (default), cuda, auto")
+    parser.add_argument("--bench-threads", type=int, help="CPU threads of --bench (default: torch's, one per core)")
     args = parser.parse_args(argv)
     try:
         if args.bench:
-            if min(args.bench_samples, args.bench_steps, args.bench_images) < 1:
-                raise UsageError("--bench-samples, --bench-steps and --bench-images must be at least 1")
+            if min(args.bench_samples, args.bench_steps, args.bench_images, args.bench_threads or 1) < 1:
+                raise UsageError("--bench-samples, --bench-steps, --bench-images and --bench-threads must be at least 1")
+            if args.bench_threads is not None:
+                torch.set_num_threads(args.bench_threads)
             bench(args.bench_samples, args.bench_steps, args.bench_images, args.bench_device)
             return 0
         if args.checkpoint is None:
