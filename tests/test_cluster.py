@@ -39,13 +39,27 @@ TRIALS = 4  # at 0.5 GPU each on 1-GPU nodes: one node holds 2, so 4 need both n
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"  # this venv's CLI
 START_TIMEOUT_S = 90
 SWEEP_TIMEOUT_S = 240
+# Sections of a cluster config that hold lists of commands or paths.
+LIST_SECTIONS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+    "cluster_synced_files",
+    "rsync_exclude",
+    "rsync_filter",
+)
 
 
 def load_cluster() -> dict:
+    """cluster.yaml as written."""
     return yaml.safe_load(CLUSTER_YAML.read_text())
 
 
 def _commands(cfg: dict, *sections: str) -> str:
+    """The commands of these sections, one per line."""
     return "\n".join(cmd for s in sections for cmd in cfg.get(s, []))
 
 
@@ -125,22 +139,9 @@ def fake_cluster_config(cluster: dict, gcs_address: str, max_workers: int) -> di
             "min_workers": node_type.get("min_workers", 0),
             "max_workers": 0 if name == HEAD_TYPE else min(node_type["max_workers"], max_workers),
         }
-    empty = dict.fromkeys(
-        [
-            "initialization_commands",
-            "setup_commands",
-            "head_setup_commands",
-            "worker_setup_commands",
-            "head_start_ray_commands",
-            "worker_start_ray_commands",
-            "cluster_synced_files",
-            "rsync_exclude",
-            "rsync_filter",
-        ],
-        [],
-    )
     return {
-        **{k: [] for k in empty},
+        # Nothing to run or sync on fake nodes: they are raylets on this machine.
+        **{section: [] for section in LIST_SECTIONS},
         "cluster_name": "fake-" + cluster["cluster_name"],
         "max_workers": max_workers,
         "upscaling_speed": cluster["upscaling_speed"],
@@ -150,7 +151,7 @@ def fake_cluster_config(cluster: dict, gcs_address: str, max_workers: int) -> di
             "gcs_address": gcs_address,  # the provider assumes port 6379 otherwise
             "launch_multiple": True,  # add all the nodes one autoscaler update asks for at once
             "use_node_id_as_ip": True,
-            "disable_node_updaters": True,
+            "disable_node_updaters": True,  # no SSH setup of nodes
             "disable_launch_config_check": True,
         },
         "auth": {},
@@ -351,6 +352,15 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
         assert head.poll() is None, (tmp_path / "ray-head.log").read_text()[-3000:]
         _wait_for(lambda: _http_status(mlflow_uri + "/health") == 200 or mlflow_proc.poll() is not None, START_TIMEOUT_S, "MLflow")
         assert mlflow_proc.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
+        # Token auth is on: a client without the token is turned away.
+        no_token = {k: v for k, v in client_env.items() if not k.startswith("RAY_AUTH")}
+        denied = subprocess.run(
+            [RAY, "job", "list", "--address", dashboard],
+            env={**no_token, "HOME": str(tmp_path)},  # no ~/.ray/auth_token either
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert denied.returncode != 0 and "token" in denied.stderr.lower(), denied.stderr[-2000:]
+
         config = tmp_path / "sweep.yaml"
         config.write_text(SWEEP)
         submit = [
@@ -376,8 +386,9 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
         mc = MlflowClient(mlflow_uri)
         exp = mc.get_experiment_by_name("cluster-test")
         runs = mc.search_runs([exp.experiment_id])
+        roles = [r.data.tags.get("sweep.role") for r in runs]
         children = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
-        assert len(children) == TRIALS
+        assert roles.count("parent") == 1 and len(children) == TRIALS
         assert {r.data.tags["trial.status"] for r in children} == {"finished"}
         assert all("test/acc" in r.data.metrics for r in children)
         # Ray results landed in the shared storage, checkpoints included.
