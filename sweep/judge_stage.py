@@ -7,35 +7,56 @@ artifact ``judge.pt``. Trials download it from MLflow, so workers on other nodes
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from sweep import tracking
 from sweep.config import SweepConfig, judge_config
 from trainer.config import flatten
+from trainer.judge import JudgeConfig
 
 CACHE = Path(tempfile.gettempdir()) / "sweep-judges"  # per-node download cache, by judge run id
 
 
-def ensure_judge(cfg: SweepConfig, uri: str, artifact_root: str | None) -> str | None:
-    """The MLflow run id holding the sweep's judge (trained now if missing); None without a judge."""
-    if cfg.judge is None or not cfg.trainer.eval.enabled:
-        return None
+def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: str) -> str:
+    """Train the judge of ``jc`` and store it in MLflow; returns the judge's run id."""
     from trainer.judge import train_judge
 
+    with tempfile.TemporaryDirectory(prefix="sweep-judge-") as tmp:  # MLflow is the judge's home
+        path = train_judge(jc, tmp, device=device)
+        return tracking.log_judge(tracking.client(uri), artifact_root, jc.key(), flatten(jc), Path(path))
+
+
+def ensure_judge(
+    cfg: SweepConfig,
+    uri: str,
+    artifact_root: str | None,
+    remote: Callable[[Callable[[], str]], str] | None = None,
+) -> str | None:
+    """The MLflow run id holding the sweep's judge (trained now if missing); None without a judge.
+
+    With ``remote`` (sweep.tune.run_once, used when trials get GPUs) the judge trains in a Ray
+    trial with a trial's resources instead of on the driver, which is often a CPU-only head node.
+    """
+    if cfg.judge is None or not cfg.trainer.eval.enabled:
+        return None
     jc = judge_config(cfg)
+    if "://" not in jc.data.data_dir:  # Ray trials run in their own folders
+        jc.data.data_dir = str(Path(jc.data.data_dir).resolve())
     key = jc.key()
-    device = "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device
-    mc = tracking.client(uri)
-    run_id = tracking.find_judge(mc, key)
+    run_id = tracking.find_judge(tracking.client(uri), key)
     if run_id:
         print(f"judge {key}: found in MLflow (experiment {tracking.JUDGES_EXPERIMENT}, run {run_id})", flush=True)
         return run_id
-    print(f"judge {key}: not in MLflow yet, training it once ({jc.arch}, {jc.epochs} epochs) ...", flush=True)
-    with tempfile.TemporaryDirectory(prefix="sweep-judge-") as tmp:  # MLflow is the judge's home
-        path = train_judge(jc, tmp, device=device)
-        run_id = tracking.log_judge(mc, artifact_root, key, flatten(jc), Path(path))
+    where = "in a Ray trial" if remote else "here"
+    print(f"judge {key}: not in MLflow yet, training it once {where} ({jc.arch}, {jc.epochs} epochs) ...", flush=True)
+    if remote is None:
+        run_id = train_and_log(jc, uri, artifact_root, "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device)
+    else:
+        run_id = remote(functools.partial(train_and_log, jc, uri, artifact_root, cfg.trainer.device))
     print(f"judge {key}: stored in MLflow (experiment {tracking.JUDGES_EXPERIMENT}, run {run_id})", flush=True)
     return run_id
 

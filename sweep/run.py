@@ -71,6 +71,7 @@ def _study_storage(cfg: SweepConfig, storage: str) -> str:
     if cfg.search.storage:
         return cfg.search.storage
     folder = Path(storage) if "://" not in storage else Path.cwd() / "sweep_results"
+    folder.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
     return f"sqlite:///{folder / (cfg.name + '-optuna.db')}"
 
 
@@ -163,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except preflight.PreflightError as e:
             return _fail(str(e))
         mc = tracking.client(uri)
-        judge_run = ensure_judge(cfg, uri, artifact_root)
+        # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
+        remote = ray_tune.run_once(cfg, storage, f"{cfg.name}.judge") if cfg.resources.gpus > 0 else None
+        judge_run = ensure_judge(cfg, uri, artifact_root, remote)
         experiment_id = tracking.ensure_experiment(mc, cfg.experiment_name, artifact_root)
         if parent_id is None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             points=points if cfg.search.method == "grid" else {},
             seed=cfg.search.seeds[0],
         )
-        study = _study_storage(cfg, storage)
+        study = _study_storage(cfg, storage) if cfg.search.method == "optuna" else ""
         if args.resume and cfg.search.method == "optuna":
             stale = ray_tune.fail_stale_optuna_trials(cfg.name, study)
             if stale:

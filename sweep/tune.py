@@ -13,15 +13,17 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # The classic reporter lets us choose the columns (Ray's new output ignores a passed reporter);
 # the checkpoint-sync warning fires on every epoch of tiny trials and says nothing actionable.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
+import optuna  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from sweep.config import SweepConfig, grid_points  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
@@ -71,10 +73,62 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
     run_trial(ctx, config, tune.get_context().get_trial_id(), restore, report)
 
 
-def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+def run_once(cfg: SweepConfig, storage_path: str, name: str) -> Callable[[Callable[[], str]], str]:
+    """A runner that executes ``fn() -> str`` as one Ray trial with a sweep trial's resources."""
 
+    def runner(fn: Callable[[], str]) -> str:
+        def trainable(config: dict[str, Any]) -> None:
+            tune.report({"value": fn()})
+
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+                verbose=0,
+            ),
+        )
+        result = tuner.fit()[0]
+        if result.error:
+            raise result.error
+        return result.metrics["value"]
+
+    return runner
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that survives ``fail_stale_optuna_trials``.
+
+    A resumed Tune trial keeps the Optuna trial it was given, which the resume marked failed;
+    Optuna refuses reports on finished trials and the stock searcher would crash the sweep. This
+    one skips those reports and, when the trial completes, records its result as a new complete
+    Optuna trial with the same parameters, so the sampler still learns from it.
+    """
+
+    def _was_failed(self, trial_id: str) -> bool:
+        ot = self._ot_trials.get(trial_id)
+        failed = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        return ot is not None and ot.number in {t.number for t in failed}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not self._was_failed(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or not self._was_failed(trial_id):
+            return super().on_trial_complete(trial_id, result, error)
+        ot = self._ot_trials[trial_id]
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics] if result and not error else []
+        if values and all(v is not None for v in values):
+            self._ot_study.add_trial(
+                optuna.trial.create_trial(params=ot.params, distributions=ot.distributions, values=values)
+            )
+        self._completed_trials.add(trial_id)
+
+
+def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
     search = cfg.search
     space = {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log) for k, r in search.space.items()}
     seeds = []
@@ -84,7 +138,7 @@ def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
             if set(point) == set(space):
                 seeds.append(point)
     multi = len(search.objectives) > 1
-    return OptunaSearch(
+    return ResumableOptunaSearch(
         space=space,
         metric=search.objectives if multi else search.objectives[0],
         mode=["max"] * len(search.objectives) if multi else "max",
@@ -97,8 +151,6 @@ def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
 
 def fail_stale_optuna_trials(study: str, storage: str) -> int:
     """Mark trials a killed driver left RUNNING as failed (Optuna would wait on them forever)."""
-    import optuna
-
     rdb = optuna.storages.RDBStorage(storage)
     try:
         s = optuna.load_study(study_name=study, storage=rdb)

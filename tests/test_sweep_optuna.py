@@ -52,3 +52,25 @@ def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(mlflow_server, tm
         logged = by_lam[round(t.params["loss.lam"], 12)]
         expected = [logged[keys.OBJECTIVE]] if n_values == 1 else [logged[keys.TEST_ACC], logged[keys.GAN_TEST]]
         assert t.values == pytest.approx(expected)
+
+
+def test_resumed_trial_marked_failed_still_feeds_the_study(tmp_path):
+    """After a kill, resume marks the Optuna trial failed; its Tune trial goes on and completes."""
+    from sweep.tune import ResumableOptunaSearch, fail_stale_optuna_trials
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
+    search = ResumableOptunaSearch(
+        space=space, metric=keys.OBJECTIVE, mode="max", study_name="s", storage=optuna.storages.RDBStorage(storage)
+    )
+    config = search.suggest("t1")
+    search.on_trial_result("t1", {keys.OBJECTIVE: 0.2, "training_iteration": 1})
+    assert fail_stale_optuna_trials("s", storage) == 1  # what --resume does before restoring
+    search.on_trial_result("t1", {keys.OBJECTIVE: 0.3, "training_iteration": 2})  # no error
+    search.on_trial_complete("t1", {keys.OBJECTIVE: 0.4, "training_iteration": 3})
+    study = optuna.load_study(study_name="s", storage=storage)
+    states = [(t.state, t.value, t.params["loss.lam"]) for t in study.trials]
+    assert states == [
+        (optuna.trial.TrialState.FAIL, None, config["loss.lam"]),
+        (optuna.trial.TrialState.COMPLETE, 0.4, config["loss.lam"]),
+    ]
