@@ -157,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, preflight.PreflightError) as e:
         return _fail(str(e))
 
+    phases: dict[str, float] = {"checks": time.time() - started}  # wall seconds per phase
+    mark = time.time()
     ray_tune.start(args.address)
+    phases["ray start"] = time.time() - mark
     try:
         try:
             preflight.check_resources(cfg, ray_tune.nodes())
@@ -166,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         mc = tracking.client(uri)
         # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
         remote = ray_tune.run_once(cfg, storage, f"{cfg.name}.judge") if cfg.resources.gpus > 0 else None
+        mark = time.time()
         judge_run = ensure_judge(cfg, uri, artifact_root, remote)
+        phases["judge"] = time.time() - mark
         experiment_id = tracking.ensure_experiment(mc, cfg.experiment_name, artifact_root)
         if parent_id is None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -195,7 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if stale:
                 print(f"optuna: marked {stale} trial(s) left running by the killed driver as failed")
         print(f"sweep {cfg.name!r}: {'resuming' if args.resume else 'starting'}; MLflow parent run {parent_id}", flush=True)
+        mark = time.time()
         rows = ray_tune.fit(cfg, ctx, storage, study, args.resume)
+        phases["trials"] = time.time() - mark
         for row in rows:
             row["status"] = _status_of(row)
         tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
@@ -204,9 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         mc.set_tag(parent_id, "sweep.trials", str(len(rows)))
         mc.set_tag(parent_id, "sweep.failed_trials", str(failed))
         if cfg.analysis:
+            mark = time.time()
             _analysis(cfg, uri, parent_id, storage)
+            phases["analysis"] = time.time() - mark
         tracking.finish(mc, parent_id)
-        print(f"\nsweep {cfg.name!r} done in {time.time() - started:.0f} s: {len(rows)} trials, {failed} failed")
+        split = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+        print(f"\nsweep {cfg.name!r} done in {time.time() - started:.0f} s ({split}): {len(rows)} trials, {failed} failed")
         _print_next_steps(cfg, uri, parent_id, storage, args)
         return 1 if failed else 0
     finally:
