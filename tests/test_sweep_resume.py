@@ -15,13 +15,13 @@ from conftest import TINY, child_runs, run_sweep
 from sweep import tracking
 from trainer import keys
 
-EPOCHS = 6
+EPOCHS = 5
 
 
 def _args(uri: str, storage, resume: bool = False) -> list[str]:
     sets = [*TINY, f"tracking.uri={uri}", f"storage_path={storage}", "experiment=resume-test",
             f"trainer.epochs={EPOCHS}", "trainer.eval.every=3", "max_concurrent_trials=1",
-            "trainer.data.train_size=1024",  # epochs long enough to kill the driver mid-trial
+            "trainer.data.train_size=768",  # epochs long enough to kill the driver mid-trial
             "search.grid.loss.lam=[1.0e-3]", "search.points=[{loss.preset: baseline}]"]  # fmt: skip
     return ["--name", "killed", *sum((["--set", s] for s in sets), []), *(["--resume"] if resume else [])]
 
