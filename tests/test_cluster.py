@@ -266,8 +266,10 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         "--artifacts-destination", str(tmp_path / "mlflow-artifacts"),
         "--allowed-hosts", "localhost:*,127.0.0.1:*",
     ]  # fmt: skip
+    # No job runner: it serves MLflow's GenAI jobs, which a sweep never submits (saves startup).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(tmp_path / "mlflow.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield f"http://127.0.0.1:{port}", proc
     finally:
@@ -315,13 +317,13 @@ trainer:
   epochs: 1
   batch_size: 64
   device: cpu
-  eval: {enabled: false}
+  eval: {samples: 16, steps: 5, density_images: 32, perturbation_images: 32, perturbation_points: 3, grid_images: 4}
 search:
   method: grid
   grid: {loss.lam: [1.0e-3, 1.0e-4], loss.mu: [1.0e-3, 1.0e-4]}
-objective: {name: accuracy}
+objective: {name: weighted}
 resources: {cpus: 1, gpus: 0.5}
-judge: null
+judge: {arch: vgg11, width: 0.0625, epochs: 1, batch_size: 64}
 analysis: false
 """
 
@@ -375,12 +377,15 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
             time.sleep(1)
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
 
-        # Every trial ran on a fake GPU node, and they used more than one (trial actors are
-        # Tune's ImplicitFunc; Ray keeps dead actors in its state API).
-        actors = _ray_list("actors", dashboard, client_env, "--filter", "class_name=ImplicitFunc")
-        nodes = {a["node_id"] for a in actors}
+        # Every trial ran on a fake GPU node, and they used more than one: the process ids in
+        # the trials' Tune results, looked up among the cluster's actors (Ray's state API keeps
+        # dead ones).
+        trial_dirs = [d for d in (storage / "cluster-test").iterdir() if (d / "result.json").is_file()]
+        pids = {json.loads(line)["pid"] for d in trial_dirs for line in (d / "result.json").read_text().splitlines()}
+        node_of = {a["pid"]: a["node_id"] for a in _ray_list("actors", dashboard, client_env)}
+        nodes = {node_of[pid] for pid in pids}
         head_node = {n["node_id"] for n in _ray_list("nodes", dashboard, client_env) if n["is_head_node"]}
-        assert len(nodes) >= 2 and not nodes & head_node, actors
+        assert len(trial_dirs) == TRIALS and len(nodes) >= 2 and not nodes & head_node, (pids, node_of)
 
         # Tracking went to the server: one parent, one finished child per point, with metrics.
         mc = MlflowClient(mlflow_uri)
@@ -390,10 +395,12 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
         children = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
         assert roles.count("parent") == 1 and len(children) == TRIALS
         assert {r.data.tags["trial.status"] for r in children} == {"finished"}
-        assert all("test/acc" in r.data.metrics for r in children)
+        assert all({"test/acc", "eval/gan_test"} <= set(r.data.metrics) for r in children)
+        # The judge trained once, in a GPU trial (the head has none), and trials fetched it.
+        judges = mc.search_runs([mc.get_experiment_by_name("judges").experiment_id])
+        assert len(judges) == 1 and "judge.pt" in [f.path for f in mc.list_artifacts(judges[0].info.run_id)]
         # Ray results landed in the shared storage, checkpoints included.
-        trial_dirs = [d for d in (storage / "cluster-test").iterdir() if d.is_dir() and list(d.glob("checkpoint_*"))]
-        assert len(trial_dirs) == TRIALS
+        assert all(list(d.glob("checkpoint_*")) for d in trial_dirs)
     finally:
         _stop_session(head)
 
