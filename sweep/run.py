@@ -12,6 +12,7 @@ exists without --resume) prints one message and exits with status 2 before anyth
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def _print_next_steps(cfg: SweepConfig, uri: str, parent_id: str, storage: str, 
         f"  python -m analysis pareto --experiment {exp}{uri_flag}\n"
         f"Continue after an interruption:\n"
         f"  cd {Path.cwd()} && python -m sweep.run --config {shlex.quote(args.config)} --name {cfg.name} --resume"
+        + (f" --address {shlex.quote(args.address)}" if args.address else "")
         + "".join(f" --set {shlex.quote(s)}" for s in args.set)
     )
 
@@ -147,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage = resolve_storage_path(cfg)
         preflight.check_dataset(cfg.trainer.data)
         preflight.check_tracking(uri)
+        preflight.check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))
         from sweep import tune as ray_tune  # Ray is imported only once the input is known good
 
         sweep_dir = f"{storage.rstrip('/')}/{cfg.name}"
@@ -159,7 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     phases: dict[str, float] = {"checks": time.time() - started}  # wall seconds per phase
     mark = time.time()
-    ray_tune.start(args.address)
+    try:
+        ray_tune.start(args.address)
+    except ConnectionError as e:
+        return _fail(
+            f"--address: cannot join the Ray cluster ({e}); is it up, and does this shell have its "
+            "auth token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token)?"
+        )
     phases["ray start"] = time.time() - mark
     try:
         try:
