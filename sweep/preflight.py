@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -58,6 +59,19 @@ def check_tracking(uri: str) -> None:
         folder = Path(uri[len("sqlite:///"):]).parent
         if not folder.is_dir():
             raise PreflightError(f"tracking.uri: folder {folder} of the MLflow database does not exist")
+
+
+def check_ray_address(address: str | None) -> None:
+    """A HOST:PORT Ray address must accept connections (ray.init would retry for many minutes)."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise PreflightError(f"--address {address!r} must be auto, local or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise PreflightError(f"--address: no Ray cluster answers at {address} ({e}); start it or fix the address") from None
 
 
 def sqlite_missing(uri: str) -> bool:

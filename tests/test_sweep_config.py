@@ -30,6 +30,7 @@ CASES = [
     (["--set", "judge=null"], ["objective.name", "judge"]),
     (["--set", "search.method=optuna", "--set", "search.space.loss.lam={low: 1.0e-3, high: 1.0e-4}"], ["low"]),
     (["--resume"], ["--resume", "no sweep"]),
+    (["--address", "127.0.0.1:{port}"], ["--address", "no Ray cluster"]),
     (["--set", "resources.cpus=64"], ["resources.cpus", "64"]),  # checked once Ray is up
 ]
 
