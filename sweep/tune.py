@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +44,12 @@ def start(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     # log_to_driver=False keeps trainer chatter off the terminal; Tune still prints each trial's
     # error and the path of its full traceback.
-    ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, include_dashboard=False if address == "local" else None)
+    ray.init(
+        address=address,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        include_dashboard=False if address == "local" else None,  # a laptop sweep needs no dashboard
+    )
 
 
 def stop() -> None:
@@ -70,7 +76,11 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
     def report(metrics: dict[str, Any], directory: Path | None) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)) if directory else None)
 
-    run_trial(ctx, config, tune.get_context().get_trial_id(), restore, report)
+    try:
+        run_trial(ctx, config, tune.get_context().get_trial_id(), restore, report)
+    finally:
+        if restore is not None:
+            shutil.rmtree(restore, ignore_errors=True)
 
 
 def run_once(cfg: SweepConfig, storage_path: str, name: str) -> Callable[[Callable[[], str]], str]:
