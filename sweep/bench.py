@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  epochs trained: {fifo['epochs']}, best objective: {fifo['best_objective']:.3f}")
     if args.skip_asha:
         return
-    asha_flags = ["--set", "scheduler.kind=asha", "--set", "scheduler.grace_period=2", "--set", "scheduler.reduction_factor=2"]
+    asha_flags = [
+        "--set", "scheduler.kind=asha", "--set", "scheduler.grace_period=2", "--set", "scheduler.reduction_factor=2",
+        "--set", "trainer.eval.every=2",  # ASHA compares objectives at its rungs: evaluate there
+    ]
     asha = _stats(root / "asha", _sweep(root / "asha", asha_flags))
     print(f"quickstart (ASHA, grace 2 epochs, reduction factor 2): wall {asha['wall_s']:.0f} s")
     print(
