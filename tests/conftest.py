@@ -20,6 +20,17 @@ from pathlib import Path
 
 import pytest
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 # A miniature of the quickstart: a digits subset, a 1/16-width ResNet-9, 2 epochs, a tiny
 # evaluation and a tiny judge. Each sweep test starts from these overrides.
 TINY = [

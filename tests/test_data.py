@@ -11,15 +11,6 @@ from trainer.config import DataConfig
 from trainer.data import DATASETS, DataError, Dataset, augment, load_dataset, train_batches
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _write_batch(path, images, labels, label_key):
     # CIFAR's pickles (read back with encoding="latin1"): str keys, data as (N, 3072) uint8 rows
     # in C-H-W order.

@@ -12,15 +12,6 @@ from trainer.losses import ESTIMATORS, LOSSES, compute_loss, input_gradient, pre
 from trainer.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 # Shape of the tiny inputs: (channels, height, width), 12 dimensions.
 SHAPE = (3, 2, 2)
 DIM = math.prod(SHAPE)

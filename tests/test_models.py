@@ -7,15 +7,6 @@ from torch import nn
 from trainer.models import BatchNorm2d, any_order_batchnorm, build_model, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def resnet_reference_count(depths, num_classes, in_channels=3, widths=(64, 128, 256, 512)):
     """Parameters of the CIFAR ResNet, derived by hand: conv weights, BN (γ, β), head."""
     conv = lambda cin, cout, k: cin * cout * k * k  # noqa: E731  (no bias)

@@ -10,15 +10,6 @@ from trainer.config import ConfigError
 from trainer.train import load_checkpoint, run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP hand-offs cost more than they save."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def tiny(**over):
     """A config that trains in about a second on a CPU."""
     cfg = {
