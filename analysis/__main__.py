@@ -29,7 +29,18 @@ def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _figures(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
-    return figures.write_figures(frame, args.out, args.runs)
+    if not args.fig3b:
+        return figures.write_figures(frame, args.out, args.runs)
+    # Fig. 3b first: it checks its runs and checkpoints before writing anything, and it needs no
+    # logged curves, so Fig. 1/3a and Table 1 are skipped with a note when none were logged.
+    paths = figures.fig3b_pixel_perturbation(
+        frame, args.out, baseline_run_id=args.fig3b_baseline, run_ids=args.runs,
+        tracking_uri=args.tracking_uri, images=args.fig3b_images, device=args.fig3b_device)
+    try:
+        paths.update(figures.write_figures(frame, args.out, args.runs))
+    except AnalysisError as e:
+        print(f"analysis: Fig. 1/3a and Table 1 skipped: {e}", file=sys.stderr)
+    return paths
 
 
 COMMANDS: dict[str, Callable[[pd.DataFrame, argparse.Namespace], dict[str, Path]]] = {
@@ -68,6 +79,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--include-stopped", action="store_true", help="let trials stopped early onto the front")
     g = p.add_argument_group("figures")
     g.add_argument("--runs", nargs="+", metavar="RUN", help="run ids or names to overlay (default: all finished)")
+    g.add_argument("--fig3b", action="store_true",
+                   help="also Fig. 3b: downloads the runs' checkpoints and ranks pixels by each model's gradients")
+    g.add_argument("--fig3b-baseline", metavar="RUN",
+                   help="run id or name of the Fig. 3b baseline (default: the finished ce trial with the best accuracy)")
+    g.add_argument("--fig3b-images", type=int, default=256, metavar="N", help="test images of Fig. 3b (default 256)")
+    g.add_argument("--fig3b-device", default="cpu", help="device of Fig. 3b: cpu (default), cuda, auto")
     return p
 
 

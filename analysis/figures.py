@@ -1,13 +1,17 @@
-"""Cross-run figures of the paper: Fig. 1 (density ratios), Fig. 3a (pixel perturbation), Table 1.
+"""Cross-run figures of the paper: Fig. 1 (density ratios), Fig. 3a/3b (pixel perturbation), Table 1.
 
 Each curve point is a metric the trainer logs (``trainer.keys.density_ratio_key(sigma)``,
 ``trainer.keys.pixel_perturbation_key(fraction)``); :func:`analysis.runs.load` keeps their last
 logged values as columns named by those keys. Trials of the same model (loss, λ, μ) are
 averaged over seeds, so the table1 preset's four models give the paper's four curves.
+
+Fig. 3b is not logged by the trials: :func:`fig3b_pixel_perturbation` downloads the runs'
+checkpoints and computes it (the baseline's accuracy when pixels are ranked by another model).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,9 +19,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
 import pandas as pd
 
-from analysis.runs import AnalysisError, completed, describe
+from analysis.runs import AnalysisError, completed, default_tracking_uri, describe
 from analysis.table2 import markdown_table
 from trainer import keys
 
@@ -129,4 +135,95 @@ def write_figures(frame: pd.DataFrame, out_dir: Path, runs: Sequence[str] | None
     table.to_csv(paths["table1.csv"], index=False)
     paths["table1.md"] = out_dir / "table1.md"
     paths["table1.md"].write_text("\n".join(markdown_table(table)) + "\n")
+    return paths
+
+
+def fig3b_pixel_perturbation(
+    frame: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    baseline_run_id: str | None = None,
+    run_ids: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    images: int = 256,
+    points: int = 9,
+    fill: str = "image_mean",
+    device: str = "cpu",
+) -> dict[str, Path]:
+    """Fig. 3b: the baseline's accuracy on its first ``images`` test images after removing the
+    pixels that each chosen model's input gradients rank least important (paper §5.2.1).
+
+    The baseline is ``baseline_run_id`` (run id or name), else the finished ``ce`` trial with the
+    best test accuracy. The explainers are ``run_ids`` (default: every finished trial) plus the
+    baseline itself; models are rebuilt from their checkpoints' stored configs and the test set
+    from the baseline's. Curves of the same model (loss, λ, μ) are averaged over seeds, as in
+    Fig. 3a. Writes ``fig3b_pixel_perturbation.png`` and ``fig3b.csv`` (fraction × model).
+    Raises AnalysisError for no baseline, a chosen run without checkpoint, or checkpoints of
+    different datasets.
+    """
+    # torch and the models load only when Fig. 3b is asked for: the other outputs need neither.
+    from trainer.config import ConfigError
+    from trainer.evaluate import UsageError, model_from_checkpoint
+    from trainer.evaluation import pixel_perturbation
+
+    if images < 1 or points < 2:
+        raise AnalysisError(f"Fig. 3b needs at least 1 image and 2 points, got {images} and {points}")
+    done = frame[completed(frame)]
+    if baseline_run_id is not None:
+        baseline = done[(done["run_id"] == baseline_run_id) | (done["run_name"] == baseline_run_id)]
+        if baseline.empty:
+            raise AnalysisError(f"no finished trial with run id or name {baseline_run_id!r} for the Fig. 3b baseline")
+    else:
+        baseline = done[done["loss"] == "ce"].sort_values("test_acc", ascending=False, kind="stable")
+        if baseline.empty:
+            raise AnalysisError("Fig. 3b needs a baseline: no finished trial with loss.kind=ce in the selection")
+    baseline = baseline.iloc[0]
+    chosen = select(frame, run_ids)
+    if baseline["run_id"] not in set(chosen["run_id"]):
+        chosen = select(frame, [*chosen["run_id"], baseline["run_id"]])
+    missing = chosen.loc[chosen["checkpoint_uri"].isna(), "run_name"].tolist()
+    if missing:
+        raise AnalysisError(f"run {missing[0]!r} has no checkpoint artifact for Fig. 3b "
+                            "(choose runs with checkpoints/best.pt or last.pt)")
+
+    fractions = np.logspace(-2, 0, points)
+    uri = tracking_uri or default_tracking_uri()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="fig3b-") as tmp:
+
+        def rebuild(row: pd.Series) -> tuple:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=row["checkpoint_uri"], dst_path=str(Path(tmp, row["run_id"])), tracking_uri=uri)
+            try:
+                return model_from_checkpoint(path, device)
+            except (UsageError, ConfigError) as e:
+                raise AnalysisError(f"run {row['run_name']!r}: {e}") from None
+
+        model, cfg, data = rebuild(baseline)
+        x, y = data.test_x[:images], data.test_y[:images]
+        for _, row in chosen.iterrows():
+            if row["run_id"] == baseline["run_id"]:
+                explainer = model
+            else:
+                explainer, other, _ = rebuild(row)
+                if other.data.dataset != cfg.data.dataset:
+                    raise AnalysisError(
+                        f"run {row['run_name']!r} was trained on {other.data.dataset}, the Fig. 3b baseline "
+                        f"{baseline['run_name']!r} on {cfg.data.dataset}: choose runs of one dataset")
+            curve = pixel_perturbation(model, x, y, explainer=explainer, fractions=fractions, fill=fill)
+            rows += [{"model": row["model"], "fraction": f, "accuracy": a} for f, a in curve.items()]
+    table = pd.DataFrame(rows).pivot_table(index="fraction", columns="model", values="accuracy",
+                                           aggfunc="mean", sort=False)
+    table = table[list(dict.fromkeys(chosen["model"]))]
+    label = chosen.loc[chosen["run_id"] == baseline["run_id"], "model"].iloc[0]
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"fig3b.csv": out_dir / "fig3b.csv"}
+    table.to_csv(paths["fig3b.csv"])
+    paths["fig3b_pixel_perturbation.png"] = plot_curves(
+        table, out_dir / "fig3b_pixel_perturbation.png", "masking fraction",
+        f"accuracy of the baseline (n={len(x)} test images)",
+        f"Fig. 3b, {describe(chosen)}: {label} ({baseline['run_name']}) evaluated\n"
+        "with gradients of different models (higher is better)")
     return paths

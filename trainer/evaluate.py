@@ -21,10 +21,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from trainer import evaluation as ev
-from trainer.config import ConfigError, EvalConfig, load_config
-from trainer.data import load_dataset
+from trainer.config import ConfigError, EvalConfig, TrainConfig, load_config
+from trainer.data import Dataset, load_dataset
 from trainer.judge import load_judge
 from trainer.models import build_model
 from trainer.train import resolve_device
@@ -47,6 +48,33 @@ def _load(path: Path, what: str) -> dict:
         raise UsageError(f"{what} {str(path)!r} cannot be read as a torch file: {type(e).__name__}") from None
 
 
+def model_from_checkpoint(
+    checkpoint: str | Path, device: str | torch.device | None = None, overrides: Sequence[str] = ()
+) -> tuple[nn.Module, TrainConfig, Dataset]:
+    """Rebuild the model of a training checkpoint from the resolved config stored in it.
+
+    Returns the model with the checkpoint's weights, on ``device`` (default: the config's
+    ``device``) in eval mode, the config with ``overrides`` applied, and the dataset the config
+    names, on the same device. Raises UsageError for a missing, unreadable or non-training file
+    or weights that do not fit, ConfigError for a bad override.
+    """
+    checkpoint = Path(checkpoint)
+    state = _load(checkpoint, "checkpoint")
+    if not isinstance(state, dict) or not {"model", "config"} <= state.keys():
+        raise UsageError(f"checkpoint {str(checkpoint)!r} is not a training checkpoint (no model and config)")
+    cfg = load_config(state["config"], overrides)
+    device = resolve_device(cfg.device if device is None else str(device))
+    data = load_dataset(cfg.data, device)
+    model = build_model(cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise UsageError(
+            f"checkpoint {str(checkpoint)!r}: its weights do not fit {cfg.model.arch} on {cfg.data.dataset}"
+        ) from None
+    return model.to(device).eval(), cfg, data
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, judge: str | Path | None, out_dir: str | Path | None, overrides: Sequence[str] = ()
 ) -> tuple[dict[str, float], dict[str, str]]:
@@ -56,36 +84,23 @@ def evaluate_checkpoint(
     to ``eval/`` beside the checkpoint. Every input is checked before anything is written.
     """
     checkpoint = Path(checkpoint)
-    state = _load(checkpoint, "checkpoint")
-    if not isinstance(state, dict) or not {"model", "config"} <= state.keys():
-        raise UsageError(f"checkpoint {str(checkpoint)!r} is not a training checkpoint (no model and config)")
     for item in overrides:
         if not item.startswith(EVAL_OVERRIDES):
             raise UsageError(f"--set {item!r}: only eval.*, device and data.* can change when evaluating a checkpoint")
-    cfg = load_config(state["config"], overrides)
-    device = resolve_device(cfg.device)
+    model, cfg, data = model_from_checkpoint(checkpoint, overrides=overrides)
     judge = judge if judge is not None else cfg.eval.judge
     judge_info = _load(Path(judge), "judge") if judge is not None else None
     if judge_info is not None and not (
         isinstance(judge_info, dict) and {"arch", "state_dict", "num_classes"} <= judge_info.keys()
     ):
         raise UsageError(f"judge {str(judge)!r} is not a judge file (see python -m trainer.judge)")
-    data = load_dataset(cfg.data, device)
     if judge_info is not None and judge_info["num_classes"] != data.num_classes:
         raise UsageError(
             f"judge {str(judge)!r} has {judge_info['num_classes']} classes, "
             f"data.dataset={cfg.data.dataset} has {data.num_classes}"
         )
-    model = build_model(cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError:
-        raise UsageError(
-            f"checkpoint {str(checkpoint)!r}: its weights do not fit {cfg.model.arch} on {cfg.data.dataset}"
-        ) from None
-    model.to(device)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent / "eval"
-    judge_model = load_judge(judge, device) if judge is not None else None
+    judge_model = load_judge(judge, resolve_device(cfg.device)) if judge is not None else None
     return ev.evaluate_all(model, data, cfg.eval, judge=judge_model, out_dir=out_dir, seed=cfg.seed)
 
 
