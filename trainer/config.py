@@ -79,6 +79,13 @@ class LossConfig(_Strict):
     tau: float = Field(1000.0, gt=0)  # clamp of h(x) per sample (anti score matching)
     samples: int = Field(1, ge=1)  # noise draws per input for the trace estimator
     estimator: Literal["taylor", "central", "hutchinson"] = "taylor"
+    # How the finite-difference estimators (taylor, central) run their passes; hutchinson has no
+    # noisy forward and ignores it. "separate": clean and noisy inputs in separate forwards (the
+    # released code; BatchNorm batch statistics per pass). "batched": one forward over the
+    # concatenation [x, x+v(, x−v)] — fewer, larger kernels, but in train mode BatchNorm
+    # normalizes with statistics of the joint batch, so the numbers differ from "separate" in
+    # train mode (identical in eval mode).
+    forward: Literal["separate", "batched"] = "separate"
 
     @model_validator(mode="before")
     @classmethod

@@ -17,9 +17,17 @@ h(x) estimates the Hessian trace tr ∇²ₓf_y(x) per sample:
   Training through it needs third derivatives: the BatchNorm layers of trainer.models switch to
   elementary ops for it (other modules' fused BatchNorm cannot be trained this way).
 
-With ``samples`` > 1 each sample's h is the mean over that many noise draws. The noisy passes are
-separate forwards in the model's current mode (train mode during training, so BatchNorm sees the
-noisy batch, as in the released code). Because 2/σ² = 2·10⁴ amplifies rounding, every pass of a
+With ``samples`` > 1 each sample's h is the mean over that many noise draws. By default
+(``forward="separate"``) the noisy passes are separate forwards in the model's current mode (train
+mode during training, so BatchNorm sees the noisy batch, as in the released code). With
+``forward="batched"`` the clean and noisy inputs of taylor and central go through one forward over
+their concatenation, split afterwards: the same numbers in eval mode, but in train mode BatchNorm
+normalizes every pass with the joint batch's statistics (and updates its running statistics once,
+from the joint batch). The input gradient for ‖∇ₓf_y‖² is still taken w.r.t. the clean x only: the
+noisy inputs are built from a detached x, so ∇ₓ Σ f_y(x) differentiates the clean logits through
+the joint forward, including BatchNorm's coupling of samples through the joint batch statistics —
+the gradient that the released-code-style loss defines for that joint forward. Hutchinson has no
+noisy forward and ignores the option. Because 2/σ² = 2·10⁴ amplifies rounding, every pass of a
 finite-difference loss runs in float32 or wider with autocast and TF32 off.
 """
 
@@ -82,6 +90,47 @@ def _noise(x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
     return std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def taylor_inputs(x: Tensor, cfg: LossConfig, generator: torch.Generator | None) -> list[Tensor]:
+    """The noisy inputs of the Taylor estimator: x + v for each of ``cfg.samples`` draws."""
+    return [x + _noise(x, cfg.sigma, generator) for _ in range(cfg.samples)]
+
+
+def taylor_from_logits(f_y: Tensor, noisy: list[Tensor], cfg: LossConfig) -> Tensor:
+    """h = 2/σ²·(mean over draws of f_y(x+v) − f_y(x)), from the true-label logits."""
+    return 2.0 / cfg.sigma**2 * (torch.stack(noisy).mean(0) - f_y)
+
+
+def central_inputs(x: Tensor, cfg: LossConfig, generator: torch.Generator | None) -> list[Tensor]:
+    """The noisy inputs of the central estimator: x + v, x − v for each draw, in that order."""
+    out = []
+    for _ in range(cfg.samples):
+        v = _noise(x, cfg.sigma, generator)
+        out += [x + v, x - v]
+    return out
+
+
+def central_from_logits(f_y: Tensor, noisy: list[Tensor], cfg: LossConfig) -> Tensor:
+    """h = (mean over draws of f_y(x+v) + f_y(x−v), minus 2 f_y(x))/σ², from the true-label logits."""
+    pairs = [plus + minus for plus, minus in zip(noisy[0::2], noisy[1::2])]
+    return (torch.stack(pairs).mean(0) - 2.0 * f_y) / cfg.sigma**2
+
+
+# Finite-difference estimators: name -> (noisy inputs from a detached x, h from the logits).
+FINITE_DIFFERENCES: dict[str, tuple[Callable[..., list[Tensor]], Callable[..., Tensor]]] = {
+    "taylor": (taylor_inputs, taylor_from_logits),
+    "central": (central_inputs, central_from_logits),
+}
+
+
+def joint_true_logits(
+    model: nn.Module, x: Tensor, y: Tensor, noisy: list[Tensor]
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """(clean logits, clean f_y, f_y of each noisy input) from one forward over [x, *noisy]."""
+    logits, f_y = true_logit(model, torch.cat([x, *noisy]), y.repeat(1 + len(noisy)))
+    clean, *noisy_f = f_y.split(x.shape[0])
+    return logits[: x.shape[0]], clean, noisy_f
+
+
 def taylor_trace(
     model: nn.Module,
     x: Tensor,
@@ -91,10 +140,13 @@ def taylor_trace(
     cfg: LossConfig,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """h = 2/σ²·(f_y(x+v) − f_y(x)), v ~ N(0, σ²I), averaged over ``cfg.samples`` draws."""
-    x = x.detach()  # the loss is differentiated w.r.t. the weights only
-    draws = [true_logit(model, x + _noise(x, cfg.sigma, generator), y)[1] for _ in range(cfg.samples)]
-    return 2.0 / cfg.sigma**2 * (torch.stack(draws).mean(0) - f_y)
+    """h = 2/σ²·(f_y(x+v) − f_y(x)), v ~ N(0, σ²I), averaged over ``cfg.samples`` draws.
+
+    Each noisy input runs in its own forward (``forward="separate"``).
+    """
+    # x detached: the loss is differentiated w.r.t. the weights only.
+    noisy = [true_logit(model, n, y)[1] for n in taylor_inputs(x.detach(), cfg, generator)]
+    return taylor_from_logits(f_y, noisy, cfg)
 
 
 def central_trace(
@@ -106,13 +158,13 @@ def central_trace(
     cfg: LossConfig,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """h = (f_y(x+v) + f_y(x−v) − 2 f_y(x))/σ², v ~ N(0, σ²I), averaged over draws."""
-    x = x.detach()  # the loss is differentiated w.r.t. the weights only
-    draws = []
-    for _ in range(cfg.samples):
-        v = _noise(x, cfg.sigma, generator)
-        draws.append(true_logit(model, x + v, y)[1] + true_logit(model, x - v, y)[1])
-    return (torch.stack(draws).mean(0) - 2.0 * f_y) / cfg.sigma**2
+    """h = (f_y(x+v) + f_y(x−v) − 2 f_y(x))/σ², v ~ N(0, σ²I), averaged over draws.
+
+    Each noisy input runs in its own forward (``forward="separate"``).
+    """
+    # x detached: the loss is differentiated w.r.t. the weights only.
+    noisy = [true_logit(model, n, y)[1] for n in central_inputs(x.detach(), cfg, generator)]
+    return central_from_logits(f_y, noisy, cfg)
 
 
 def hutchinson_trace(
@@ -150,11 +202,23 @@ def _parts(
     need_grad = need_grad_norm or cfg.estimator == "hutchinson"
     # The weight gradient of Hutchinson's h is a third derivative: fused BatchNorm has none.
     batchnorm = any_order_batchnorm() if cfg.estimator == "hutchinson" else contextlib.nullcontext()
+    # Hutchinson has no noisy forward: "batched" applies to the finite-difference estimators only.
+    batched = cfg.forward == "batched" and cfg.estimator in FINITE_DIFFERENCES
     with exact_float32(x.device), batchnorm:
         x = x.detach().to(wide).requires_grad_(need_grad)
-        logits, f_y = true_logit(model, x, y)
+        if batched:
+            make_inputs, from_logits = FINITE_DIFFERENCES[cfg.estimator]
+            # Noisy inputs from a detached x: the input gradient below flows through the clean
+            # rows of the joint forward only (BatchNorm's joint statistics included).
+            noisy = make_inputs(x.detach(), cfg, generator)
+            logits, f_y, noisy_f_y = joint_true_logits(model, x, y, noisy)
+        else:
+            logits, f_y = true_logit(model, x, y)
         grad = input_gradient(f_y, x) if need_grad else None
-        h = ESTIMATORS[cfg.estimator](model, x, y, f_y, grad, cfg, generator)
+        if batched:
+            h = from_logits(f_y, noisy_f_y, cfg)
+        else:
+            h = ESTIMATORS[cfg.estimator](model, x, y, f_y, grad, cfg, generator)
     grad_norm = _squared_norm(grad) if need_grad_norm else torch.zeros_like(h)
     return {"logits": logits, "h": h, "grad_norm": grad_norm}
 
