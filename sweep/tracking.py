@@ -60,17 +60,18 @@ def log_params(mc: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None
         mc.log_batch(run_id, params=params[i : i + BATCH])
 
 
-def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
-    """The parent run id of sweep ``sweep`` in ``experiment``, or None."""
+def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
+    """The id of the first run of ``experiment`` matching ``query``, or None (no such experiment too)."""
     exp = mc.get_experiment_by_name(experiment)
     if exp is None:
         return None
-    runs = mc.search_runs(
-        [exp.experiment_id],
-        f"tags.`sweep.name` = '{sweep}' and tags.`sweep.role` = '{PARENT_ROLE}'",
-        max_results=1,
-    )
+    runs = mc.search_runs([exp.experiment_id], query, max_results=1)
     return runs[0].info.run_id if runs else None
+
+
+def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
+    """The parent run id of sweep ``sweep`` in ``experiment``, or None."""
+    return _first_run(mc, experiment, f"tags.`sweep.name` = '{sweep}' and tags.`sweep.role` = '{PARENT_ROLE}'")
 
 
 def start_parent(
@@ -166,15 +167,7 @@ class TrialRun:
 
 def find_judge(mc: MlflowClient, key: str) -> str | None:
     """The run id of a finished judge with tag ``judge.key = key``, or None."""
-    exp = mc.get_experiment_by_name(JUDGES_EXPERIMENT)
-    if exp is None:
-        return None
-    runs = mc.search_runs(
-        [exp.experiment_id],
-        f"tags.`judge.key` = '{key}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+    return _first_run(mc, JUDGES_EXPERIMENT, f"tags.`judge.key` = '{key}' and attributes.status = 'FINISHED'")
 
 
 def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Mapping[str, Any], path: Path) -> str:

@@ -131,40 +131,25 @@ def joint_true_logits(
     return logits[: x.shape[0]], clean, noisy_f
 
 
-def taylor_trace(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    f_y: Tensor,
-    grad: Tensor | None,
-    cfg: LossConfig,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """h = 2/σ²·(f_y(x+v) − f_y(x)), v ~ N(0, σ²I), averaged over ``cfg.samples`` draws.
+def _separate_forwards(name: str) -> Callable[..., Tensor]:
+    """The ``forward="separate"`` estimator ``name``: each noisy input in its own forward."""
+    make_inputs, from_logits = FINITE_DIFFERENCES[name]
 
-    Each noisy input runs in its own forward (``forward="separate"``).
-    """
-    # x detached: the loss is differentiated w.r.t. the weights only.
-    noisy = [true_logit(model, n, y)[1] for n in taylor_inputs(x.detach(), cfg, generator)]
-    return taylor_from_logits(f_y, noisy, cfg)
+    def trace(
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        f_y: Tensor,
+        grad: Tensor | None,
+        cfg: LossConfig,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        # x detached: the loss is differentiated w.r.t. the weights only.
+        noisy = [true_logit(model, n, y)[1] for n in make_inputs(x.detach(), cfg, generator)]
+        return from_logits(f_y, noisy, cfg)
 
-
-def central_trace(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    f_y: Tensor,
-    grad: Tensor | None,
-    cfg: LossConfig,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """h = (f_y(x+v) + f_y(x−v) − 2 f_y(x))/σ², v ~ N(0, σ²I), averaged over draws.
-
-    Each noisy input runs in its own forward (``forward="separate"``).
-    """
-    # x detached: the loss is differentiated w.r.t. the weights only.
-    noisy = [true_logit(model, n, y)[1] for n in central_inputs(x.detach(), cfg, generator)]
-    return central_from_logits(f_y, noisy, cfg)
+    trace.__doc__ = f"h by the {name} estimator ({from_logits.__doc__.strip()}), separate forwards."
+    return trace
 
 
 def hutchinson_trace(
@@ -186,8 +171,8 @@ def hutchinson_trace(
 
 
 ESTIMATORS: dict[str, Callable[..., Tensor]] = {
-    "taylor": taylor_trace,
-    "central": central_trace,
+    "taylor": _separate_forwards("taylor"),
+    "central": _separate_forwards("central"),
     "hutchinson": hutchinson_trace,
 }
 
