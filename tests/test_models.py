@@ -1,4 +1,4 @@
-"""The networks match DESIGN.md: CIFAR ResNet stem, softplus everywhere, exact parameter counts."""
+"""The networks match docs/trainer.md (Models): CIFAR ResNet stem, softplus everywhere, exact parameter counts."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """The paper's training losses and their Hessian-trace estimators.
 
-Notation (DESIGN.md): f = logits, y = true label, f_y(x) the true-label logit, v the input noise.
+Notation (docs/design.md): f = logits, y = true label, f_y(x) the true-label logit, v the input noise.
 
 - ``ce``: cross-entropy.
 - ``grad_norm``: ce + λ·½·mean ‖∇ₓf_y(x)‖².
