@@ -307,11 +307,11 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
 
 
 def val_count(val_size: float | int, pool: int) -> int:
-    """Validation images for ``val_size`` (a count, a fraction in (0, 1), or 0) of ``pool`` images."""
+    """Validation images for ``val_size`` (a fraction in (0, 1), a count, or 0) of ``pool`` images;
+    a positive fraction keeps at least one image."""
     if val_size == 0:
         return 0
-    count = max(1, round(val_size * pool)) if val_size < 1 else int(val_size)
-    return count
+    return max(1, round(val_size * pool)) if val_size < 1 else int(val_size)
 
 
 def split_validation(pool: int, val_size: float | int, seed: int) -> tuple[Tensor, Tensor]:
@@ -339,8 +339,8 @@ def load_dataset(cfg: DataConfig, device: str | torch.device = "cpu") -> Dataset
     data = DATASETS[cfg.dataset](cfg)
     train_x, train_y = data.train_x[: cfg.train_size], data.train_y[: cfg.train_size]
     val = {}
-    if cfg.resolved_val_size() > 0:
-        keep, held = split_validation(len(train_y), cfg.resolved_val_size(), cfg.split_seed)
+    if cfg.val_size > 0:
+        keep, held = split_validation(len(train_y), cfg.val_size, cfg.split_seed)
         val = {"val_x": train_x[held], "val_y": train_y[held], "val_indices": held}
         train_x, train_y = train_x[keep], train_y[keep]
     data = replace(

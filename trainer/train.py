@@ -148,6 +148,7 @@ def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]
 
 def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
     old, new = flatten(saved), flatten(cfg.model_dump(mode="json"))
+    old.setdefault("data.val_size", 0)  # checkpoints from before the validation split trained on all
     changed = sorted(
         k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
     )
