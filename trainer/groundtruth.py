@@ -27,8 +27,6 @@ term's hidden gradient-norm penalty keeps a* far below the true 1/σ_d² even wi
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
