@@ -155,8 +155,8 @@ def test_registry_loads_gaussians_with_its_density():
     assert data.train_x.shape == (40, 2, 4, 4) and data.test_x.shape == (12, 2, 4, 4)
     assert torch.equal(data.train_x, direct.train_x) and torch.equal(data.test_y, direct.test_y)
     assert data.in_channels == 2 and data.image_size == 4
-    # The default validation split keeps a tenth of the 40 training images apart.
-    split = load_dataset(cfg.model_copy(update={"val_size": None}), "cpu")
+    # The default validation split (a tenth) keeps 4 of the 40 training images apart.
+    split = load_dataset(cfg.model_copy(update={"val_size": 0.1}), "cpu")
     assert split.train_x.shape[0] == 36 and split.val_x.shape == (4, 2, 4, 4)
     held = split.val_indices
     kept = torch.tensor([i for i in range(40) if i not in set(held.tolist())])
