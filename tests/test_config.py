@@ -2,6 +2,7 @@
 
 import pytest
 
+from trainer.config import ARCHS as CONFIG_ARCHS
 from trainer.config import ConfigError, LossConfig, TrainConfig, flatten, load_config
 from trainer.data import DATASETS
 from trainer.losses import LOSSES
@@ -26,6 +27,9 @@ from trainer.models import ARCHS
         (["model.width=0"], "model.width"),
         (["data.dataset=imagenet"], "data.dataset"),  # unknown dataset
         (["data.crop_padding=-1"], "data.crop_padding"),
+        (["data.val_size=-0.1"], "data.val_size"),  # negative validation split
+        (["data.val_size=12.5"], "data.val_size"),  # neither a fraction nor a count
+        (["model.arch=vgg11_released"], "model.arch"),  # the released judge on 8x8 digits
         (["device=tpu"], "device"),  # bad device
         (["optim.milestones=[0.75, 0.5]"], "optim.milestones"),  # bad milestones
         (["optim.milestones=[0.5, 1.5]"], "optim.milestones"),
@@ -86,6 +90,7 @@ def test_config_names_match_the_registries():
     fields = TrainConfig.model_fields
     assert set(LOSSES) == set(LossConfig.model_fields["kind"].annotation.__args__)
     assert set(ARCHS) == set(fields["model"].annotation.model_fields["arch"].annotation.__args__)
+    assert set(ARCHS) == set(CONFIG_ARCHS)
     assert set(DATASETS) == set(fields["data"].annotation.model_fields["dataset"].annotation.__args__)
 
 
@@ -94,3 +99,23 @@ def test_defaults_are_the_papers_training_setup():
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 5e-4)
     assert cfg.optim.milestones == [0.5, 0.75] and cfg.batch_size == 128 and cfg.epochs == 200
     assert flatten(cfg)["loss.sigma"] == 0.01
+    # Beyond the paper: a tenth of the training set is held out to select by (0 turns it off).
+    assert cfg.data.val_size == 0.1
+
+
+def test_released_judge_arch_needs_images_of_16_px():
+    with pytest.raises(ConfigError) as err:
+        load_config({}, ["model.arch=vgg11_released"])
+    assert str(err.value) == (
+        "model.arch: vgg11_released needs images of at least 16 px (four 2x max-pools), "
+        "but data.dataset=digits has 8 px: use vgg11"
+    )
+    assert load_config({}, ["model.arch=vgg11_released", "data.dataset=cifar10"]).model.arch == "vgg11_released"
+    ok = ["model.arch=vgg11_released", "data.dataset=synthetic", "data.image_size=16"]
+    assert load_config({}, ok).model.arch == "vgg11_released"
+
+
+def test_validation_size_counts_are_whole_numbers():
+    assert load_config({}, ["data.val_size=5e3"]).data.val_size == 5000  # YAML's 5e3 is a float
+    assert isinstance(load_config({}, ["data.val_size=5000"]).data.val_size, int)
+    assert load_config({}, ["data.val_size=0"]).data.val_size == 0

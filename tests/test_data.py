@@ -1,4 +1,5 @@
-"""Datasets and on-device batches: CIFAR's on-disk format, digits, synthetic, augmentation."""
+"""Datasets and on-device batches: CIFAR's on-disk format, digits, synthetic, the validation split,
+augmentation."""
 
 import pickle
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 import torchvision.datasets.cifar
 
-from trainer.config import DataConfig
-from trainer.data import DATASETS, DataError, Dataset, augment, load_dataset, train_batches
+from trainer.config import ConfigError, DataConfig, load_config
+from trainer.data import DATASETS, DataError, Dataset, augment, load_dataset, split_validation, train_batches
 
 
 def _write_batch(path, images, labels, label_key):
@@ -45,13 +46,17 @@ def test_cifar_loads_a_miniature_in_the_on_disk_format(tmp_path, monkeypatch, na
     expected = write_mini_cifar(tmp_path, classes)
     # torchvision checks each file's md5 against the real dataset's: skip only that check.
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
-    data = load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path)))
+    data = load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path), val_size=0))
     assert data.num_classes == classes
     assert data.train_x.shape == (len(expected), 3, 32, 32) and data.train_x.dtype == torch.float32
     assert data.test_x.shape == (4, 3, 32, 32) and data.test_y.dtype == torch.int64
     # Pixel (row 5, column 7, green) of the first training image, scaled to [0, 1].
     assert data.train_x[0, 1, 5, 7].item() == pytest.approx(expected[0, 5, 7, 1] / 255)
     assert 0 <= data.train_x.min() and data.train_x.max() <= 1
+    # The validation split is carved from the training images, never from the test images.
+    split = load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path), val_size=2))
+    assert split.val_x.shape[0] == 2 and split.train_x.shape[0] == len(expected) - 2
+    assert torch.equal(split.val_x, data.train_x[split.val_indices]) and torch.equal(split.test_x, data.test_x)
 
 
 def test_missing_cifar_without_download_names_the_directory_and_the_flag(tmp_path):
@@ -63,20 +68,59 @@ def test_missing_cifar_without_download_names_the_directory_and_the_flag(tmp_pat
 
 
 def test_digits_split_is_fixed_stratified_and_scaled():
-    data = load_dataset(DataConfig(dataset="digits"))
-    again = load_dataset(DataConfig(dataset="digits"))
-    other = load_dataset(DataConfig(dataset="digits", split_seed=1))
+    data = load_dataset(DataConfig(dataset="digits", val_size=0))
+    again = load_dataset(DataConfig(dataset="digits", val_size=0))
+    other = load_dataset(DataConfig(dataset="digits", split_seed=1, val_size=0))
     assert data.train_x.shape == (1437, 1, 8, 8) and data.test_x.shape == (360, 1, 8, 8)
     assert data.in_channels == 1 and data.image_size == 8 and data.num_classes == 10
     assert torch.equal(data.test_x, again.test_x) and not torch.equal(data.test_x, other.test_x)
     assert data.train_x.min() == 0 and data.train_x.max() == 1
     assert torch.bincount(data.test_y).tolist() == pytest.approx([36] * 10, abs=1)
-    small = load_dataset(DataConfig(dataset="digits", train_size=100, test_size=50))
+    small = load_dataset(DataConfig(dataset="digits", train_size=100, test_size=50, val_size=0))
     assert torch.equal(small.train_x, data.train_x[:100]) and small.test_y.shape == (50,)
+    assert data.val_x is None and data.val_y is None  # val_size 0: no validation split
+
+
+def test_validation_split_is_carved_from_training_disjoint_and_stable():
+    full = load_dataset(DataConfig(dataset="synthetic", train_size=200, val_size=0))
+    cfg = DataConfig(dataset="synthetic", train_size=200)  # default: a tenth
+    data, again = load_dataset(cfg), load_dataset(cfg)
+    assert data.val_x.shape[0] == 20 and data.train_x.shape[0] == 180 and len(data.val_y) == 20
+    # The same images on every load (and so for every training seed, which is not an input).
+    assert torch.equal(data.val_indices, again.val_indices) and torch.equal(data.val_x, again.val_x)
+    # Train + validation = the training pool, each image once; the test set is untouched.
+    held = set(data.val_indices.tolist())
+    kept = [i for i in range(200) if i not in held]
+    assert torch.equal(data.val_x, full.train_x[data.val_indices]) and torch.equal(data.val_y, full.train_y[data.val_indices])
+    assert torch.equal(data.train_x, full.train_x[kept]) and torch.equal(data.train_y, full.train_y[kept])
+    assert torch.equal(data.test_x, full.test_x)
+    # Disjoint by content too (continuous noise: no two images are equal).
+    flat = lambda t: {tuple(row) for row in t.flatten(1).tolist()}  # noqa: E731
+    assert not flat(data.val_x) & flat(data.train_x) and not flat(data.val_x) & flat(data.test_x)
+    # Another split seed draws other images (and another dataset, for the generated ones).
+    other = split_validation(200, 20, seed=1)[1]
+    assert not torch.equal(other, data.val_indices) and len(other) == 20
+
+
+@pytest.mark.parametrize("val_size,count", [(0.1, 144), (0.5, 718), (100, 100), (100.0, 100), (1, 1)])
+def test_validation_size_is_a_fraction_or_a_count(val_size, count):
+    data = load_dataset(DataConfig(dataset="digits", val_size=val_size))
+    assert data.val_x.shape[0] == count and data.train_x.shape[0] == 1437 - count
+    train, val = split_validation(1437, val_size, seed=0)
+    assert torch.equal(data.val_indices, val) and len(set(train.tolist()) | set(val.tolist())) == 1437
+
+
+def test_bad_validation_sizes_are_refused():
+    for bad in ("-1", "2.5"):
+        with pytest.raises(ConfigError, match="data.val_size"):
+            load_config({}, [f"data.val_size={bad}"])
+    # A split that leaves nothing to train on is a data error naming the field, before training.
+    with pytest.raises(DataError, match="data.val_size=64.*leave none"):
+        load_dataset(DataConfig(dataset="digits", train_size=64, val_size=64))
 
 
 def test_synthetic_has_the_configured_shape_and_is_seeded():
-    cfg = DataConfig(dataset="synthetic", num_classes=3, channels=2, image_size=6, train_size=30)
+    cfg = DataConfig(dataset="synthetic", num_classes=3, channels=2, image_size=6, train_size=30, val_size=0)
     data, again = load_dataset(cfg), load_dataset(cfg)
     assert data.train_x.shape == (30, 2, 6, 6) and data.num_classes == 3
     assert torch.equal(data.train_x, again.train_x)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +14,7 @@ from torch import Tensor, nn
 
 from trainer import evaluation as ev
 from trainer import keys
-from trainer.config import EvalConfig
+from trainer.config import EvalConfig, LossConfig
 
 
 class Linear(nn.Module):
@@ -270,18 +268,18 @@ def test_evaluate_all_returns_the_keys_and_writes_valid_images(tmp_path):
 def test_evaluate_all_merges_groundtruth_metrics_when_the_density_is_known(tmp_path, monkeypatch):
     calls = []
 
-    def fake_groundtruth(model, data, samples, targets):
-        calls.append((samples.shape, targets.tolist()))
+    def fake_groundtruth(model, data, samples, targets, loss=None):
+        calls.append((samples.shape, targets.tolist(), loss))
         return {keys.SCORE_ALIGNMENT: 0.25}
 
-    monkeypatch.setitem(
-        sys.modules, "trainer.groundtruth", types.SimpleNamespace(groundtruth_metrics=fake_groundtruth)
-    )
+    monkeypatch.setattr(ev, "groundtruth_metrics", fake_groundtruth)
     data = TinyData(rand_images(5, (1, 8, 8)), torch.arange(5) % 3, 3, density=object())
-    metrics, _ = ev.evaluate_all(smooth_net(1, 3), data, _small_eval(), judge=None, out_dir=tmp_path, seed=0)
+    loss = LossConfig(kind="score_matching")
+    metrics, _ = ev.evaluate_all(smooth_net(1, 3), data, _small_eval(), judge=None, out_dir=tmp_path, seed=0, loss=loss)
     assert metrics[keys.SCORE_ALIGNMENT] == 0.25
-    # 12 samples whose targets are the 5 test labels in order, cycled.
-    assert calls == [((12, 1, 8, 8), [0, 1, 2, 0, 1, 0, 1, 2, 0, 1, 0, 1])]
+    # 12 samples whose targets are the 5 test labels in order, cycled; the run's loss passed on
+    # (for the Fisher-divergence floor).
+    assert calls == [((12, 1, 8, 8), [0, 1, 2, 0, 1, 0, 1, 2, 0, 1, 0, 1], loss)]
 
 
 def test_evaluate_cli_prints_every_metric_and_rejects_bad_paths(tmp_path, capsys):
@@ -297,6 +295,9 @@ def test_evaluate_cli_prints_every_metric_and_rejects_bad_paths(tmp_path, capsys
     )
     judge = train_judge(JudgeConfig(data=data, width=0.0625, epochs=1, batch_size=64), tmp_path / "judges", "cpu")
     checkpoint = tmp_path / "run" / "last.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:300])
+    errors = []
 
     out = tmp_path / "eval"
     bad = [
@@ -305,12 +306,20 @@ def test_evaluate_cli_prints_every_metric_and_rejects_bad_paths(tmp_path, capsys
         ["--checkpoint", str(judge), "--judge", str(judge)],  # a judge is not a training checkpoint
         ["--checkpoint", str(checkpoint), "--set", "model.width=2"],  # not an evaluation setting
         ["--checkpoint", str(checkpoint), "--set", "eval.samples=0"],
+        ["--checkpoint", str(checkpoint), "--judge", str(checkpoint)],  # a checkpoint is not a judge
+        ["--checkpoint", str(truncated), "--judge", str(judge)],
     ]
     for argv in bad:
         assert main([*argv, "--out", str(out)]) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "error" in err and "Traceback" not in err, err
+        errors.append(err.strip())
     assert not out.exists()
+    # The messages name the file and the problem, in the CLI's own words.
+    assert errors[0] == f"python -m trainer.evaluate: error: checkpoint {str(tmp_path / 'missing.pt')!r} does not exist"
+    assert errors[2].endswith("is not a training checkpoint (no model and config)")
+    assert errors[5].endswith("is not a judge file (see python -m trainer.judge)")
+    assert errors[6].endswith(f"checkpoint {str(truncated)!r} cannot be read as a torch file: RuntimeError")
 
     argv = ["--checkpoint", str(checkpoint), "--judge", str(judge), "--out", str(out)]
     small = ["eval.samples=8", "eval.steps=3", "eval.density_images=16", "eval.perturbation_images=16",

@@ -1,14 +1,19 @@
-"""Tests of the ground-truth testbed: the known Gaussian density, its dataset and the alignment metrics."""
+"""Tests of the ground-truth testbed: the known Gaussian density, its dataset, the alignment metrics
+and the Fisher-divergence floor of eq. 4 (against a brute-force minimisation of the loss code's own
+Monte-Carlo objective)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from scipy.optimize import minimize_scalar
 from torch import nn
 
 from trainer import keys
-from trainer.config import DataConfig
-from trainer.groundtruth import GaussianDensity, groundtruth_metrics, load_gaussians, make_density, smooth_kernel
+from trainer.config import DataConfig, LossConfig
+from trainer.data import GaussianDensity, load_gaussians, make_density, smooth_kernel
+from trainer.groundtruth import fisher_divergence_rel_floor, groundtruth_metrics, optimal_scale
+from trainer.losses import compute_loss
 
 COVARIANCES = ["isotropic", "smooth"]
 
@@ -143,13 +148,19 @@ def test_sample_loglik_prefers_samples_near_the_class_mean():
 def test_registry_loads_gaussians_with_its_density():
     from trainer.data import load_dataset
 
-    cfg = small_cfg(covariance="smooth", train_size=40, test_size=12)
+    cfg = small_cfg(covariance="smooth", train_size=40, test_size=12, val_size=0)
     data = load_dataset(cfg, "cpu")
     direct = load_gaussians(cfg)
     assert data.name == "gaussians" and isinstance(data.density, GaussianDensity)
     assert data.train_x.shape == (40, 2, 4, 4) and data.test_x.shape == (12, 2, 4, 4)
     assert torch.equal(data.train_x, direct.train_x) and torch.equal(data.test_y, direct.test_y)
     assert data.in_channels == 2 and data.image_size == 4
+    # The default validation split (a tenth) keeps 4 of the 40 training images apart.
+    split = load_dataset(cfg.model_copy(update={"val_size": 0.1}), "cpu")
+    assert split.train_x.shape[0] == 36 and split.val_x.shape == (4, 2, 4, 4)
+    held = split.val_indices
+    kept = torch.tensor([i for i in range(40) if i not in set(held.tolist())])
+    assert torch.equal(split.val_x, direct.train_x[held]) and torch.equal(split.train_x, direct.train_x[kept])
 
 
 def test_short_run_on_gaussians_reports_the_groundtruth_metrics(tmp_path):
@@ -173,3 +184,89 @@ def test_short_run_on_gaussians_reports_the_groundtruth_metrics(tmp_path):
         assert key in final and key in reports[-1], key
     assert -1.0 <= final[keys.SCORE_ALIGNMENT] <= 1.0
     assert final[keys.FISHER_DIVERGENCE] > 0 and final[keys.FISHER_DIVERGENCE_REL] > 0
+    # Reported beside the measured value: the floor for this run's μ, σ, D = 16 and σ_d = 0.1.
+    assert final[keys.FISHER_DIVERGENCE_REL_FLOOR] == fisher_divergence_rel_floor(1e-4, 0.01, 16, 0.1)
+
+
+class ScaledQuadratic(nn.Module):
+    """The exact isotropic family: logits f_c(x) = −a/2·‖x − m_c‖² for every class c."""
+
+    def __init__(self, means: torch.Tensor, a: float) -> None:
+        super().__init__()
+        self.means, self.a = means, a
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        diff = x.flatten(1)[:, None, :] - self.means.flatten(1).to(x.dtype)[None]  # (B, C, D)
+        return -self.a / 2 * diff.square().sum(-1)
+
+
+def regularizer(a: float, x: torch.Tensor, y: torch.Tensor, means: torch.Tensor, loss: dict) -> float:
+    """Eq. 4's regularizer mean h + ½ mean ‖∇f‖² + μ mean h², by the loss code itself, with the
+    same noise for every a (common random numbers)."""
+    cfg = LossConfig(kind="score_matching", lam=1.0, **loss)
+    out = compute_loss(ScaledQuadratic(means, a), x, y, cfg, generator=torch.Generator().manual_seed(1))
+    return (out["trace"] + 0.5 * out["grad_norm"] + cfg.mu * out["stability"]).item()
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        # Taylor, one draw (the paper's estimator). σ = 0.03 rather than the paper's 0.01 keeps the
+        # Monte-Carlo noise of h's first-order term (std 2σ_d/σ·√D per draw) small enough for a
+        # few thousand samples, while 8μσ_d²/σ² stays 40% of the denominator.
+        {"mu": 1e-3, "sigma": 0.03},
+        {"mu": 1e-3, "sigma": 0.03, "samples": 3},  # K draws divide the noise terms by K
+        {"mu": 1e-3, "sigma": 0.03, "estimator": "central"},  # no first-order term
+    ],
+)
+def test_optimal_scale_is_the_brute_force_minimiser_of_the_estimators_objective(loss):
+    # Data of the family: D = 64 pixels, σ_d = 0.1, 4 classes; float64 so that h's 2/σ² amplification
+    # of f(x+v) − f(x) adds no rounding of its own.
+    dim, noise_std, n = 64, 0.1, 6000
+    gen = torch.Generator().manual_seed(0)
+    means = torch.rand(4, 1, 8, 8, generator=gen, dtype=torch.float64)
+    y = torch.arange(n) % 4
+    x = means[y] + noise_std * torch.randn(n, 1, 8, 8, generator=gen, dtype=torch.float64)
+    # Brute force: a log grid over five decades, then a bounded 1-D search between its neighbours.
+    grid = torch.logspace(-2, 3, 31, dtype=torch.float64).tolist()
+    values = [regularizer(a, x, y, means, loss) for a in grid]
+    best = min(range(len(grid)), key=values.__getitem__)
+    assert 0 < best < len(grid) - 1  # an interior minimum
+    found = minimize_scalar(lambda a: regularizer(a, x, y, means, loss), bounds=(grid[best - 1], grid[best + 1]),
+                            method="bounded", options={"xatol": 1e-4 * grid[best]}).x
+    expected = optimal_scale(loss["mu"], loss["sigma"], dim, noise_std, loss.get("samples", 1),
+                             loss.get("estimator", "taylor"))
+    # Monte-Carlo error of the 6000-sample objective's minimiser: about 1% (seen up to 1.2% over data seeds).
+    assert found == pytest.approx(expected, rel=0.02)
+
+
+def test_floor_matches_the_issues_figures_and_its_limits():
+    # D = 64, σ_d = 0.1, σ = 0.01, Taylor, one draw: ≈ 0.82, 0.98, 0.998 for μ = 1e-4, 1e-3, 1e-2.
+    floors = [fisher_divergence_rel_floor(mu, 0.01, 64, 0.1) for mu in (1e-4, 1e-3, 1e-2)]
+    assert floors == pytest.approx([0.8156, 0.9789, 0.99786], abs=5e-4)
+    # μ = 0: a* = 1/σ_d², the true scale, divergence 0; central removes the 8μσ_d²/σ² term, which
+    # is most of the μ = 1e-4 denominator (0.08 of 0.1032), but keeps 2μD from (tr H)².
+    assert fisher_divergence_rel_floor(0.0, 0.01, 64, 0.1) == 0.0
+    assert 0.1 < fisher_divergence_rel_floor(1e-4, 0.01, 64, 0.1, estimator="central") < floors[0] / 2
+    # More draws average the first-order noise away: a lower floor.
+    assert fisher_divergence_rel_floor(1e-4, 0.01, 64, 0.1, draws=4) < floors[0]
+
+
+def test_model_at_the_optimal_scale_measures_exactly_the_floor():
+    # Within the family, g − s = (1/σ_d² − a)ε for every test point, so the measured relative
+    # divergence is (1 − aσ_d²)² exactly: the metric and the floor agree on their definitions.
+    cfg = small_cfg(channels=1, image_size=8, test_size=200)
+    data = load_gaussians(cfg)
+    loss = LossConfig(kind="score_matching", lam=1e-3, mu=1e-4, sigma=0.01)
+    a = optimal_scale(loss.mu, loss.sigma, 64, cfg.noise_std)
+    model = ScaledQuadratic(data.density.means.float(), a)
+    metrics = groundtruth_metrics(model, data, data.test_x, data.test_y, loss=loss)
+    assert metrics[keys.FISHER_DIVERGENCE_REL] == pytest.approx(metrics[keys.FISHER_DIVERGENCE_REL_FLOOR], rel=1e-4)
+    assert metrics[keys.FISHER_DIVERGENCE_REL_FLOOR] == fisher_divergence_rel_floor(1e-4, 0.01, 64, 0.1)
+    # Only score matching on isotropic data has a floor.
+    assert keys.FISHER_DIVERGENCE_REL_FLOOR not in groundtruth_metrics(model, data, data.test_x, data.test_y)
+    ce = LossConfig(kind="ce")
+    assert keys.FISHER_DIVERGENCE_REL_FLOOR not in groundtruth_metrics(model, data, data.test_x, data.test_y, loss=ce)
+    smooth = load_gaussians(small_cfg(covariance="smooth"))
+    quad = ScaledQuadratic(smooth.density.means.float(), 1.0)
+    assert keys.FISHER_DIVERGENCE_REL_FLOOR not in groundtruth_metrics(quad, smooth, smooth.test_x, smooth.test_y, loss=loss)

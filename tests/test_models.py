@@ -1,4 +1,5 @@
-"""The networks match docs/trainer.md (Models): CIFAR ResNet stem, softplus everywhere, exact parameter counts."""
+"""The networks match the paper and the released code: CIFAR ResNet stem, softplus everywhere,
+the released judge's exact layout, exact parameter counts."""
 
 import pytest
 import torch
@@ -65,13 +66,59 @@ def test_beta_none_gives_relu():
     )
 
 
-def test_vgg11_judge_has_biased_convs_and_fits_digits():
+def test_standard_vgg11_has_biased_convs_and_fits_digits():
     model = build_model("vgg11", 10, in_channels=1, width=1 / 8)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 8 and all(c.bias is not None for c in convs)
     assert all(a.beta == 10 for a in model.modules() if isinstance(a, nn.Softplus))
     assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     assert build_model("vgg11", 100, width=1 / 8)(torch.rand(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_released_judge_has_the_released_layout_and_parameter_count():
+    model = build_model("vgg11_released", 100)
+    # The released models/vgg.py "vgg11": 10 x (conv3x3 with bias, BN, softplus β=10), 4 max-pools,
+    # flatten, Linear(2048, classes). Written out layer by layer, not from the plan in the code.
+    expected = []
+    cin = 3
+    for item in (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512):
+        if item == "M":
+            expected.append(("MaxPool2d", 2))
+        else:
+            expected += [("Conv2d", (cin, item, 3, True)), ("BatchNorm2d", item), ("Softplus", 10.0)]
+            cin = item
+    seen = []
+    for m in model.features:
+        if isinstance(m, nn.Conv2d):
+            assert (m.stride, m.padding) == ((1, 1), (1, 1))
+            seen.append(("Conv2d", (m.in_channels, m.out_channels, m.kernel_size[0], m.bias is not None)))
+        elif isinstance(m, nn.BatchNorm2d):
+            seen.append(("BatchNorm2d", m.num_features))
+        elif isinstance(m, nn.Softplus):
+            seen.append(("Softplus", m.beta))
+        elif isinstance(m, nn.MaxPool2d):
+            seen.append(("MaxPool2d", m.kernel_size))
+        else:
+            seen.append((type(m).__name__, None))
+    assert seen == expected
+    assert (model.head.in_features, model.head.out_features) == (2 * 2 * 512, 100)
+    # The head is the only module after the features: no average pool.
+    assert [name for name, _ in model.named_children()] == ["features", "head"]
+    # By hand: conv weights + biases, BN (γ, β) per channel, then the head.
+    convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512)] + [(512, 512)] * 3
+    by_hand = sum(9 * a * b + b + 2 * b for a, b in convs) + 2048 * 100 + 100
+    assert count_parameters(model) == by_hand == 9_615_780
+    assert count_parameters(build_model("vgg11", 100)) == 9_277_284  # the standard VGG-11 is not it
+    x = torch.rand(2, 3, 32, 32)
+    assert model(x).shape == (2, 100)
+    # The flattened map is what the head sees: 2x2 spatial positions of 512 channels.
+    assert model.features(x).shape == (2, 512, 2, 2)
+
+
+def test_released_judge_refuses_images_too_small_for_four_pools():
+    assert build_model("vgg11_released", 10, width=1 / 8, image_size=16)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least 16 pixels.*use vgg11"):
+        build_model("vgg11_released", 10, in_channels=1, image_size=8)
 
 
 def test_unknown_arch_is_rejected():

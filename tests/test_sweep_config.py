@@ -70,7 +70,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "sweep.run: error: trainer.model.arch: Input should be 'resnet18', 'resnet9' or 'vgg11'"
+        "sweep.run: error: trainer.model.arch: Input should be 'resnet18', 'resnet9', 'vgg11' or 'vgg11_released'"
     ]
     assert list(tmp_path.iterdir()) == []
 

@@ -1,13 +1,18 @@
-"""The training loop: learning, the report contract, resume, divergence, evaluations, the CLI."""
+"""The training loop: learning, the validation and test passes, the report contract, resume,
+divergence, evaluations, the CLI."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from trainer import keys
 from trainer.__main__ import main
 from trainer.bench import VARIANTS, bench
-from trainer.config import ConfigError
-from trainer.train import load_checkpoint, run
+from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from trainer.config import ConfigError, load_config
+from trainer.data import load_dataset
+from trainer.models import build_model
+from trainer.train import run
 
 
 def tiny(**over):
@@ -40,9 +45,9 @@ def test_short_digits_run_lowers_the_loss():
     assert [m[keys.EPOCH] for m in seen] == [1, 2]
     assert seen[1][keys.TRAIN_LOSS] < 0.75 * seen[0][keys.TRAIN_LOSS]
     # Training accuracy well above chance (0.1); test accuracy lags after 24 steps, because the
-    # BatchNorm running statistics are still settling.
+    # BatchNorm running statistics are still settling (test_validation_and_test_passes checks
+    # what test/acc is).
     assert final[keys.TRAIN_ACC] > 0.5
-    assert 0 <= final[keys.TEST_ACC] <= 1
     assert final[keys.STATUS] == "finished"
     for key in (
         keys.TRAIN_CE,
@@ -54,9 +59,47 @@ def test_short_digits_run_lowers_the_loss():
         keys.EPOCH_SECONDS,
         keys.IMAGES_PER_SECOND,
         keys.TEST_LOSS,
+        keys.VAL_ACC,
+        keys.VAL_LOSS,
     ):
         assert isinstance(final[key], float)
+    assert all(keys.VAL_ACC in m and keys.VAL_LOSS in m for m in seen)  # every epoch
     assert final[keys.TRAIN_GRAD_NORM] > 0 and final[keys.TRAIN_STABILITY] > 0
+
+
+def naive_accuracy_and_ce(model, images, labels):
+    """Image by image, in eval mode: the reference for the batched validation and test passes."""
+    model.eval()
+    correct, loss = 0, 0.0
+    with torch.no_grad():
+        for x, y in zip(images, labels):
+            logits = model(x[None])
+            correct += int(logits.argmax(1).item() == y.item())
+            loss += F.cross_entropy(logits, y[None]).item()
+    return correct / len(labels), loss / len(labels)
+
+
+def test_validation_and_test_passes_measure_the_checkpointed_model(tmp_path):
+    cfg = tiny(epochs=1, data={"train_size": 200, "test_size": 40})  # augmentation on: eval must not use it
+    final = run(cfg, checkpoint_dir=tmp_path)
+    resolved = load_config(cfg)
+    data = load_dataset(resolved.data)
+    assert len(data.val_y) == 20 and len(data.train_y) == 180
+    model = build_model("resnet9", 10, 1, width=1 / 16)
+    model.load_state_dict(load_checkpoint(tmp_path / "last.pt")["model"])
+    val_acc, val_loss = naive_accuracy_and_ce(model, data.val_x, data.val_y)
+    test_acc, test_loss = naive_accuracy_and_ce(model, data.test_x, data.test_y)
+    assert final[keys.VAL_ACC] == pytest.approx(val_acc) and final[keys.VAL_LOSS] == pytest.approx(val_loss, rel=1e-5)
+    assert final[keys.TEST_ACC] == pytest.approx(test_acc) and final[keys.TEST_LOSS] == pytest.approx(test_loss, rel=1e-5)
+    # The two splits are different images: their losses differ.
+    assert final[keys.VAL_LOSS] != final[keys.TEST_LOSS]
+
+
+def test_no_validation_split_reports_no_validation_metrics():
+    seen = []
+    final = run(tiny(epochs=2, data={"val_size": 0}), report=lambda m, f: seen.append(m))
+    assert len(seen) == 2 and not any(k.startswith("val/") for m in seen for k in m)
+    assert keys.TEST_ACC in final and keys.VAL_ACC not in final
 
 
 def test_report_follows_the_checkpoint_and_lr_steps_at_the_milestones(tmp_path):
@@ -108,6 +151,23 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     # Resuming with a different training config is refused, naming the field.
     with pytest.raises(ConfigError, match="loss.lam"):
         run({**cfg, "loss": {"preset": "score_matching", "lam": 0.5}}, checkpoint_dir=tmp_path / "split")
+    # So is another validation split: the images trained on would change.
+    with pytest.raises(ConfigError, match="data.val_size"):
+        run(tiny(epochs=3, loss={"preset": "score_matching"}, optim={"milestones": [0.5]}, data={"val_size": 0}),
+            checkpoint_dir=tmp_path / "split")
+
+
+def test_resume_from_a_truncated_or_foreign_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(1000)}, "config": {}})
+    path.write_bytes(path.read_bytes()[:200])  # truncated, as by a full disk
+    with pytest.raises(CheckpointError, match="last.pt.*cannot be read as a torch file"):
+        run(tiny(), checkpoint_dir=tmp_path)
+    save_checkpoint(path, {"weights": torch.ones(1)})
+    with pytest.raises(CheckpointError, match="is not a training checkpoint"):
+        run(tiny(), checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_a_config_that_blows_up_ends_as_diverged(tmp_path):
@@ -175,6 +235,8 @@ def test_cli_runs_resumes_and_rejects_bad_input(tmp_path, capsys):
 def test_bench_times_every_variant_against_ce():
     result = bench("resnet9", width=1 / 16, batch=4, steps=1, warmup=0, device="cpu", image_size=8)
     rows = {r["variant"]: r for r in result["results"]}
-    assert set(rows) == set(VARIANTS) and rows["ce"]["ratio_to_ce"] == 1.0
+    assert set(rows) == set(VARIANTS)
+    for row in rows.values():  # each ratio is its median over ce's
+        assert row["ratio_to_ce"] == pytest.approx(row["median_s"] / rows["ce"]["median_s"])
     assert all(r["median_s"] > 0 for r in rows.values())
     assert isinstance(result["targets"]["taylor_cheaper_than_hutchinson"], bool)

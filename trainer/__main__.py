@@ -20,6 +20,7 @@ from trainer.config import ConfigError, load_config
 SHOWN = {
     keys.TRAIN_LOSS: "loss",
     keys.TRAIN_ACC: "acc",
+    keys.VAL_ACC: "val_acc",  # absent with data.val_size=0
     keys.TEST_ACC: "test_acc",
     keys.GAN_TEST: "gan_test",
 }

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "gaussians")
-ARCHS = ("resnet18", "resnet9", "vgg11")
+Arch = Literal["resnet18", "resnet9", "vgg11", "vgg11_released"]
+ARCHS = get_args(Arch)
 LOSS_KINDS = ("ce", "grad_norm", "score_matching", "anti_score_matching")
 ESTIMATORS = ("taylor", "central", "hutchinson")
 
@@ -45,11 +46,36 @@ class DataConfig(_Strict):
     # gaussians only: the known class-conditional density N(m_y, noise_std^2 * K).
     noise_std: float = Field(0.1, gt=0)  # per-pixel standard deviation
     covariance: Literal["isotropic", "smooth"] = "isotropic"  # K = I, or a smooth correlated K
-    split_seed: int = 0  # seed of the dataset itself (generation, train/test split)
+    split_seed: int = 0  # seed of the dataset itself (generation, train/test and validation splits)
+    # Validation images carved from the training images (after train_size) by a generator seeded
+    # with split_seed: a fraction in (0, 1), a count (>= 1), or 0 for none (train on every training
+    # image, as the paper did; then nothing but the test set is left to select by). The default,
+    # a tenth, is 5000 of CIFAR's 50,000 training images, 144 of digits' 1437, 200 of the 2000
+    # gaussians images, and scales with train_size.
+    val_size: float = Field(0.1, ge=0)
+
+    @field_validator("val_size")
+    @classmethod
+    def _check_val_size(cls, v: float) -> float | int:
+        if v < 1:
+            return v
+        if v != int(v):
+            raise ValueError("must be a fraction in (0, 1), a count (a whole number >= 1), or 0 for none")
+        return int(v)
+
+    def resolved_image_size(self) -> int:
+        """Pixels per side of the dataset's images."""
+        return FIXED_IMAGE_SIZES.get(self.dataset, self.image_size)
+
+
+FIXED_IMAGE_SIZES = {"cifar10": 32, "cifar100": 32, "digits": 8}  # pixels; the others use image_size
+MIN_SIZE = {"vgg11_released": 16}  # pixels per side an arch needs (four 2x max-pools)
 
 
 class ModelConfig(_Strict):
-    arch: Literal["resnet18", "resnet9", "vgg11"] = "resnet18"
+    # vgg11_released: the released code's judge layout (images of 16 px or more); vgg11: the
+    # standard VGG-11, which fits any size.
+    arch: Arch = "resnet18"
     width: float = Field(1.0, gt=0)  # channel multiplier: 1.0 is the paper's 64/128/256/512
     beta: float | None = Field(10.0, gt=0)  # softplus sharpness; None gives ReLU
 
@@ -156,6 +182,21 @@ class TrainConfig(_Strict):
             raise ValueError(f"must be auto, cpu, cuda[:N] or mps, not {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _check_arch_fits(self) -> TrainConfig:
+        check_arch_fits(self.model.arch, self.data, "model.arch")
+        return self
+
+
+def check_arch_fits(arch: str, data: DataConfig, field: str) -> None:
+    """Refuse an arch whose pools the dataset's images are too small for (ValueError naming ``field``)."""
+    size = data.resolved_image_size()
+    if size < MIN_SIZE.get(arch, 0):
+        raise ValueError(
+            f"{field}: {arch} needs images of at least {MIN_SIZE[arch]} px (four 2x max-pools), but "
+            f"data.dataset={data.dataset} has {size} px: use vgg11"
+        )
+
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
@@ -164,7 +205,8 @@ def _format_errors(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{field}: {msg}")
+        # A whole-model check (e.g. check_arch_fits) names its own fields.
+        lines.append(msg if not e["loc"] and e["type"] == "value_error" else f"{field}: {msg}")
     return "; ".join(lines)
 
 

@@ -1,4 +1,7 @@
-"""Evaluate a trained checkpoint from the command line, or measure what one evaluation costs.
+"""The command line that evaluates a trained checkpoint, or measures what one evaluation costs.
+
+(The evaluations themselves are the library trainer.evaluation; this module only reads files,
+rebuilds the model and calls it.)
 
     python -m trainer.evaluate --checkpoint RUN/last.pt --judge judges/judge-KEY.pt --out RUN/eval \\
         [--set eval.samples=256 --set eval.steps=100 --set device=cpu]
@@ -24,9 +27,9 @@ import torch
 from torch import nn
 
 from trainer import evaluation as ev
+from trainer.checkpoint import judge_from_info, load_checkpoint, read_judge
 from trainer.config import ConfigError, EvalConfig, TrainConfig, load_config
 from trainer.data import Dataset, load_dataset
-from trainer.judge import load_judge
 from trainer.models import build_model
 from trainer.train import resolve_device
 
@@ -39,15 +42,6 @@ class UsageError(Exception):
     """Bad user input: printed as one line, exit status 2."""
 
 
-def _load(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise UsageError(f"{what} {str(path)!r} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file is the user's input problem here
-        raise UsageError(f"{what} {str(path)!r} cannot be read as a torch file: {type(e).__name__}") from None
-
-
 def model_from_checkpoint(
     checkpoint: str | Path, device: str | torch.device | None = None, overrides: Sequence[str] = ()
 ) -> tuple[nn.Module, TrainConfig, Dataset]:
@@ -55,17 +49,18 @@ def model_from_checkpoint(
 
     Returns the model with the checkpoint's weights, on ``device`` (default: the config's
     ``device``) in eval mode, the config with ``overrides`` applied, and the dataset the config
-    names, on the same device. Raises UsageError for a missing, unreadable or non-training file
-    or weights that do not fit, ConfigError for a bad override.
+    names, on the same device. Raises trainer.checkpoint.CheckpointError for a missing, unreadable
+    or non-training file, UsageError for weights that do not fit, ConfigError for a bad override
+    (all ConfigErrors).
     """
     checkpoint = Path(checkpoint)
-    state = _load(checkpoint, "checkpoint")
-    if not isinstance(state, dict) or not {"model", "config"} <= state.keys():
-        raise UsageError(f"checkpoint {str(checkpoint)!r} is not a training checkpoint (no model and config)")
+    state = load_checkpoint(checkpoint)
     cfg = load_config(state["config"], overrides)
     device = resolve_device(cfg.device if device is None else str(device))
     data = load_dataset(cfg.data, device)
-    model = build_model(cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta)
+    model = build_model(
+        cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta, data.image_size
+    )
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:
@@ -89,19 +84,15 @@ def evaluate_checkpoint(
             raise UsageError(f"--set {item!r}: only eval.*, device and data.* can change when evaluating a checkpoint")
     model, cfg, data = model_from_checkpoint(checkpoint, overrides=overrides)
     judge = judge if judge is not None else cfg.eval.judge
-    judge_info = _load(Path(judge), "judge") if judge is not None else None
-    if judge_info is not None and not (
-        isinstance(judge_info, dict) and {"arch", "state_dict", "num_classes"} <= judge_info.keys()
-    ):
-        raise UsageError(f"judge {str(judge)!r} is not a judge file (see python -m trainer.judge)")
+    judge_info = read_judge(judge) if judge is not None else None
     if judge_info is not None and judge_info["num_classes"] != data.num_classes:
         raise UsageError(
             f"judge {str(judge)!r} has {judge_info['num_classes']} classes, "
             f"data.dataset={cfg.data.dataset} has {data.num_classes}"
         )
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent / "eval"
-    judge_model = load_judge(judge, resolve_device(cfg.device)) if judge is not None else None
-    return ev.evaluate_all(model, data, cfg.eval, judge=judge_model, out_dir=out_dir, seed=cfg.seed)
+    judge_model = judge_from_info(judge_info, resolve_device(cfg.device)) if judge_info is not None else None
+    return ev.evaluate_all(model, data, cfg.eval, judge=judge_model, out_dir=out_dir, seed=cfg.seed, loss=cfg.loss)
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:

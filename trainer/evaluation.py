@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
-from trainer.config import EvalConfig
+from trainer.config import EvalConfig, LossConfig
+from trainer.groundtruth import groundtruth_metrics
 from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, pixel_perturbation_key
 
 # Images per forward/backward pass. Bounds memory; results do not depend on it.
@@ -329,12 +330,14 @@ def evaluate_all(
     judge: nn.Module | None,
     out_dir: str | Path,
     seed: int,
+    loss: LossConfig | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Run every evaluation on ``data``'s test set and write images and curves under ``out_dir``.
 
     Returns ``(metrics, files)``: metrics keyed by trainer.keys (GAN-test when a judge is given,
     density ratios, pixel-perturbation accuracies, groundtruth metrics when ``data.density`` is
-    known, evaluation seconds); files {"samples", "saliency", "density_ratios",
+    known, with the floor eq. 4 can reach for ``loss`` (the run's loss config), evaluation
+    seconds); files {"samples", "saliency", "density_ratios",
     "pixel_perturbation", "eval"} -> path.
     """
     start = time.perf_counter()
@@ -370,9 +373,7 @@ def evaluate_all(
     metrics.update({pixel_perturbation_key(f): a for f, a in accuracy.items()})
 
     if getattr(data, "density", None) is not None:
-        from trainer.groundtruth import groundtruth_metrics  # only the gaussians dataset needs it
-
-        metrics.update(groundtruth_metrics(model, data, samples, targets))
+        metrics.update(groundtruth_metrics(model, data, samples, targets, loss=loss))
 
     n = cfg.grid_images
     saliency = saliency_maps(model, test_x[:n], test_y[:n])

@@ -1,166 +1,62 @@
-"""A ground-truth testbed: images with a known class-conditional density, and the metrics it allows.
+"""The ground-truth testbed's metrics: how well a model's implicit density matches a known one.
 
 The paper's hypothesis is that input-gradients explain well when the classifier's implicit density
 p_θ(x|y) ∝ exp(f_y(x)) is aligned with the data density p(x|y). On real images that alignment can only
-be argued from proxies; here p(x|y) is a known Gaussian, so eq. 1 of the paper, the Fisher divergence
-E‖∇ₓf_y(x) − ∇ₓlog p(x|y)‖², is computable exactly on test points.
+be argued from proxies; on the ``gaussians`` dataset (trainer.data, :class:`GaussianDensity`) p(x|y)
+is a known Gaussian, so eq. 1 of the paper, the Fisher divergence E‖∇ₓf_y(x) − ∇ₓlog p(x|y)‖², is
+computable exactly on test points (:func:`groundtruth_metrics`).
 
-The dataset ``gaussians``: C classes of images with ``channels × image_size × image_size`` pixels,
+What eq. 4 can reach there (:func:`fisher_divergence_rel_floor`): take the exact family for
+isotropic Gaussian classes, f_y(x) = −a/2·‖x − m_y‖² with the true means m_y and one free scale a,
+data x = m_y + ε, ε ~ N(0, σ_d²I) in D dimensions, and the score-matching regularizer
+R = E[h] + ½E‖∇ₓf_y‖² + μE[h²] with h averaged over K noise draws v ~ N(0, σ²I). For this family
+∇ₓf_y = −aε and ∇²ₓf_y = −aI, so E[h] = tr H = −aD, ½E‖∇ₓf_y‖² = ½a²Dσ_d², and
 
-    x = m_y + ε,    ε ~ N(0, Σ),    Σ = noise_std² · (I_channels ⊗ K),
+    E[h²] = (tr H)² + (2‖H‖²_F + c·4‖∇ₓf_y‖²/σ²)/K = a²D² + a²(2D + c·4Dσ_d²/σ²)/K,
 
-where each class mean m_y is a smooth random image (a 4×4 grid of values uniform in [0.2, 0.8],
-bilinearly upsampled, so every mean pixel lies in [0.2, 0.8]) and K is the per-channel pixel
-correlation: the identity (``covariance: isotropic``) or a squared-exponential kernel over pixel
-positions plus a nugget, normalised to unit diagonal (``covariance: smooth``). Either way each
-pixel's standard deviation is ``noise_std``. Channels are independent and share K.
+where c = 1 for the Taylor estimator (its first-order term 2∇ₓf_yᵀv/σ² does not cancel) and c = 0
+for the central and Hutchinson estimators. R(a) = −aD + ½a²Dσ_d² + μE[h²] is a parabola in a,
+minimised at
 
-Samples are NOT clamped to [0, 1]: clamping would put point masses on the borders and the density
-would no longer be the Gaussian above. With means in [0.2, 0.8] and the default noise_std = 0.1
-(two standard deviations of headroom from the nearest border), well under 1% of pixels fall
-outside [0, 1]. Everything, means, labels, noise and the train/test split, is drawn from one
-generator seeded with ``split_seed``. Train on it with ``data.augment: false``: random crops and
-flips would change the training distribution away from p(x|y).
+    a* = 1 / (σ_d² + 2μD + (4μ + c·8μσ_d²/σ²)/K),
+
+and the true score is −ε/σ_d², so the relative Fisher divergence there is (1 − a*σ_d²)². With the
+paper's Taylor estimator (c = 1, K = 1) the 8μσ_d²/σ² term dominates for small σ: the stability
+term's hidden gradient-norm penalty keeps a* far below the true 1/σ_d² even with exact means.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer import keys
-from trainer.config import DataConfig
+from trainer.config import LossConfig
 from trainer.data import Dataset
 
-DEFAULT_TRAIN_SIZE = 2000  # images, when data.train_size is None
-DEFAULT_TEST_SIZE = 500  # images, when data.test_size is None
-MEAN_GRID = 4  # side of the random grid upsampled into each class mean (low frequency)
-MEAN_LOW, MEAN_HIGH = 0.2, 0.8  # range of the mean pixels: headroom for the unclamped noise
-SMOOTH_LENGTHSCALE = 1.5  # pixels: correlation length of the smooth covariance
-SMOOTH_NUGGET = 0.1  # added to the kernel's diagonal so K is well conditioned (eigenvalues ≥ 0.09)
 METRIC_BATCH = 256  # images per forward/backward in groundtruth_metrics
 
 
-def smooth_kernel(image_size: int, lengthscale: float = SMOOTH_LENGTHSCALE, nugget: float = SMOOTH_NUGGET) -> Tensor:
-    """Correlation matrix (P, P), P = image_size², of a squared-exponential kernel over pixel positions.
+def optimal_scale(mu: float, sigma: float, dim: int, noise_std: float, draws: int = 1, estimator: str = "taylor") -> float:
+    """a* minimising eq. 4's regularizer over the family f_y = −a/2·‖x − m_y‖² (module docstring).
 
-    K_ij = (exp(−‖p_i − p_j‖² / (2ℓ²)) + nugget·δ_ij) / (1 + nugget): unit diagonal, positive definite.
+    ``mu``: μ; ``sigma``: std of the estimator's noise v; ``dim``: D; ``noise_std``: σ_d of the
+    data; ``draws``: K noise draws averaged per input; ``estimator``: taylor | central | hutchinson.
     """
-    coords = torch.arange(image_size, dtype=torch.float64)
-    pos = torch.cartesian_prod(coords, coords)  # (P, 2) pixel positions in pixels
-    sq_dist = torch.cdist(pos, pos).square()
-    kernel = torch.exp(-sq_dist / (2 * lengthscale**2))
-    return (kernel + nugget * torch.eye(len(pos), dtype=torch.float64)) / (1 + nugget)
+    first_order = 1.0 if estimator == "taylor" else 0.0  # c: only Taylor keeps ∇ₓf_yᵀv
+    var = noise_std**2
+    return 1.0 / (var + 2 * mu * dim + (4 * mu + first_order * 8 * mu * var / sigma**2) / draws)
 
 
-class GaussianDensity:
-    """The known class-conditional density p(x|y) = N(m_y, noise_std² · (I_channels ⊗ K)).
-
-    Works on batches of images (B, C, H, W) on any device and floating dtype; the parameters are
-    kept in float64 on the CPU and cast on first use for each (device, dtype).
-    """
-
-    def __init__(self, means: Tensor, noise_std: float, kernel: Tensor) -> None:
-        """``means``: (num_classes, C, H, W); ``kernel``: (H·W, H·W) pixel correlation shared by channels."""
-        self.means = means.to(torch.float64)
-        self.noise_std = float(noise_std)
-        self.kernel = kernel.to(torch.float64)
-        # Σ_channel = noise_std² · K = L Lᵀ; the precision is what the score needs.
-        self.cholesky = self.noise_std * torch.linalg.cholesky(self.kernel)
-        self.precision = torch.cholesky_inverse(self.cholesky)
-        channels = self.means.shape[1]
-        self.log_norm = -0.5 * self.dim * math.log(2 * math.pi) - channels * self.cholesky.diagonal().log().sum().item()
-        self._cast: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
-
-    @property
-    def num_classes(self) -> int:
-        return self.means.shape[0]
-
-    @property
-    def dim(self) -> int:
-        """Dimension D = C·H·W of an image."""
-        return self.means[0].numel()
-
-    @property
-    def pixel_covariance(self) -> Tensor:
-        """(H·W, H·W) covariance of the pixels of one channel, noise_std² · K (channels are independent)."""
-        return self.noise_std**2 * self.kernel
-
-    def _params(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        key = (x.device, x.dtype)
-        if key not in self._cast:
-            self._cast[key] = (self.means.to(x.device, x.dtype), self.precision.to(x.device, x.dtype))
-        return self._cast[key]
-
-    def _residual(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        means, precision = self._params(x)
-        diff = (x - means[y.to(x.device)]).flatten(2)  # (B, C, H·W)
-        return diff, precision
-
-    def score(self, x: Tensor, y: Tensor) -> Tensor:
-        """∇ₓ log p(x|y) = −Σ⁻¹(x − m_y), same shape as x."""
-        diff, precision = self._residual(x, y)
-        return -(diff @ precision).reshape(x.shape)
-
-    def log_prob(self, x: Tensor, y: Tensor) -> Tensor:
-        """log p(x|y) in nats, shape (B,)."""
-        diff, precision = self._residual(x, y)
-        quad = ((diff @ precision) * diff).sum(dim=(1, 2))
-        return self.log_norm - 0.5 * quad
-
-    def sample(self, y: Tensor, generator: torch.Generator) -> Tensor:
-        """Draw x ~ p(x|y) for each label in y (CPU, float64): m_y + L·z with z ~ N(0, I)."""
-        z = torch.randn(len(y), *self.means.shape[1:], generator=generator, dtype=torch.float64)
-        noise = z.flatten(2) @ self.cholesky.T  # rows of z times Lᵀ: covariance L Lᵀ per channel
-        return self.means[y] + noise.reshape(z.shape)
-
-
-def _class_means(num_classes: int, channels: int, image_size: int, generator: torch.Generator) -> Tensor:
-    """Smooth random images in [MEAN_LOW, MEAN_HIGH]: a small uniform grid, bilinearly upsampled."""
-    grid = min(MEAN_GRID, image_size)
-    coarse = MEAN_LOW + (MEAN_HIGH - MEAN_LOW) * torch.rand(
-        num_classes, channels, grid, grid, generator=generator, dtype=torch.float64
-    )
-    # Bilinear interpolation is a convex combination of grid values, so the range is preserved.
-    return F.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=True)
-
-
-def make_density(cfg: DataConfig, generator: torch.Generator) -> GaussianDensity:
-    """The density described by ``cfg`` (num_classes, channels, image_size, noise_std, covariance)."""
-    means = _class_means(cfg.num_classes, cfg.channels, cfg.image_size, generator)
-    pixels = cfg.image_size**2
-    kernel = smooth_kernel(cfg.image_size) if cfg.covariance == "smooth" else torch.eye(pixels, dtype=torch.float64)
-    return GaussianDensity(means, cfg.noise_std, kernel)
-
-
-def _draw_split(density: GaussianDensity, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    # Balanced classes in random order.
-    y = torch.randperm(size, generator=generator) % density.num_classes
-    return density.sample(y, generator).float(), y
-
-
-def load_gaussians(cfg: DataConfig) -> Dataset:
-    """The ``gaussians`` dataset: deterministic in ``cfg.split_seed``; ``.density`` is the true p(x|y).
-
-    Split sizes are ``cfg.train_size`` / ``cfg.test_size`` images (DEFAULT_TRAIN_SIZE /
-    DEFAULT_TEST_SIZE when None). Tensors are float32 on the CPU, unclamped (see the module docstring).
-    """
-    generator = torch.Generator().manual_seed(cfg.split_seed)
-    density = make_density(cfg, generator)
-    train_x, train_y = _draw_split(density, cfg.train_size or DEFAULT_TRAIN_SIZE, generator)
-    test_x, test_y = _draw_split(density, cfg.test_size or DEFAULT_TEST_SIZE, generator)
-    return Dataset(
-        name="gaussians",
-        train_x=train_x,
-        train_y=train_y,
-        test_x=test_x,
-        test_y=test_y,
-        num_classes=cfg.num_classes,
-        density=density,
-    )
+def fisher_divergence_rel_floor(
+    mu: float, sigma: float, dim: int, noise_std: float, draws: int = 1, estimator: str = "taylor"
+) -> float:
+    """Relative Fisher divergence E‖∇f − s‖²/E‖s‖² = (1 − a*σ_d²)² at eq. 4's minimiser a* in the
+    exact isotropic family (:func:`optimal_scale`): the best the score-matching regularizer can
+    reach on isotropic ``gaussians`` data. 0 is a perfect score; 1 is a zero score."""
+    a = optimal_scale(mu, sigma, dim, noise_std, draws, estimator)
+    return (1.0 - a * noise_std**2) ** 2
 
 
 def _logit_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -171,7 +67,9 @@ def _logit_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return grad
 
 
-def groundtruth_metrics(model: nn.Module, data: Dataset, samples: Tensor, targets: Tensor) -> dict[str, float]:
+def groundtruth_metrics(
+    model: nn.Module, data: Dataset, samples: Tensor, targets: Tensor, loss: LossConfig | None = None
+) -> dict[str, float]:
     """Alignment of the model's implicit density with the true one (``data.density`` must be set).
 
     On the test set, with g = ∇ₓf_y(x) and s = ∇ₓlog p(x|y):
@@ -179,7 +77,9 @@ def groundtruth_metrics(model: nn.Module, data: Dataset, samples: Tensor, target
     - FISHER_DIVERGENCE: mean ‖g − s‖² (eq. 1 of the paper without its ½);
     - FISHER_DIVERGENCE_REL: that divided by mean ‖s‖² (0 is perfect, 1 is a zero score);
     and SAMPLE_LOGLIK: mean true log p(sample|target) / D, in nats per dimension, of the generated
-    ``samples`` (B, C, H, W) under their ``targets`` (B,).
+    ``samples`` (B, C, H, W) under their ``targets`` (B,). When ``loss`` is score matching and the
+    density is isotropic, also FISHER_DIVERGENCE_REL_FLOOR: :func:`fisher_divergence_rel_floor`
+    for the loss's μ, σ, draws and estimator, beside the measured FISHER_DIVERGENCE_REL.
     """
     density = data.density
     was_training = model.training
@@ -198,9 +98,14 @@ def groundtruth_metrics(model: nn.Module, data: Dataset, samples: Tensor, target
     n = len(data.test_y)
     with torch.no_grad():
         loglik = density.log_prob(samples.float(), targets).mean().item() / density.dim
-    return {
+    metrics = {
         keys.SCORE_ALIGNMENT: cosine_sum / n,
         keys.FISHER_DIVERGENCE: sq_err_sum / n,
         keys.FISHER_DIVERGENCE_REL: sq_err_sum / sq_true_sum,
         keys.SAMPLE_LOGLIK: loglik,
     }
+    if loss is not None and loss.kind == "score_matching" and density.isotropic:
+        metrics[keys.FISHER_DIVERGENCE_REL_FLOOR] = fisher_divergence_rel_floor(
+            loss.mu, loss.sigma, density.dim, density.noise_std, loss.samples, loss.estimator
+        )
+    return metrics

@@ -1,10 +1,12 @@
 """The GAN-test judge: an independently trained classifier, trained once per config and cached.
 
 GAN-test (Table 1/2) asks a judge that never saw the evaluated models which class each generated
-sample shows. The judge is a plain cross-entropy run of its own architecture (VGG-11 by default,
-as in the released code) with its own seed. :func:`train_judge` stores it at
-``cache_dir/judge-<key>.pt``, where the key hashes the config, so every trial (and every later
-sweep) with the same judge config reuses one file; :func:`load_judge` reads it safely.
+sample shows. The judge is a plain cross-entropy run of its own architecture with its own seed:
+by default ``vgg11_released`` (the layout of the authors' released judge) on images of 16 px or
+more (CIFAR), and the standard ``vgg11`` on smaller ones (8x8 digits), where four 2x pools do not
+fit. :func:`train_judge` stores it at ``cache_dir/judge-<key>.pt``, where the key hashes the config
+(the arch included), so every trial (and every later sweep) with the same judge config reuses one
+file; trainer.checkpoint reads it safely (``read_judge``, ``load_judge``).
 
     python -m trainer.judge --set data.dataset=digits --set width=0.125 --set epochs=4 --cache judges
 """
@@ -17,19 +19,20 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainer.config import ConfigError, DataConfig, TrainConfig, parse_override, set_dotted, validate
+from trainer.checkpoint import CHECKPOINT, JUDGE_FORMAT, load_checkpoint, read_judge, save_checkpoint
+from trainer.config import Arch, ConfigError, DataConfig, TrainConfig, check_arch_fits, parse_override, set_dotted, validate
 from trainer.data import load_dataset
 from trainer.keys import STATUS, TEST_ACC
-from trainer.models import build_model
-from trainer.train import CHECKPOINT, load_checkpoint, run, save_checkpoint
+from trainer.train import run
 
-JUDGE_FORMAT = 1  # version of the judge file layout
+
+def default_judge_arch(data: DataConfig) -> str:
+    """The released judge where its four 2x pools fit (16 px or more), else the standard VGG-11."""
+    return "vgg11_released" if data.resolved_image_size() >= 16 else "vgg11"
 
 
 class JudgeConfig(BaseModel):
@@ -38,15 +41,23 @@ class JudgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     data: DataConfig = DataConfig()
-    # VGG-11 as in the released code. The team's VGG-11 pools with ceil_mode and ends in a global
-    # average pool, so it also fits 8x8 digits (8 -> 4 -> 2 -> 1): no second architecture needed.
-    arch: Literal["resnet18", "resnet9", "vgg11"] = "vgg11"
+    # None: default_judge_arch(data), filled in at validation so that the key and the judge file
+    # record the arch actually trained. vgg11_released is refused on images under 16 px.
+    arch: Arch | None = None
     width: float = Field(1.0, gt=0)  # channel multiplier (1.0: 64 ... 512 channels)
     beta: float | None = Field(10.0, gt=0)  # softplus sharpness, as in the evaluated models
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(0.1, gt=0)  # SGD learning rate (momentum 0.9, wd 5e-4, steps at 50%/75%)
     seed: int = 1000  # its own seed, apart from the trials' small seeds 0, 1, 2, ...
+
+    @model_validator(mode="after")
+    def _resolve_arch(self) -> JudgeConfig:
+        if self.arch is None:
+            # Bypasses validate_assignment (which would re-run this validator): the value is valid.
+            self.__dict__["arch"] = default_judge_arch(self.data)
+        check_arch_fits(self.arch, self.data, "arch")
+        return self
 
     def key(self) -> str:
         """Short sha256 of the canonical JSON of everything that changes the trained judge.
@@ -91,12 +102,13 @@ def _train(cfg: JudgeConfig, device: str) -> dict[str, Any]:
         if metrics[STATUS] != "finished":
             raise RuntimeError(f"judge training ended as {metrics[STATUS]!r}; lower judge.lr")
         state = load_checkpoint(Path(tmp) / CHECKPOINT)["model"]
-    data = load_dataset(cfg.data, "cpu")  # for its shape: classes and channels
+    data = load_dataset(cfg.data, "cpu")  # for its shape: classes, channels, image size
     return {
         "format": JUDGE_FORMAT,
         "arch": cfg.arch,
         "num_classes": data.num_classes,
         "in_channels": data.in_channels,
+        "image_size": data.image_size,
         "width": cfg.width,
         "beta": cfg.beta,
         "state_dict": state,
@@ -109,7 +121,8 @@ def _train(cfg: JudgeConfig, device: str) -> dict[str, Any]:
 def train_judge(cfg: JudgeConfig, cache_dir: str | Path, device: str = "auto") -> Path:
     """Train the judge of ``cfg`` unless ``cache_dir`` already holds it; return its path.
 
-    The file holds arch, num_classes, in_channels, width, beta, state_dict, config and test_acc.
+    The file holds arch, num_classes, in_channels, image_size, width, beta, state_dict, config,
+    key and test_acc.
     It is written atomically, so a reader never sees half a judge.
     """
     path = judge_path(cfg, cache_dir)
@@ -118,20 +131,6 @@ def train_judge(cfg: JudgeConfig, cache_dir: str | Path, device: str = "auto") -
     payload = _train(cfg, device)
     save_checkpoint(path, payload)
     return path
-
-
-def read_judge(path: str | Path) -> dict[str, Any]:
-    """The judge file's contents (tensors on the CPU), loaded with ``weights_only=True``."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
-
-
-def load_judge(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The judge stored at ``path``, on ``device``, in eval mode, its weights frozen."""
-    info = read_judge(path)
-    model = build_model(info["arch"], info["num_classes"], info["in_channels"], info["width"], info["beta"])
-    model.load_state_dict(info["state_dict"])
-    model.requires_grad_(False)
-    return model.to(device).eval()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,12 @@ LR = "train/lr"
 EPOCH_SECONDS = "time/epoch_s"  # wall seconds of the epoch's training steps
 IMAGES_PER_SECOND = "time/images_per_s"
 
-# Test set, clean images, eval mode.
+# Validation split (carved from the training set; absent when data.val_size is 0), clean
+# images, eval mode. What selects (objective, early stopping, "best") reads these.
+VAL_ACC = "val/acc"  # fraction in [0, 1]
+VAL_LOSS = "val/loss"  # mean cross-entropy, nats
+
+# Test set, clean images, eval mode. Reported for every run; never used to choose.
 TEST_ACC = "test/acc"  # fraction in [0, 1]
 TEST_LOSS = "test/loss"
 
@@ -27,6 +32,9 @@ EVAL_SECONDS = "time/eval_s"
 SCORE_ALIGNMENT = "eval/score_alignment"  # known-density datasets only
 FISHER_DIVERGENCE = "eval/fisher_divergence"
 FISHER_DIVERGENCE_REL = "eval/fisher_divergence_rel"
+# The relative Fisher divergence at eq. 4's minimiser in the exact isotropic family, for the run's
+# (mu, sigma, D, noise_std): what score matching could reach (trainer.groundtruth).
+FISHER_DIVERGENCE_REL_FLOOR = "eval/fisher_divergence_rel_floor"
 SAMPLE_LOGLIK = "eval/sample_loglik"  # true log-density per dimension of the samples
 
 # Computed by sweep from the metrics above.

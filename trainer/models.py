@@ -1,4 +1,9 @@
-"""The paper's networks: CIFAR ResNet-18/ResNet-9 (the regularized models) and VGG-11 (the judge).
+"""The paper's networks: CIFAR ResNet-18/ResNet-9 (the regularized models) and the VGG judges.
+
+Two VGGs: ``vgg11_released`` has exactly the layout of the GAN-test judge in the authors' released
+code (10 convs, 4 max-pools, a flattened map into the linear head); ``vgg11`` is the standard
+VGG-11 (8 convs, 5 max-pools, global average pool), which also fits images too small for
+``vgg11_released`` (8x8 digits).
 
 All of them map a batch of images (B, C, H, W) in [0, 1] to logits (B, num_classes), with no
 input normalization. Every non-linearity is softplus with sharpness beta = 10 (the paper needs a
@@ -121,12 +126,30 @@ class ResNet(nn.Module):
         return self.head(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
-# VGG-11 layer plan: channel counts and "M" for a 2x2 max-pool.
+# Layer plans: channel counts and "M" for a 2x2 max-pool.
 VGG11_PLAN: list[int | str] = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+# The released code's "vgg11" (models/vgg.py): 10 convs, 4 pools, no pool after the last pair.
+VGG11_RELEASED_PLAN: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512]
+RELEASED_MIN_SIZE = 16  # pixels: four 2x max-pools must leave at least a 1x1 map
+
+
+def vgg_features(plan: list[int | str], in_channels: int, width: float, beta: float | None, ceil: bool) -> nn.Sequential:
+    """conv3x3(bias)+BN+activation for each channel count in ``plan``, a 2x2 max-pool for each "M"."""
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for item in plan:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, ceil_mode=ceil))
+        else:
+            cout = channels(int(item), width)
+            layers += [nn.Conv2d(cin, cout, 3, 1, 1), BatchNorm2d(cout), activation(beta)]
+            cin = cout
+    return nn.Sequential(*layers)
 
 
 class VGG(nn.Module):
-    """VGG-11 with conv(bias)+BN+softplus, the GAN-test judge.
+    """The standard VGG-11 (8 convs, 5 max-pools) with conv(bias)+BN+softplus and a global average
+    pool. Not the released judge (that is :class:`ReleasedVGG`).
 
     The max-pools use ``ceil_mode=True``: on 32x32 inputs this changes nothing (every map has an
     even side), while on 8x8 ``digits`` images a 1x1 map stays 1x1 instead of vanishing
@@ -137,28 +160,52 @@ class VGG(nn.Module):
         self, num_classes: int, in_channels: int = 3, width: float = 1.0, beta: float | None = 10.0
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        cin = in_channels
-        for item in VGG11_PLAN:
-            if item == "M":
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
-            else:
-                cout = channels(int(item), width)
-                layers += [nn.Conv2d(cin, cout, 3, 1, 1), BatchNorm2d(cout), activation(beta)]
-                cin = cout
-        self.features = nn.Sequential(*layers)
+        self.features = vgg_features(VGG11_PLAN, in_channels, width, beta, ceil=True)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(cin, num_classes)
+        self.head = nn.Linear(channels(512, width), num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.pool(self.features(x)).flatten(1))
 
 
+class ReleasedVGG(nn.Module):
+    """The GAN-test judge of the authors' released code ("vgg11" in models/vgg.py).
+
+    Convs 64,64,M,128,128,M,256,256,M,512,512,M,512,512 (each conv with bias, then BN, then
+    softplus), the final map flattened into the linear head: at 32x32 a 2x2x512 map into
+    Linear(2048, classes), 9,615,780 parameters for 100 classes. The head's input size depends on
+    the image size, which must be at least 16 pixels.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        width: float = 1.0,
+        beta: float | None = 10.0,
+        image_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if image_size < RELEASED_MIN_SIZE:
+            raise ValueError(
+                f"vgg11_released needs images of at least {RELEASED_MIN_SIZE} pixels (four 2x max-pools), "
+                f"not {image_size}; use vgg11 for smaller images"
+            )
+        self.features = vgg_features(VGG11_RELEASED_PLAN, in_channels, width, beta, ceil=False)
+        side = image_size // 16  # four floor-mode 2x pools
+        self.head = nn.Linear(channels(512, width) * side * side, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
 ARCHS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": lambda **kw: ResNet([2, 2, 2, 2], **kw),
-    "resnet9": lambda **kw: ResNet([1, 1, 1, 1], **kw),
-    "vgg11": lambda **kw: VGG(**kw),
+    "resnet18": lambda image_size, **kw: ResNet([2, 2, 2, 2], **kw),
+    "resnet9": lambda image_size, **kw: ResNet([1, 1, 1, 1], **kw),
+    "vgg11": lambda image_size, **kw: VGG(**kw),
+    "vgg11_released": lambda image_size, **kw: ReleasedVGG(image_size=image_size, **kw),
 }
+SIZED_ARCHS = ("vgg11_released",)  # archs whose layers depend on the image size
 
 
 def build_model(
@@ -167,11 +214,15 @@ def build_model(
     in_channels: int = 3,
     width: float = 1.0,
     beta: float | None = 10.0,
+    image_size: int | None = None,
 ) -> nn.Module:
-    """Build ``arch`` (resnet18 | resnet9 | vgg11) mapping (B, C, H, W) images to (B, classes) logits."""
+    """Build ``arch`` (resnet18 | resnet9 | vgg11 | vgg11_released) mapping (B, C, H, W) images to
+    (B, classes) logits. ``image_size`` (pixels per side, default 32) matters only for
+    vgg11_released, whose linear head takes the flattened final map."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose from {sorted(ARCHS)}")
-    return ARCHS[arch](num_classes=num_classes, in_channels=in_channels, width=width, beta=beta)
+    size = 32 if image_size is None else image_size
+    return ARCHS[arch](image_size=size, num_classes=num_classes, in_channels=in_channels, width=width, beta=beta)
 
 
 def count_parameters(model: nn.Module) -> int:

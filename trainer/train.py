@@ -1,8 +1,10 @@
 """The training loop: ``run(cfg, report=...)`` trains one model and returns its final metrics.
 
 It reads top to bottom: build data, model and optimizer (or resume them from
-``checkpoint_dir/last.pt``), then per epoch ``train_one_epoch``, ``evaluate`` on the test set,
-the paper's evaluations at the configured cadence, an atomic checkpoint, and ``report``. A
+``checkpoint_dir/last.pt``), then per epoch ``train_one_epoch``, ``measure`` on the validation
+split (``val/*``, when there is one) and on the test set (``test/*``), the paper's evaluations
+(trainer.evaluation) at the configured cadence, an atomic checkpoint (trainer.checkpoint), and
+``report``. The validation metrics are the ones to select by; the test metrics are reported only. A
 NaN/Inf loss ends the run as ``diverged`` instead of raising. Everything random comes from seeded
 generators whose states are checkpointed, so a resumed run ends with the same weights as an
 uninterrupted one on CPU.
@@ -11,7 +13,6 @@ uninterrupted one on CPU.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,20 +21,20 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from trainer import keys
+from trainer.checkpoint import CHECKPOINT, load_checkpoint, load_judge, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, flatten, load_config
 from trainer.data import Dataset, load_dataset, train_batches
 from trainer.losses import compute_loss, precision
 from trainer.models import build_model
 
 Report = Callable[[dict, dict], None]
-CHECKPOINT = "last.pt"
 # Config sections that may change between a run and its resumption: where it runs and what is
 # evaluated, not what is trained.
 RESUMABLE_CHANGES = ("device", "eval.")
-EVAL_BATCH = 512  # test images per forward pass in `evaluate`
+EVAL_BATCH = 512  # images per forward pass in `measure`
 
 # compute_loss part -> metric key (batch means, averaged over the epoch's images).
 PART_KEYS = {
@@ -101,17 +102,26 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
-    """Accuracy and mean cross-entropy on the clean test set, in eval mode."""
+def measure(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[float, float]:
+    """(accuracy in [0, 1], mean cross-entropy in nats) on clean images, in eval mode."""
     model.eval()
     loss = correct = 0.0
-    for start in range(0, len(data.test_y), EVAL_BATCH):
-        x, y = data.test_x[start : start + EVAL_BATCH], data.test_y[start : start + EVAL_BATCH]
+    for start in range(0, len(labels), EVAL_BATCH):
+        x, y = images[start : start + EVAL_BATCH], labels[start : start + EVAL_BATCH]
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
-    n = max(len(data.test_y), 1)
-    return {keys.TEST_ACC: correct / n, keys.TEST_LOSS: loss / n}
+    n = max(len(labels), 1)
+    return correct / n, loss / n
+
+
+def split_metrics(model: nn.Module, data: Dataset) -> dict[str, float]:
+    """``measure`` on the validation split (val/acc, val/loss; none without one) and the test set."""
+    metrics = {}
+    if data.val_y is not None:
+        metrics[keys.VAL_ACC], metrics[keys.VAL_LOSS] = measure(model, data.val_x, data.val_y)
+    metrics[keys.TEST_ACC], metrics[keys.TEST_LOSS] = measure(model, data.test_x, data.test_y)
+    return metrics
 
 
 def _diverged(metrics: Mapping[str, float], model: nn.Module) -> bool:
@@ -136,26 +146,9 @@ def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]
         g.set_state(state[name])
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`run`, loaded safely (tensors and plain containers only)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
-
-
 def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
     old, new = flatten(saved), flatten(cfg.model_dump(mode="json"))
+    old.setdefault("data.val_size", 0)  # checkpoints from before the validation split trained on all
     changed = sorted(
         k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
     )
@@ -185,7 +178,7 @@ class Training:
         """Fresh seeded model, SGD with momentum and MultiStepLR at the milestone fractions."""
         torch.manual_seed(cfg.seed)  # weight initialization
         model = build_model(
-            cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta
+            cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta, data.image_size
         )
         model = model.to(device)
         optimizer = torch.optim.SGD(
@@ -249,11 +242,7 @@ def run(
         training.restore(state)
         start_epoch, metrics = state["epoch"], state["metrics"]
 
-    judge = None
-    if cfg.eval.enabled and cfg.eval.judge:
-        from trainer.judge import load_judge  # the evaluations load only when used
-
-        judge = load_judge(cfg.eval.judge, device)
+    judge = load_judge(cfg.eval.judge, device) if cfg.eval.enabled and cfg.eval.judge else None
     eval_root = Path(out_dir) if out_dir is not None else None
 
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -266,15 +255,21 @@ def run(
                 report(metrics, {})
             return metrics
 
-        metrics = {**train_metrics, keys.LR: lr, **evaluate(model, data)}
+        metrics = {**train_metrics, keys.LR: lr, **split_metrics(model, data)}
         files: dict[str, str] = {}
         if _is_eval_epoch(cfg, epoch):
-            from trainer.evaluation import evaluate_all
+            from trainer.evaluation import evaluate_all  # matplotlib and friends load only when used
 
             if eval_root is None:
                 eval_root = Path(tempfile.mkdtemp(prefix="trainer-eval-"))
             eval_metrics, files = evaluate_all(
-                model, data, cfg.eval, judge=judge, out_dir=eval_root / f"epoch_{epoch:03d}", seed=cfg.seed
+                model,
+                data,
+                cfg.eval,
+                judge=judge,
+                out_dir=eval_root / f"epoch_{epoch:03d}",
+                seed=cfg.seed,
+                loss=cfg.loss,
             )
             metrics.update(eval_metrics)
         metrics[keys.EPOCH] = epoch
