@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
-from test_analysis_table2 import assert_png
+from helpers import assert_png
 
 from analysis import report_sweep
 from analysis.__main__ import main
@@ -68,6 +68,8 @@ def _trial(mc: MlflowClient, exp: str, parent: str, sweep: str, start: int, over
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"weights")
         mc.log_artifact(rid, str(path), "checkpoints")
+    if checkpoints:  # the sweep tags the checkpoint to use: best.pt once there is one, else last.pt
+        mc.set_tag(rid, "trial.checkpoint", f"checkpoints/{checkpoints[0]}")
     mc.set_terminated(rid, "FAILED" if status == "failed" else "FINISHED")
     return rid
 

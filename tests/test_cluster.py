@@ -100,8 +100,8 @@ def test_cluster_yaml_keeps_services_private_and_authenticated():
     text = CLUSTER_YAML.read_text()
     assert text.count("SWEEP_S3_BUCKET=") == 1
     assert mlflow[mlflow.index("--artifacts-destination") + 1].startswith("s3://$SWEEP_S3_BUCKET/")
-    # What the sweep reads (sweep.config / sweep.preflight) is set for it.
-    from sweep.config import ENV_STORAGE, ENV_TRACKING
+    # What the sweep reads (sweep.paths / sweep.preflight) is set for it.
+    from sweep.paths import ENV_STORAGE, ENV_TRACKING
     from sweep.preflight import ENV_NODE_RESOURCES
 
     assert f"export {ENV_STORAGE}=s3://$SWEEP_S3_BUCKET/" in setup
@@ -328,10 +328,11 @@ analysis: false
 """
 
 
+@pytest.mark.slow  # ~60-90 s: a Ray head, two fake GPU nodes and a sweep
 def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ray_temp_dir):
     from mlflow.tracking import MlflowClient
 
-    from sweep.config import ENV_STORAGE, ENV_TRACKING
+    from sweep.paths import ENV_STORAGE, ENV_TRACKING
     from sweep.preflight import ENV_NODE_RESOURCES
 
     mlflow_uri, mlflow_proc = mlflow_server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from conftest import child_runs, run_sweep
+from helpers import child_runs, run_sweep
 from trainer import keys
 
 
