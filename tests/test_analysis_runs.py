@@ -108,6 +108,11 @@ def store(tmp_path_factory) -> Store:
     _trial(mc, exp, parent, "s", T0 + 1, [], "running", [0.1], None)
     _trial(mc, exp, parent, "s", T0 + 2, [], "diverged", [0.1], None)
 
+    exp = mc.create_experiment("bogus", artifact_location=f"{art}/bogus")
+    parent = _parent(mc, exp, "s", T0)
+    _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3)
+    _trial(mc, exp, parent, "s", T0 + 2, [], "exploded", [0.1], None)  # no status the sweep writes
+
     exp = mc.create_experiment("foreign", artifact_location=f"{art}/foreign")
     parent = _parent(mc, exp, "s", T0)
     _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3, params={"lr": 0.1})
@@ -151,6 +156,7 @@ def test_selection_of_sweeps(store):
     ("nope", "no MLflow experiment named 'nope'"),
     ("unfinished", r"no finished trials in .* \(1 running, 1 diverged\)"),
     ("foreign", "have no loss.lam/loss.mu params"),
+    ("bogus", "is not a sweep trial record: status"),
 ])
 def test_load_bad_input(store, experiment, message):
     with pytest.raises(AnalysisError, match=message):
