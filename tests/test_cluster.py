@@ -397,7 +397,7 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
         assert roles.count("parent") == 1 and len(children) == TRIALS
         assert {r.data.tags["trial.status"] for r in children} == {"finished"}
         assert all({"test/acc", "eval/gan_test"} <= set(r.data.metrics) for r in children)
-        # The judge trained once, in a GPU trial (the head has none), and trials fetched it.
+        # The judge trained once, in a Ray task on a GPU node (the head has none), and trials fetched it.
         judges = mc.search_runs([mc.get_experiment_by_name("judges").experiment_id])
         assert len(judges) == 1 and "judge.pt" in [f.path for f in mc.list_artifacts(judges[0].info.run_id)]
         # Ray results landed in the shared storage, checkpoints included.
