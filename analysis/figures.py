@@ -25,18 +25,8 @@ import pandas as pd
 
 from analysis.runs import AnalysisError, completed, default_tracking_uri, describe
 from analysis.table2 import markdown_table
-from trainer import keys
-
-# Key prefixes of the curves, read off trainer.keys so a renamed key cannot drift.
-DENSITY_PREFIX = keys.density_ratio_key(1e-3).removesuffix("1e-03")
-PIXEL_PREFIX = keys.pixel_perturbation_key(0.01).removesuffix("0.0100")
-# The paper's names for its four models, in its order (Table 1, Fig. 1, Fig. 3).
-MODEL_NAMES: dict[str, str] = {
-    "ce": "Baseline ResNet",
-    "anti_score_matching": "with Anti-Score-Matching",
-    "grad_norm": "with Grad-Norm regularization",
-    "score_matching": "with Score-Matching",
-}
+from sweep.record import LOSS_NAMES
+from trainer.keys import DENSITY_RATIO_PREFIX, PIXEL_PERTURBATION_PREFIX
 
 
 def select(frame: pd.DataFrame, runs: Sequence[str] | None = None) -> pd.DataFrame:
@@ -55,13 +45,13 @@ def select(frame: pd.DataFrame, runs: Sequence[str] | None = None) -> pd.DataFra
     configs = chosen.groupby("loss")[["lam", "mu"]].nunique().max(axis=1)
 
     def label(row: pd.Series) -> str:
-        name = MODEL_NAMES.get(row["loss"], str(row["loss"]))
+        name = LOSS_NAMES[row["loss"]].paper if row["loss"] in LOSS_NAMES else str(row["loss"])
         if configs.get(row["loss"], 1) > 1:
             name += f" λ={row['lam']:.0e}" + (f" μ={row['mu']:.0e}" if row["loss"] == "score_matching" else "")
         return name
 
     chosen["model"] = chosen.apply(label, axis=1)
-    order = {kind: i for i, kind in enumerate(MODEL_NAMES)}
+    order = {kind: i for i, kind in enumerate(LOSS_NAMES)}  # the paper's order
     chosen["_order"] = chosen["loss"].map(order).fillna(len(order))
     # λ, μ largest first, as in Table 2.
     chosen = chosen.sort_values(["_order", "lam", "mu"], ascending=[True, False, False], kind="stable")
@@ -114,9 +104,9 @@ def write_figures(frame: pd.DataFrame, out_dir: Path, runs: Sequence[str] | None
     """Write ``fig1_density_ratio.png``, ``fig3_pixel_perturbation.png`` (each when its curve was
     logged), ``table1.md`` and ``table1.csv``. Raises AnalysisError when no curve was logged."""
     chosen = select(frame, runs)
-    density, pixel = curves(chosen, DENSITY_PREFIX), curves(chosen, PIXEL_PREFIX)
+    density, pixel = curves(chosen, DENSITY_RATIO_PREFIX), curves(chosen, PIXEL_PERTURBATION_PREFIX)
     if density.empty and pixel.empty:
-        raise AnalysisError(f"no selected trial logged {DENSITY_PREFIX}* or {PIXEL_PREFIX}* metrics "
+        raise AnalysisError(f"no selected trial logged {DENSITY_RATIO_PREFIX}* or {PIXEL_PERTURBATION_PREFIX}* metrics "
                             "(are evaluations enabled?)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

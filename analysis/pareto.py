@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.runs import (LABELS, LOSS_NAMES, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name,
-                           completed, describe, metric_column)
+from analysis.runs import (LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, completed, describe,
+                           metric_column)
+from sweep.record import LOSS_NAMES, Status
 
 # Columns exported with a front (those present in the frame), then the two metrics.
 FRONT_COLUMNS = ("run_id", "run_name", "sweep", "loss", "lam", "mu", "sigma", "seed", "status",
@@ -73,7 +74,7 @@ def pareto_front(
     pool = frame[completed(frame, include_stopped)]
     pool = pool[pool[xc].notna() & pool[yc].notna()]
     if pool.empty:
-        what = "finished or stopped" if include_stopped else "finished"
+        what = f"{Status.FINISHED} or {Status.STOPPED}" if include_stopped else Status.FINISHED
         raise AnalysisError(f"no {what} trial has both {xc} and {yc}")
     mask = front_mask(sign[xc] * pool[xc].to_numpy(float), sign[yc] * pool[yc].to_numpy(float))
     front = pool[mask]
@@ -102,7 +103,7 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: P
                label="stopped / diverged / running")
     for loss, group in pool.groupby("loss", dropna=False, sort=True):
         ax.scatter(_axis_values(group[x], x), _axis_values(group[y], y), s=24, alpha=0.7,
-                   label=LOSS_NAMES.get(loss, str(loss)))
+                   label=LOSS_NAMES[loss].short if loss in LOSS_NAMES else str(loss))
     fx, fy = _axis_values(front[x], x), _axis_values(front[y], y)
     ax.plot(fx, fy, drawstyle="steps-post", color="crimson", lw=1, zorder=2)
     ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="crimson", lw=1.5, zorder=3, label="Pareto front")
@@ -112,7 +113,7 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: P
                         textcoords="offset points")
     ax.set_xlabel(LABELS.get(x, x) + (" (lower is better)" if x in LOWER_IS_BETTER else ""))
     ax.set_ylabel(LABELS.get(y, y) + (" (lower is better)" if y in LOWER_IS_BETTER else ""))
-    kind = "finished or stopped" if include_stopped else "finished"
+    kind = f"{Status.FINISHED} or {Status.STOPPED}" if include_stopped else Status.FINISHED
     ax.set_title(title or f"Pareto front, {describe(frame)}: {len(front)} of {len(pool)} {kind} trials", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -1,24 +1,29 @@
 """Read a sweep's trials from MLflow into one tidy pandas frame (one row per trial).
 
-The layout read here is the one ``sweep`` writes: a parent run per sweep (tag
-``sweep.role=parent``) and a child run per trial (tag ``sweep.role=trial``) whose params are
-the flattened trainer config and whose metrics use the names in :mod:`trainer.keys`.
-Everything downstream (Table 2, Pareto fronts, figures) is a pure function of this frame.
+The layout read here is the one ``sweep.tracking`` writes, named in :mod:`sweep.record`: a
+parent run per sweep (tag ``sweep.role=parent``) and a child run per trial (tag
+``sweep.role=trial``) whose tags hold its :class:`~sweep.record.TrialRecord` (status, attempts,
+checkpoint, ...), whose params are the flattened trainer config and whose metrics use the names
+in :mod:`trainer.keys`. Everything downstream (Table 2, Pareto fronts, figures) is a pure
+function of this frame.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
+import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
 
+from sweep.record import Role, Status, Tag, TrialRecord
 from trainer import keys
-
 
 class AnalysisError(ValueError):
     """Input the analysis cannot use; the message names the problem (the CLI exits 2)."""
@@ -71,29 +76,24 @@ LABELS: dict[str, str] = {
     "sample_loglik": "sample log-likelihood per dim",
 }
 
-# Short display names of the loss kinds, in the paper's order (baseline first).
-LOSS_NAMES: dict[str, str] = {
-    "ce": "baseline",
-    "anti_score_matching": "anti-score-matching",
-    "grad_norm": "gradient norm",
-    "score_matching": "score matching",
+# A run's MLflow status, for runs without the tag trial.status.
+_MLFLOW_STATUS = {"RUNNING": Status.RUNNING, "SCHEDULED": Status.RUNNING, "FINISHED": Status.FINISHED,
+                  "FAILED": Status.FAILED, "KILLED": Status.FAILED}
+# Frame column -> trial tag, besides those of the identity (run_id, run_name, sweep, parent_run_id).
+RECORD_TAGS: dict[str, str] = {
+    "trial_id": Tag.TRIAL_ID,
+    "key": Tag.KEY,
+    "attempts": Tag.ATTEMPTS,
+    "judge": Tag.JUDGE,
+    "best_objective": Tag.BEST_OBJECTIVE,
+    "selection_split": Tag.SELECTION_SPLIT,
 }
-
-# Trial states written by the sweep in the tag ``trial.status``.
-STATUSES = ("running", "finished", "diverged", "stopped", "failed")
-# Used when a run has no ``trial.status`` tag.
-_MLFLOW_STATUS = {"RUNNING": "running", "SCHEDULED": "running", "FINISHED": "finished",
-                  "FAILED": "failed", "KILLED": "failed"}
-CHECKPOINTS = ("checkpoints/best.pt", "checkpoints/last.pt")  # preferred first
-
-ROLE_TAG = "sweep.role"
-SWEEP_TAG = "sweep.name"
-PARENT_TAG = "mlflow.parentRunId"
+ENV_TRACKING = "MLFLOW_TRACKING_URI"
 
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory (as the sweep)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return os.environ.get(ENV_TRACKING) or "sqlite:///mlflow.db"
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
@@ -119,28 +119,41 @@ def experiment_id(mlflow: MlflowClient, experiment: str) -> str:
     return exp.experiment_id
 
 
-def _search(mlflow: MlflowClient, exp_id: str, filter_string: str, order_by: list[str] | None = None) -> list[Run]:
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = mlflow.search_runs([exp_id], filter_string, order_by=order_by, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI at ``uri`` for a ``mlflow.search_runs`` call (it
+    takes no URI), then back: MLflow mirrors it into MLFLOW_TRACKING_URI, which the sweep's
+    driver reads, so the variable is restored too."""
+    before = os.environ.get(ENV_TRACKING)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None: unset again
+
+
+def _search(mlflow_client: MlflowClient, exp_id: str, filter_string: str, order_by: list[str]) -> pd.DataFrame:
+    """The matching runs as MLflow's frame (``tags.*``, ``params.*``, ``metrics.*`` columns);
+    ``mlflow.search_runs`` pages through the store."""
+    with _tracking_uri(mlflow_client.tracking_uri):
+        return mlflow.search_runs([exp_id], filter_string, order_by=order_by, output_format="pandas")
+
+
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``name`` of MLflow's frame, all missing when no run has it."""
+    return runs[name] if name in runs.columns else pd.Series(None, index=runs.index, dtype=object)
 
 
 def sweeps(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """The experiment's sweeps (parent runs), newest first: run_id, sweep, start_time, status."""
     mlflow = client(tracking_uri)
     exp_id = experiment_id(mlflow, experiment)
-    parents = _search(mlflow, exp_id, f"tags.`{ROLE_TAG}` = 'parent'", ["attributes.start_time DESC"])
-    return pd.DataFrame(
-        [{"run_id": r.info.run_id, "sweep": r.data.tags.get(SWEEP_TAG, r.info.run_name),
-          "start_time": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC"), "status": r.info.status}
-         for r in parents],
-        columns=["run_id", "sweep", "start_time", "status"],
-    )
+    parents = _search(mlflow, exp_id, f"tags.`{Tag.ROLE}` = '{Role.PARENT}'", ["attributes.start_time DESC"])
+    columns = ["run_id", "sweep", "start_time", "status"]
+    if parents.empty:
+        return pd.DataFrame(columns=columns)
+    sweep = _column(parents, f"tags.{Tag.SWEEP}").fillna(_column(parents, f"tags.{Tag.RUN_NAME}"))
+    return parents.assign(sweep=sweep)[columns].reset_index(drop=True)
 
 
 def select_parent(experiment: str, tracking_uri: str | None = None, sweep: str | None = None) -> str:
@@ -160,69 +173,79 @@ def _parent(mlflow: MlflowClient, exp_id: str, run_id: str) -> Run | None:
         run = mlflow.get_run(run_id)
     except MlflowException:
         return None
-    ok = run.info.experiment_id == exp_id and run.data.tags.get(ROLE_TAG) == "parent"
+    ok = run.info.experiment_id == exp_id and run.data.tags.get(Tag.ROLE) == Role.PARENT
     return run if ok else None
 
 
-def _checkpoint_uri(mlflow: MlflowClient, run: Run) -> str | None:
-    present = {f.path for f in mlflow.list_artifacts(run.info.run_id, "checkpoints")}
-    for path in CHECKPOINTS:
-        if path in present:
-            return f"{run.info.artifact_uri.rstrip('/')}/{path}"
-    return None
-
-
-def _row(mlflow: MlflowClient, run: Run) -> dict:
-    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-    row: dict = {
-        "run_id": run.info.run_id,
-        "run_name": run.info.run_name,
-        "sweep": tags.get(SWEEP_TAG),
-        "parent_run_id": tags.get(PARENT_TAG),
-        "trial_id": tags.get("trial.id"),
-        "status": tags.get("trial.status") or _MLFLOW_STATUS.get(run.info.status, "failed"),
-        "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
-        "checkpoint_uri": _checkpoint_uri(mlflow, run),
-        "artifact_uri": run.info.artifact_uri,
-        "has_lam_mu": NUMERIC_PARAMS["lam"] in params and NUMERIC_PARAMS["mu"] in params,
-    }
-    for col, key in TEXT_PARAMS.items():
-        row[col] = params.get(key)
-    for col, key in NUMERIC_PARAMS.items():
-        row[col] = params.get(key)
+def _frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """MLflow's frame of trial runs -> one row per trial with the analysis' column names."""
+    status = _column(runs, f"tags.{Tag.STATUS}").fillna(runs["status"].map(_MLFLOW_STATUS)).fillna(Status.FAILED)
+    checkpoint = _column(runs, f"tags.{Tag.CHECKPOINT}")
+    frame = pd.DataFrame({
+        "run_id": runs["run_id"],
+        "run_name": _column(runs, f"tags.{Tag.RUN_NAME}"),
+        "sweep": _column(runs, f"tags.{Tag.SWEEP}"),
+        "parent_run_id": _column(runs, f"tags.{Tag.PARENT}"),
+        **{col: _column(runs, f"tags.{tag}") for col, tag in RECORD_TAGS.items()},
+        "status": status.astype(str),
+        "start_time": runs["start_time"],
+        # The tag names the checkpoint to use (best.pt, else last.pt) inside the run's artifacts.
+        "checkpoint_uri": (runs["artifact_uri"].str.rstrip("/") + "/" + checkpoint.fillna("")).where(
+            checkpoint.notna(), None),
+        "artifact_uri": runs["artifact_uri"],
+        "has_lam_mu": (_column(runs, f"params.{NUMERIC_PARAMS['lam']}").notna()
+                       & _column(runs, f"params.{NUMERIC_PARAMS['mu']}").notna()),
+    })
+    for col, key in {**TEXT_PARAMS, **NUMERIC_PARAMS}.items():
+        frame[col] = _column(runs, f"params.{key}")
     for col, key in METRICS.items():
-        row[col] = metrics.get(key, np.nan)
+        frame[col] = pd.to_numeric(_column(runs, f"metrics.{key}"), errors="coerce")
     # Curve metrics (density ratios, pixel perturbation, ...) keep their MLflow key as column name.
-    known = set(METRICS.values())
-    row.update({k: v for k, v in metrics.items() if k not in known})
-    return row
+    known = {f"metrics.{key}" for key in METRICS.values()}
+    curves = [c for c in runs.columns if c.startswith("metrics.") and c not in known]
+    return pd.concat([frame, runs[curves].rename(columns=lambda c: c.removeprefix("metrics."))], axis=1)
+
+
+def _validate(frame: pd.DataFrame, scope: str) -> None:
+    """Each row must be a :class:`TrialRecord` (e.g. a status the sweep writes)."""
+    fields = [f for f in TrialRecord.model_fields if f in frame.columns]
+    rows = frame[fields].astype(object).where(frame[fields].notna(), None)
+    for row in rows.to_dict("records"):
+        try:
+            TrialRecord.model_validate(row)
+        except ValidationError as e:
+            problem = e.errors()[0]
+            raise AnalysisError(f"trial run {row['run_name']!r} in {scope} is not a sweep trial record: "
+                                f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
 
 
 def load(experiment: str, tracking_uri: str | None = None, parent_run_id: str | None = None) -> pd.DataFrame:
     """One row per trial of ``experiment`` (of the sweep ``parent_run_id`` when given).
 
-    Columns: ``run_id, run_name, sweep, parent_run_id, trial_id, status, loss, lam, mu, sigma,
-    seed, epochs, epochs_done``, the metrics of :data:`METRICS` under their short names (NaN when a
-    run did not log them), ``checkpoint_uri`` (best.pt, else last.pt, else None) and every other
-    logged metric under its MLflow key. Numbers are numbers. Raises AnalysisError for an unknown
-    experiment or sweep, no trial with status ``finished``, or trials without λ/μ params.
+    Columns: the fields of :class:`~sweep.record.TrialRecord` (``run_id, run_name, sweep,
+    parent_run_id, key, trial_id, status, attempts, loss, lam, mu, seed, checkpoint_uri``, ...:
+    ``checkpoint_uri`` is best.pt, else last.pt, else None, as tag ``trial.checkpoint`` names it),
+    ``sigma, epochs, epochs_done``, the metrics of :data:`METRICS` under their short names (NaN when
+    a run did not log them) and every other logged metric under its MLflow key. Numbers are
+    numbers. Raises AnalysisError for an unknown experiment or sweep, no trial with status
+    ``finished``, trials without λ/μ params, or a row that is no valid trial record.
     """
     mlflow = client(tracking_uri)
     exp_id = experiment_id(mlflow, experiment)
-    where = f"tags.`{ROLE_TAG}` = 'trial'"
+    where = f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'"
     scope = f"MLflow experiment {experiment!r}"
     if parent_run_id is not None:
         parent = _parent(mlflow, exp_id, parent_run_id)
         if parent is None:
             raise AnalysisError(f"no sweep (parent run) with id {parent_run_id!r} in {scope}")
-        where += f" and tags.`{PARENT_TAG}` = '{parent_run_id}'"
-        scope = f"sweep {parent.data.tags.get(SWEEP_TAG, parent_run_id)!r} of {scope}"
+        where += f" and tags.`{Tag.PARENT}` = '{parent_run_id}'"
+        scope = f"sweep {parent.data.tags.get(Tag.SWEEP, parent_run_id)!r} of {scope}"
     runs = _search(mlflow, exp_id, where, ["attributes.start_time ASC"])
-    if not runs:
-        raise AnalysisError(f"no trial runs (tag {ROLE_TAG}=trial) in {scope}")
-    frame = pd.DataFrame([_row(mlflow, r) for r in runs])
+    if runs.empty:
+        raise AnalysisError(f"no trial runs (tag {Tag.ROLE}={Role.TRIAL}) in {scope}")
+    frame = _frame(runs)
     counts = frame["status"].value_counts()
-    if counts.get("finished", 0) == 0:
+    if counts.get(Status.FINISHED, 0) == 0:
         seen = ", ".join(f"{n} {s}" for s, n in counts.items())
         raise AnalysisError(f"no finished trials in {scope} ({seen})")
     if not frame["has_lam_mu"].all():
@@ -233,9 +256,12 @@ def load(experiment: str, tracking_uri: str | None = None, parent_run_id: str | 
     for col in NUMERIC_PARAMS:
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     # Int64 (nullable): seeds and epoch counts are integers, possibly missing.
-    for col in ("seed", "epochs", "epochs_done"):
-        frame[col] = frame[col].round().astype("Int64")
-    return frame.reset_index(drop=True)
+    for col in ("seed", "epochs", "epochs_done", "attempts"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").round().astype("Int64")
+    frame["best_objective"] = pd.to_numeric(frame["best_objective"], errors="coerce")
+    frame = frame.reset_index(drop=True)
+    _validate(frame, scope)
+    return frame
 
 
 def completed(frame: pd.DataFrame, include_stopped: bool = False) -> pd.Series:
@@ -245,9 +271,9 @@ def completed(frame: pd.DataFrame, include_stopped: bool = False) -> pd.Series:
     epochs than configured) count too; diverged, failed and running trials never do.
     """
     if include_stopped:
-        return frame["status"].isin(["finished", "stopped"])
+        return frame["status"].isin([Status.FINISHED, Status.STOPPED])
     full = (frame["epochs_done"].isna() | frame["epochs"].isna() | (frame["epochs_done"] >= frame["epochs"]))
-    return (frame["status"] == "finished") & full.fillna(True).astype(bool)
+    return (frame["status"] == Status.FINISHED) & full.fillna(True).astype(bool)
 
 
 def describe(frame: pd.DataFrame) -> str:

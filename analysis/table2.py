@@ -20,15 +20,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.runs import (LABELS, LOSS_NAMES, LOWER_IS_BETTER, PERCENT, AnalysisError, completed, describe,
-                           metric_column)
+from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, completed, describe, metric_column
+from sweep.record import LOSS_NAMES, Status
 
 GRID_LOSS = "score_matching"
 PAPER_LAMS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # Table 2 rows, top to bottom
 PAPER_MUS = (1e-2, 1e-3, 1e-4, 1e-5)  # Table 2 columns, left to right
 MAX_AXIS = 12  # distinct λ or μ values beyond which the trials are no grid (e.g. Optuna samples)
+INCOMPLETE = "incomplete"  # shown for "finished" with fewer epochs than configured
 # Why a cell has no value, most telling first (trials still finished elsewhere are not listed).
-_EMPTY_ORDER = ("diverged", "stopped", "incomplete", "failed", "running")
+_EMPTY_ORDER = (Status.DIVERGED, Status.STOPPED, INCOMPLETE, Status.FAILED, Status.RUNNING)
+_NOT_DONE = (Status.DIVERGED, Status.STOPPED, Status.FAILED)  # counted beside a cell's values
 
 
 def _fmt(values: pd.Series, percent: bool) -> str:
@@ -46,12 +48,12 @@ def _cell_text(group: pd.DataFrame, done: pd.DataFrame) -> str:
     counts = group["status"].value_counts()
     if done.empty:
         # "finished" with fewer epochs than configured: cut short without being marked stopped.
-        counts = counts.rename({"finished": "incomplete"})
+        counts = counts.rename({Status.FINISHED: INCOMPLETE})
         return ", ".join(s if counts[s] == 1 else f"{s} ×{counts[s]}" for s in _EMPTY_ORDER if s in counts)
     text = f"{_fmt(done['test_acc'], True)} / {_fmt(done['gan_test'], True)}"
     if len(done) > 1:
         text += f" (n={len(done)})"
-    failed = [f"{counts[s]} {s}" for s in ("diverged", "stopped", "failed") if s in counts]
+    failed = [f"{counts[s]} {s}" for s in _NOT_DONE if s in counts]
     return text + (f" [{', '.join(failed)}]" if failed else "")
 
 
@@ -76,7 +78,7 @@ def cell_stats(frame: pd.DataFrame, metric: str = "objective") -> pd.DataFrame:
     for (lam, mu), group in grid.groupby(["lam", "mu"], sort=False):
         done = group[ok[group.index]]
         row = {"lam": lam, "mu": mu, "n": len(done)}
-        for status in ("diverged", "stopped", "failed", "running"):
+        for status in (*_NOT_DONE, Status.RUNNING):
             row[f"n_{status}"] = int((group["status"] == status).sum())
         for col in dict.fromkeys(["test_acc", "gan_test", column]):
             row[f"{col}_mean"] = done[col].mean()
@@ -102,7 +104,10 @@ def table2_frame(frame: pd.DataFrame, metric: str = "objective",
     ``axes="present"`` uses the λ and μ values the trials have; ``"paper"`` adds the paper's
     grid so that cells not run show blank. Empty strings mark cells with no trial.
     """
-    stats = cell_stats(frame, metric)
+    return _text_table(cell_stats(frame, metric), axes)
+
+
+def _text_table(stats: pd.DataFrame, axes: str) -> pd.DataFrame:
     lams, mus = _axes(stats, axes)
     table = stats.pivot(index="lam", columns="mu", values="text").reindex(index=lams, columns=mus)
     table.index.name, table.columns.name = "λ", "μ"
@@ -112,9 +117,11 @@ def table2_frame(frame: pd.DataFrame, metric: str = "objective",
 def table2_values(frame: pd.DataFrame, metric: str = "objective",
                   axes: Literal["present", "paper"] = "present") -> pd.DataFrame:
     """The mean of ``metric`` per cell, oriented as :func:`table2_frame` (NaN: no finished trial)."""
-    stats = cell_stats(frame, metric)
+    return _value_table(cell_stats(frame, metric), metric_column(frame, metric), axes)
+
+
+def _value_table(stats: pd.DataFrame, column: str, axes: str) -> pd.DataFrame:
     lams, mus = _axes(stats, axes)
-    column = metric_column(frame, metric)
     table = stats.pivot(index="lam", columns="mu", values=f"{column}_mean").reindex(index=lams, columns=mus)
     table.index.name, table.columns.name = "λ", "μ"
     return table
@@ -123,7 +130,8 @@ def table2_values(frame: pd.DataFrame, metric: str = "objective",
 def caption(frame: pd.DataFrame) -> list[str]:
     """One line per non-grid loss present: ``baseline: 76.77% / 65.91%`` (same cell format)."""
     lines = []
-    for kind, name in LOSS_NAMES.items():
+    for kind, names in LOSS_NAMES.items():
+        name = names.short
         if kind == GRID_LOSS:
             continue
         group = frame[frame["loss"] == kind]
@@ -206,8 +214,7 @@ def write_table2(frame: pd.DataFrame, out_dir: Path, metric: str = "objective",
     """
     column = metric_column(frame, metric)
     stats = cell_stats(frame, column)
-    text = table2_frame(frame, column, axes)
-    values = table2_values(frame, column, axes)
+    text, values = _text_table(stats, axes), _value_table(stats, column, axes)
     notes = caption(frame)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

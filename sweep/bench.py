@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mlflow
 
+from sweep.record import Role, Tag
 from trainer import keys
 
 
@@ -36,7 +37,7 @@ def _sweep(folder: Path, extra: list[str]) -> float:
 def _children(folder: Path) -> list:
     mc = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     exp = mc.get_experiment_by_name("quickstart")
-    return mc.search_runs([exp.experiment_id], "tags.`sweep.role` = 'trial'", max_results=1000)
+    return mc.search_runs([exp.experiment_id], f"tags.`{Tag.ROLE}` = '{Role.TRIAL}'", max_results=1000)
 
 
 def _stats(folder: Path, wall: float) -> dict[str, float]:

@@ -15,6 +15,7 @@ from typing import Callable
 
 from sweep import tracking
 from sweep.config import SweepConfig, judge_config
+from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT
 from trainer.config import flatten
 from trainer.judge import JudgeConfig
 
@@ -38,8 +39,9 @@ def ensure_judge(
 ) -> str | None:
     """The MLflow run id holding the sweep's judge (trained now if missing); None without a judge.
 
-    With ``remote`` (sweep.tune.run_once, used when trials get GPUs) the judge trains in a Ray
-    trial with a trial's resources instead of on the driver, which is often a CPU-only head node.
+    With ``remote`` (a runner of ``fn() -> str`` as a Ray task with a trial's resources, used when
+    trials get GPUs) the judge trains on a worker instead of on the driver, which is often a
+    CPU-only head node.
     """
     if cfg.judge is None or not cfg.trainer.eval.enabled:
         return None
@@ -49,27 +51,27 @@ def ensure_judge(
     key = jc.key()
     run_id = tracking.find_judge(tracking.client(uri), key)
     if run_id:
-        print(f"judge {key}: found in MLflow (experiment {tracking.JUDGES_EXPERIMENT}, run {run_id})", flush=True)
+        print(f"judge {key}: found in MLflow (experiment {JUDGES_EXPERIMENT}, run {run_id})", flush=True)
         return run_id
-    where = "in a Ray trial" if remote else "here"
+    where = "in a Ray task" if remote else "here"
     print(f"judge {key}: not in MLflow yet, training it once {where} ({jc.arch}, {jc.epochs} epochs) ...", flush=True)
     if remote is None:
         run_id = train_and_log(jc, uri, artifact_root, "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device)
     else:
         run_id = remote(functools.partial(train_and_log, jc, uri, artifact_root, cfg.trainer.device))
-    print(f"judge {key}: stored in MLflow (experiment {tracking.JUDGES_EXPERIMENT}, run {run_id})", flush=True)
+    print(f"judge {key}: stored in MLflow (experiment {JUDGES_EXPERIMENT}, run {run_id})", flush=True)
     return run_id
 
 
 def fetch_judge(uri: str, run_id: str) -> Path:
     """The judge's local path on this node, downloaded from MLflow once per node."""
-    target = CACHE / run_id / "judge.pt"
+    target = CACHE / run_id / JUDGE_FILE
     if target.is_file():
         return target
     # Download beside the target and rename: concurrent trials on a node never see half a file.
     CACHE.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="dl-", dir=CACHE))
-    local = tracking.download(tracking.client(uri), run_id, "judge.pt", staging)
+    local = tracking.download(tracking.client(uri), run_id, JUDGE_FILE, staging)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(local, target)
     return target

@@ -33,7 +33,7 @@ OBJECTIVES: dict[str, Callable[[float, float, float], float]] = {
 
 def objective_value(cfg: ObjectiveConfig, metrics: Mapping[str, object]) -> float | None:
     """The objective for an epoch's metrics, or None when they hold no evaluation yet."""
-    if metrics.get(keys.STATUS) == "diverged":
+    if metrics.get(keys.STATUS) == keys.Status.DIVERGED:
         return WORST
     acc = metrics.get(keys.TEST_ACC)
     gan = metrics.get(keys.GAN_TEST)

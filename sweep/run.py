@@ -17,27 +17,23 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence
 
-import yaml
-
 from sweep import preflight, tracking
-from sweep.config import (
-    SweepConfig,
-    apply_point,
-    grid_points,
-    load_sweep_config,
-    point_name,
-    preset_names,
-    resolve_artifact_root,
-    resolve_storage_path,
-    resolve_tracking_uri,
-)
+from sweep.config import SweepConfig
 from sweep.judge_stage import ensure_judge
+from sweep.loading import load_sweep_config, preset_names
+from sweep.paths import resolve_artifact_root, resolve_storage_path, resolve_tracking_uri
+from sweep.points import apply_point, grid_points, point_name
+from sweep.record import Status
 from sweep.trial import SweepContext
 from trainer import keys
-from trainer.config import ConfigError, flatten
+from trainer.config import ConfigError
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
 
@@ -76,12 +72,12 @@ def _study_storage(cfg: SweepConfig, storage: str) -> str:
     return f"sqlite:///{folder / (cfg.name + '-optuna.db')}"
 
 
-def _status_of(row: dict[str, Any]) -> str:
-    """The final trial.status of a Tune trial from its last result."""
+def _status_of(row: dict[str, Any]) -> Status:
+    """The final status of a Tune trial from its last result."""
     if row["error"]:
-        return "failed"
+        return Status.FAILED
     status = row["metrics"].get(keys.STATUS)
-    return status if status in ("finished", "diverged") else "stopped"
+    return Status(status) if status in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED
 
 
 def _fmt(value: Any) -> str:
@@ -137,11 +133,45 @@ def _print_next_steps(cfg: SweepConfig, uri: str, parent_id: str, storage: str, 
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the sweep; returns the exit status (0 done, 1 some trials failed, 2 bad input)."""
-    args = parse_args(argv)
-    started = time.time()
-    try:
+class Phases:
+    """Wall seconds per phase of the run, for the closing line: ``with phases("judge"): ...``."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        mark = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.time() - mark
+
+    def summary(self) -> str:
+        split = ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+        return f"{time.time() - self.started:.0f} s ({split})"
+
+
+@dataclass
+class Plan:
+    """A sweep that passed every check, with Ray up: what :func:`execute` runs."""
+
+    args: argparse.Namespace
+    cfg: SweepConfig
+    uri: str  # MLflow tracking URI
+    artifact_root: str | None  # for experiments this sweep creates; None: the server decides
+    storage: str  # Ray's storage path
+    parent_id: str | None  # the existing parent run (a resumed sweep), else None
+    ray: ModuleType = field(repr=False)  # sweep.tune, imported once the input is known good
+
+
+def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
+    """Everything that can refuse the sweep (exit 2): config, names, preflight, Ray, resources.
+
+    Raises ConfigError or PreflightError before anything is written; Ray is up on return.
+    """
+    with phases("checks"):
         cfg = load_sweep_config(args.config, args.set, args.name)
         uri = resolve_tracking_uri(cfg)
         local_store = not uri.startswith(("http://", "https://"))
@@ -157,79 +187,81 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not preflight.sqlite_missing(uri):
             parent_id = tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name)
         preflight.check_name(cfg.name, args.resume, ray_tune.can_restore(sweep_dir), parent_id, sweep_dir)
+    with phases("ray start"):
+        try:
+            ray_tune.start(args.address)
+        except ConnectionError as e:
+            raise preflight.PreflightError(
+                f"--address: cannot join the Ray cluster ({e}); is it up, and does this shell have its "
+                "auth token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token)?"
+            ) from None
+    try:
+        preflight.check_resources(cfg, ray_tune.nodes())
+    except preflight.PreflightError:
+        ray_tune.stop()
+        raise
+    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune)
+
+
+def execute(plan: Plan, phases: Phases) -> int:
+    """Judge, parent run, trials, analysis; returns 0, or 1 when some trials failed."""
+    cfg, uri, storage, args = plan.cfg, plan.uri, plan.storage, plan.args
+    mc = tracking.client(uri)
+    # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
+    remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
+    with phases("judge"):
+        judge_run = ensure_judge(cfg, uri, plan.artifact_root, remote)
+    experiment_id, parent_id = tracking.open_parent(
+        mc, cfg.experiment_name, plan.artifact_root, cfg.name, cfg.model_dump(mode="json"), plan.parent_id
+    )
+    base = _absolute_paths(cfg)
+    points = {point_name(apply_point(base, p), p): p for p in grid_points(cfg.search)}
+    ctx = SweepContext(
+        sweep=cfg.name,
+        tracking_uri=uri,
+        experiment_id=experiment_id,
+        parent_id=parent_id,
+        base=base,
+        objective=cfg.objective,
+        judge_run=judge_run,
+        threads=cfg.trial_threads,
+        points=points if cfg.search.method == "grid" else {},
+        seed=cfg.search.seeds[0],
+    )
+    study = _study_storage(cfg, storage) if cfg.search.method == "optuna" else ""
+    if args.resume and cfg.search.method == "optuna":
+        stale = plan.ray.fail_stale_optuna_trials(cfg.name, study)
+        if stale:
+            print(f"optuna: marked {stale} trial(s) left running by the killed driver as failed")
+    print(f"sweep {cfg.name!r}: {'resuming' if args.resume else 'starting'}; MLflow parent run {parent_id}", flush=True)
+    with phases("trials"):
+        rows = plan.ray.fit(cfg, ctx, storage, study, args.resume)
+    for row in rows:
+        row["status"] = _status_of(row)
+    tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
+    _print_summary(rows)
+    failed = sum(r["status"] == Status.FAILED for r in rows)
+    if cfg.analysis:
+        with phases("analysis"):
+            _analysis(cfg, uri, parent_id, storage)
+    tracking.finish_parent(mc, parent_id, trials=len(rows), failed=failed)
+    print(f"\nsweep {cfg.name!r} done in {phases.summary()}: {len(rows)} trials, {failed} failed")
+    _print_next_steps(cfg, uri, parent_id, storage, args)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sweep; returns the exit status (0 done, 1 some trials failed, 2 bad input)."""
+    args = parse_args(argv)
+    phases = Phases()
+    try:
+        plan = prepare(args, phases)
     except (ConfigError, preflight.PreflightError) as e:
         return _fail(str(e))
-
-    phases: dict[str, float] = {"checks": time.time() - started}  # wall seconds per phase
-    mark = time.time()
     try:
-        ray_tune.start(args.address)
-    except ConnectionError as e:
-        return _fail(
-            f"--address: cannot join the Ray cluster ({e}); is it up, and does this shell have its "
-            "auth token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token)?"
-        )
-    phases["ray start"] = time.time() - mark
-    try:
-        try:
-            preflight.check_resources(cfg, ray_tune.nodes())
-        except preflight.PreflightError as e:
-            return _fail(str(e))
-        mc = tracking.client(uri)
-        # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
-        remote = ray_tune.run_once(cfg, storage, f"{cfg.name}.judge") if cfg.resources.gpus > 0 else None
-        mark = time.time()
-        judge_run = ensure_judge(cfg, uri, artifact_root, remote)
-        phases["judge"] = time.time() - mark
-        experiment_id = tracking.ensure_experiment(mc, cfg.experiment_name, artifact_root)
-        if parent_id is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                config_file = Path(tmp) / "sweep.yaml"
-                config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
-                parent_id = tracking.start_parent(mc, experiment_id, cfg.name, flatten(cfg.model_dump(mode="json")), config_file)
-        else:
-            tracking.reopen(mc, parent_id)
-        base = _absolute_paths(cfg)
-        points = {point_name(apply_point(base, p), p): p for p in grid_points(cfg.search)}
-        ctx = SweepContext(
-            sweep=cfg.name,
-            tracking_uri=uri,
-            experiment_id=experiment_id,
-            parent_id=parent_id,
-            base=base,
-            objective=cfg.objective,
-            judge_run=judge_run,
-            threads=cfg.trial_threads,
-            points=points if cfg.search.method == "grid" else {},
-            seed=cfg.search.seeds[0],
-        )
-        study = _study_storage(cfg, storage) if cfg.search.method == "optuna" else ""
-        if args.resume and cfg.search.method == "optuna":
-            stale = ray_tune.fail_stale_optuna_trials(cfg.name, study)
-            if stale:
-                print(f"optuna: marked {stale} trial(s) left running by the killed driver as failed")
-        print(f"sweep {cfg.name!r}: {'resuming' if args.resume else 'starting'}; MLflow parent run {parent_id}", flush=True)
-        mark = time.time()
-        rows = ray_tune.fit(cfg, ctx, storage, study, args.resume)
-        phases["trials"] = time.time() - mark
-        for row in rows:
-            row["status"] = _status_of(row)
-        tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
-        _print_summary(rows)
-        failed = sum(r["status"] == "failed" for r in rows)
-        mc.set_tag(parent_id, "sweep.trials", str(len(rows)))
-        mc.set_tag(parent_id, "sweep.failed_trials", str(failed))
-        if cfg.analysis:
-            mark = time.time()
-            _analysis(cfg, uri, parent_id, storage)
-            phases["analysis"] = time.time() - mark
-        tracking.finish(mc, parent_id)
-        split = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
-        print(f"\nsweep {cfg.name!r} done in {time.time() - started:.0f} s ({split}): {len(rows)} trials, {failed} failed")
-        _print_next_steps(cfg, uri, parent_id, storage, args)
-        return 1 if failed else 0
+        return execute(plan, phases)
     finally:
-        ray_tune.stop()
+        plan.ray.stop()
 
 
 if __name__ == "__main__":

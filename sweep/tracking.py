@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import math
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from mlflow.entities import Metric, Param, RunTag
+import yaml
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
-PARENT_ROLE = "parent"
-TRIAL_ROLE = "trial"
-JUDGES_EXPERIMENT = "judges"
-BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
+from sweep.record import BEST_CHECKPOINT, CHECKPOINTS, JUDGE_FILE, JUDGES_EXPERIMENT, Role, Status, Tag
+from trainer.config import flatten
 
 
 def client(uri: str) -> MlflowClient:
@@ -48,16 +48,31 @@ def ensure_experiment(mc: MlflowClient, name: str, artifact_root: str | None) ->
     return mc.create_experiment(name, artifact_location=location)
 
 
+def _tags(values: Mapping[str, Any]) -> dict[str, str]:
+    # Plain str keys and values: the names are StrEnums, which MLflow's protobufs need not accept.
+    return {str(k): str(v) for k, v in values.items()}
+
+
 def _params(values: Mapping[str, Any]) -> list[Param]:
     # MLflow params are strings of at most 6000 characters.
     return [Param(k, str(v)[:6000]) for k, v in values.items()]
 
 
 def log_params(mc: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None:
-    """Log params in batches MLflow accepts."""
-    params = _params(values)
-    for i in range(0, len(params), BATCH):
-        mc.log_batch(run_id, params=params[i : i + BATCH])
+    """Log params (``log_batch`` splits them into the batches the server accepts)."""
+    mc.log_batch(run_id, params=_params(values))
+
+
+def search_all(mc: MlflowClient, experiment_id: str, query: str) -> list[Run]:
+    """Every run of the experiment matching ``query``, page by page."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = mc.search_runs([experiment_id], query, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
@@ -71,7 +86,7 @@ def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
 
 def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
     """The parent run id of sweep ``sweep`` in ``experiment``, or None."""
-    return _first_run(mc, experiment, f"tags.`sweep.name` = '{sweep}' and tags.`sweep.role` = '{PARENT_ROLE}'")
+    return _first_run(mc, experiment, f"tags.`{Tag.SWEEP}` = '{sweep}' and tags.`{Tag.ROLE}` = '{Role.PARENT}'")
 
 
 def start_parent(
@@ -81,11 +96,31 @@ def start_parent(
     run = mc.create_run(
         experiment_id,
         run_name=sweep,
-        tags={"sweep.name": sweep, "sweep.role": PARENT_ROLE, "git.commit": git_commit()},
+        tags=_tags({Tag.SWEEP: sweep, Tag.ROLE: Role.PARENT, Tag.COMMIT: git_commit()}),
     )
     log_params(mc, run.info.run_id, params)
     mc.log_artifact(run.info.run_id, str(config_file))
     return run.info.run_id
+
+
+def open_parent(
+    mc: MlflowClient,
+    experiment: str,
+    artifact_root: str | None,
+    sweep: str,
+    config: Mapping[str, Any],
+    parent_id: str | None,
+) -> tuple[str, str]:
+    """The experiment id and the sweep's parent run: reopened when ``parent_id`` is given, else
+    created with the resolved ``config`` (a JSON-able mapping) as params and as ``sweep.yaml``."""
+    experiment_id = ensure_experiment(mc, experiment, artifact_root)
+    if parent_id is not None:
+        reopen(mc, parent_id)
+        return experiment_id, parent_id
+    with tempfile.TemporaryDirectory() as tmp:
+        config_file = Path(tmp) / "sweep.yaml"
+        config_file.write_text(yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
+        return experiment_id, start_parent(mc, experiment_id, sweep, flatten(config), config_file)
 
 
 def reopen(mc: MlflowClient, run_id: str) -> None:
@@ -95,6 +130,12 @@ def reopen(mc: MlflowClient, run_id: str) -> None:
 
 def finish(mc: MlflowClient, run_id: str, failed: bool = False) -> None:
     mc.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def finish_parent(mc: MlflowClient, run_id: str, trials: int, failed: int) -> None:
+    """Tag the sweep's trial counts on its parent run and close it."""
+    mc.log_batch(run_id, tags=[RunTag(k, v) for k, v in _tags({Tag.TRIALS: trials, Tag.FAILED_TRIALS: failed}).items()])
+    finish(mc, run_id)
 
 
 class TrialRun:
@@ -108,40 +149,51 @@ class TrialRun:
         self.key = key
         self.run_id = ""
         self.attempt = 0
+        self.checkpoint: str | None = None  # the artifact tag trial.checkpoint names
 
-    def open(self, name: str, trial_id: str, params: Mapping[str, Any]) -> str:
+    def open(self, name: str, trial_id: str, params: Mapping[str, Any], judge: str | None = None) -> str:
         """Find or create the run; count this start in tag ``trial.attempts``. Returns the run id."""
         runs = self.mc.search_runs(
             [self.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`trial.key` = '{self.key}'",
+            f"tags.`{Tag.PARENT}` = '{self.parent_id}' and tags.`{Tag.KEY}` = '{self.key}'",
             max_results=1,
         )
         if runs:
             run = runs[0]
             self.run_id = run.info.run_id
-            self.attempt = int(run.data.tags.get("trial.attempts", "0")) + 1
+            self.attempt = int(run.data.tags.get(Tag.ATTEMPTS, "0")) + 1
+            self.checkpoint = run.data.tags.get(Tag.CHECKPOINT)
             reopen(self.mc, self.run_id)
         else:
             run = self.mc.create_run(
                 self.experiment_id,
                 run_name=name,
-                tags={
-                    "mlflow.parentRunId": self.parent_id,
-                    "sweep.name": self.sweep,
-                    "sweep.role": TRIAL_ROLE,
-                    "trial.key": self.key,
-                    "trial.point": name,
-                    "git.commit": git_commit(),
-                },
+                tags=_tags(
+                    {
+                        Tag.PARENT: self.parent_id,
+                        Tag.SWEEP: self.sweep,
+                        Tag.ROLE: Role.TRIAL,
+                        Tag.KEY: self.key,
+                        Tag.POINT: name,
+                        Tag.COMMIT: git_commit(),
+                    }
+                ),
             )
             self.run_id = run.info.run_id
             self.attempt = 1
             log_params(self.mc, self.run_id, params)
-        self.set_tags({"trial.id": trial_id, "trial.status": "running", "trial.attempts": str(self.attempt)})
+        tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt)}
+        if judge:
+            tags[Tag.JUDGE] = judge
+        self._set_tags(tags)
         return self.run_id
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.mc.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    def _set_tags(self, tags: Mapping[str, str]) -> None:
+        self.mc.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+
+    def set_status(self, status: Status) -> None:
+        """Tag the trial's status while it runs (a diverged trial says so before it ends)."""
+        self._set_tags({Tag.STATUS: status})
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Log the finite numeric metrics at ``step`` (the epoch)."""
@@ -151,33 +203,49 @@ class TrialRun:
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
         ]
-        for i in range(0, len(rows), 1000):
-            self.mc.log_batch(self.run_id, metrics=rows[i : i + 1000])
+        self.mc.log_batch(self.run_id, metrics=rows)  # log_batch splits into accepted sizes
 
     def log_files(self, files: Iterable[tuple[Path, str]]) -> None:
         """Upload ``(local file, artifact folder)`` pairs."""
         for path, folder in files:
             self.mc.log_artifact(self.run_id, str(path), folder)
 
-    def end(self, status: str) -> None:
+    def log_checkpoint(self, path: Path, best_objective: float | None = None) -> None:
+        """Upload a checkpoint into ``checkpoints/`` and point tag ``trial.checkpoint`` at it.
+
+        With ``best_objective`` the file is the new best (best.pt); without, it is the latest
+        weights (last.pt), which the tag names only while the trial has no best.
+        """
+        self.mc.log_artifact(self.run_id, str(path), CHECKPOINTS)
+        tags: dict[str, str] = {}
+        if best_objective is not None:
+            self.checkpoint = BEST_CHECKPOINT
+            tags = {Tag.CHECKPOINT: BEST_CHECKPOINT, Tag.BEST_OBJECTIVE: repr(float(best_objective))}
+        elif self.checkpoint != BEST_CHECKPOINT:
+            self.checkpoint = f"{CHECKPOINTS}/{path.name}"
+            tags = {Tag.CHECKPOINT: self.checkpoint}
+        if tags:
+            self._set_tags(tags)
+
+    def end(self, status: Status) -> None:
         """Tag the trial's final status; a failed trial's run is FAILED, every other FINISHED."""
-        self.set_tags({"trial.status": status})
-        finish(self.mc, self.run_id, failed=status == "failed")
+        self._set_tags({Tag.STATUS: status})
+        finish(self.mc, self.run_id, failed=status == Status.FAILED)
 
 
 def find_judge(mc: MlflowClient, key: str) -> str | None:
     """The run id of a finished judge with tag ``judge.key = key``, or None."""
-    return _first_run(mc, JUDGES_EXPERIMENT, f"tags.`judge.key` = '{key}' and attributes.status = 'FINISHED'")
+    return _first_run(mc, JUDGES_EXPERIMENT, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'FINISHED'")
 
 
 def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Mapping[str, Any], path: Path) -> str:
     """Store a trained judge as artifact ``judge.pt`` of a new run in experiment ``judges``."""
     exp_id = ensure_experiment(mc, JUDGES_EXPERIMENT, artifact_root)
-    run = mc.create_run(exp_id, run_name=f"judge-{key}", tags={"judge.key": key, "git.commit": git_commit()})
+    run = mc.create_run(exp_id, run_name=f"judge-{key}", tags=_tags({Tag.JUDGE_KEY: key, Tag.COMMIT: git_commit()}))
     log_params(mc, run.info.run_id, params)
-    staged = path.parent / "judge.pt"
-    if path.name != "judge.pt":
-        staged = path.parent / f"stage-{key}" / "judge.pt"
+    staged = path.parent / JUDGE_FILE
+    if path.name != JUDGE_FILE:
+        staged = path.parent / f"stage-{key}" / JUDGE_FILE
         staged.parent.mkdir(parents=True, exist_ok=True)
         staged.write_bytes(path.read_bytes())
     mc.log_artifact(run.info.run_id, str(staged))
@@ -191,14 +259,14 @@ def download(mc: MlflowClient, run_id: str, artifact: str, dst: Path) -> Path:
     return Path(mc.download_artifacts(run_id, artifact, str(dst)))
 
 
-def settle_trials(mc: MlflowClient, experiment_id: str, parent_id: str, statuses: Mapping[str, str]) -> None:
+def settle_trials(mc: MlflowClient, experiment_id: str, parent_id: str, statuses: Mapping[str, Status]) -> None:
     """After the Tuner: make each child run's trial.status agree with Tune's final word.
 
     A trial the scheduler stopped, or whose worker died, may not have closed its own run;
-    ``statuses`` maps Tune trial ids to the final trial.status."""
-    runs = mc.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000)
+    ``statuses`` maps Tune trial ids to the final status."""
+    runs = search_all(mc, experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'")
     for run in runs:
-        status = statuses.get(run.data.tags.get("trial.id", ""))
-        if status and (run.data.tags.get("trial.status") != status or run.info.status == "RUNNING"):
-            mc.set_tag(run.info.run_id, "trial.status", status)
-            finish(mc, run.info.run_id, failed=status == "failed")
+        status = statuses.get(run.data.tags.get(Tag.TRIAL_ID, ""))
+        if status and (run.data.tags.get(Tag.STATUS) != status or run.info.status == "RUNNING"):
+            mc.set_tag(run.info.run_id, str(Tag.STATUS), str(status))
+            finish(mc, run.info.run_id, failed=status == Status.FAILED)

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sweep import tracking
-from sweep.config import ObjectiveConfig, Point, apply_point, point_name
+from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import WORST, objective_value
+from sweep.points import Point, apply_point, point_name
+from sweep.record import CURVES, IMAGES, Status
 from trainer import keys
 from trainer.config import flatten
 
@@ -49,7 +51,7 @@ class SweepContext:
 
 
 def _upload_folder(path: Path) -> str:
-    return "images" if path.suffix == ".png" else "curves"
+    return IMAGES if path.suffix == ".png" else CURVES
 
 
 def run_trial(
@@ -73,7 +75,7 @@ def run_trial(
     cfg = apply_point(ctx.base, point)
     name = point_name(cfg, point)
     mlrun = tracking.TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id, ctx.sweep, point.key)
-    mlrun.open(name, trial_id, flatten(cfg))
+    mlrun.open(name, trial_id, flatten(cfg), judge=ctx.judge_run)
 
     work = Path(tempfile.mkdtemp(prefix=f"sweep-trial-{point.key}-"))
     ckpt, best = work / "checkpoint", work / "best"
@@ -87,43 +89,42 @@ def run_trial(
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
 
-    last = {"status": "running"}  # the status of the last epoch reported
+    last = {"status": Status.RUNNING}  # the status of the last epoch reported
 
     def on_epoch(metrics: dict[str, Any], files: dict[str, str]) -> None:
-        epoch, status = int(metrics[keys.EPOCH]), metrics[keys.STATUS]
+        epoch, status = int(metrics[keys.EPOCH]), Status(metrics[keys.STATUS])
         last["status"] = status
         value = objective_value(ctx.objective, metrics)
         logged = dict(metrics)
         if value is not None:  # logged at evaluation epochs only, so its history is real
             state["objective"] = logged[keys.OBJECTIVE] = value
         mlrun.log_metrics(logged, step=epoch)
-        uploads = [(Path(p), _upload_folder(Path(p))) for p in files.values()]
-        if status != "diverged" and (value is not None or status == "finished"):
+        mlrun.log_files((Path(p), _upload_folder(Path(p))) for p in files.values())
+        if status != Status.DIVERGED and (value is not None or status == Status.FINISHED):
             # last.pt at evaluations and at the end: every epoch would upload a ResNet-18
             # (45 MB) 200 times per trial; Tune keeps the per-epoch checkpoint for retries.
-            uploads.append((ckpt / "last.pt", "checkpoints"))
+            mlrun.log_checkpoint(ckpt / "last.pt")
             if value is not None and (state["best"] is None or value > state["best"]):
                 state["best"] = value
                 shutil.copyfile(ckpt / "last.pt", best / "best.pt")
-                uploads.append((best / "best.pt", "checkpoints"))
-        mlrun.log_files(uploads)
-        if status == "diverged":
-            mlrun.set_tags({"trial.status": "diverged"})
+                mlrun.log_checkpoint(best / "best.pt", best_objective=value)
+        if status == Status.DIVERGED:
+            mlrun.set_status(Status.DIVERGED)
         (ckpt / STATE_FILE).write_text(json.dumps(state))
         result = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        result.update({keys.OBJECTIVE: state["objective"], keys.STATUS: status, POINT: name})
-        report(result, None if status == "diverged" else ckpt)
+        result.update({keys.OBJECTIVE: state["objective"], keys.STATUS: str(status), POINT: name})
+        report(result, None if status == Status.DIVERGED else ckpt)
 
     try:
         final = run(cfg, report=on_epoch, checkpoint_dir=ckpt, out_dir=work / "out")
     except SystemExit:
         # Tune ends a trial its scheduler stops (ASHA) by exiting the trial from inside report().
-        mlrun.end(last["status"] if last["status"] in ("finished", "diverged") else "stopped")
+        mlrun.end(last["status"] if last["status"] in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED)
         raise
     except Exception:
-        mlrun.end("failed")  # a retry reopens the run and marks it running again
+        mlrun.end(Status.FAILED)  # a retry reopens the run and marks it running again
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mlrun.end(str(final.get(keys.STATUS, "finished")))
+    mlrun.end(Status(final.get(keys.STATUS, Status.FINISHED)))
     return final

@@ -1,4 +1,4 @@
-"""Every Ray call of the project: the Ray session, the Tuner, the trainable, restore.
+"""Every Ray call of the project: the Ray session, the Tuner, the trainable, restore, one-off tasks.
 
 Ray's reporting API has changed names several times; Ray 2.60 runs Train V2, where
 ``ray.train.report`` fails inside Tune. So inside trials only ``ray.tune.report``,
@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,8 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from sweep.config import SweepConfig, grid_points  # noqa: E402
+from sweep.config import SweepConfig  # noqa: E402
+from sweep.points import grid_points  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
@@ -83,28 +85,25 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
             shutil.rmtree(restore, ignore_errors=True)
 
 
-def run_once(cfg: SweepConfig, storage_path: str, name: str) -> Callable[[Callable[[], str]], str]:
-    """A runner that executes ``fn() -> str`` as one Ray trial with a sweep trial's resources."""
+@ray.remote
+def _call(fn: Callable[[], str]) -> str:
+    return fn()
 
-    def runner(fn: Callable[[], str]) -> str:
-        def trainable(config: dict[str, Any]) -> None:
-            tune.report({"value": fn()})
 
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": cfg.resources.cpus, "gpu": cfg.resources.gpus}),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage_path,
-                failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
-                verbose=0,
-            ),
-        )
-        result = tuner.fit()[0]
-        if result.error:
-            raise result.error
-        return result.metrics["value"]
+def run_task(fn: Callable[[], str], cfg: SweepConfig) -> str:
+    """Run ``fn()`` once as a Ray task with a trial's resources, retried as often as a trial."""
+    ref = _call.options(
+        num_cpus=cfg.resources.cpus,
+        num_gpus=cfg.resources.gpus,
+        max_retries=cfg.failure.max_failures,  # -1: forever, as Tune's max_failures
+        retry_exceptions=True,  # like a trial: an exception retries too, not only a lost worker
+    ).remote(fn)
+    return ray.get(ref)
 
-    return runner
+
+# Private attributes of Ray's OptunaSearch that ResumableOptunaSearch relies on; pyproject.toml
+# pins Ray to the versions this was checked against, and a test fails first if one disappears.
+OPTUNA_SEARCH_INTERNALS = ("_ot_trials", "_ot_study", "_completed_trials")
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -113,7 +112,8 @@ class ResumableOptunaSearch(OptunaSearch):
     A resumed Tune trial keeps the Optuna trial it was given, which the resume marked failed;
     Optuna refuses reports on finished trials and the stock searcher would crash the sweep. This
     one skips those reports and, when the trial completes, records its result as a new complete
-    Optuna trial with the same parameters, so the sampler still learns from it.
+    Optuna trial with the same parameters, so the sampler still learns from it. It reads the
+    private state in :data:`OPTUNA_SEARCH_INTERNALS`: Ray offers no public way to do this.
     """
 
     def _was_failed(self, trial_id: str) -> bool:
@@ -167,9 +167,54 @@ def fail_stale_optuna_trials(study: str, storage: str) -> int:
     except KeyError:
         return 0
     stale = s.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
+    study_id = rdb.get_study_id_from_name(study)
     for t in stale:
-        rdb.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        rdb.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     return len(stale)
+
+
+@dataclass
+class SearchSetup:
+    """What the search method decides for Tune, built in one place (:func:`search_setup`)."""
+
+    param_space: dict[str, Any]
+    search_alg: Any  # None: Tune's own grid
+    num_samples: int
+    metric: str | None  # None: several objectives, the searcher knows them
+    parameter_columns: dict[str, str]  # reporter: grid trials carry their name in the config...
+    metric_columns: dict[str, str]  # ... Optuna's report it as a metric
+
+
+def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> SearchSetup:
+    """The grid over the point names, or Optuna over ``search.space``."""
+    if cfg.search.method == "grid":
+        names = list(points)
+        if cfg.scheduler.kind == "asha":
+            # ASHA judges each trial against those that reached a rung before it; a grid in
+            # config order (often worst λ first) would never be cut, so run it shuffled.
+            random.Random(0).shuffle(names)
+        return SearchSetup({POINT: tune.grid_search(names)}, None, 1, keys.OBJECTIVE, {POINT: "point"}, COLUMNS)
+    objectives = cfg.search.objectives
+    return SearchSetup(
+        param_space={},
+        search_alg=_optuna(cfg, study_storage),
+        num_samples=cfg.search.n_trials,
+        metric=objectives[0] if len(objectives) == 1 else None,
+        parameter_columns={},
+        metric_columns={POINT: "point", **COLUMNS},
+    )
+
+
+def _scheduler(cfg: SweepConfig) -> Any:
+    if cfg.scheduler.kind == "fifo":
+        return None
+    return tune.schedulers.ASHAScheduler(
+        time_attr=keys.EPOCH,
+        max_t=cfg.max_epochs,
+        grace_period=cfg.scheduler.grace_period,
+        reduction_factor=cfg.scheduler.reduction_factor,
+    )
 
 
 def _trainable_with_resources(cfg: SweepConfig, ctx: SweepContext) -> Any:
@@ -181,40 +226,21 @@ def _trainable_with_resources(cfg: SweepConfig, ctx: SweepContext) -> Any:
 def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: str, resume: bool) -> list[dict[str, Any]]:
     """Run (or resume) the sweep; one summary dict per trial: id, point, last metrics, error."""
     trainable = _trainable_with_resources(cfg, ctx)
-    if resume:
+    if resume:  # Tune restores the search and scheduler state with the experiment
         tuner = tune.Tuner.restore(
             f"{storage_path.rstrip('/')}/{cfg.name}", trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
-        multi = len(cfg.search.objectives) > 1
-        metric = None if multi else keys.OBJECTIVE if cfg.search.method == "grid" else cfg.search.objectives[0]
-        scheduler = None
-        if cfg.scheduler.kind == "asha":
-            scheduler = tune.schedulers.ASHAScheduler(
-                time_attr=keys.EPOCH,
-                max_t=cfg.max_epochs,
-                grace_period=cfg.scheduler.grace_period,
-                reduction_factor=cfg.scheduler.reduction_factor,
-            )
-        if cfg.search.method == "grid":
-            names = list(ctx.points)
-            if scheduler is not None:
-                # ASHA judges each trial against those that reached a rung before it; a grid in
-                # config order (often worst λ first) would never be cut, so run it shuffled.
-                random.Random(0).shuffle(names)
-            param_space: dict[str, Any] = {POINT: tune.grid_search(names)}
-            search_alg, samples = None, 1
-        else:
-            param_space, search_alg, samples = {}, _optuna(cfg, study_storage), cfg.search.n_trials
+        search = search_setup(cfg, list(ctx.points), study_storage)
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space,
+            param_space=search.param_space,
             tune_config=tune.TuneConfig(
-                metric=metric,
-                mode="max" if metric else None,
-                search_alg=search_alg,
-                scheduler=scheduler,
-                num_samples=samples,
+                metric=search.metric,
+                mode="max" if search.metric else None,
+                search_alg=search.search_alg,
+                scheduler=_scheduler(cfg),
+                num_samples=search.num_samples,
                 max_concurrent_trials=cfg.max_concurrent_trials or None,
                 reuse_actors=True,  # a new trial skips the worker's start and imports (seconds each)
             ),
@@ -224,9 +250,8 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 progress_reporter=tune.CLIReporter(
-                    # grid trials carry their name in the config, Optuna's report it as a metric
-                    parameter_columns={POINT: "point"} if cfg.search.method == "grid" else {},
-                    metric_columns=COLUMNS if cfg.search.method == "grid" else {POINT: "point", **COLUMNS},
+                    parameter_columns=search.parameter_columns,
+                    metric_columns=search.metric_columns,
                     max_column_length=28,
                     max_report_frequency=20,  # seconds between tables
                 ),

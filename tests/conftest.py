@@ -10,7 +10,6 @@ sweep's layout without paying for a sweep each.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers import TINY, TINY_POINTS, free_port, run_sweep
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -29,36 +31,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
-
-
-# A miniature of the quickstart: a digits subset, a 1/16-width ResNet-9, 2 epochs, a tiny
-# evaluation and a tiny judge. Each sweep test starts from these overrides.
-TINY = [
-    "trainer.data.train_size=256",
-    "trainer.data.augment=false",
-    "trainer.data.test_size=96",
-    "trainer.epochs=2",
-    "trainer.batch_size=64",
-    "trainer.eval.every=1",
-    "trainer.eval.samples=16",
-    "trainer.eval.steps=5",
-    "trainer.eval.density_images=32",
-    "trainer.eval.perturbation_images=32",
-    "trainer.eval.perturbation_points=3",
-    "trainer.eval.grid_images=16",
-    "judge.width=0.0625",
-    "judge.epochs=1",
-    "search.grid.loss.lam=[1.0e-3, 1.0e-4]",
-    "search.grid.loss.mu=[1.0e-4]",
-]
-# Two extra points: the baseline, and one whose learning rate makes the loss overflow.
-TINY_POINTS = "search.points=[{loss.preset: baseline}, {loss.preset: baseline, optim.lr: 1.0e+12}]"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -117,13 +89,6 @@ class TinySweep:
     exit_code: int
 
 
-def run_sweep(args: list[str]) -> int:
-    """Run ``python -m sweep.run`` in this process; returns its exit status."""
-    from sweep.run import main
-
-    return main(args)
-
-
 @pytest.fixture(scope="session")
 def tiny_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> TinySweep:
     """One finished tiny grid sweep on the session's MLflow server (4 trials, one diverged)."""
@@ -138,15 +103,6 @@ def tiny_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFac
     parent = tracking.find_parent(tracking.client(mlflow_server.uri), "tiny-sweep", name)
     assert parent is not None, "the tiny sweep left no parent run"
     return TinySweep(mlflow_server.uri, "tiny-sweep", parent, name, storage, 4, code)
-
-
-def child_runs(uri: str, experiment: str, parent_id: str) -> list:
-    """Every child run of ``parent_id`` (helper for the sweep tests)."""
-    import mlflow
-
-    mc = mlflow.MlflowClient(uri)
-    exp = mc.get_experiment_by_name(experiment)
-    return mc.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis_table2 import assert_png
+from helpers import assert_png
 
 from analysis.pareto import front_mask, pareto_front, write_pareto
 from analysis.runs import AnalysisError

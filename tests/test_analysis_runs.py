@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
-from test_analysis_table2 import assert_png
+from helpers import assert_png
 
 from analysis import report_sweep
 from analysis.__main__ import main
@@ -68,6 +68,8 @@ def _trial(mc: MlflowClient, exp: str, parent: str, sweep: str, start: int, over
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"weights")
         mc.log_artifact(rid, str(path), "checkpoints")
+    if checkpoints:  # the sweep tags the checkpoint to use: best.pt once there is one, else last.pt
+        mc.set_tag(rid, "trial.checkpoint", f"checkpoints/{checkpoints[0]}")
     mc.set_terminated(rid, "FAILED" if status == "failed" else "FINISHED")
     return rid
 
@@ -105,6 +107,11 @@ def store(tmp_path_factory) -> Store:
     parent = _parent(mc, exp, "s", T0)
     _trial(mc, exp, parent, "s", T0 + 1, [], "running", [0.1], None)
     _trial(mc, exp, parent, "s", T0 + 2, [], "diverged", [0.1], None)
+
+    exp = mc.create_experiment("bogus", artifact_location=f"{art}/bogus")
+    parent = _parent(mc, exp, "s", T0)
+    _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3)
+    _trial(mc, exp, parent, "s", T0 + 2, [], "exploded", [0.1], None)  # no status the sweep writes
 
     exp = mc.create_experiment("foreign", artifact_location=f"{art}/foreign")
     parent = _parent(mc, exp, "s", T0)
@@ -149,6 +156,7 @@ def test_selection_of_sweeps(store):
     ("nope", "no MLflow experiment named 'nope'"),
     ("unfinished", r"no finished trials in .* \(1 running, 1 diverged\)"),
     ("foreign", "have no loss.lam/loss.mu params"),
+    ("bogus", "is not a sweep trial record: status"),
 ])
 def test_load_bad_input(store, experiment, message):
     with pytest.raises(AnalysisError, match=message):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from test_analysis_table2 import assert_png
+from helpers import assert_png
 
 from analysis.runs import AnalysisError, load
 

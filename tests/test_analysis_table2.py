@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from analysis.runs import AnalysisError
 from analysis.table2 import caption, cell_stats, table2_frame, table2_values, write_table2
-
-
-def assert_png(path: Path) -> None:
-    """A valid PNG of reasonable size that is not a single colour."""
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        image.verify()
-    with Image.open(path) as image:
-        assert image.width >= 200 and image.height >= 150
-        extrema = image.convert("RGB").getextrema()
-    assert any(lo < hi for lo, hi in extrema), f"{path} is a single colour"
+from helpers import assert_png
 
 
 def trial(lam, mu, acc, gan, status="finished", loss="score_matching", seed=0, **extra) -> dict:

@@ -100,8 +100,8 @@ def test_cluster_yaml_keeps_services_private_and_authenticated():
     text = CLUSTER_YAML.read_text()
     assert text.count("SWEEP_S3_BUCKET=") == 1
     assert mlflow[mlflow.index("--artifacts-destination") + 1].startswith("s3://$SWEEP_S3_BUCKET/")
-    # What the sweep reads (sweep.config / sweep.preflight) is set for it.
-    from sweep.config import ENV_STORAGE, ENV_TRACKING
+    # What the sweep reads (sweep.paths / sweep.preflight) is set for it.
+    from sweep.paths import ENV_STORAGE, ENV_TRACKING
     from sweep.preflight import ENV_NODE_RESOURCES
 
     assert f"export {ENV_STORAGE}=s3://$SWEEP_S3_BUCKET/" in setup
@@ -328,10 +328,11 @@ analysis: false
 """
 
 
+@pytest.mark.slow  # ~60-90 s: a Ray head, two fake GPU nodes and a sweep
 def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ray_temp_dir):
     from mlflow.tracking import MlflowClient
 
-    from sweep.config import ENV_STORAGE, ENV_TRACKING
+    from sweep.paths import ENV_STORAGE, ENV_TRACKING
     from sweep.preflight import ENV_NODE_RESOURCES
 
     mlflow_uri, mlflow_proc = mlflow_server
@@ -396,7 +397,7 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
         assert roles.count("parent") == 1 and len(children) == TRIALS
         assert {r.data.tags["trial.status"] for r in children} == {"finished"}
         assert all({"test/acc", "eval/gan_test"} <= set(r.data.metrics) for r in children)
-        # The judge trained once, in a GPU trial (the head has none), and trials fetched it.
+        # The judge trained once, in a Ray task on a GPU node (the head has none), and trials fetched it.
         judges = mc.search_runs([mc.get_experiment_by_name("judges").experiment_id])
         assert len(judges) == 1 and "judge.pt" in [f.path for f in mc.list_artifacts(judges[0].info.run_id)]
         # Ray results landed in the shared storage, checkpoints included.

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_sweep
-from sweep.config import grid_points, load_sweep_config, preset_names
+from helpers import free_port, run_sweep
+from sweep.loading import load_sweep_config, preset_names
+from sweep.points import grid_points
 
 YAML_LIST = "- not\n- a mapping\n"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from conftest import child_runs, run_sweep
+from helpers import child_runs, run_sweep
 from trainer import keys
 
 
@@ -58,6 +58,12 @@ def test_finished_trials_have_per_epoch_metrics_and_artifacts(tiny_sweep):
         assert {"images/samples.png", "images/saliency.png"} <= images
         assert [a.path for a in mc.list_artifacts(run.info.run_id, "curves")]
         assert run.data.tags["trial.attempts"] == "1"
+        # The record points at the best checkpoint and says which judge scored the trial.
+        assert run.data.tags["trial.checkpoint"] == "checkpoints/best.pt"
+        objective = [m.value for m in mc.get_metric_history(run.info.run_id, keys.OBJECTIVE)]
+        assert float(run.data.tags["trial.best_objective"]) == pytest.approx(max(objective))
+        judge = mc.get_run(run.data.tags["trial.judge"])
+        assert "judge.pt" in [a.path for a in mc.list_artifacts(judge.info.run_id)]
     sm = [r for r in finished if r.info.run_name.startswith("sm")]
     assert {r.data.params["loss.lam"] for r in sm} == {"0.001", "0.0001"}
     assert {r.data.params["loss.kind"] for r in sm} == {"score_matching"}

@@ -6,9 +6,30 @@ import mlflow
 import optuna
 import pytest
 
-from conftest import TINY, child_runs, run_sweep
+from helpers import TINY, child_runs, run_sweep
 from sweep import tracking
 from trainer import keys
+
+
+def test_optuna_search_still_has_what_the_resume_workaround_reads(tmp_path):
+    """Canary: ResumableOptunaSearch reads private state of Ray's OptunaSearch. An upgrade that
+    renames it must fail here, first and by name, not as a crash in the middle of a resumed sweep."""
+    import ray
+
+    from sweep.tune import OPTUNA_SEARCH_INTERNALS, ResumableOptunaSearch
+
+    space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = ResumableOptunaSearch(space=space, metric=keys.OBJECTIVE, mode="max", study_name="s", storage=storage)
+    search.suggest("t1")
+    versions = f"Ray {ray.__version__}, Optuna {optuna.__version__}"
+    for name in OPTUNA_SEARCH_INTERNALS:
+        assert hasattr(search, name), (
+            f"{versions}: OptunaSearch no longer has {name}, which ResumableOptunaSearch (sweep/tune.py) "
+            "reads to resume Optuna sweeps; adapt it, then widen the Ray/Optuna pins in pyproject.toml"
+        )
+    assert "t1" in search._ot_trials and isinstance(search._ot_study, optuna.Study), versions
+    assert isinstance(search._completed_trials, set), versions
 
 
 def _optuna_sweep(uri: str, storage, name: str, trials: int, objectives: str) -> tuple[int, list, optuna.Study]:

@@ -10,8 +10,9 @@ import time
 
 import mlflow
 import psutil
+import pytest
 
-from conftest import TINY, child_runs, run_sweep
+from helpers import TINY, child_runs, run_sweep
 from sweep import tracking
 from trainer import keys
 
@@ -50,6 +51,7 @@ def _wait_for_mid_sweep(uri: str, proc: subprocess.Popen, timeout: float = 240) 
     raise AssertionError("the sweep never reached the middle (one trial finished, one running)")
 
 
+@pytest.mark.slow  # ~40 s: a sweep killed mid-trial, then resumed
 def test_kill_driver_then_resume_finishes_every_trial_once(mlflow_server, tmp_path, monkeypatch):
     storage = tmp_path / "ray"
     log = open(tmp_path / "driver.log", "w")

@@ -3,8 +3,25 @@
 Keys follow MLflow's rules (letters, digits, ``_ - . / space``), namespaced by stage.
 """
 
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A trial's state; a ``str``, so it is stored and compared as the plain word.
+
+    The trainer reports RUNNING, FINISHED or DIVERGED with every epoch; the sweep adds STOPPED
+    (its scheduler ended the trial early) and FAILED (the trial raised).
+    """
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    DIVERGED = "diverged"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
 EPOCH = "epoch"  # completed epochs (1-based)
-STATUS = "status"  # "running" | "finished" | "diverged" (a string, not logged as a metric)
+STATUS = "status"  # a Status, reported with the metrics (a string, not logged as a metric)
 
 # Training, averaged over the epoch's batches.
 TRAIN_LOSS = "train/loss"  # total loss that was minimized
@@ -41,11 +58,16 @@ SAMPLE_LOGLIK = "eval/sample_loglik"  # true log-density per dimension of the sa
 OBJECTIVE = "eval/objective"
 
 
+# Curves: one metric per x value, the key = a prefix + the x value (read back by analysis).
+DENSITY_RATIO_PREFIX = "eval/density_ratio/sigma_"
+PIXEL_PERTURBATION_PREFIX = "eval/pixel_acc/frac_"
+
+
 def density_ratio_key(sigma: float) -> str:
     """``eval/density_ratio/sigma_1e-03`` for sigma = 1e-3."""
-    return f"eval/density_ratio/sigma_{sigma:.0e}"
+    return f"{DENSITY_RATIO_PREFIX}{sigma:.0e}"
 
 
 def pixel_perturbation_key(fraction: float) -> str:
     """``eval/pixel_acc/frac_0.0100`` for fraction = 0.01."""
-    return f"eval/pixel_acc/frac_{fraction:.4f}"
+    return f"{PIXEL_PERTURBATION_PREFIX}{fraction:.4f}"

@@ -1,0 +1,105 @@
+"""One trial record: every name a trial is stored under in MLflow, and its typed model.
+
+A trial crosses three places: Tune (which runs it), MLflow (where it is kept) and the analysis
+(which reads it back). The names it is kept under are defined here once: the statuses (from
+:mod:`trainer.keys`, since the trainer reports them), the MLflow tags and artifact paths, the
+display names of the loss kinds. :mod:`sweep.tracking` is the only module that writes them;
+:func:`analysis.runs.load` reads them back into a frame validated against :class:`TrialRecord`.
+
+This module imports neither Ray nor MLflow, so the analysis can use it without the sweep's
+driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from trainer.keys import Status
+
+__all__ = ["Status", "Tag", "Role", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT"]
+
+
+class Tag(StrEnum):
+    """MLflow tag names of the sweep's runs (values are strings)."""
+
+    PARENT = "mlflow.parentRunId"  # MLflow's own: nests a trial's run under the sweep's
+    RUN_NAME = "mlflow.runName"  # MLflow's own: the run's name
+    SWEEP = "sweep.name"  # the sweep's name, on the parent and every trial
+    ROLE = "sweep.role"  # a Role
+    COMMIT = "git.commit"  # the checkout the run came from
+    TRIALS = "sweep.trials"  # parent: trials Tune reported at the end
+    FAILED_TRIALS = "sweep.failed_trials"  # parent: of which FAILED
+    KEY = "trial.key"  # the point's stable identity (sweep.points.Point.key)
+    POINT = "trial.point"  # the point's display name, also the run name
+    TRIAL_ID = "trial.id"  # Tune's trial id of the latest attempt
+    STATUS = "trial.status"  # a Status
+    ATTEMPTS = "trial.attempts"  # starts of this trial (1 + retries and resumes)
+    CHECKPOINT = "trial.checkpoint"  # artifact path of the checkpoint to use: best, else last
+    BEST_OBJECTIVE = "trial.best_objective"  # the best eval/objective so far
+    JUDGE = "trial.judge"  # run id of the GAN-test judge the trial used
+    SELECTION_SPLIT = "trial.selection_split"  # the split the objective was computed on
+    JUDGE_KEY = "judge.key"  # judges experiment: what the judge was trained with
+
+
+class Role(StrEnum):
+    """Value of the tag ``sweep.role``."""
+
+    PARENT = "parent"
+    TRIAL = "trial"
+
+
+JUDGES_EXPERIMENT = "judges"  # the MLflow experiment holding one run per trained judge
+JUDGE_FILE = "judge.pt"  # a judge run's artifact
+CHECKPOINTS = "checkpoints"  # artifact folder of a trial's best.pt / last.pt
+BEST_CHECKPOINT = f"{CHECKPOINTS}/best.pt"
+LAST_CHECKPOINT = f"{CHECKPOINTS}/last.pt"
+IMAGES = "images"  # artifact folder of a trial's PNGs
+CURVES = "curves"  # artifact folder of every other file a trial writes
+
+
+@dataclass(frozen=True)
+class LossNames:
+    """How a loss kind is shown: in trial names, in tables, in the paper's figures."""
+
+    abbrev: str  # trial names: "sm λ=1e-05 μ=1e-03 s0"
+    short: str  # Table 2 captions, Pareto legends
+    paper: str  # Table 1, Fig. 1 and Fig. 3: the paper's names for its four models
+
+
+# In the paper's order (baseline first).
+LOSS_NAMES: dict[str, LossNames] = {
+    "ce": LossNames("base", "baseline", "Baseline ResNet"),
+    "anti_score_matching": LossNames("asm", "anti-score-matching", "with Anti-Score-Matching"),
+    "grad_norm": LossNames("gn", "gradient norm", "with Grad-Norm regularization"),
+    "score_matching": LossNames("sm", "score matching", "with Score-Matching"),
+}
+
+
+class TrialRecord(BaseModel):
+    """One trial as the analysis reads it back: identity, point, outcome, where its weights are.
+
+    Fields the sweep does not write for every trial (a hand-made store, an older sweep) are
+    optional.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    run_name: str  # the point's display name
+    sweep: str | None = None
+    parent_run_id: str | None = None
+    key: str | None = None
+    trial_id: str | None = None
+    loss: str | None = None  # loss.kind
+    lam: float | None = None  # λ
+    mu: float | None = None  # μ
+    seed: int | None = None
+    status: Status
+    attempts: int | None = None
+    selection_split: str | None = None
+    judge: str | None = None  # judge run id
+    best_objective: float | None = None
+    checkpoint_uri: str | None = None
