@@ -8,7 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import ConfigError, LossConfig, load_config
-from trainer.losses import ESTIMATORS, LOSSES, compute_loss, input_gradient, precision, true_logit
+from trainer.losses import (
+    LOSSES,
+    central_draws,
+    compute_loss,
+    hutchinson_draws,
+    input_gradient,
+    precision,
+    taylor_draws,
+    true_logit,
+)
 from trainer.models import build_model
 
 
@@ -39,9 +48,13 @@ def estimates(model, x, label, estimator, sigma, copies=20000, seed=0) -> torch.
     y = torch.full((copies,), label)
     cfg = LossConfig(kind="score_matching", lam=1.0, sigma=sigma, estimator=estimator)
     _, f_y = true_logit(model, xr, y)
-    grad = input_gradient(f_y, xr)
-    h = ESTIMATORS[estimator](model, xr, y, f_y, grad, cfg, torch.Generator().manual_seed(seed))
-    return h.detach()
+    generator = torch.Generator().manual_seed(seed)
+    if estimator == "hutchinson":
+        h = hutchinson_draws(xr, input_gradient(f_y, xr, create_graph=True), generator, draws=1)
+    else:
+        draws = taylor_draws if estimator == "taylor" else central_draws
+        h = draws(model, xr, y, f_y, cfg, generator, draws=1)
+    return h[0].detach()
 
 
 # Remainder of the finite-difference estimators at σ = 0.02: O(σ²) relative to the trace (the
