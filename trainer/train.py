@@ -80,15 +80,17 @@ def train_one_epoch(
     seen = 0
     _sync(device)
     start = time.perf_counter()
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for x, y in train_batches(data, cfg.batch_size, generators["data"], cfg.data):
+        x = x.contiguous(memory_format=memory_format)
         with precision(cfg.loss, device):  # the backward pass too, for finite differences
             out = compute_loss(model, x, y, cfg.loss, generator=generators["noise"])
             optimizer.zero_grad(set_to_none=True)
             out["total"].backward()
         optimizer.step()
-        parts = torch.stack([out[p].detach().float() for p in PART_KEYS]) * len(y)
-        correct = (out["logits"].argmax(1) == y).sum().float()
-        sums += torch.cat([parts, correct[None]])
+        # Bookkeeping on the device, no host synchronisation per step: one stack, one add.
+        correct = out["logits"].argmax(1) == y
+        sums += torch.stack([*(out[p].detach() * len(y) for p in PART_KEYS), correct.sum()]).float()
         seen += len(y)
     _sync(device)
     seconds = time.perf_counter() - start
@@ -188,6 +190,8 @@ class Training:
             cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta
         )
         model = model.to(device)
+        if cfg.channels_last:  # NHWC weights and activations (batches follow in train_one_epoch)
+            model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=cfg.optim.lr,
@@ -237,6 +241,22 @@ def run(
     """
     cfg = load_config(cfg)
     device = resolve_device(cfg.device)
+    saved_benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark  # process-wide; restored on return
+    try:
+        return _run(cfg, device, report, checkpoint_dir, out_dir)
+    finally:
+        torch.backends.cudnn.benchmark = saved_benchmark
+
+
+def _run(
+    cfg: TrainConfig,
+    device: torch.device,
+    report: Report | None,
+    checkpoint_dir: str | Path | None,
+    out_dir: str | Path | None,
+) -> dict[str, Any]:
+    """The body of :func:`run`, with the config resolved and cudnn.benchmark set."""
     data = load_dataset(cfg.data, device)
     training = Training.build(cfg, data, device)
     model, optimizer = training.model, training.optimizer
