@@ -329,3 +329,13 @@ def test_unbiased_stability_trains_and_is_validated():
     assert LossConfig().stability == "biased"  # the paper's term is the default
     with pytest.raises(ConfigError, match=r"loss\.stability"):
         load_config(None, ["loss.stability=exact"])
+
+
+def test_table2_unbiased_preset_is_table2_with_the_unbiased_term():
+    from sweep.config import grid_points, load_sweep_config
+
+    paper, unbiased = load_sweep_config("table2"), load_sweep_config("table2_unbiased")
+    assert paper.trainer.loss.stability == "biased" and unbiased.trainer.loss.stability == "unbiased"
+    assert [p.overrides for p in grid_points(unbiased.search)] == [p.overrides for p in grid_points(paper.search)]
+    same = {k: v for k, v in unbiased.trainer.model_dump().items() if k != "loss"}
+    assert same == {k: v for k, v in paper.trainer.model_dump().items() if k != "loss"}
