@@ -3,8 +3,11 @@
 import json
 
 import pytest
+import torch
 
+from trainer import keys
 from trainer.bench import LAYOUT_VARIANTS, bench, grad_norm_check, main, precision_check, throughput
+from trainer.config import ConfigError
 
 
 def test_precision_check_finds_float32_far_below_the_sampling_spread():
@@ -42,9 +45,12 @@ def test_throughput_runs_one_and_two_trials_per_device():
 
 
 def test_layout_variants_are_timed_when_asked():
-    names = ["ce", "ce+cl+bench", "score_matching/taylor+cd"]
+    names = ["ce", "ce+bench", "score_matching/taylor+cd"]
     result = bench("resnet9", width=1 / 16, batch=4, steps=1, warmup=0, device="cpu", image_size=8, variants=names)
-    assert [r["variant"] for r in result["results"]] == names and "ce+cl+bench" in LAYOUT_VARIANTS
+    assert [r["variant"] for r in result["results"]] == names and "ce+bench" in LAYOUT_VARIANTS
+    # channels_last is CUDA-only: refused on CPU with a clear message, not run.
+    with pytest.raises(ConfigError, match="CUDA only"):
+        bench("resnet9", width=1 / 16, batch=4, steps=1, warmup=0, device="cpu", image_size=8, variants=["ce+cl"])
 
 
 def test_cli_refuses_bad_input_and_writes_json(tmp_path, capsys):
@@ -55,3 +61,20 @@ def test_cli_refuses_bad_input_and_writes_json(tmp_path, capsys):
     code = main(["--arch", "resnet9", "--width", "0.0625", "--batch", "4", "--steps", "1", "--warmup", "0",
                  "--device", "cpu", "--variants", "ce,grad_norm+cd", "--json", str(out)])  # fmt: skip
     assert code == 0 and [r["variant"] for r in json.loads(out.read_text())["results"]] == ["ce", "grad_norm+cd"]
+
+
+def test_training_levers_are_config_fields_that_run_on_cpu():
+    # channels_last applies on CUDA only; cudnn.benchmark is set for the run and restored after.
+    before = torch.backends.cudnn.benchmark
+    cfg = {
+        "data": {"dataset": "synthetic", "train_size": 32, "test_size": 16},
+        "model": {"arch": "resnet9", "width": 1 / 16},
+        "loss": {"preset": "score_matching", "grad_norm_method": "forward_difference"},
+        "epochs": 1, "batch_size": 16, "device": "cpu", "eval": {"enabled": False},
+        "channels_last": True, "cudnn_benchmark": not before,
+    }  # fmt: skip
+    from trainer.train import run
+
+    metrics = run(cfg)
+    assert metrics[keys.STATUS] == "finished" and metrics[keys.TRAIN_GRAD_NORM] > 0
+    assert torch.backends.cudnn.benchmark == before

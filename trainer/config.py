@@ -181,7 +181,7 @@ class TrainConfig(_Strict):
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     # Throughput levers of the training step (no effect on CPU; off unless trainer.bench shows
     # they pay on the device, see docs/performance-gpu.md).
-    channels_last: bool = False  # model and batches in NHWC memory format
+    channels_last: bool = False  # model and batches in NHWC memory format (CUDA only)
     cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms on first use
 
     @field_validator("device")

@@ -60,6 +60,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the NHWC layout applies: on CUDA only. It buys nothing on CPU, and there torch
+    2.14.1's channels_last backward corrupted the heap (abort) on a width-1/16 ResNet-9."""
+    return cfg.channels_last and device.type == "cuda"
+
+
 def _sync(device: torch.device) -> None:
     # CUDA runs asynchronously: wait for it before reading a clock.
     if device.type == "cuda":
@@ -80,7 +86,7 @@ def train_one_epoch(
     seen = 0
     _sync(device)
     start = time.perf_counter()
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if channels_last(cfg, device) else torch.contiguous_format
     for x, y in train_batches(data, cfg.batch_size, generators["data"], cfg.data):
         x = x.contiguous(memory_format=memory_format)
         with precision(cfg.loss, device):  # the backward pass too, for finite differences
@@ -190,7 +196,7 @@ class Training:
             cfg.model.arch, data.num_classes, data.in_channels, cfg.model.width, cfg.model.beta
         )
         model = model.to(device)
-        if cfg.channels_last:  # NHWC weights and activations (batches follow in train_one_epoch)
+        if channels_last(cfg, device):  # NHWC weights and activations (batches follow)
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(
             model.parameters(),
