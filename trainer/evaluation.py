@@ -30,9 +30,8 @@ from torchvision.utils import make_grid, save_image
 
 from trainer import losses
 from trainer.config import EvalConfig
-from trainer.losses import true_logit
-from trainer.precision import fp32_precision
 from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, pixel_perturbation_key
+from trainer.precision import fp32_precision
 
 # Images per forward/backward pass. Bounds memory; results do not depend on it.
 BATCH_SIZE = 512
@@ -82,7 +81,7 @@ def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tens
     """
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        logits, f_y = true_logit(model, x, y)
+        logits, f_y = losses.true_logit(model, x, y)
         grad = losses.input_gradient(f_y, x)
     return grad, logits.detach()
 

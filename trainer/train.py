@@ -30,9 +30,9 @@ from trainer.models import build_model
 
 Report = Callable[[dict, dict], None]
 CHECKPOINT = "last.pt"
-# Config sections that may change between a run and its resumption: where it runs and what is
-# evaluated, not what is trained.
-RESUMABLE_CHANGES = ("device", "eval.")
+# Config sections that may change between a run and its resumption: where and how fast it runs
+# and what is evaluated, not what is trained.
+RESUMABLE_CHANGES = ("device", "eval.", "channels_last", "cudnn_benchmark")
 EVAL_BATCH = 512  # test images per forward pass in `evaluate`
 
 # compute_loss part -> metric key (batch means, averaged over the epoch's images).
