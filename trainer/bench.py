@@ -362,7 +362,7 @@ def format_precision(result: dict) -> str:
         f"h spread over draws (median) {result['h_spread_median']:.4g}; gradient cosine between two "
         f"float64 draws {result['grad_cosine_between_float64_draws']:.4f}; log-ratio (σ=1e-4) spread "
         f"{result['log_ratio_1e-4_spread_median']:.3g}",
-        f"{'precision':<10}{'h err':>10}{'/spread':>10}{'cos min':>10}{'ratio err':>11}{'/spread':>10}"
+        f"{'precision':<10}{'h err':>10}{'/spread':>10}{'cos min':>12}{'ratio err':>11}{'/spread':>10}"
         f"  verdict (rule: {result['rule']})",
     ]
     for r in result["results"]:
@@ -372,7 +372,7 @@ def format_precision(result: dict) -> str:
         )
         lines.append(
             f"{r['precision']:<10}{r['h_error_median']:>10.3g}{r['h_error_to_spread']:>10.2e}"
-            f"{r['grad_cosine_min']:>10.6f}{r['log_ratio_1e-4_error_median']:>11.3g}"
+            f"{r['grad_cosine_min']:>12.8f}{r['log_ratio_1e-4_error_median']:>11.3g}"
             f"{r['log_ratio_1e-4_error_to_spread']:>10.2e}  {verdict}"
         )
     return "\n".join(lines)
