@@ -10,12 +10,11 @@ from torch import nn
 from trainer.config import ConfigError, LossConfig, load_config
 from trainer.losses import (
     LOSSES,
-    central_draws,
     compute_loss,
+    finite_difference_draws,
     hutchinson_draws,
     input_gradient,
     precision,
-    taylor_draws,
     true_logit,
 )
 from trainer.models import build_model
@@ -52,8 +51,7 @@ def estimates(model, x, label, estimator, sigma, copies=20000, seed=0) -> torch.
     if estimator == "hutchinson":
         h = hutchinson_draws(xr, input_gradient(f_y, xr, create_graph=True), generator, draws=1)
     else:
-        draws = taylor_draws if estimator == "taylor" else central_draws
-        h = draws(model, xr, y, f_y, cfg, generator, draws=1)
+        h = finite_difference_draws(model, xr, y, f_y, cfg, generator, draws=1)
     return h[0].detach()
 
 
@@ -291,7 +289,7 @@ def test_biased_stability_carries_the_gradient_norm():
     model, x, y, grad, trace, frob2 = quadratic_setup(copies, sigma)
     cfg = LossConfig(kind="score_matching", lam=1.0, mu=1.0, sigma=sigma)
     _, f_y = true_logit(model, x, y)
-    h2 = taylor_draws(model, x, y, f_y, cfg, torch.Generator().manual_seed(2), draws=1)[0].pow(2).detach()
+    h2 = finite_difference_draws(model, x, y, f_y, cfg, torch.Generator().manual_seed(2), draws=1)[0].pow(2).detach()
     expected = trace**2 + 2 * frob2 + 4 * grad.pow(2).sum().item() / sigma**2
     se = h2.std().item() / math.sqrt(copies)
     assert abs(h2.mean().item() - expected) <= 5 * se, (h2.mean().item(), expected, se)
@@ -308,7 +306,7 @@ def test_unbiased_stability_is_the_squared_trace():
     model, x, y, grad, trace, frob2 = quadratic_setup(copies, sigma)
     cfg = LossConfig(kind="score_matching", lam=1.0, mu=1.0, sigma=sigma, stability="unbiased")
     _, f_y = true_logit(model, x, y)
-    h = taylor_draws(model, x, y, f_y, cfg, torch.Generator().manual_seed(3), draws=2).detach()
+    h = finite_difference_draws(model, x, y, f_y, cfg, torch.Generator().manual_seed(3), draws=2).detach()
     product = h[0] * h[1]
     se = product.std().item() / math.sqrt(copies)
     assert abs(product.mean().item() - trace**2) <= 5 * se, (product.mean().item(), trace**2, se)

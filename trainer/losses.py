@@ -78,28 +78,48 @@ def uses_finite_differences(cfg: LossConfig) -> bool:
 # ---- h for each noise draw: (draws, B) -------------------------------------------------------
 
 
-def taylor_draws(
-    model: nn.Module, x: Tensor, y: Tensor, f_y: Tensor, cfg: LossConfig, generator, draws: int
-) -> Tensor:
-    """2/σ²·(f_y(x+v) − f_y(x)) for each of ``draws`` draws, each noisy input its own forward.
-
-    x is detached: the loss is differentiated w.r.t. the weights only.
-    """
-    noisy = [x.detach() + _noise(x, cfg.sigma, generator) for _ in range(draws)]
-    f_noisy = torch.stack([true_logit(model, n, y)[1] for n in noisy])
-    return 2.0 / cfg.sigma**2 * (f_noisy - f_y)
+def h_from_logits(f_y: Tensor, f_noisy: Tensor, cfg: LossConfig) -> Tensor:
+    """h per draw (draws, B) from the clean f_y (B,) and the noisy passes' f_y: for taylor one row
+    per draw, 2/σ²·(f_y(x+v) − f_y(x)); for central two rows per draw (x+v, then x−v),
+    (f_y(x+v) + f_y(x−v) − 2f_y(x))/σ²."""
+    if cfg.estimator == "taylor":
+        return 2.0 / cfg.sigma**2 * (f_noisy - f_y)
+    return (f_noisy[0::2] + f_noisy[1::2] - 2.0 * f_y) / cfg.sigma**2
 
 
-def central_draws(
-    model: nn.Module, x: Tensor, y: Tensor, f_y: Tensor, cfg: LossConfig, generator, draws: int
-) -> Tensor:
-    """(f_y(x+v) + f_y(x−v) − 2f_y(x))/σ² for each of ``draws`` draws, separate forwards."""
-    noisy = []
+def noisy_inputs(x: Tensor, cfg: LossConfig, generator, draws: int) -> list[Tensor]:
+    """The noisy inputs of ``draws`` draws, from a detached x (the loss is differentiated w.r.t.
+    the weights only): x + v for taylor; x + v, x − v for central."""
+    x = x.detach()
+    out = []
     for _ in range(draws):
         v = _noise(x, cfg.sigma, generator)
-        noisy += [x.detach() + v, x.detach() - v]
+        out += [x + v] if cfg.estimator == "taylor" else [x + v, x - v]
+    return out
+
+
+def finite_difference_draws(
+    model: nn.Module, x: Tensor, y: Tensor, f_y: Tensor, cfg: LossConfig, generator, draws: int
+) -> Tensor:
+    """h per draw (draws, B) by ``cfg.estimator`` (taylor or central), each noisy input in its own
+    forward, in the model's current mode."""
+    noisy = noisy_inputs(x, cfg, generator, draws)
     f_noisy = torch.stack([true_logit(model, n, y)[1] for n in noisy])
-    return (f_noisy[0::2] + f_noisy[1::2] - 2.0 * f_y) / cfg.sigma**2
+    return h_from_logits(f_y, f_noisy, cfg)
+
+
+def batched_draws(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator, draws: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(clean logits, clean f_y, h per draw) from ONE forward over [x, noisy inputs...].
+
+    The noisy inputs are built from a detached x, so an input gradient flows through the clean
+    rows only.
+    """
+    noisy = noisy_inputs(x, cfg, generator, draws)
+    logits, f_all = true_logit(model, torch.cat([x, *noisy]), y.repeat(1 + len(noisy)))
+    f_y, *f_noisy = f_all.split(x.shape[0])
+    return logits[: x.shape[0]], f_y, h_from_logits(f_y, torch.stack(f_noisy), cfg)
 
 
 def hutchinson_draws(x: Tensor, grad: Tensor, generator, draws: int) -> Tensor:
@@ -110,28 +130,6 @@ def hutchinson_draws(x: Tensor, grad: Tensor, generator, draws: int) -> Tensor:
         hv = torch.autograd.grad((grad * v).sum(), x, create_graph=True)[0]
         out.append((hv * v).flatten(1).sum(1))
     return torch.stack(out)
-
-
-def batched_draws(
-    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator, draws: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(clean logits, clean f_y, h per draw) from ONE forward over [x, noisy inputs...].
-
-    The noisy inputs are the ones :func:`taylor_draws` / :func:`central_draws` build, from a
-    detached x, so an input gradient flows through the clean rows only.
-    """
-    noisy = []
-    for _ in range(draws):
-        v = _noise(x, cfg.sigma, generator)
-        noisy += [x.detach() + v] if cfg.estimator == "taylor" else [x.detach() + v, x.detach() - v]
-    logits, f_all = true_logit(model, torch.cat([x, *noisy]), y.repeat(1 + len(noisy)))
-    f_y, *f_noisy = f_all.split(x.shape[0])
-    f_noisy = torch.stack(f_noisy)
-    if cfg.estimator == "taylor":
-        h = 2.0 / cfg.sigma**2 * (f_noisy - f_y)
-    else:
-        h = (f_noisy[0::2] + f_noisy[1::2] - 2.0 * f_y) / cfg.sigma**2
-    return logits[: x.shape[0]], f_y, h
 
 
 # ---- the gradient-norm term ------------------------------------------------------------------
@@ -209,8 +207,7 @@ def regularizer_parts(
         if hutchinson:
             h = hutchinson_draws(x, grad, generator, draws)
         elif cfg.forward == "separate":
-            estimate = taylor_draws if cfg.estimator == "taylor" else central_draws
-            h = estimate(model, x, y, f_y, cfg, generator, draws)
+            h = finite_difference_draws(model, x, y, f_y, cfg, generator, draws)
         if with_grad_norm:
             parts["grad_norm"], parts["grad_norm_term"] = grad_norm_term(model, x, y, f_y, grad, cfg)
     parts.update(logits=logits, h=h)
