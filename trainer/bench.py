@@ -11,8 +11,9 @@ variants share one process and device and are timed interleaved (one step of eac
 warm-up steps), so background load hits them alike; the table reports the median over steps and
 its ratio to ``ce``. Variant names: ``kind/estimator`` with the loss's defaults (``loss.precision``
 tf32), ``+ieee`` IEEE float32, ``+cd``/``+fwd`` the gradient-norm term by central / forward
-difference instead of double backward, ``+batched`` one joint forward, ``+cl`` channels_last (CUDA only),
-``+bench`` cudnn.benchmark, ``+unbiased`` the unbiased stability term. Targets, recorded and not asserted: score_matching/taylor at most 2.0x
+difference instead of double backward, ``+batched`` one joint forward, ``+unbiased`` the unbiased
+stability term, ``+cl`` channels_last (CUDA only), ``+bench`` cudnn.benchmark. Targets, recorded
+and not asserted: score_matching/taylor at most 2.0x
 a ce step on CPU and 3.3x on GPU, and taylor cheaper than hutchinson.
 """
 
