@@ -13,8 +13,8 @@ its ratio to ``ce``. Variant names: ``kind/estimator`` with the loss's defaults 
 tf32), ``+ieee`` IEEE float32, ``+cd``/``+fwd`` the gradient-norm term by central / forward
 difference instead of double backward, ``+batched`` one joint forward, ``+unbiased`` the unbiased
 stability term, ``+cl`` channels_last (CUDA only), ``+bench`` cudnn.benchmark. Targets, recorded
-and not asserted: score_matching/taylor at most 2.0x
-a ce step on CPU and 3.3x on GPU, and taylor cheaper than hutchinson.
+and not asserted: score_matching/taylor at most 2.0x a ce step on CPU and 3.3x on GPU, and taylor
+cheaper than hutchinson.
 """
 
 from __future__ import annotations
