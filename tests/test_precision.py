@@ -102,3 +102,27 @@ def test_training_step_runs_in_the_configured_precision(mode, monkeypatch):
     assert isinstance(precision(LossConfig(kind="grad_norm"), x.device), contextlib.nullcontext)
     fd = LossConfig(kind="grad_norm", grad_norm_method="central_difference")
     assert not isinstance(precision(fd, x.device), contextlib.nullcontext)
+
+
+def test_a_checkpoint_written_before_the_new_fields_resumes(tmp_path):
+    from trainer.train import load_checkpoint, run, save_checkpoint
+
+    cfg = {
+        "data": {"dataset": "synthetic", "train_size": 32, "test_size": 16},
+        "model": {"arch": "resnet9", "width": 1 / 16},
+        "loss": {"preset": "score_matching"},
+        "epochs": 2, "batch_size": 16, "device": "cpu", "eval": {"enabled": False},
+    }  # fmt: skip
+    run({**cfg, "epochs": 1}, checkpoint_dir=tmp_path)
+    # Rewrite the checkpoint as an older version would have: without the fields added since.
+    state = load_checkpoint(tmp_path / "last.pt")
+    for key in ("precision", "grad_norm_method", "grad_norm_eps", "stability"):
+        del state["config"]["loss"][key]
+    for key in ("channels_last", "cudnn_benchmark"):
+        del state["config"][key]
+    state["config"]["epochs"] = 2
+    save_checkpoint(tmp_path / "last.pt", state)
+    assert run(cfg, checkpoint_dir=tmp_path)["epoch"] == 2
+    # A real difference is still refused.
+    with pytest.raises(ConfigError, match=r"loss\.stability"):
+        run({**cfg, "epochs": 3, "loss": {"preset": "score_matching", "stability": "unbiased"}}, checkpoint_dir=tmp_path)

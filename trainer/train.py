@@ -163,7 +163,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
-    old, new = flatten(saved), flatten(cfg.model_dump(mode="json"))
+    # A field the checkpoint lacks was added after it was written: it had today's default.
+    old = {**flatten(TrainConfig().model_dump(mode="json")), **flatten(saved)}
+    new = flatten(cfg.model_dump(mode="json"))
     changed = sorted(
         k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
     )
