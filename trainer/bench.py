@@ -493,6 +493,7 @@ def throughput(
     batch: int = 128,
     width: float = 1.0,
     overrides: Sequence[str] = (),
+    threads: int | None = None,
 ) -> dict:
     """Images/s of whole ``trainer.run`` trials: for each n, n processes at once on one device,
     summed (the last epoch of each, so the first epoch's one-off set-up is excluded)."""
@@ -504,7 +505,8 @@ def throughput(
     for n in per_device:
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "trainer.bench", "--trial-worker", json.dumps(cfg)],
+                [sys.executable, "-m", "trainer.bench", "--trial-worker", json.dumps(cfg),
+                 *(["--threads", str(threads)] if threads else [])],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             )  # fmt: skip
             for _ in range(n)
@@ -574,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trial-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.trial_worker:
+        if args.threads:
+            torch.set_num_threads(args.threads)
         _trial_worker(args.trial_worker)
         return 0
     try:
@@ -623,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["throughput"] = []
             for extra in ([[]] if not args.all else [[], ["loss.precision=ieee"]]):
                 t = throughput(counts, args.device, args.trial_epochs, args.trial_images, args.batch,
-                               args.width, [*args.trial_set, *extra])  # fmt: skip
+                               args.width, [*args.trial_set, *extra], args.threads)  # fmt: skip
                 result["throughput"].append(t)
                 print(format_throughput(t), flush=True)
     except ConfigError as e:  # an unknown or unavailable device, a bad --trial-set
