@@ -8,7 +8,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import ConfigError, LossConfig, load_config
-from trainer.losses import ESTIMATORS, LOSSES, compute_loss, input_gradient, precision, true_logit
+from trainer.losses import (
+    LOSSES,
+    compute_loss,
+    finite_difference_draws,
+    hutchinson_draws,
+    input_gradient,
+    precision,
+    true_logit,
+)
 from trainer.models import build_model
 
 
@@ -39,9 +47,12 @@ def estimates(model, x, label, estimator, sigma, copies=20000, seed=0) -> torch.
     y = torch.full((copies,), label)
     cfg = LossConfig(kind="score_matching", lam=1.0, sigma=sigma, estimator=estimator)
     _, f_y = true_logit(model, xr, y)
-    grad = input_gradient(f_y, xr)
-    h = ESTIMATORS[estimator](model, xr, y, f_y, grad, cfg, torch.Generator().manual_seed(seed))
-    return h.detach()
+    generator = torch.Generator().manual_seed(seed)
+    if estimator == "hutchinson":
+        h = hutchinson_draws(xr, input_gradient(f_y, xr, create_graph=True), generator, draws=1)
+    else:
+        h = finite_difference_draws(model, xr, y, f_y, cfg, generator, draws=1)
+    return h[0].detach()
 
 
 # Remainder of the finite-difference estimators at σ = 0.02: O(σ²) relative to the trace (the
@@ -242,3 +253,77 @@ def test_forward_option_is_validated():
     assert LossConfig().forward == "separate"  # the released code's passes are the default
     with pytest.raises(ConfigError, match=r"loss\.forward"):
         load_config(None, ["loss.forward=joint"])
+
+
+class QuadraticLogit(nn.Module):
+    """f_0(x) = gᵀx + ½xᵀAx, f_1(x) = 0: gradient g + Ax and Hessian A in closed form."""
+
+    def __init__(self, dim: int, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.g = nn.Parameter(torch.randn(dim, generator=gen, dtype=torch.float64))
+        a = torch.randn(dim, dim, generator=gen, dtype=torch.float64)
+        self.a = nn.Parameter((a + a.T) / 2 + 2.0 * torch.eye(dim, dtype=torch.float64))
+
+    def forward(self, x):
+        z = x.flatten(1)
+        f0 = z @ self.g + 0.5 * ((z @ self.a) * z).sum(1)
+        return torch.stack([f0, torch.zeros_like(f0)], 1)
+
+
+def quadratic_setup(copies: int, sigma: float):
+    model = QuadraticLogit(DIM)
+    x0 = torch.rand(SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = x0.expand(copies, *SHAPE).clone()
+    y = torch.zeros(copies, dtype=torch.long)
+    with torch.no_grad():
+        grad = model.g + model.a @ x0.flatten()
+        trace, frob2 = model.a.trace(), model.a.pow(2).sum()
+    return model, x, y, grad, trace.item(), frob2.item()
+
+
+def test_biased_stability_carries_the_gradient_norm():
+    # One Taylor draw on a quadratic: h = 2gᵀu/σ + uᵀAu exactly (u = v/σ), so
+    # E[h²] = (tr A)² + 2‖A‖²_F + 4‖g‖²/σ².
+    sigma, copies = 0.1, 200_000
+    model, x, y, grad, trace, frob2 = quadratic_setup(copies, sigma)
+    cfg = LossConfig(kind="score_matching", lam=1.0, mu=1.0, sigma=sigma)
+    _, f_y = true_logit(model, x, y)
+    h2 = finite_difference_draws(model, x, y, f_y, cfg, torch.Generator().manual_seed(2), draws=1)[0].pow(2).detach()
+    expected = trace**2 + 2 * frob2 + 4 * grad.pow(2).sum().item() / sigma**2
+    se = h2.std().item() / math.sqrt(copies)
+    assert abs(h2.mean().item() - expected) <= 5 * se, (h2.mean().item(), expected, se)
+    # The gradient-norm part dominates here, so a test of (tr A)² alone would fail by far.
+    assert expected - trace**2 > 50 * se
+    # The loss reports exactly this mean (same noise).
+    out = compute_loss(model, x, y, cfg, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out["stability"].detach(), h2.mean())
+
+
+def test_unbiased_stability_is_the_squared_trace():
+    # h₁·h₂ of two independent draws: E[h₁h₂] = E[h₁]E[h₂] = (tr A)².
+    sigma, copies = 0.1, 200_000
+    model, x, y, grad, trace, frob2 = quadratic_setup(copies, sigma)
+    cfg = LossConfig(kind="score_matching", lam=1.0, mu=1.0, sigma=sigma, stability="unbiased")
+    _, f_y = true_logit(model, x, y)
+    h = finite_difference_draws(model, x, y, f_y, cfg, torch.Generator().manual_seed(3), draws=2).detach()
+    product = h[0] * h[1]
+    se = product.std().item() / math.sqrt(copies)
+    assert abs(product.mean().item() - trace**2) <= 5 * se, (product.mean().item(), trace**2, se)
+    # The biased term's expectation lies far outside this window.
+    assert 2 * frob2 + 4 * grad.pow(2).sum().item() / sigma**2 > 50 * se
+    out = compute_loss(model, x, y, cfg, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out["stability"].detach(), product.mean())
+    torch.testing.assert_close(out["trace"].detach(), h.mean())  # h = (h₁ + h₂)/2 per sample
+
+
+def test_unbiased_stability_trains_and_is_validated():
+    model = batchnorm_net().train()
+    x, y = torch.rand(6, 1, 8, 8, dtype=torch.float64), torch.arange(6) % 5
+    cfg = LossConfig(preset="score_matching", stability="unbiased", samples=2)
+    out = compute_loss(model, x, y, cfg, generator=torch.Generator().manual_seed(0))
+    out["total"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert LossConfig().stability == "biased"  # the paper's term is the default
+    with pytest.raises(ConfigError, match=r"loss\.stability"):
+        load_config(None, ["loss.stability=exact"])

@@ -107,3 +107,11 @@ def test_quickstart_and_table2_grids():
 def test_overrides_name_and_dotted_axes():
     cfg = load_sweep_config("quickstart", ["search.grid.loss.lam=[1e-5]", "trainer.epochs=3"], name="mine")
     assert cfg.name == "mine" and cfg.search.grid["loss.lam"] == [1e-5] and cfg.trainer.epochs == 3
+
+
+def test_table2_unbiased_preset_is_table2_with_the_unbiased_term():
+    paper, unbiased = load_sweep_config("table2"), load_sweep_config("table2_unbiased")
+    assert paper.trainer.loss.stability == "biased" and unbiased.trainer.loss.stability == "unbiased"
+    assert [p.overrides for p in grid_points(unbiased.search)] == [p.overrides for p in grid_points(paper.search)]
+    same = {k: v for k, v in unbiased.trainer.model_dump().items() if k != "loss"}
+    assert same == {k: v for k, v in paper.trainer.model_dump().items() if k != "loss"}

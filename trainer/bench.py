@@ -1,68 +1,115 @@
-"""Benchmark: seconds per training step of each loss and trace estimator, against a ce step.
+"""Benchmarks and numerical checks of the training step; every GPU figure of docs/performance-gpu.md.
 
-    python -m trainer.bench --arch resnet18 --batch 32 --steps 10 --json bench.json
+    python -m trainer.bench --arch resnet18 --batch 32 --steps 10 --json bench.json   # step table
+    python -m trainer.bench --precision           # h and weight-gradient error of each precision
+    python -m trainer.bench --grad-norm-check     # finite-difference gradient norm vs float64
+    python -m trainer.bench --throughput 1,2,4    # whole trials (trainer.run), 1, 2, 4 per device
+    python -m trainer.bench --all --device cuda --batch 128 --json gpu.json   # all of the above
 
-A step is forward + backward + SGD update on one random CIFAR-shaped batch. All variants share one
-process and device and are timed interleaved (one step of each in turn, after warm-up steps), so
-background load hits them alike; the table reports the median over steps and its ratio to ``ce``.
-Targets, recorded and not asserted: score_matching/taylor at most 2.0x a ce step on CPU and 3.3x
-on GPU, and taylor cheaper than hutchinson. The ``+batched`` variants run the finite-difference
-passes as one forward over the concatenated clean and noisy batch (``loss.forward=batched``). On
-GPU the ce step may use TF32 while the finite-difference losses turn it off (as they must): the
-ratio is the honest cost.
+Step table: a step is forward + backward + SGD update on one random CIFAR-shaped batch. All
+variants share one process and device and are timed interleaved (one step of each in turn, after
+warm-up steps), so background load hits them alike; the table reports the median over steps and
+its ratio to ``ce``. Variant names: ``kind/estimator`` with the loss's defaults (``loss.precision``
+tf32), ``+ieee`` IEEE float32, ``+cd``/``+fwd`` the gradient-norm term by central / forward
+difference instead of double backward, ``+batched`` one joint forward, ``+unbiased`` the unbiased
+stability term, ``+cl`` channels_last (CUDA only), ``+bench`` cudnn.benchmark. Targets, recorded
+and not asserted: score_matching/taylor at most 2.0x a ce step on CPU and 3.3x on GPU, and taylor
+cheaper than hutchinson.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
+from trainer import keys
 from trainer.config import LOSS_PRESETS, ConfigError, LossConfig
-from trainer.losses import compute_loss, precision
+from trainer.losses import compute_loss, grad_norm_term, input_gradient, precision, true_logit
 from trainer.models import build_model
+from trainer.precision import fp32_precision
 from trainer.train import resolve_device
 
-# Each benchmarked variant: name -> loss config (the paper's presets).
-VARIANTS: dict[str, LossConfig] = {
-    "ce": LossConfig(kind="ce"),
-    "grad_norm": LossConfig(preset="grad_norm"),
+
+@dataclass(frozen=True)
+class Variant:
+    """One timed training step: a loss config and the memory-format / autotuning levers."""
+
+    loss: LossConfig
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+
+
+def _sm(estimator: str = "taylor", **over) -> LossConfig:
+    return LossConfig(**{**LOSS_PRESETS["score_matching"], "estimator": estimator, **over})
+
+
+VARIANTS: dict[str, Variant] = {
+    "ce": Variant(LossConfig(kind="ce")),
+    "grad_norm": Variant(LossConfig(preset="grad_norm")),
     **{
-        f"{kind}/{est}": LossConfig(**{**LOSS_PRESETS[kind], "estimator": est})
+        f"{kind}/{est}": Variant(LossConfig(**{**LOSS_PRESETS[kind], "estimator": est}))
         for kind in ("score_matching", "anti_score_matching")
         for est in ("taylor", "central", "hutchinson")
     },
-    # The opt-in joint forward over [x, x+v(, x−v)], measured against the faithful separate one.
-    **{
-        f"score_matching/{est}+batched": LossConfig(
-            **{**LOSS_PRESETS["score_matching"], "estimator": est, "forward": "batched"}
-        )
-        for est in ("taylor", "central")
-    },
+    # The opt-in joint forward over [x, x+v(, x−v)], measured against the separate one.
+    **{f"score_matching/{est}+batched": Variant(_sm(est, forward="batched")) for est in ("taylor", "central")},
+    # The precision and gradient-norm levers of issue-level interest.
+    "score_matching/taylor+ieee": Variant(_sm(precision="ieee")),
+    "grad_norm+cd": Variant(LossConfig(preset="grad_norm", grad_norm_method="central_difference")),
+    "grad_norm+fwd": Variant(LossConfig(preset="grad_norm", grad_norm_method="forward_difference")),
+    "score_matching/taylor+cd": Variant(_sm(grad_norm_method="central_difference")),
+    "score_matching/taylor+fwd": Variant(_sm(grad_norm_method="forward_difference")),
+    "score_matching/taylor+unbiased": Variant(_sm(stability="unbiased")),
+}
+# Memory-format and autotuning levers: meaningful on CUDA only (no-ops on CPU).
+LAYOUT_VARIANTS: dict[str, Variant] = {
+    f"{name}{suffix}": Variant(VARIANTS[name].loss, cl, cb)
+    for name in ("ce", "grad_norm", "score_matching/taylor", "score_matching/taylor+cd")
+    for suffix, cl, cb in (("+cl", True, False), ("+bench", False, True), ("+cl+bench", True, True))
 }
 TARGET_RATIO = {"cpu": 2.0, "cuda": 3.3}  # score_matching/taylor vs ce, per device type
 
 
-def _step(model, optimizer, x, y, cfg: LossConfig, generator) -> tuple[float, float]:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(model, optimizer, x, y, variant: Variant, generator) -> tuple[float, float]:
     """(wall, process CPU) seconds of one training step, the device synchronized on both ends."""
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    with precision(cfg, x.device):
-        out = compute_loss(model, x, y, cfg, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        out["total"].backward()
-    optimizer.step()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    return time.perf_counter() - start, time.process_time() - cpu_start
+    cfg = variant.loss
+    if variant.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    saved_benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = variant.cudnn_benchmark
+    try:
+        _sync(x.device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with precision(cfg, x.device):
+            out = compute_loss(model, x, y, cfg, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            out["total"].backward()
+        optimizer.step()
+        _sync(x.device)
+        return time.perf_counter() - start, time.process_time() - cpu_start
+    finally:
+        torch.backends.cudnn.benchmark = saved_benchmark
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
 def bench(
@@ -74,14 +121,29 @@ def bench(
     device: str = "auto",
     num_classes: int = 100,
     image_size: int = 32,
-    variants: Sequence[str] = tuple(VARIANTS),
+    variants: Sequence[str] | None = None,
 ) -> dict:
-    """Median seconds per step of each variant and its ratio to ce; returns a JSON-ready dict."""
+    """Median seconds per step of each variant and its ratio to ce; returns a JSON-ready dict.
+
+    ``variants`` default to :data:`VARIANTS`, plus :data:`LAYOUT_VARIANTS` on CUDA. channels_last
+    variants are CUDA-only (on CPU torch 2.14.1's channels_last backward aborted the process).
+    """
     dev = resolve_device(device)
+    table = {**VARIANTS, **LAYOUT_VARIANTS}
+    if variants is None:
+        variants = list(VARIANTS) + (list(LAYOUT_VARIANTS) if dev.type == "cuda" else [])
+    if dev.type != "cuda" and any(table[name].channels_last for name in variants):
+        raise ConfigError("channels_last variants (+cl) run on CUDA only")
     torch.manual_seed(0)
     model = build_model(arch, num_classes, 3, width).to(dev)
+    models = {False: model}
+    if any(table[name].channels_last for name in variants):
+        # Same weights in NHWC; each layout has its own optimizer state.
+        models[True] = copy.deepcopy(model).to(memory_format=torch.channels_last)
     # A tiny lr keeps the shared model sane over all variants' steps; it does not change the cost.
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    optimizers = {
+        k: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4) for k, m in models.items()
+    }
     x = torch.rand(batch, 3, image_size, image_size, device=dev)
     y = torch.randint(num_classes, (batch,), device=dev)
     generator = torch.Generator(dev).manual_seed(0)
@@ -89,7 +151,8 @@ def bench(
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for i in range(warmup + steps):
         for name in variants:
-            seconds = _step(model, optimizer, x, y, VARIANTS[name], generator)
+            v = table[name]
+            seconds = _step(models[v.channels_last], optimizers[v.channels_last], x, y, v, generator)
             if i >= warmup:
                 times[name].append(seconds)
     wall = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
@@ -113,7 +176,7 @@ def bench(
     taylor, hutchinson = ratio.get("score_matching/taylor"), ratio.get("score_matching/hutchinson")
     return {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "device_name": _device_name(dev),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "arch": arch,
@@ -133,21 +196,361 @@ def bench(
 
 
 def format_table(result: dict) -> str:
-    """The result as a plain-text table."""
+    """The step table as plain text."""
     lines = [
         f"{result['arch']} width {result['width']} batch {result['batch']} on {result['device_name']} "
         f"({result['threads']} threads), median of {result['steps']} steps, "
         f"load average {result['load_average_1min'][0]:.1f} -> {result['load_average_1min'][1]:.1f}",
-        f"{'variant':<34}{'s/step':>10}{'x ce':>8}{'img/s':>10}{'cpu s':>10}{'x ce':>8}",
+        f"{'variant':<36}{'s/step':>10}{'x ce':>8}{'img/s':>10}{'cpu s':>10}{'x ce':>8}",
     ]
     for r in result["results"]:
         lines.append(
-            f"{r['variant']:<34}{r['median_s']:>10.4f}{r['ratio_to_ce']:>8.2f}{r['images_per_s']:>10.1f}"
+            f"{r['variant']:<36}{r['median_s']:>10.4f}{r['ratio_to_ce']:>8.2f}{r['images_per_s']:>10.1f}"
             f"{r['median_cpu_s']:>10.4f}{r['cpu_ratio_to_ce']:>8.2f}"
         )
     for name, value in result["targets"].items():
         lines.append(f"{name}: {value}")
     return "\n".join(lines)
+
+
+# ---- numerical checks at fixed noise -----------------------------------------------------------
+
+# Acceptance rules of a precision or a gradient-norm method (the same bar for both): its error
+# in h at most 1/10 of h's own spread over noise draws, and the regularizer's weight gradient
+# within cosine 0.999 of float64's.
+MAX_ERROR_TO_SPREAD = 0.1
+MIN_COSINE = 0.999
+
+
+def precisions_offered(dev: torch.device) -> list[str]:
+    """The precisions to check: TF32, IEEE float32 and bf16 autocast on CUDA; float32 on CPU."""
+    return ["tf32", "ieee", "bf16"] if dev.type == "cuda" else ["float32"]
+
+
+def _context(name: str, dev: torch.device):
+    if name == "bf16":
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return fp32_precision("ieee" if name == "float32" else name, dev)
+
+
+def briefly_trained(
+    arch: str, width: float, num_classes: int, image_size: int, batch: int, steps: int, dev: torch.device
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A network after ``steps`` ce steps on seeded class-prototype images, and one batch (x, y)."""
+    gen = torch.Generator().manual_seed(0)
+    prototypes = torch.rand(num_classes, 3, image_size, image_size, generator=gen)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(num_classes, (batch,), generator=gen)
+        x = (prototypes[y] + 0.15 * torch.randn(batch, 3, image_size, image_size, generator=gen)).clamp(0, 1)
+        return x.to(dev), y.to(dev)
+
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes, 3, width).to(dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(steps):
+        x, y = draw()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model, *draw()
+
+
+def _regularizer(model, x, y, cfg: LossConfig, noise: torch.Tensor, grad_norm_method: str):
+    """(per-sample h, weight gradient of mean h + ½·mean‖∇ₓf_y‖² + μ·mean h²) at the given noise
+    (a (1, B, ...) tensor of v), in the caller's precision context, train mode."""
+    model = copy.deepcopy(model)  # BatchNorm's running statistics change in train mode
+    x = x.detach().to(noise.dtype).requires_grad_(True)
+    logits, f_y = true_logit(model, x, y)
+    f_noisy = true_logit(model, x.detach() + noise[0], y)[1]
+    h = 2.0 / cfg.sigma**2 * (f_noisy - f_y)
+    method = LossConfig(**{**cfg.model_dump(), "grad_norm_method": grad_norm_method})
+    grad = input_gradient(f_y, x, create_graph=grad_norm_method == "double_backward", retain_graph=True)
+    _, term = grad_norm_term(model, x, y, f_y, grad, method)
+    reg = h.mean() + term + cfg.mu * h.pow(2).mean()
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(reg, params, allow_unused=True, materialize_grads=True)
+    return h.detach().double(), torch.cat([g.flatten() for g in grads]).double()
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a, b, dim=0).item()
+
+
+def precision_check(
+    arch: str = "resnet18",
+    width: float = 0.25,
+    batch: int = 32,
+    train_steps: int = 20,
+    draws: int = 8,
+    device: str = "auto",
+    num_classes: int = 100,
+    image_size: int = 32,
+    precisions: Sequence[str] | None = None,
+    grad_norm_method: str = "double_backward",
+) -> dict:
+    """At fixed noise, each precision against float64: per-sample h error, the regularizer's
+    weight-gradient cosine, and the same for the density log-ratio at σ = 1e-4, each beside the
+    spread of the quantity over noise draws; with a verdict per precision. The regularizer's
+    gradient-norm term is taken by ``grad_norm_method``; the float64 reference always uses the
+    double backward, so a finite-difference method is judged against the exact gradient."""
+    dev = resolve_device(device)
+    cfg = LossConfig(preset="score_matching")
+    model, x, y = briefly_trained(arch, width, num_classes, image_size, batch, train_steps, dev)
+    gen = torch.Generator().manual_seed(1)
+    noises = [cfg.sigma * torch.randn(1, *x.shape, generator=gen, dtype=torch.float64).to(dev) for _ in range(draws)]
+    model64 = copy.deepcopy(model).double()
+    # The reference is always float64 with the exact (double-backward) gradient-norm term.
+    ref = [_regularizer(model64, x, y, cfg, n, "double_backward") for n in noises]
+    h64 = torch.stack([h for h, _ in ref])  # (draws, B)
+    h_spread = h64.std(0).median().item()  # per-sample spread over draws, median over samples
+    draw_cosine = _cosine(ref[0][1], ref[1][1]) if draws > 1 else None
+    # Density ratio at σ = 1e-4, eval mode: log p(x+η|y) − log p(x|y) = f_y(x+η) − f_y(x).
+    eta = [1e-4 * n[0] / cfg.sigma for n in noises]
+
+    def log_ratios(m, dtype) -> torch.Tensor:
+        m = copy.deepcopy(m).to(dtype).eval()
+        with torch.no_grad():
+            clean = true_logit(m, x.to(dtype), y)[1]
+            return torch.stack([true_logit(m, x.to(dtype) + e.to(dtype), y)[1] - clean for e in eta]).double()
+
+    r64 = log_ratios(model, torch.float64)
+    r_spread = r64.std(0).median().item()
+    rows = []
+    for name in precisions or precisions_offered(dev):
+        with _context(name, dev):
+            out = [_regularizer(model, x, y, cfg, n.float(), grad_norm_method) for n in noises]
+            r = log_ratios(model, torch.float32)
+        h_err = (torch.stack([h for h, _ in out]) - h64).abs().median().item()
+        cosines = [_cosine(g, g64) for (_, g), (_, g64) in zip(out, ref)]
+        r_err = (r - r64).abs().median().item()
+        accepted = h_err <= MAX_ERROR_TO_SPREAD * h_spread and min(cosines) >= MIN_COSINE
+        rows.append(
+            {
+                "precision": name,
+                "h_error_median": h_err,
+                "h_error_to_spread": h_err / h_spread,
+                "grad_cosine_min": min(cosines),
+                "log_ratio_1e-4_error_median": r_err,
+                "log_ratio_1e-4_error_to_spread": r_err / r_spread,
+                "accepted_for_training": accepted,
+                "accepted_for_density_ratios": r_err <= MAX_ERROR_TO_SPREAD * r_spread,
+            }
+        )
+    return {
+        "device_name": _device_name(dev),
+        "torch": torch.__version__,
+        "arch": arch,
+        "width": width,
+        "batch": batch,
+        "train_steps": train_steps,
+        "draws": draws,
+        "grad_norm_method": grad_norm_method,
+        "h_spread_median": h_spread,
+        "grad_cosine_between_float64_draws": draw_cosine,
+        "log_ratio_1e-4_spread_median": r_spread,
+        "rule": f"error <= {MAX_ERROR_TO_SPREAD} x spread and cosine >= {MIN_COSINE}",
+        "results": rows,
+    }
+
+
+def format_precision(result: dict) -> str:
+    lines = [
+        f"precision check: {result['arch']} width {result['width']} batch {result['batch']} on "
+        f"{result['device_name']}, {result['train_steps']} ce steps, {result['draws']} noise draws, "
+        f"gradient norm by {result['grad_norm_method']}",
+        f"h spread over draws (median) {result['h_spread_median']:.4g}; gradient cosine between two "
+        f"float64 draws {result['grad_cosine_between_float64_draws']:.4f}; log-ratio (σ=1e-4) spread "
+        f"{result['log_ratio_1e-4_spread_median']:.3g}",
+        f"{'precision':<10}{'h err':>10}{'/spread':>10}{'cos min':>12}{'ratio err':>11}{'/spread':>10}"
+        f"  verdict (rule: {result['rule']})",
+    ]
+    for r in result["results"]:
+        verdict = (
+            f"training {'ACCEPT' if r['accepted_for_training'] else 'REFUSE'}, "
+            f"density ratios {'ACCEPT' if r['accepted_for_density_ratios'] else 'REFUSE'}"
+        )
+        lines.append(
+            f"{r['precision']:<10}{r['h_error_median']:>10.3g}{r['h_error_to_spread']:>10.2e}"
+            f"{r['grad_cosine_min']:>12.8f}{r['log_ratio_1e-4_error_median']:>11.3g}"
+            f"{r['log_ratio_1e-4_error_to_spread']:>10.2e}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+GRAD_NORM_EPS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+
+
+def grad_norm_check(
+    arch: str = "resnet18",
+    width: float = 0.25,
+    batch: int = 32,
+    train_steps: int = 20,
+    device: str = "auto",
+    num_classes: int = 100,
+    image_size: int = 32,
+    eps: Sequence[float] = GRAD_NORM_EPS,
+    precisions: Sequence[str] | None = None,
+) -> dict:
+    """The weight gradient of ½·mean‖∇ₓf_y‖² by finite differences (each ε, each precision) and by
+    double backward in that precision, against float64 double backward, train mode."""
+    dev = resolve_device(device)
+    model, x, y = briefly_trained(arch, width, num_classes, image_size, batch, train_steps, dev)
+
+    def weight_grad(m, dtype, method: str, step: float) -> torch.Tensor:
+        m = copy.deepcopy(m).to(dtype).train()
+        cfg = LossConfig(kind="grad_norm", grad_norm_method=method, grad_norm_eps=step)
+        xr = x.detach().to(dtype).requires_grad_(True)
+        _, f_y = true_logit(m, xr, y)
+        grad = input_gradient(f_y, xr, create_graph=method == "double_backward", retain_graph=True)
+        _, term = grad_norm_term(m, xr, y, f_y, grad, cfg)
+        grads = torch.autograd.grad(term, list(m.parameters()), allow_unused=True, materialize_grads=True)
+        return torch.cat([g.flatten() for g in grads]).double()
+
+    ref = weight_grad(model, torch.float64, "double_backward", 1.0)  # ε unused
+    rows = []
+    for name in [p for p in (precisions or precisions_offered(dev)) if p != "bf16"]:
+        with _context(name, dev):
+            cases = [("double_backward", None)] + [
+                (method, e) for method in ("central_difference", "forward_difference") for e in eps
+            ]
+            for method, e in cases:
+                g = weight_grad(model, torch.float32, method, e or 1.0)  # ε unused by double backward
+                rows.append(
+                    {
+                        "precision": name,
+                        "method": method,
+                        "eps": e,
+                        "cosine": _cosine(g, ref),
+                        "relative_error": ((g - ref).norm() / ref.norm()).item(),
+                    }
+                )
+    return {
+        "device_name": _device_name(dev),
+        "torch": torch.__version__,
+        "arch": arch,
+        "width": width,
+        "batch": batch,
+        "train_steps": train_steps,
+        "reference": "float64 double backward, train mode",
+        "results": rows,
+    }
+
+
+def format_grad_norm(result: dict) -> str:
+    lines = [
+        f"gradient-norm check: {result['arch']} width {result['width']} batch {result['batch']} on "
+        f"{result['device_name']}, against {result['reference']}",
+        f"{'precision':<10}{'method':<22}{'eps':>8}{'cosine':>12}{'rel err':>11}",
+    ]
+    for r in result["results"]:
+        eps = "-" if r["eps"] is None else f"{r['eps']:.0e}"
+        lines.append(
+            f"{r['precision']:<10}{r['method']:<22}{eps:>8}{r['cosine']:>12.7f}{r['relative_error']:>11.2e}"
+        )
+    return "\n".join(lines)
+
+
+# ---- whole trials --------------------------------------------------------------------------------
+
+
+def trial_config(
+    device: str, epochs: int, train_size: int, batch: int, width: float, overrides: Sequence[str] = ()
+) -> dict:
+    """A score-matching trial on synthetic CIFAR-100-shaped data (3×32×32, 100 classes), eval off."""
+    from trainer.config import load_config
+
+    cfg = {
+        "data": {"dataset": "synthetic", "channels": 3, "image_size": 32, "num_classes": 100,
+                 "train_size": train_size, "test_size": 256},
+        "model": {"arch": "resnet18", "width": width},
+        "loss": {"preset": "score_matching"},
+        "epochs": epochs,
+        "batch_size": batch,
+        "device": device,
+        "eval": {"enabled": False},
+    }  # fmt: skip
+    return load_config(cfg, overrides).model_dump(mode="json")
+
+
+def _trial_worker(cfg_json: str) -> None:
+    """Run one trial (``--trial-worker``), print its last epoch's images/s and peak memory as JSON."""
+    from trainer.train import run
+
+    cfg = json.loads(cfg_json)
+    dev = resolve_device(cfg["device"])
+    metrics = run(cfg)
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    print(json.dumps({"images_per_s": metrics[keys.IMAGES_PER_SECOND], "peak_memory_bytes": peak}))
+
+
+def throughput(
+    per_device: Sequence[int] = (1, 2, 4),
+    device: str = "auto",
+    epochs: int = 2,
+    train_size: int = 4096,
+    batch: int = 128,
+    width: float = 1.0,
+    overrides: Sequence[str] = (),
+    threads: int | None = None,
+) -> dict:
+    """Images/s of whole ``trainer.run`` trials: for each n, n processes at once on one device,
+    summed (the last epoch of each, so the first epoch's one-off set-up is excluded)."""
+    dev = resolve_device(device)
+    cfg = trial_config(str(dev), epochs, train_size, batch, width, overrides)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    rows = []
+    for n in per_device:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "trainer.bench", "--trial-worker", json.dumps(cfg),
+                 *(["--threads", str(threads)] if threads else [])],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )  # fmt: skip
+            for _ in range(n)
+        ]
+        trials = []
+        for p in procs:
+            out, err = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(f"trial worker failed ({p.returncode}): {err[-2000:]}")
+            trials.append(json.loads(out.strip().splitlines()[-1]))
+        peaks = [t["peak_memory_bytes"] for t in trials]
+        rows.append(
+            {
+                "trials": n,
+                "images_per_s_each": [t["images_per_s"] for t in trials],
+                "images_per_s_sum": sum(t["images_per_s"] for t in trials),
+                "peak_memory_gib_per_trial": None if None in peaks else max(peaks) / 2**30,
+            }
+        )
+    return {
+        "device_name": _device_name(dev),
+        "torch": torch.__version__,
+        "config": {"epochs": epochs, "train_size": train_size, "batch": batch, "width": width,
+                   "overrides": list(overrides)},
+        "results": rows,
+    }  # fmt: skip
+
+
+def format_throughput(result: dict) -> str:
+    c = result["config"]
+    lines = [
+        f"whole trials on {result['device_name']}: score_matching, ResNet-18 width {c['width']}, "
+        f"batch {c['batch']}, {c['train_size']} synthetic 3x32x32 images x {c['epochs']} epochs "
+        f"{' '.join(c['overrides'])}",
+        f"{'trials':>6}{'img/s (sum)':>14}{'peak GiB/trial':>16}  each",
+    ]
+    for r in result["results"]:
+        peak = "-" if r["peak_memory_gib_per_trial"] is None else f"{r['peak_memory_gib_per_trial']:.2f}"
+        each = ", ".join(f"{v:.0f}" for v in r["images_per_s_each"])
+        lines.append(f"{r['trials']:>6}{r['images_per_s_sum']:>14.1f}{peak:>16}  {each}")
+    return "\n".join(lines)
+
+
+# ---- command line --------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,29 +560,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    p.add_argument("--variants", help="comma-separated step variants (default: all for the device)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--precision", action="store_true", help="run the precision check instead")
+    p.add_argument("--grad-norm-check", action="store_true", help="run the gradient-norm check instead")
+    p.add_argument("--check-width", type=float, default=0.25, help="network width of the two checks")
+    p.add_argument("--throughput", help="whole-trial throughput for these trial counts, e.g. 1,2,4")
+    p.add_argument("--trial-epochs", type=int, default=2)
+    p.add_argument("--trial-images", type=int, default=4096, help="training images per trial epoch")
+    p.add_argument("--trial-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override of the throughput trials, e.g. loss.precision=ieee")  # fmt: skip
+    p.add_argument("--all", action="store_true", help="step table, both checks and --throughput 1,2,4")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--trial-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.trial_worker:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        _trial_worker(args.trial_worker)
+        return 0
+    try:
+        counts = [int(n) for n in args.throughput.split(",")] if args.throughput else []
+    except ValueError:
+        counts = [0]
     if (
-        min(args.batch, args.steps) < 1
-        or args.width <= 0
+        min(args.batch, args.steps, args.trial_epochs, args.trial_images, *counts) < 1
+        or min(args.width, args.check_width) <= 0
         or args.warmup < 0
         or (args.threads is not None and args.threads < 1)
     ):
-        print("error: --batch, --steps, --threads must be >= 1, --width > 0, --warmup >= 0", file=sys.stderr)
+        print(
+            "error: --batch, --steps, --threads, --trial-epochs, --trial-images and each --throughput "
+            "count must be integers >= 1, --width and --check-width > 0, --warmup >= 0",
+            file=sys.stderr,
+        )
+        return 2
+    variants = args.variants.split(",") if args.variants else None
+    unknown = [v for v in variants or [] if v not in {**VARIANTS, **LAYOUT_VARIANTS}]
+    if unknown:
+        print(f"error: unknown --variants {unknown}; choose from {sorted({**VARIANTS, **LAYOUT_VARIANTS})}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    steps_table = args.all or not (args.precision or args.grad_norm_check or counts)
+    if args.all and not counts:
+        counts = [1, 2, 4]
+    result: dict = {}
     try:
-        result = bench(args.arch, args.width, args.batch, args.steps, args.warmup, args.device)
-    except ConfigError as e:  # an unknown or unavailable device
+        if steps_table:
+            result["steps"] = bench(args.arch, args.width, args.batch, args.steps, args.warmup, args.device,
+                                    variants=variants)  # fmt: skip
+            print(format_table(result["steps"]), flush=True)
+        if args.precision or args.all:
+            # Once per gradient-norm method, each against float64 with the double backward.
+            result["precision"] = []
+            for method in ("double_backward", "central_difference", "forward_difference"):
+                check = precision_check(args.arch, args.check_width, args.batch, device=args.device,
+                                        grad_norm_method=method)  # fmt: skip
+                result["precision"].append(check)
+                print(format_precision(check), flush=True)
+        if args.grad_norm_check or args.all:
+            result["grad_norm"] = grad_norm_check(args.arch, args.check_width, args.batch, device=args.device)
+            print(format_grad_norm(result["grad_norm"]), flush=True)
+        if counts:
+            result["throughput"] = []
+            for extra in ([[]] if not args.all else [[], ["loss.precision=ieee"]]):
+                t = throughput(counts, args.device, args.trial_epochs, args.trial_images, args.batch,
+                               args.width, [*args.trial_set, *extra], args.threads)  # fmt: skip
+                result["throughput"].append(t)
+                print(format_throughput(t), flush=True)
+    except ConfigError as e:  # an unknown or unavailable device, a bad --trial-set
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        # A plain step table keeps its historical layout; several parts go under their names.
+        payload = result["steps"] if list(result) == ["steps"] else result
+        args.json.write_text(json.dumps(payload, indent=2))
     return 0
 
 

@@ -112,6 +112,37 @@ class LossConfig(_Strict):
     # normalizes with statistics of the joint batch, so the numbers differ from "separate" in
     # train mode (identical in eval mode).
     forward: Literal["separate", "batched"] = "separate"
+    # Float32 precision of the convolutions and matmuls of every loss with a finite difference
+    # (score_matching, anti_score_matching, and grad_norm_method != double_backward), backward
+    # included, on CUDA: "tf32" (default; its error is far below the estimator's own noise, see
+    # docs/performance-gpu.md) or "ieee" float32. No effect on CPU. bf16 is refused (see below).
+    precision: Literal["tf32", "ieee"] = "tf32"
+    # How the weight gradient of the ½‖∇ₓf_y‖² term is taken (grad_norm, score_matching).
+    # "double_backward": exact, through the input gradient's graph (the paper's and the released
+    # code's way). "central_difference" / "forward_difference": ∇θ of a finite difference of
+    # Σf_y along the detached input gradient, no double backward (two / one extra forwards).
+    grad_norm_method: Literal["double_backward", "central_difference", "forward_difference"] = (
+        "double_backward"
+    )
+    # Step of the finite difference above: root-mean-square per-sample L2 norm of the input
+    # perturbation, in input units (pixels in [0, 1]). Chosen by tests/test_gradnorm_fd.py's table.
+    grad_norm_eps: float = Field(1e-3, gt=0)
+    # The μ term (score_matching): "biased" is the paper's mean h² of one estimate (its
+    # expectation carries 4‖∇ₓf_y‖²/σ² besides (tr H)², see docs/losses.md); "unbiased" is
+    # h₁·h₂ of two independent estimates (expectation (tr H)²; twice the noise draws).
+    stability: Literal["biased", "unbiased"] = "biased"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _refuse_bf16(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.lower() in ("bf16", "bfloat16", "fp16", "float16", "half"):
+            raise ValueError(
+                f"{v!r} is refused: on an H100, against float64 at fixed noise, bf16 autocast put "
+                "the trace estimate h off by a median of 75-108 and gave the regularizer's weight "
+                "gradient a cosine of 0.945 (TF32: 4.8 and 0.9998; docs/performance-gpu.md); "
+                "use tf32 or ieee"
+            )
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -174,6 +205,10 @@ class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     seed: int = 0  # seeds weights, data order, augmentation and noise
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    # Throughput levers of the training step (no effect on CPU; off unless trainer.bench shows
+    # they pay on the device, see docs/performance-gpu.md).
+    channels_last: bool = False  # model and batches in NHWC memory format (CUDA only)
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms on first use
 
     @field_validator("device")
     @classmethod

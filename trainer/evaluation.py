@@ -28,9 +28,11 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torchvision.utils import make_grid, save_image
 
+from trainer import losses
 from trainer.config import EvalConfig, LossConfig
 from trainer.groundtruth import groundtruth_metrics
 from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, pixel_perturbation_key
+from trainer.precision import fp32_precision
 
 # Images per forward/backward pass. Bounds memory; results do not depend on it.
 BATCH_SIZE = 512
@@ -61,25 +63,6 @@ def _eval_mode(*models: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
-@contextlib.contextmanager
-def _full_float32() -> Iterator[None]:
-    """Disable TF32 for convolutions and matmuls: density ratios at σ = 1e-4 are differences of
-    logits around 1e-4 that TF32's 10-bit mantissa would drown in rounding noise."""
-    cudnn = torch.backends.cudnn
-    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with cudnn.flags(
-            enabled=cudnn.enabled,
-            benchmark=cudnn.benchmark,
-            deterministic=cudnn.deterministic,
-            allow_tf32=False,
-        ):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
-
-
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -93,14 +76,14 @@ def _randn(shape: Sequence[int], generator: torch.Generator, device: torch.devic
 def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """∇ₓf_y(x) per sample and the logits, for a model already in eval mode.
 
-    In eval mode samples do not interact, so the gradient of Σᵢ f_{yᵢ}(xᵢ) is each sample's own.
-    Only the input gradient is computed; parameter gradients are left untouched.
+    In eval mode samples do not interact, so the gradient of Σᵢ f_{yᵢ}(xᵢ) is each sample's own
+    (trainer.losses.input_gradient, the trainer's one input-gradient helper). Only the input
+    gradient is computed; parameter gradients are left untouched.
     """
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        logits = model(x)
-        target = logits.gather(1, y[:, None]).sum()
-        (grad,) = torch.autograd.grad(target, x)
+        logits, f_y = losses.true_logit(model, x, y)
+        grad = losses.input_gradient(f_y, x)
     return grad, logits.detach()
 
 
@@ -176,7 +159,10 @@ def density_ratios(
     labels = labels.to(device=device, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     log_ratios: dict[float, list[Tensor]] = {float(s): [] for s in sigmas}
-    with _eval_mode(model), _full_float32():
+    # IEEE float32 (trainer.precision): at σ = 1e-4 a log-ratio is about 1e-4·‖∇ₓf_y‖, below
+    # TF32's rounding of a logit (docs/performance-gpu.md; `python -m trainer.bench --precision`
+    # measures both precisions against float64).
+    with _eval_mode(model), fp32_precision("ieee", device):
         for part in _chunks(len(images), batch_size):
             x, y = images[part].to(device), labels[part, None]
             clean = model(x).gather(1, y)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer import keys
+from trainer import keys, losses
 from trainer.config import LossConfig
 from trainer.data import Dataset
 
@@ -62,9 +62,7 @@ def fisher_divergence_rel_floor(
 def _logit_gradient(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """∇ₓ f_y(x) per sample (the model's implicit score), without touching parameter gradients."""
     x = x.detach().requires_grad_(True)
-    logit = model(x).gather(1, y[:, None]).sum()
-    (grad,) = torch.autograd.grad(logit, x)
-    return grad
+    return losses.input_gradient(losses.true_logit(model, x, y)[1], x)
 
 
 def groundtruth_metrics(

@@ -1,40 +1,35 @@
-"""The paper's training losses and their Hessian-trace estimators.
+"""The paper's training losses, as plain functions read top to bottom.
 
-Notation (docs/design.md): f = logits, y = true label, f_y(x) the true-label logit, v the input noise.
+Notation: f = logits, y = the true label, f_y(x) the true-label logit, G = ∇ₓΣᵢf_yᵢ(x) the input
+gradient, v the input noise, h(x) an estimate of the Hessian trace tr ∇²ₓf_y(x) per sample.
 
 - ``ce``: cross-entropy.
-- ``grad_norm``: ce + λ·½·mean ‖∇ₓf_y(x)‖².
+- ``grad_norm``: ce + λ·½·mean ‖∇ₓf_y‖².
 - ``score_matching`` (eq. 4): ce + λ·(mean h + ½·mean ‖∇ₓf_y‖² + μ·mean h²).
 - ``anti_score_matching``: ce − λ·mean(min(h, τ)), clamped per sample before the mean.
 
-h(x) estimates the Hessian trace tr ∇²ₓf_y(x) per sample:
+h per noise draw (``loss.estimator``; each sample's h is the mean over ``loss.samples`` draws):
 
 - ``taylor`` (the paper's eq. 3): 2/σ²·(f_y(x+v) − f_y(x)), v ~ N(0, σ²I); one extra forward.
-- ``central``: (f_y(x+v) + f_y(x−v) − 2 f_y(x))/σ²; the first-order term vᵀ∇ₓf_y, whose
-  variance the paper's appendix B bounds, cancels exactly. Two extra forwards.
-- ``hutchinson``: vᵀ(∇²ₓf_y)v by double backward with v ~ N(0, I) (Gaussian, as in the paper's
-  statement of Hutchinson's estimator); exact for each v, the reference the others approximate.
-  Training through it needs third derivatives: the BatchNorm layers of trainer.models switch to
-  elementary ops for it (other modules' fused BatchNorm cannot be trained this way).
+- ``central``: (f_y(x+v) + f_y(x−v) − 2f_y(x))/σ²; the first-order term cancels. Two forwards.
+- ``hutchinson``: vᵀ(∇²ₓf_y)v, v ~ N(0, I), by double backward: exact for each v, the reference
+  the others approximate (its weight gradient is a third derivative: the BatchNorm layers of
+  trainer.models switch to elementary ops for it).
 
-With ``samples`` > 1 each sample's h is the mean over that many noise draws. By default
-(``forward="separate"``) the noisy passes are separate forwards in the model's current mode (train
-mode during training, so BatchNorm sees the noisy batch, as in the released code). With
-``forward="batched"`` the clean and noisy inputs of taylor and central go through one forward over
-their concatenation, split afterwards: the same numbers in eval mode, but in train mode BatchNorm
-normalizes every pass with the joint batch's statistics (and updates its running statistics once,
-from the joint batch). The input gradient for ‖∇ₓf_y‖² is still taken w.r.t. the clean x only: the
-noisy inputs are built from a detached x, so ∇ₓ Σ f_y(x) differentiates the clean logits through
-the joint forward, including BatchNorm's coupling of samples through the joint batch statistics —
-the gradient that the released-code-style loss defines for that joint forward. Hutchinson has no
-noisy forward and ignores the option. Because 2/σ² = 2·10⁴ amplifies rounding, every pass of a
-finite-difference loss runs in float32 or wider with autocast and TF32 off.
+The noisy passes are separate forwards in the model's current mode (train mode during training,
+as in the released code); ``loss.forward=batched`` runs them as one joint forward instead
+(docs/losses.md explains what changes). ``loss.stability=unbiased`` replaces the paper's mean h²
+by h₁·h₂ of two independent estimates, and ``loss.grad_norm_method`` takes the weight gradient of
+½‖G‖² by a finite difference instead of a double backward; docs/losses.md derives both. Every
+pass of a loss with a finite difference runs in float32 or wider, in ``loss.precision``
+(trainer.precision).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Mapping
+import math
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -42,32 +37,7 @@ from torch import Tensor, nn
 
 from trainer.config import LossConfig, validate
 from trainer.models import any_order_batchnorm
-
-
-@contextlib.contextmanager
-def exact_float32(device: torch.device) -> Iterator[None]:
-    """Autocast off and TF32 off (cuDNN convolutions and CUDA matmuls) inside; restored after."""
-    conv = torch.backends.cudnn.conv if hasattr(torch.backends.cudnn, "conv") else None
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        # torch >= 2.9: the per-operator precision API (mixing it with allow_tf32 is an error).
-        saved = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
-        conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
-
-        def restore() -> None:
-            conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
-
-    else:
-        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-
-        def restore() -> None:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-    try:
-        with torch.autocast(device_type=device.type, enabled=False):
-            yield
-    finally:
-        restore()
+from trainer.precision import fp32_precision
 
 
 def true_logit(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -76,9 +46,16 @@ def true_logit(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return logits, logits.gather(1, y[:, None]).squeeze(1)
 
 
-def input_gradient(f_y: Tensor, x: Tensor) -> Tensor:
-    """∇ₓ Σ f_y, kept in the graph (create_graph) so that the loss can be differentiated."""
-    return torch.autograd.grad(f_y.sum(), x, create_graph=True)[0]
+def input_gradient(
+    f_y: Tensor, x: Tensor, create_graph: bool = False, retain_graph: bool | None = None
+) -> Tensor:
+    """∇ₓ Σ f_y: each sample's own input gradient where samples do not interact (eval mode).
+
+    The trainer's one input-gradient helper. ``create_graph`` keeps it differentiable (double
+    backward); ``retain_graph`` keeps f_y's graph for a later backward. Parameter gradients are
+    not touched.
+    """
+    return torch.autograd.grad(f_y.sum(), x, create_graph=create_graph, retain_graph=retain_graph)[0]
 
 
 def _squared_norm(t: Tensor) -> Tensor:
@@ -90,122 +67,151 @@ def _noise(x: Tensor, std: float, generator: torch.Generator | None) -> Tensor:
     return std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def taylor_inputs(x: Tensor, cfg: LossConfig, generator: torch.Generator | None) -> list[Tensor]:
-    """The noisy inputs of the Taylor estimator: x + v for each of ``cfg.samples`` draws."""
-    return [x + _noise(x, cfg.sigma, generator) for _ in range(cfg.samples)]
+def uses_finite_differences(cfg: LossConfig) -> bool:
+    """Whether a loss divides a difference of logits by a small step (and so needs the precision
+    policy): the trace estimators, and the gradient-norm term without double backward."""
+    if cfg.kind in ("score_matching", "anti_score_matching"):
+        return True
+    return cfg.kind == "grad_norm" and cfg.grad_norm_method != "double_backward"
 
 
-def taylor_from_logits(f_y: Tensor, noisy: list[Tensor], cfg: LossConfig) -> Tensor:
-    """h = 2/σ²·(mean over draws of f_y(x+v) − f_y(x)), from the true-label logits."""
-    return 2.0 / cfg.sigma**2 * (torch.stack(noisy).mean(0) - f_y)
+# ---- h for each noise draw: (draws, B) -------------------------------------------------------
 
 
-def central_inputs(x: Tensor, cfg: LossConfig, generator: torch.Generator | None) -> list[Tensor]:
-    """The noisy inputs of the central estimator: x + v, x − v for each draw, in that order."""
+def h_from_logits(f_y: Tensor, f_noisy: Tensor, cfg: LossConfig) -> Tensor:
+    """h per draw (draws, B) from the clean f_y (B,) and the noisy passes' f_y: for taylor one row
+    per draw, 2/σ²·(f_y(x+v) − f_y(x)); for central two rows per draw (x+v, then x−v),
+    (f_y(x+v) + f_y(x−v) − 2f_y(x))/σ²."""
+    if cfg.estimator == "taylor":
+        return 2.0 / cfg.sigma**2 * (f_noisy - f_y)
+    return (f_noisy[0::2] + f_noisy[1::2] - 2.0 * f_y) / cfg.sigma**2
+
+
+def noisy_inputs(x: Tensor, cfg: LossConfig, generator, draws: int) -> list[Tensor]:
+    """The noisy inputs of ``draws`` draws, from a detached x (the loss is differentiated w.r.t.
+    the weights only): x + v for taylor; x + v, x − v for central."""
+    x = x.detach()
     out = []
-    for _ in range(cfg.samples):
+    for _ in range(draws):
         v = _noise(x, cfg.sigma, generator)
-        out += [x + v, x - v]
+        out += [x + v] if cfg.estimator == "taylor" else [x + v, x - v]
     return out
 
 
-def central_from_logits(f_y: Tensor, noisy: list[Tensor], cfg: LossConfig) -> Tensor:
-    """h = (mean over draws of f_y(x+v) + f_y(x−v), minus 2 f_y(x))/σ², from the true-label logits."""
-    pairs = [plus + minus for plus, minus in zip(noisy[0::2], noisy[1::2])]
-    return (torch.stack(pairs).mean(0) - 2.0 * f_y) / cfg.sigma**2
+def finite_difference_draws(
+    model: nn.Module, x: Tensor, y: Tensor, f_y: Tensor, cfg: LossConfig, generator, draws: int
+) -> Tensor:
+    """h per draw (draws, B) by ``cfg.estimator`` (taylor or central), each noisy input in its own
+    forward, in the model's current mode."""
+    noisy = noisy_inputs(x, cfg, generator, draws)
+    f_noisy = torch.stack([true_logit(model, n, y)[1] for n in noisy])
+    return h_from_logits(f_y, f_noisy, cfg)
 
 
-# Finite-difference estimators: name -> (noisy inputs from a detached x, h from the logits).
-FINITE_DIFFERENCES: dict[str, tuple[Callable[..., list[Tensor]], Callable[..., Tensor]]] = {
-    "taylor": (taylor_inputs, taylor_from_logits),
-    "central": (central_inputs, central_from_logits),
-}
+def batched_draws(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator, draws: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(clean logits, clean f_y, h per draw) from ONE forward over [x, noisy inputs...].
+
+    The noisy inputs are built from a detached x, so an input gradient flows through the clean
+    rows only.
+    """
+    noisy = noisy_inputs(x, cfg, generator, draws)
+    logits, f_all = true_logit(model, torch.cat([x, *noisy]), y.repeat(1 + len(noisy)))
+    f_y, *f_noisy = f_all.split(x.shape[0])
+    return logits[: x.shape[0]], f_y, h_from_logits(f_y, torch.stack(f_noisy), cfg)
 
 
-def joint_true_logits(
-    model: nn.Module, x: Tensor, y: Tensor, noisy: list[Tensor]
-) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """(clean logits, clean f_y, f_y of each noisy input) from one forward over [x, *noisy]."""
-    logits, f_y = true_logit(model, torch.cat([x, *noisy]), y.repeat(1 + len(noisy)))
-    clean, *noisy_f = f_y.split(x.shape[0])
-    return logits[: x.shape[0]], clean, noisy_f
+def hutchinson_draws(x: Tensor, grad: Tensor, generator, draws: int) -> Tensor:
+    """vᵀ(∇²ₓf_y)v with v ~ N(0, I) for each draw, by a backward through ``grad`` (create_graph)."""
+    out = []
+    for _ in range(draws):
+        v = _noise(x, 1.0, generator)
+        hv = torch.autograd.grad((grad * v).sum(), x, create_graph=True)[0]
+        out.append((hv * v).flatten(1).sum(1))
+    return torch.stack(out)
 
 
-def _separate_forwards(name: str) -> Callable[..., Tensor]:
-    """The ``forward="separate"`` estimator ``name``: each noisy input in its own forward."""
-    make_inputs, from_logits = FINITE_DIFFERENCES[name]
-
-    def trace(
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        f_y: Tensor,
-        grad: Tensor | None,
-        cfg: LossConfig,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        # x detached: the loss is differentiated w.r.t. the weights only.
-        noisy = [true_logit(model, n, y)[1] for n in make_inputs(x.detach(), cfg, generator)]
-        return from_logits(f_y, noisy, cfg)
-
-    trace.__doc__ = f"h by the {name} estimator ({from_logits.__doc__.strip()}), separate forwards."
-    return trace
+# ---- the gradient-norm term ------------------------------------------------------------------
 
 
-def hutchinson_trace(
+def grad_norm_term(
+    model: nn.Module, x: Tensor, y: Tensor, f_y: Tensor, grad: Tensor, cfg: LossConfig
+) -> tuple[Tensor, Tensor]:
+    """(mean ‖∇ₓf_y‖², a term whose value is half of it and whose weight gradient is ∇θ of
+    ½·mean ‖∇ₓf_y‖²).
+
+    ``double_backward``: the term is ½·mean‖G‖² itself (``grad`` must carry its graph).
+    Finite differences (``grad`` may be detached): with u = G·√B·ε/‖G‖ (G detached, ‖·‖ over the
+    whole batch, so the per-sample steps have root-mean-square norm ε), Σf_y(x+u) − Σf_y(x−u) ≈
+    2·Gᵀu, whose weight gradient is 2·(∂G/∂θ)ᵀu; dividing by 2·B·√B·ε/‖G‖ gives
+    (∂G/∂θ)ᵀG/B = ∇θ ½·mean‖G‖². The forward difference uses Σf_y(x+u) − Σf_y(x) (error O(ε)
+    instead of O(ε²)). The term's value is set to ½·mean‖G‖² (the surrogate contributes only its
+    gradient), so the logged loss is the same quantity either way.
+    """
+    squared = _squared_norm(grad)
+    if cfg.grad_norm_method == "double_backward":
+        mean = squared.mean()
+        return mean, 0.5 * mean
+    g = grad.detach()
+    batch = g.shape[0]
+    # A scalar tensor, not a Python float: no host synchronisation. clamp_min: a zero gradient
+    # gives u = 0 and a zero surrogate instead of 0/0.
+    scale = cfg.grad_norm_eps * math.sqrt(batch) / g.norm().clamp_min(1e-30)
+    u = g * scale
+    x0 = x.detach()
+    plus = true_logit(model, x0 + u, y)[1].sum()
+    if cfg.grad_norm_method == "central_difference":
+        difference = (plus - true_logit(model, x0 - u, y)[1].sum()) / 2.0
+    else:  # forward_difference: the clean forward's f_y (its graph) is the other end
+        difference = plus - f_y.sum()
+    surrogate = difference / (scale * batch)
+    mean = squared.detach().mean()
+    return mean, 0.5 * mean + (surrogate - surrogate.detach())
+
+
+# ---- the parts of the regularized losses -----------------------------------------------------
+
+
+def regularizer_parts(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    f_y: Tensor,
-    grad: Tensor | None,
     cfg: LossConfig,
     generator: torch.Generator | None,
-) -> Tensor:
-    """h = vᵀ(∇²ₓf_y)v with v ~ N(0, I), by a second backward through ``grad``; averaged over draws."""
-    draws = []
-    for _ in range(cfg.samples):
-        v = _noise(x, 1.0, generator)
-        hv = torch.autograd.grad((grad * v).sum(), x, create_graph=True)[0]
-        draws.append((hv * v).flatten(1).sum(1))
-    return torch.stack(draws).mean(0)
-
-
-ESTIMATORS: dict[str, Callable[..., Tensor]] = {
-    "taylor": _separate_forwards("taylor"),
-    "central": _separate_forwards("central"),
-    "hutchinson": hutchinson_trace,
-}
-
-
-def _parts(
-    model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator, need_grad_norm: bool
+    draws: int,
+    with_grad_norm: bool,
 ) -> dict[str, Tensor]:
-    """Clean logits, per-sample h and (if needed) ‖∇ₓf_y‖², all in float32 or wider."""
-    wide = torch.promote_types(x.dtype, torch.float32)
+    """Clean logits, h per draw (``draws``, B) and, if asked, the gradient-norm parts.
+
+    Runs in float32 or wider and in ``cfg.precision``.
+    """
+    hutchinson = cfg.estimator == "hutchinson"
     # Hutchinson differentiates through the input gradient, so it needs one even without the
-    # gradient-norm term.
-    need_grad = need_grad_norm or cfg.estimator == "hutchinson"
+    # gradient-norm term, and a differentiable one; so does the double-backward gradient norm.
+    need_grad = with_grad_norm or hutchinson
+    create_graph = hutchinson or (with_grad_norm and cfg.grad_norm_method == "double_backward")
     # The weight gradient of Hutchinson's h is a third derivative: fused BatchNorm has none.
-    batchnorm = any_order_batchnorm() if cfg.estimator == "hutchinson" else contextlib.nullcontext()
-    # Hutchinson has no noisy forward: "batched" applies to the finite-difference estimators only.
-    batched = cfg.forward == "batched" and cfg.estimator in FINITE_DIFFERENCES
-    with exact_float32(x.device), batchnorm:
+    batchnorm = any_order_batchnorm() if hutchinson else contextlib.nullcontext()
+    wide = torch.promote_types(x.dtype, torch.float32)
+    parts: dict[str, Tensor] = {}
+    with fp32_precision(cfg.precision, x.device), batchnorm:
         x = x.detach().to(wide).requires_grad_(need_grad)
-        if batched:
-            make_inputs, from_logits = FINITE_DIFFERENCES[cfg.estimator]
-            # Noisy inputs from a detached x: the input gradient below flows through the clean
-            # rows of the joint forward only (BatchNorm's joint statistics included).
-            noisy = make_inputs(x.detach(), cfg, generator)
-            logits, f_y, noisy_f_y = joint_true_logits(model, x, y, noisy)
+        if cfg.forward == "batched" and not hutchinson:  # hutchinson has no noisy forward
+            logits, f_y, h = batched_draws(model, x, y, cfg, generator, draws)
         else:
             logits, f_y = true_logit(model, x, y)
-        grad = input_gradient(f_y, x) if need_grad else None
-        if batched:
-            h = from_logits(f_y, noisy_f_y, cfg)
-        else:
-            h = ESTIMATORS[cfg.estimator](model, x, y, f_y, grad, cfg, generator)
-    grad_norm = _squared_norm(grad) if need_grad_norm else torch.zeros_like(h)
-    return {"logits": logits, "h": h, "grad_norm": grad_norm}
+        grad = None
+        if need_grad:
+            grad = input_gradient(f_y, x, create_graph=create_graph, retain_graph=True)
+        if hutchinson:
+            h = hutchinson_draws(x, grad, generator, draws)
+        elif cfg.forward == "separate":
+            h = finite_difference_draws(model, x, y, f_y, cfg, generator, draws)
+        if with_grad_norm:
+            parts["grad_norm"], parts["grad_norm_term"] = grad_norm_term(model, x, y, f_y, grad, cfg)
+    parts.update(logits=logits, h=h)
+    return parts
 
 
 def _result(total: Tensor, ce: Tensor, logits: Tensor, **parts: Tensor) -> dict[str, Tensor]:
@@ -214,6 +220,9 @@ def _result(total: Tensor, ce: Tensor, logits: Tensor, **parts: Tensor) -> dict[
     out.update(parts)
     out["logits"] = logits.detach()
     return out
+
+
+# ---- the four losses -------------------------------------------------------------------------
 
 
 def ce_loss(
@@ -228,32 +237,48 @@ def ce_loss(
 def grad_norm_loss(
     model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator: torch.Generator | None = None
 ) -> dict[str, Tensor]:
-    """ce + λ·½·mean ‖∇ₓf_y‖² (no finite difference: runs in the caller's precision)."""
-    x = x.detach().requires_grad_(True)
-    logits, f_y = true_logit(model, x, y)
-    grad_norm = _squared_norm(input_gradient(f_y, x)).mean()
+    """ce + λ·½·mean ‖∇ₓf_y‖². With the double backward it runs in the caller's precision; with a
+    finite difference, in ``cfg.precision``."""
+    with precision(cfg, x.device):
+        x = x.detach().requires_grad_(True)
+        logits, f_y = true_logit(model, x, y)
+        create_graph = cfg.grad_norm_method == "double_backward"
+        grad = input_gradient(f_y, x, create_graph=create_graph, retain_graph=True)
+        grad_norm, term = grad_norm_term(model, x, y, f_y, grad, cfg)
     ce = F.cross_entropy(logits, y)
-    return _result(ce + cfg.lam * 0.5 * grad_norm, ce, logits, grad_norm=grad_norm)
+    return _result(ce + cfg.lam * term, ce, logits, grad_norm=grad_norm)
 
 
 def score_matching_loss(
     model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator: torch.Generator | None = None
 ) -> dict[str, Tensor]:
-    """ce + λ·(mean h + ½·mean ‖∇ₓf_y‖² + μ·mean h²) (the paper's eq. 4)."""
-    p = _parts(model, x, y, cfg, generator, need_grad_norm=True)
+    """ce + λ·(mean h + ½·mean ‖∇ₓf_y‖² + μ·stability) (the paper's eq. 4).
+
+    stability is mean h² (``biased``, the paper) or mean h₁·h₂ of two independent estimates
+    (``unbiased``); then h, for the trace term, is (h₁ + h₂)/2.
+    """
+    unbiased = cfg.stability == "unbiased"
+    draws = cfg.samples * (2 if unbiased else 1)
+    p = regularizer_parts(model, x, y, cfg, generator, draws, with_grad_norm=True)
+    if unbiased:
+        h1, h2 = p["h"][: cfg.samples].mean(0), p["h"][cfg.samples :].mean(0)
+        h, stability = (h1 + h2) / 2, (h1 * h2).mean()
+    else:
+        h = p["h"].mean(0)
+        stability = h.pow(2).mean()
     ce = F.cross_entropy(p["logits"], y)
-    trace, grad_norm, stability = p["h"].mean(), p["grad_norm"].mean(), p["h"].pow(2).mean()
-    total = ce + cfg.lam * (trace + 0.5 * grad_norm + cfg.mu * stability)
-    return _result(total, ce, p["logits"], trace=trace, grad_norm=grad_norm, stability=stability)
+    trace = h.mean()
+    total = ce + cfg.lam * (trace + p["grad_norm_term"] + cfg.mu * stability)
+    return _result(total, ce, p["logits"], trace=trace, grad_norm=p["grad_norm"], stability=stability)
 
 
 def anti_score_matching_loss(
     model: nn.Module, x: Tensor, y: Tensor, cfg: LossConfig, generator: torch.Generator | None = None
 ) -> dict[str, Tensor]:
     """ce − λ·mean(min(h, τ)): the clamp applies to each sample before the batch mean."""
-    p = _parts(model, x, y, cfg, generator, need_grad_norm=False)
+    p = regularizer_parts(model, x, y, cfg, generator, cfg.samples, with_grad_norm=False)
+    h = p["h"].mean(0)
     ce = F.cross_entropy(p["logits"], y)
-    h = p["h"]
     total = ce - cfg.lam * h.clamp(max=cfg.tau).mean()
     return _result(total, ce, p["logits"], trace=h.mean(), stability=h.pow(2).mean())
 
@@ -269,11 +294,12 @@ LOSSES: dict[str, Callable[..., dict[str, Tensor]]] = {
 def precision(loss: LossConfig, device: torch.device) -> contextlib.AbstractContextManager:
     """The context a training step of ``loss`` runs in, backward included.
 
-    Finite-difference losses need float32 with TF32 off in the backward pass too: the weight
-    gradient of h is 2/σ² times a difference of two backward passes.
+    A loss with a finite difference runs in ``loss.precision`` in the backward pass too (the
+    weight gradient of h is 2/σ² times a difference of two backward passes); the others run in
+    the caller's precision.
     """
-    if loss.kind in ("score_matching", "anti_score_matching"):
-        return exact_float32(device)
+    if uses_finite_differences(loss):
+        return fp32_precision(loss.precision, device)
     return contextlib.nullcontext()
 
 
@@ -292,9 +318,9 @@ def compute_loss(
     """Loss of ``model`` on the batch (x, y).
 
     Returns ``total`` (to minimize) and the batch-mean parts ``ce``, ``trace`` (mean h),
-    ``grad_norm`` (mean ‖∇ₓf_y‖²) and ``stability`` (mean h²) — parts a loss does not use are 0 —
-    plus ``logits``, the clean logits, detached. ``generator`` (on x's device) seeds the noise;
-    None uses torch's global generator.
+    ``grad_norm`` (mean ‖∇ₓf_y‖²) and ``stability`` (mean h², or mean h₁·h₂) — parts a loss does
+    not use are 0 — plus ``logits``, the clean logits, detached. ``generator`` (on x's device)
+    seeds the noise; None uses torch's global generator.
     """
     cfg = as_loss_config(loss)
     return LOSSES[cfg.kind](model, x, y, cfg, generator)
