@@ -280,18 +280,19 @@ def saliency_maps(model: nn.Module, images: Tensor, labels: Tensor, batch_size: 
 
 # --- Pictures -------------------------------------------------------------------------------------
 # Every picture is a matplotlib Figure built by a ``*_figure`` function (tests read its texts) and
-# written by a ``write_*``/``plot_*`` function. The image grids are ONE imshow of a composed canvas
-# plus one text per tile title: a subplot per tile would cost ~10 ms each, 64 of them most of a second.
+# written by a ``write_*``/``plot_*`` function. The image grids are ONE image composed in numpy plus
+# one text per tile title line: a subplot per tile would cost ~10 ms each, 64 of them most of a second.
 
 MAX_TILES = 64  # tiles drawn per grid picture; the figure title says when more were available
 TILE_INCHES = 0.85  # printed side of one image tile
-TILE_PIXELS = 64  # an image tile is upscaled (nearest) to at least this many canvas pixels per side
+FIGURE_DPI = 100  # grid figures are composed pixel by pixel at this resolution
 TITLE_INCHES = 0.3  # band above each tile for its title (two lines of TILE_FONT)
 GAP_INCHES = 0.1  # white space between tiles
 PAIR_GAP_INCHES = 0.3  # between saliency pairs, clearly wider than the gap inside a pair
 TILE_FONT = 7  # points
+CHAR_EMS = 0.6  # mean width of a DejaVu Sans character, in font sizes (to fit titles to tiles)
 HEADER_LINE_INCHES = 0.22  # height of one line of the figure's header
-MIN_FIGURE_INCHES = 6.5  # narrowest figure, so that the header fits on few tiles
+MIN_FIGURE_INCHES = 7.0  # narrowest figure, so that the header fits on few tiles
 AGREE, DISAGREE = "#1a7f37", "#c62828"  # colour of the judge's verdict: green ✓, red ✗
 SALIENCY_CMAP = "RdBu_r"  # single-channel maps: red positive, blue negative, white 0
 # torchvision's CIFAR-10 class names in label order (the dataset files carry them; data.Dataset does
@@ -350,53 +351,57 @@ def _grid_figure(
     header: Sequence[str],
     footer_inches: float = 0.0,
     gap_inches: float = GAP_INCHES,
-) -> tuple[Figure, object]:
+) -> Figure:
     """A figure of ``tiles`` (each (H, W·k, 3) RGB in [0, 1], k images side by side) in a square-ish
     grid, each titled by its lines of (text, colour), under the ``header`` lines (first in bold).
 
-    Returns the figure and its image axes. ``footer_inches`` are left free below for a colour bar;
-    ``gap_inches`` of white separate tiles side by side.
+    ``footer_inches`` are left free below for a colour bar; ``gap_inches`` of white separate tiles
+    side by side. The tiles are upscaled (nearest) to about TILE_INCHES and placed as one uint8 RGBA
+    image at the figure's own resolution (``figimage``): an axes' imshow of a float canvas, resampled
+    and colour-converted at draw time, cost several times more on a 64-tile grid.
     """
     n = len(tiles)
     h, w = tiles[0].shape[:2]
     per_tile = w // h  # images side by side in one tile (saliency: input | map)
-    scale = max(1, math.ceil(TILE_PIXELS / h))  # canvas pixels per image pixel
+    scale = max(1, round(TILE_INCHES * FIGURE_DPI / h))  # output pixels per image pixel
     th, tw = h * scale, w * scale
-    ppi = th / TILE_INCHES  # canvas pixels per inch
-    band, gap = round(TITLE_INCHES * ppi), round(GAP_INCHES * ppi)
-    gap_w = round(gap_inches * ppi)  # white between tiles side by side
+    band, gap = round(TITLE_INCHES * FIGURE_DPI), round(GAP_INCHES * FIGURE_DPI)
+    # White between tiles side by side, widened so that the longest tile title fits its cell.
+    longest = max((len(text) for lines in titles for text, _ in lines), default=0)
+    title_px = longest * TILE_FONT * CHAR_EMS / 72 * FIGURE_DPI
+    gap_w = round(max(gap_inches * FIGURE_DPI, title_px - tw + gap))
     cols = max(1, math.ceil(math.sqrt(n / per_tile)))
     rows = math.ceil(n / cols)
     cell_w, cell_h = tw + gap_w, band + th + gap
-    canvas = np.ones((rows * cell_h, cols * cell_w, 3))
+    canvas = np.full((rows * cell_h, cols * cell_w, 4), 255, dtype=np.uint8)  # opaque white RGBA
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         y0, x0 = r * cell_h + band, c * cell_w + gap_w // 2
-        canvas[y0 : y0 + th, x0 : x0 + tw] = tile.repeat(scale, 0).repeat(scale, 1)
+        pixels = np.rint(np.clip(tile, 0, 1) * 255).astype(np.uint8)
+        canvas[y0 : y0 + th, x0 : x0 + tw, :3] = pixels.repeat(scale, 0).repeat(scale, 1)
 
-    grid_w, grid_h = canvas.shape[1] / ppi, canvas.shape[0] / ppi
-    header_h = HEADER_LINE_INCHES * (len(header) + 0.6)
-    fig_w, fig_h = max(grid_w + 0.3, MIN_FIGURE_INCHES), grid_h + header_h + footer_inches + 0.1
-    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
-    # The axes get exactly the canvas's size in inches, so canvas pixels stay square without
-    # tight_layout (which would double the cost).
-    ax = fig.add_axes(((fig_w - grid_w) / 2 / fig_w, (footer_inches + 0.05) / fig_h, grid_w / fig_w, grid_h / fig_h))
-    ax.imshow(canvas, interpolation="nearest", aspect="auto")
-    ax.set_axis_off()
+    header_px = round(HEADER_LINE_INCHES * (len(header) + 0.6) * FIGURE_DPI)
+    footer_px = round(footer_inches * FIGURE_DPI) + 5
+    fig_w = max(canvas.shape[1] + 30, round(MIN_FIGURE_INCHES * FIGURE_DPI))  # pixels
+    fig_h = canvas.shape[0] + header_px + footer_px + 5
+    fig = Figure(figsize=(fig_w / FIGURE_DPI, fig_h / FIGURE_DPI), dpi=FIGURE_DPI)
+    left = (fig_w - canvas.shape[1]) // 2
+    fig.figimage(canvas, xo=left, yo=footer_px, origin="upper")
+    canvas_top = footer_px + canvas.shape[0]  # in figure pixels from the bottom
     for i, lines in enumerate(titles):
         r, c = divmod(i, cols)
-        x = c * cell_w + gap_w // 2 + tw / 2
+        x = left + c * cell_w + gap_w // 2 + tw / 2
         for j, (text, colour) in enumerate(reversed(lines)):
-            # Lines stacked upwards from the tile's top edge (image rows grow downwards).
-            y = r * cell_h + band - 2 - j * band / 2
-            ax.text(x, y, text, color=colour, fontsize=TILE_FONT, ha="center", va="bottom")
-    top = 1 - 0.05 / fig_h
+            # Lines stacked upwards from the tile's top edge.
+            y = canvas_top - (r * cell_h + band) + 2 + j * band / 2
+            fig.text(x / fig_w, y / fig_h, text, color=colour, fontsize=TILE_FONT, ha="center", va="bottom")
+    top = 1 - 5 / fig_h
     for j, line in enumerate(header):
         fig.text(
-            0.5, top - j * HEADER_LINE_INCHES / fig_h, line, ha="center", va="top",
+            0.5, top - j * HEADER_LINE_INCHES * FIGURE_DPI / fig_h, line, ha="center", va="top",
             fontsize=10 if j == 0 else 8.5, fontweight="bold" if j == 0 else "normal",
         )
-    return fig, ax
+    return fig
 
 
 def samples_figure(
@@ -433,14 +438,13 @@ def samples_figure(
         header.append(f"GAN-test (fraction the judge assigns to their target): {gan_test_value:.3f} over {total} samples; {shown}")
     else:
         header.append(f"No judge given, so no GAN-test; {shown}")
-    fig, _ = _grid_figure(list(_to_rgb(samples[:n])), titles, header)
-    return fig
+    return _grid_figure(list(_to_rgb(samples[:n])), titles, header)
 
 
 def write_samples(samples: Tensor, targets: Tensor, path: str | Path, **kw) -> Path:
     """Write samples (N, C, H, W) in [0, 1] as a titled grid PNG; ``kw`` as :func:`samples_figure`."""
     path = Path(path)
-    samples_figure(samples, targets, **kw).savefig(path)
+    samples_figure(samples, targets, **kw).savefig(path, dpi=FIGURE_DPI)  # figimage is placed in pixels at this dpi
     return path
 
 
@@ -472,10 +476,10 @@ def saliency_figure(
         f"Saliency: input gradient ∇ₓf_y(x) of the true-class logit, {model}",
         f"Each pair: test image x (left) | its map ∇ₓf_y(x) (right); title: true class y; {shown}",
         "Each map divided by its own max |∇ₓf_y| (per-map scale): "
-        + ("red +, blue −, white 0, see colour bar" if single else "RGB channels, mid-grey = 0, brighter/darker = ±"),
+        + ("red +, blue −, white 0, see colour bar" if single else "RGB channels, mid-grey = 0"),
     ]
     footer = 0.7 if single else 0.0  # inches for the colour bar and its label
-    fig, _ = _grid_figure(tiles, titles, header, footer_inches=footer, gap_inches=PAIR_GAP_INCHES)
+    fig = _grid_figure(tiles, titles, header, footer_inches=footer, gap_inches=PAIR_GAP_INCHES)
     if single:
         fig_w, fig_h = fig.get_size_inches()
         cax = fig.add_axes((0.3, 0.42 / fig_h, 0.4, 0.1 / fig_h))
@@ -489,7 +493,7 @@ def saliency_figure(
 def write_saliency(images: Tensor, gradients: Tensor, labels: Tensor, path: str | Path, **kw) -> Path:
     """Write each image beside its input-gradient map as a titled grid PNG (see :func:`saliency_figure`)."""
     path = Path(path)
-    saliency_figure(images, gradients, labels, **kw).savefig(path)
+    saliency_figure(images, gradients, labels, **kw).savefig(path, dpi=FIGURE_DPI)
     return path
 
 
