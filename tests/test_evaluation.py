@@ -375,13 +375,13 @@ def test_samples_figure_names_classes_caps_tiles_and_says_so_without_a_judge():
 
 
 def test_class_names_come_from_the_dataset_or_cifar10_else_indices():
-    assert ev.class_names(TinyData(torch.zeros(1), torch.zeros(1), 3)) is None
+    assert ev.class_names_of(TinyData(torch.zeros(1), torch.zeros(1), 3)) is None
     named = TinyData(torch.zeros(1), torch.zeros(1), 2)
     named.classes = ["cat", "dog"]
-    assert ev.class_names(named) == ["cat", "dog"]
+    assert ev.class_names_of(named) == ["cat", "dog"]
     cifar = TinyData(torch.zeros(1), torch.zeros(1), 10)
     cifar.name = "cifar10"
-    assert ev.class_names(cifar)[1] == "automobile" and len(ev.class_names(cifar)) == 10
+    assert ev.class_names_of(cifar)[1] == "automobile" and len(ev.class_names_of(cifar)) == 10
 
 
 def test_scaled_saliency_divides_each_map_by_its_largest_magnitude():
@@ -407,7 +407,8 @@ def test_saliency_figure_pairs_images_with_maps_and_states_the_scale():
     colour = ev.saliency_figure(rand_images(3, (3, 8, 8)), torch.randn(3, 3, 8, 8), labels, class_names=list("abcde"))
     assert not colour.axes
     texts = [text for text, _ in _texts(colour)]
-    assert "mid-grey = 0" in " ".join(texts) and [t for t in texts if t.startswith("y = ")] == ["y = d", "y = b", "y = e"]
+    assert "mid-grey = 0" in " ".join(texts)
+    assert [t for t in texts if t.startswith("y = ")] == ["y = d", "y = b", "y = e"]
 
 
 def _rgb(path) -> np.ndarray:
@@ -443,7 +444,8 @@ def test_grid_pictures_have_a_bounded_size(tmp_path):
     # More images than MAX_TILES draw no more tiles: the picture keeps its size.
     with Image.open(ev.write_samples(rand_images(500, (1, 8, 8)), torch.arange(500) % 10, tmp_path / "b.png")) as img:
         assert img.size[0] <= 1200 and img.size[1] <= 1400
-    with Image.open(ev.write_saliency(rand_images(64, (1, 32, 32)), torch.randn(64, 1, 32, 32), targets, tmp_path / "m.png")) as img:
+    maps = ev.write_saliency(rand_images(64, (1, 32, 32)), torch.randn(64, 1, 32, 32), targets, tmp_path / "m.png")
+    with Image.open(maps) as img:
         width, height = img.size
     assert 800 <= width <= 1800 and 900 <= height <= 2000
 
@@ -464,7 +466,7 @@ def test_density_ratio_curve_has_a_title_units_and_a_defined_reference_line():
     assert "σ" in ax.get_xlabel() and "pixel intensity" in ax.get_xlabel()
     assert "p(x+η|y) / p(x|y)" in ax.get_ylabel()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any("256 test images" in t for t in labels) and any(t.startswith("1: ") for t in labels)
+    assert any("256 test images of η ~ N(0, σ²I)" in t for t in labels) and any(t.startswith("1: ") for t in labels)
     assert _legend_below_the_axes(fig)
     # Ratios spanning decades are drawn on a log axis, near-one ratios on a linear one.
     assert ax.get_yscale() == "linear"

@@ -300,7 +300,7 @@ SALIENCY_CMAP = "RdBu_r"  # single-channel maps: red positive, blue negative, wh
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def class_names(data) -> Sequence[str] | None:
+def class_names_of(data) -> Sequence[str] | None:
     """Names of ``data``'s classes in label order, or None where the classes have no names.
 
     ``data.classes`` when the dataset carries them, CIFAR-10's names by dataset name, else None.
@@ -426,16 +426,20 @@ def samples_figure(
         lines = [(_class_label(y, class_names), "black")]
         if verdicts is not None:
             ok = verdicts[i] == y
-            lines.append((f"judge: {_class_label(verdicts[i], class_names)} {'✓' if ok else '✗'}", AGREE if ok else DISAGREE))
+            verdict = f"judge: {_class_label(verdicts[i], class_names)} {'✓' if ok else '✗'}"
+            lines.append((verdict, AGREE if ok else DISAGREE))
         titles.append(lines)
     how = f"{steps} steps of gradient ascent on f_y(x)" if steps is not None else "gradient ascent on f_y(x)"
     header = [
         f"Samples of p(x|y) ∝ exp f_y(x): {how} from noise, {model}",
-        "Tile title: target class y" + ("; below it the judge's class (✓ agrees, ✗ disagrees)" if verdicts is not None else ""),
+        "Tile title: target class y"
+        + ("; below it the judge's class (✓ agrees, ✗ disagrees)" if verdicts is not None else ""),
     ]
     shown = f"{n} of {total} samples shown" if n < total else f"all {n} samples shown"
     if gan_test_value is not None:
-        header.append(f"GAN-test (fraction the judge assigns to their target): {gan_test_value:.3f} over {total} samples; {shown}")
+        header.append(
+            f"GAN-test (fraction the judge assigns to their target): {gan_test_value:.3f} over {total} samples; {shown}"
+        )
     else:
         header.append(f"No judge given, so no GAN-test; {shown}")
     return _grid_figure(list(_to_rgb(samples[:n])), titles, header)
@@ -444,7 +448,7 @@ def samples_figure(
 def write_samples(samples: Tensor, targets: Tensor, path: str | Path, **kw) -> Path:
     """Write samples (N, C, H, W) in [0, 1] as a titled grid PNG; ``kw`` as :func:`samples_figure`."""
     path = Path(path)
-    samples_figure(samples, targets, **kw).savefig(path, dpi=FIGURE_DPI)  # figimage is placed in pixels at this dpi
+    samples_figure(samples, targets, **kw).savefig(path, dpi=FIGURE_DPI)  # figimage is placed in pixels
     return path
 
 
@@ -483,7 +487,8 @@ def saliency_figure(
     if single:
         fig_w, fig_h = fig.get_size_inches()
         cax = fig.add_axes((0.3, 0.42 / fig_h, 0.4, 0.1 / fig_h))
-        bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), colormaps[SALIENCY_CMAP]), cax=cax, orientation="horizontal")
+        scale = ScalarMappable(Normalize(-1, 1), colormaps[SALIENCY_CMAP])
+        bar = fig.colorbar(scale, cax=cax, orientation="horizontal")
         bar.set_ticks([-1, 0, 1])
         bar.ax.tick_params(labelsize=7)
         bar.set_label("∇ₓf_y / max |∇ₓf_y| of its map", fontsize=7.5)
@@ -497,7 +502,7 @@ def write_saliency(images: Tensor, gradients: Tensor, labels: Tensor, path: str 
     return path
 
 
-def density_ratios_figure(ratios: dict[float, float], *, images: int | None = None) -> Figure:
+def density_ratios_figure(ratios: dict[float, float], *, images: int | None = None, draws: int = 1) -> Figure:
     """The figure of :func:`plot_density_ratios`."""
     fig = Figure(figsize=CURVE_SIZE, dpi=100)
     fig.subplots_adjust(**CURVE_MARGINS)
@@ -505,11 +510,12 @@ def density_ratios_figure(ratios: dict[float, float], *, images: int | None = No
     sigmas = sorted(ratios)
     values = [ratios[s] for s in sigmas]
     over = f"mean over {images} test images" if images is not None else "mean over test images"
-    ax.plot(sigmas, values, marker="o", label=f"{over}, η ~ N(0, σ²I)")
+    over += f" × {draws} draws" if draws > 1 else ""
+    ax.plot(sigmas, values, marker="o", label=f"{over} of η ~ N(0, σ²I)")
     ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--", label="1: the noise leaves p(x|y) unchanged")
     ax.set_xscale("log")
     positive = [v for v in values if v > 0]
-    if positive and max(positive) / min(positive + [1.0]) > 100:  # ratios spanning decades
+    if positive and max(positive) / min(positive + [1.0]) > 100:  # ratios spanning decades (1 included)
         ax.set_yscale("log")
     ax.set_xlabel("noise standard deviation σ (pixel intensity, images in [0, 1])")
     ax.set_ylabel("density ratio p(x+η|y) / p(x|y)")
@@ -520,9 +526,12 @@ def density_ratios_figure(ratios: dict[float, float], *, images: int | None = No
     return fig
 
 
-def plot_density_ratios(ratios: dict[float, float], path: str | Path, *, images: int | None = None) -> Path:
-    """Density ratio against σ (log x axis), as in the paper's Fig. 1; ``images``: test images averaged."""
-    density_ratios_figure(ratios, images=images).savefig(path)
+def plot_density_ratios(
+    ratios: dict[float, float], path: str | Path, *, images: int | None = None, draws: int = 1
+) -> Path:
+    """Density ratio against σ (log x axis), as in the paper's Fig. 1; ``images`` test images and
+    ``draws`` noise draws per image were averaged (said in the legend)."""
+    density_ratios_figure(ratios, images=images, draws=draws).savefig(path)
     return Path(path)
 
 
@@ -546,7 +555,8 @@ def pixel_perturbation_figure(
     if 0.0 in accuracy:
         ax.axhline(accuracy[0.0], color="black", linewidth=0.8, linestyle=":", label="no pixel removed")
     if num_classes:
-        ax.axhline(1 / num_classes, color="gray", linewidth=0.8, linestyle="--", label=f"chance: 1/{num_classes} classes")
+        chance = f"chance: 1/{num_classes} classes"
+        ax.axhline(1 / num_classes, color="gray", linewidth=0.8, linestyle="--", label=chance)
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
     ax.set_xlabel("fraction of pixels removed, least important first")
@@ -628,7 +638,7 @@ def evaluate_all(
 
     n = min(cfg.grid_images, MAX_TILES)  # tiles drawn; the titles say how many of how many
     saliency = saliency_maps(model, test_x[:n], test_y[:n])
-    names, described = class_names(data), f"model {type(model).__name__}"
+    names, described = class_names_of(data), f"model {type(model).__name__}"
     judged = None if judge is None else predict(judge, samples[:n])
     files = {
         "samples": write_samples(
@@ -640,7 +650,7 @@ def evaluate_all(
             total=min(cfg.grid_images, len(test_x)),
         ),
         "density_ratios": plot_density_ratios(
-            ratios, out_dir / "density_ratios.png", images=len(test_x[: cfg.density_images])
+            ratios, out_dir / "density_ratios.png", images=len(test_x[: cfg.density_images]), draws=cfg.density_draws
         ),
         "pixel_perturbation": plot_pixel_perturbation(
             accuracy, out_dir / "pixel_perturbation.png", cfg.perturbation_fill,
