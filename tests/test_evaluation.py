@@ -466,11 +466,13 @@ def test_density_ratio_curve_has_a_title_units_and_a_defined_reference_line():
     assert "σ" in ax.get_xlabel() and "pixel intensity" in ax.get_xlabel()
     assert "p(x+η|y) / p(x|y)" in ax.get_ylabel()
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any("256 test images of η ~ N(0, σ²I)" in t for t in labels) and any(t.startswith("1: ") for t in labels)
+    assert any("256 test images, one draw of η ~ N(0, σ²I) each" in t for t in labels) and any(t.startswith("1: ") for t in labels)
     assert _legend_below_the_axes(fig)
     # Ratios spanning decades are drawn on a log axis, near-one ratios on a linear one.
     assert ax.get_yscale() == "linear"
     assert ev.density_ratios_figure({1e-3: 1.0, 1e-1: 1e6}).axes[0].get_yscale() == "log"
+    three = ev.density_ratios_figure({1e-3: 1.0}, images=8, draws=3).axes[0].get_legend().get_texts()[0].get_text()
+    assert three == "mean over 8 test images, 3 draws of η ~ N(0, σ²I) each"
 
 
 def test_pixel_perturbation_curve_has_a_title_the_fill_and_the_chance_level():

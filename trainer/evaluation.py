@@ -510,8 +510,8 @@ def density_ratios_figure(ratios: dict[float, float], *, images: int | None = No
     sigmas = sorted(ratios)
     values = [ratios[s] for s in sigmas]
     over = f"mean over {images} test images" if images is not None else "mean over test images"
-    over += f" × {draws} draws" if draws > 1 else ""
-    ax.plot(sigmas, values, marker="o", label=f"{over} of η ~ N(0, σ²I)")
+    each = "one draw" if draws == 1 else f"{draws} draws"
+    ax.plot(sigmas, values, marker="o", label=f"{over}, {each} of η ~ N(0, σ²I) each")
     ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--", label="1: the noise leaves p(x|y) unchanged")
     ax.set_xscale("log")
     positive = [v for v in values if v > 0]
