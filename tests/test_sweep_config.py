@@ -76,7 +76,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("preset", ["quickstart", "table2", "table1", "optuna"])
+@pytest.mark.parametrize("preset", ["quickstart", "table2", "table1", "optuna", "groundtruth"])
 def test_presets_load_and_open_with_their_command(preset):
     cfg = load_sweep_config(preset)
     assert cfg.name == preset
