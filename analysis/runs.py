@@ -385,8 +385,8 @@ def selection_notice(split: str | None) -> str | None:
         return ("SELECTED ON THE TEST SET: these trials trained on the whole training set (trainer.data.val_size: "
                 "0, as the paper did) or chose by a test-image metric, so eval/objective, ASHA, Optuna and best.pt "
                 "used test data: their test numbers are optimistically biased")
-    return ("SELECTED ON THE TEST SET (probably): these trials carry no trial.selection_split tag (written before "
-            "validation splits existed), when eval/objective and best.pt read test accuracy")
+    return ("SELECTED ON THE TEST SET (probably): these trials carry no trial.selection_split tag, so they were "
+            "written before validation splits existed, when eval/objective and best.pt read test accuracy")
 
 
 def check_not_test(split: str | None, *columns: str) -> None:
