@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from analysis import figures, pareto, table2
-from analysis.runs import AnalysisError, client, load
+from analysis.runs import AnalysisError, check_comparable, client, load, selection_notice
 
 __all__ = ["AnalysisError", "load", "log_outputs", "report_sweep"]
 
@@ -35,23 +35,27 @@ def report_sweep(experiment: str, parent_run_id: str, out_dir: str | Path,
     """Write every analysis output that applies to one sweep and log them to its parent run.
 
     Table 2 (coloured by the objective, or test accuracy when no objective was logged), the
-    accuracy/GAN-test front, Fig. 1/3 and Table 1 when their curves were logged, and for each
+    front of the accuracy the trials selected by (validation, or test when they selected on it)
+    against GAN-test, Fig. 1/3 and Table 1 when their curves were logged, and for each
     ground-truth metric present a heatmap and a front against accuracy. Parts that do not apply
     (no score-matching trial, no GAN-test, no curves) are skipped with a log message. Returns
     file name -> path. Raises AnalysisError when the sweep cannot be read or nothing applies.
     """
     frame = load(experiment, tracking_uri, parent_run_id)
+    notice = selection_notice(check_comparable(frame, gan_test=False))
+    if notice:
+        log.warning("analysis: %s", notice)
     out_dir = Path(out_dir)
     metric = "objective" if frame["objective"].notna().any() else "test_acc"
     parts: dict[str, Callable[[], dict[str, Path]]] = {
         "table2": lambda: table2.write_table2(frame, out_dir, metric),
-        "pareto": lambda: pareto.write_pareto(frame, out_dir, "test_acc", "gan_test"),
+        "pareto": lambda: pareto.write_pareto(frame, out_dir, None, "gan_test"),  # x: the selection accuracy
         "figures": lambda: figures.write_figures(frame, out_dir),
     }
     for m in GROUNDTRUTH_METRICS:
         if frame[m].notna().any():
             parts[f"table2 by {m}"] = lambda m=m: table2.write_table2(frame, out_dir, m, stem=f"{m}_")
-            parts[f"pareto of {m}"] = lambda m=m: pareto.write_pareto(frame, out_dir, "test_acc", m, stem=f"{m}_")
+            parts[f"pareto of {m}"] = lambda m=m: pareto.write_pareto(frame, out_dir, None, m, stem=f"{m}_")
     paths: dict[str, Path] = {}
     skipped: list[str] = []
     for name, write in parts.items():

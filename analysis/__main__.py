@@ -3,7 +3,9 @@
 By default the most recent sweep of the experiment is analysed and the outputs are written to
 ``out/analysis/<experiment>/<sweep>/`` and logged to the sweep's parent run under ``analysis/``.
 Bad input (unknown experiment or sweep, no finished trials, trials without λ/μ, an unknown
-metric) prints one line to stderr and exits with status 2.
+metric, trials that selected on different splits or were scored by different judges, a test-set
+metric as a front's axis for trials selected on validation) prints one line to stderr and exits
+with status 2. Trials that selected on the test set get a loud line on stderr after the outputs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from analysis import figures, log_outputs, pareto, table2
-from analysis.runs import AnalysisError, default_tracking_uri, load, select_parent
+from analysis.runs import (AnalysisError, check_comparable, default_tracking_uri, load, select_parent,
+                           selection_notice)
 
 
 def _table2(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
@@ -29,6 +32,7 @@ def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _figures(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
+    check_comparable(frame)  # Table 1 and Fig. 3 compare models' GAN-test and accuracy
     if not args.fig3b:
         return figures.write_figures(frame, args.out, args.runs)
     # Fig. 3b first: it checks its runs and checkpoints before writing anything, and it needs no
@@ -72,7 +76,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--axes", choices=("present", "paper"), default="present",
                    help="λ/μ values shown: those run, or the paper's grid plus those run")
     g = p.add_argument_group("pareto")
-    g.add_argument("--x", default="test_acc", help="first metric of the front")
+    g.add_argument("--x", default=None,
+                   help="first metric of the front (default: the accuracy the trials selected by: val_acc, "
+                        "or test_acc for trials selected on the test set)")
     g.add_argument("--y", default="gan_test", help="second metric of the front")
     g.add_argument("--minimize", nargs="*", metavar="METRIC",
                    help="metrics of the front to minimize (default: losses and Fisher divergences)")
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         names = frame["sweep"].dropna()
         name = "all" if parent is None else str(names.iloc[0]) if len(names) else parent
         args.out = Path("out", "analysis", args.experiment, name)
+    args.notice = selection_notice(check_comparable(frame, gan_test=False))  # said once the outputs exist
     paths = COMMANDS[args.command](frame, args)
     if parent is not None and not args.no_log:
         log_outputs(paths, parent, args.tracking_uri)
@@ -115,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     for path in paths.values():
         print(path)
+    if args.notice:
+        print(f"analysis: {args.notice}", file=sys.stderr)
 
 
 if __name__ == "__main__":

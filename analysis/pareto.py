@@ -4,6 +4,11 @@ Dominance, with every metric oriented so that larger is better (a minimized metr
 run ``a`` dominates run ``b`` when ``a`` is at least as good as ``b`` on both metrics and
 strictly better on at least one. The front is the set of runs no run dominates; exact
 duplicates dominate neither each other, so all copies of a front point stay on the front.
+
+A front is a selection, so it ranks by what the trials selected by: validation accuracy by default
+(test accuracy for trials tagged as selected on the test set), never a test-set column for trials
+that had a validation split. Trials that selected on different splits, or whose GAN-test came from
+different judges, are refused (:func:`analysis.runs.check_comparable`).
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.runs import (LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, completed, describe,
-                           metric_column)
+from analysis.runs import (LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, check_comparable, check_not_test,
+                           column_name, completed, describe, metric_column, selection_accuracy)
 from sweep.record import LOSS_NAMES, Status
 
 # Columns exported with a front (those present in the frame), then the two metrics.
 FRONT_COLUMNS = ("run_id", "run_name", "sweep", "loss", "lam", "mu", "sigma", "seed", "status",
-                 "epochs", "epochs_done", "test_acc", "gan_test", "objective", "checkpoint_uri")
+                 "epochs", "epochs_done", "val_acc", "test_acc", "gan_test", "objective", "selection_split",
+                 "judge", "judge_arch", "checkpoint_uri")
 
 
 def default_minimize(*metrics: str) -> tuple[str, ...]:
@@ -52,20 +58,32 @@ def front_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return mask
 
 
+def front_axes(frame: pd.DataFrame, x: str | None, y: str) -> tuple[str, str]:
+    """The front's two columns after the checks: one selection split, one judge when GAN-test is
+    an axis, no test-set column for trials selected on validation; ``x=None`` is the accuracy the
+    trials selected by (val_acc, or test_acc for trials selected on test)."""
+    split = check_comparable(frame, gan_test="gan_test" in {column_name(x or ""), column_name(y)})
+    xc, yc = metric_column(frame, x or selection_accuracy(split)), metric_column(frame, y)
+    check_not_test(split, xc, yc)
+    return xc, yc
+
+
 def pareto_front(
     frame: pd.DataFrame,
-    x: str = "test_acc",
+    x: str | None = None,
     y: str = "gan_test",
     include_stopped: bool = False,
     minimize: Collection[str] = (),
 ) -> pd.DataFrame:
     """The non-dominated trials of ``frame`` on metrics ``x`` and ``y``, best ``x`` first.
 
-    Both metrics are maximized except those named in ``minimize``. Only trials that ran to the
-    end are candidates (see :func:`analysis.runs.completed`) unless ``include_stopped``; trials
-    missing either metric are left out. Raises AnalysisError when no candidate remains.
+    Both metrics are maximized except those named in ``minimize``; ``x=None`` is the accuracy the
+    trials selected by (see :func:`front_axes`). Only trials that ran to the end are candidates
+    (see :func:`analysis.runs.completed`) unless ``include_stopped``; trials missing either metric
+    are left out. Raises AnalysisError when no candidate remains, or when the trials are not
+    comparable (mixed selection splits or judges, a test-set axis on trials selected on val).
     """
-    xc, yc = metric_column(frame, x), metric_column(frame, y)
+    xc, yc = front_axes(frame, x, y)
     minimized = {column_name(m) for m in minimize}
     if minimized - {xc, yc}:
         raise AnalysisError(f"cannot minimize {', '.join(sorted(minimized - {xc, yc}))}: "
@@ -123,15 +141,16 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: P
     return path
 
 
-def write_pareto(frame: pd.DataFrame, out_dir: Path, x: str = "test_acc", y: str = "gan_test",
+def write_pareto(frame: pd.DataFrame, out_dir: Path, x: str | None = None, y: str = "gan_test",
                  include_stopped: bool = False, minimize: Collection[str] | None = None,
                  stem: str = "") -> dict[str, Path]:
     """Compute the front and write ``front.parquet``, ``front.csv`` and ``pareto.png``.
 
     ``stem`` is put before each name (``stem + "front.csv"``) to keep variants apart;
-    ``minimize=None`` minimizes the metrics that are better when smaller.
+    ``minimize=None`` minimizes the metrics that are better when smaller; ``x=None`` is the
+    accuracy the trials selected by.
     """
-    xc, yc = metric_column(frame, x), metric_column(frame, y)
+    xc, yc = front_axes(frame, x, y)
     minimize = default_minimize(xc, yc) if minimize is None else minimize
     front = pareto_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
     table = export_columns(front, xc, yc)

@@ -22,7 +22,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
-from sweep.record import Role, Status, Tag, TrialRecord
+from sweep.record import Role, SelectionSplit, Status, Tag, TrialRecord
 from trainer import keys
 
 class AnalysisError(ValueError):
@@ -47,7 +47,9 @@ TEXT_PARAMS: dict[str, str] = {
 }
 # Frame column -> metric key; the value is the run's latest (highest-step) value.
 METRICS: dict[str, str] = {
-    "test_acc": keys.TEST_ACC,
+    "val_acc": keys.VAL_ACC,  # the validation split: what selects
+    "val_loss": keys.VAL_LOSS,
+    "test_acc": keys.TEST_ACC,  # the test set: reported, never used to choose
     "test_loss": keys.TEST_LOSS,
     "train_acc": keys.TRAIN_ACC,
     "train_loss": keys.TRAIN_LOSS,
@@ -56,14 +58,20 @@ METRICS: dict[str, str] = {
     "score_alignment": keys.SCORE_ALIGNMENT,
     "fisher_divergence": keys.FISHER_DIVERGENCE,
     "fisher_divergence_rel": keys.FISHER_DIVERGENCE_REL,
+    "fisher_divergence_rel_floor": keys.FISHER_DIVERGENCE_REL_FLOOR,  # what eq. 4 can reach
     "sample_loglik": keys.SAMPLE_LOGLIK,
     "epochs_done": keys.EPOCH,  # completed epochs
 }
 # Metrics where smaller is better; every other metric is maximized.
-LOWER_IS_BETTER = frozenset({"test_loss", "train_loss", "fisher_divergence", "fisher_divergence_rel"})
+LOWER_IS_BETTER = frozenset({"val_loss", "test_loss", "train_loss", "fisher_divergence", "fisher_divergence_rel",
+                             "fisher_divergence_rel_floor"})
 # Fractions in [0, 1] shown as percentages.
-PERCENT = frozenset({"test_acc", "gan_test", "train_acc"})
+PERCENT = frozenset({"val_acc", "test_acc", "gan_test", "train_acc"})
+# Columns measured on the test set: reported, never used to rank or choose on trials selected on val.
+TEST_COLUMNS = frozenset({"test_acc", "test_loss"})
 LABELS: dict[str, str] = {
+    "val_acc": "validation accuracy (%)",
+    "val_loss": "validation loss",
     "test_acc": "test accuracy (%)",
     "test_loss": "test loss",
     "train_acc": "train accuracy (%)",
@@ -73,6 +81,7 @@ LABELS: dict[str, str] = {
     "score_alignment": "score alignment (cosine)",
     "fisher_divergence": "Fisher divergence",
     "fisher_divergence_rel": "relative Fisher divergence",
+    "fisher_divergence_rel_floor": "relative Fisher divergence eq. 4 can reach",
     "sample_loglik": "sample log-likelihood per dim",
 }
 
@@ -85,6 +94,8 @@ RECORD_TAGS: dict[str, str] = {
     "key": Tag.KEY,
     "attempts": Tag.ATTEMPTS,
     "judge": Tag.JUDGE,
+    "judge_key": Tag.JUDGE_KEY,
+    "judge_arch": Tag.JUDGE_ARCH,
     "best_objective": Tag.BEST_OBJECTIVE,
     "selection_split": Tag.SELECTION_SPLIT,
 }
@@ -296,3 +307,91 @@ def metric_column(frame: pd.DataFrame, metric: str) -> str:
     if pd.to_numeric(frame[column], errors="coerce").isna().all():
         raise AnalysisError(f"metric {metric!r} was not logged by any selected trial")
     return column
+
+
+# What a trial without the tag trial.selection_split (written before validation splits) chose by.
+UNTAGGED = "untagged"
+
+
+def _groups(frame: pd.DataFrame, columns: list[str]) -> dict[tuple, pd.DataFrame]:
+    """The frame's rows grouped by ``columns``, a missing value its own group."""
+    keys_ = frame[columns].astype(object).where(frame[columns].notna(), None)
+    return {key: frame.loc[rows.index] for key, rows in keys_.groupby(columns, dropna=False, sort=False)}
+
+
+def _sweeps_of(rows: pd.DataFrame) -> str:
+    names = sorted(rows["sweep"].dropna().astype(str).unique()) if "sweep" in rows.columns else []
+    return f" of sweep {', '.join(map(repr, names))}" if names else ""
+
+
+def selection_split(frame: pd.DataFrame) -> str | None:
+    """The one split the trials selected by (``val`` or ``test``), None for a frame without the tag.
+
+    Raises AnalysisError naming the splits when the trials mix them: a ranking or front over runs
+    that chose by different data compares an unbiased number with an optimistically biased one.
+    """
+    if "selection_split" not in frame.columns or frame["selection_split"].isna().all():
+        return None
+    splits = frame["selection_split"].fillna(UNTAGGED).astype(str)
+    if splits.nunique() > 1:
+        parts = [f"{split}: {len(rows)} trial(s){_sweeps_of(frame.loc[rows.index])}"
+                 for split, rows in splits.groupby(splits, sort=True)]
+        raise AnalysisError("these trials selected on different splits (" + "; ".join(parts) + "), so their "
+                            "rankings are not comparable; analyse one sweep (--sweep NAME) or one split at a time")
+    return str(splits.iloc[0])
+
+
+def check_judges(frame: pd.DataFrame) -> None:
+    """Refuse GAN-test numbers from different judges (AnalysisError naming each judge).
+
+    GAN-test is the judge's accuracy on a model's samples, so two judges (another architecture,
+    another training) give numbers on different scales. Trials without GAN-test are not checked.
+    """
+    if "gan_test" not in frame.columns or "judge" not in frame.columns:
+        return
+    scored = frame[frame["gan_test"].notna()]
+    columns = [c for c in ("judge", "judge_arch") if c in scored.columns]
+    groups = _groups(scored, columns)
+    if len(groups) > 1:
+        names = []
+        for key, rows in groups.items():
+            judge, arch = (list(key) + [None])[:2]
+            names.append(f"judge run {judge or 'unknown'} ({arch or 'arch unknown'}): "
+                         f"{len(rows)} trial(s){_sweeps_of(rows)}")
+        raise AnalysisError("GAN-test of these trials came from different judges (" + "; ".join(names)
+                            + "); GAN-test is only comparable under one judge: analyse one sweep (--sweep NAME)")
+
+
+def check_comparable(frame: pd.DataFrame, gan_test: bool = True) -> str | None:
+    """Both checks before ranking or comparing trials: one selection split, and (when
+    ``gan_test``) one judge. Returns the split (None: untagged trials)."""
+    split = selection_split(frame)
+    if gan_test:
+        check_judges(frame)
+    return split
+
+
+def selection_accuracy(split: str | None) -> str:
+    """The accuracy column the trials were selected by: ``val_acc``, or ``test_acc`` for trials that
+    selected on test (tagged ``test``, or untagged: written before validation splits existed)."""
+    return "val_acc" if split == SelectionSplit.VAL else "test_acc"
+
+
+def selection_notice(split: str | None) -> str | None:
+    """The loud line for trials that selected on the test set; None for ``val``."""
+    if split == SelectionSplit.VAL:
+        return None
+    if split == SelectionSplit.TEST:
+        return ("SELECTED ON THE TEST SET: these trials trained on the whole training set (trainer.data.val_size: "
+                "0, as the paper did) or chose by a test-image metric, so eval/objective, ASHA, Optuna and best.pt "
+                "used test data: their test numbers are optimistically biased")
+    return ("SELECTED ON THE TEST SET (probably): these trials carry no trial.selection_split tag, so they were "
+            "written before validation splits existed, when eval/objective and best.pt read test accuracy")
+
+
+def check_not_test(split: str | None, *columns: str) -> None:
+    """Refuse ranking trials selected on validation by a test-set column (AnalysisError)."""
+    test = [c for c in columns if c in TEST_COLUMNS]
+    if test and split == SelectionSplit.VAL:
+        raise AnalysisError(f"{', '.join(test)} is test-set data and cannot choose (a front or a ranking is a "
+                            "selection): use val_acc; test accuracy is reported beside it in front.csv")

@@ -6,10 +6,18 @@ one trial gives the values, several seeds give ``mean ± std`` and ``n``. Cells 
 trial say why (``diverged``, ``stopped``, ...); cells never run stay blank. Trials of other
 losses (baseline, gradient norm, anti-score-matching) are not grid cells: they are listed in a
 caption under the table.
+
+The cells report test accuracy (reported for every trial, never used to choose). Trials that
+selected on different splits or whose GAN-test came from different judges are refused
+(:func:`analysis.runs.check_comparable`); trials that selected on the test set (the paper's
+full-training-set setting) get a loud line in the caption. Coloured by the relative Fisher
+divergence, each cell also shows the floor eq. 4 can reach for its μ
+(``eval/fisher_divergence_rel_floor``).
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Literal
 
@@ -20,10 +28,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, completed, describe, metric_column
+from analysis.runs import (LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, check_comparable, completed, describe,
+                           metric_column, selection_notice)
 from sweep.record import LOSS_NAMES, Status
 
 GRID_LOSS = "score_matching"
+FLOOR = {"fisher_divergence_rel": "fisher_divergence_rel_floor"}  # metric -> the column of its reachable best
 PAPER_LAMS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # Table 2 rows, top to bottom
 PAPER_MUS = (1e-2, 1e-3, 1e-4, 1e-5)  # Table 2 columns, left to right
 MAX_AXIS = 12  # distinct λ or μ values beyond which the trials are no grid (e.g. Optuna samples)
@@ -80,7 +90,8 @@ def cell_stats(frame: pd.DataFrame, metric: str = "objective") -> pd.DataFrame:
         row = {"lam": lam, "mu": mu, "n": len(done)}
         for status in (*_NOT_DONE, Status.RUNNING):
             row[f"n_{status}"] = int((group["status"] == status).sum())
-        for col in dict.fromkeys(["test_acc", "gan_test", column]):
+        floor = [FLOOR[column]] if column in FLOOR and FLOOR[column] in grid.columns else []
+        for col in dict.fromkeys(["test_acc", "gan_test", column, *floor]):
             row[f"{col}_mean"] = done[col].mean()
             row[f"{col}_std"] = done[col].std(ddof=1) if len(done) > 1 else np.nan
         row["text"] = _cell_text(group, done)
@@ -128,7 +139,7 @@ def _value_table(stats: pd.DataFrame, column: str, axes: str) -> pd.DataFrame:
 
 
 def caption(frame: pd.DataFrame) -> list[str]:
-    """One line per non-grid loss present: ``baseline: 76.77% / 65.91%`` (same cell format)."""
+    """One line per non-grid loss present: ``baseline: 78.01% / 59.47%`` (same cell format)."""
     lines = []
     for kind, names in LOSS_NAMES.items():
         name = names.short
@@ -169,8 +180,9 @@ def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
 
 
 def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Path,
-                 notes: list[str] = (), title: str = "") -> Path:
-    """Annotated heatmap: colour = mean ``metric`` per cell, text = the Table 2 cell."""
+                 notes: list[str] = (), title: str = "", floor: pd.DataFrame | None = None) -> Path:
+    """Annotated heatmap: colour = mean ``metric`` per cell, text = the Table 2 cell; ``floor``
+    (same layout as ``values``) is the best value of ``metric`` reachable per cell, shown beside it."""
     shown = values.to_numpy(float) * (100 if metric in PERCENT else 1)
     rows, cols = shown.shape
     fig, ax = plt.subplots(figsize=(2.3 * cols + 2.2, 0.9 * rows + 1.6 + 0.25 * len(notes)), dpi=120)
@@ -185,6 +197,8 @@ def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Pa
             cell = text.iat[i, j]
             if metric not in ("test_acc", "gan_test") and np.isfinite(shown[i, j]):
                 cell += f"\n{metric} {shown[i, j]:.3g}"
+                if floor is not None and np.isfinite(floor.iat[i, j]):
+                    cell += f"\n(floor {floor.iat[i, j]:.3g})"
             dark = np.isfinite(shown[i, j]) and (shown[i, j] < middle) != (metric in LOWER_IS_BETTER)
             ax.text(j, i, cell.replace(" (n=", "\n(n=").replace(" [", "\n["), ha="center", va="center",
                     fontsize=7, color="white" if dark else "black")
@@ -212,15 +226,25 @@ def write_table2(frame: pd.DataFrame, out_dir: Path, metric: str = "objective",
     The CSV holds :func:`cell_stats` (one row per cell, numbers and text). ``stem`` is put
     before each file name to keep variants apart.
     """
+    split = check_comparable(frame, gan_test=True)
     column = metric_column(frame, metric)
     stats = cell_stats(frame, column)
     text, values = _text_table(stats, axes), _value_table(stats, column, axes)
-    notes = caption(frame)
+    floor = _value_table(stats, FLOOR[column], axes) if f"{FLOOR.get(column)}_mean" in stats.columns else None
+    if floor is not None:  # the measured value beside what eq. 4 can reach, in the Markdown too
+        for lam in text.index:
+            for mu in text.columns:
+                if text.at[lam, mu] and np.isfinite(values.at[lam, mu]) and np.isfinite(floor.at[lam, mu]):
+                    text.at[lam, mu] += f"; {column} {values.at[lam, mu]:.3g} (floor {floor.at[lam, mu]:.3g})"
+    notice = selection_notice(split)
+    notes = ([notice] if notice else []) + caption(frame)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in (f"{stem}table2.png", f"{stem}table2.md", f"{stem}table2.csv")}
     title = f"Table 2, {describe(frame)}: test accuracy % / GAN-test %"
-    plot_heatmap(text, values, column, paths[f"{stem}table2.png"], notes, title)
+    # The heatmap adds the metric and its floor to each cell itself.
+    wrapped = [line for note in notes for line in textwrap.wrap(note, 120)]
+    plot_heatmap(_text_table(stats, axes), values, column, paths[f"{stem}table2.png"], wrapped, title, floor)
     paths[f"{stem}table2.md"].write_text(to_markdown(text, notes))
     stats.to_csv(paths[f"{stem}table2.csv"], index=False)
     return paths

@@ -53,6 +53,21 @@ def _numbers(value: Any) -> Any:
     return value
 
 
+# Metrics Optuna may maximize directly (search.objectives); none is measured on test images.
+SEARCH_OBJECTIVES = frozenset({keys.OBJECTIVE, keys.VAL_ACC, keys.GAN_TEST, keys.SAMPLE_LOGLIK})
+# Objectives that read one ground-truth metric of a known-density dataset (trainer.groundtruth).
+GROUNDTRUTH_OBJECTIVES = {
+    "score_alignment": keys.SCORE_ALIGNMENT,
+    "fisher_divergence": keys.FISHER_DIVERGENCE,
+    "sample_loglik": keys.SAMPLE_LOGLIK,
+}
+# Of those, the ones measured on the test images: choosing by them is choosing by test data.
+# (sample_loglik, like GAN-test, scores generated samples; their targets are test labels, class
+# indices only: no test image is seen.)
+ON_TEST_IMAGES = frozenset({"score_alignment", "fisher_divergence"})
+ACCURACY_OBJECTIVES = frozenset({"weighted", "harmonic", "accuracy"})  # those that read accuracy
+
+
 class SearchConfig(_Strict):
     """Which trainer configs to try: a grid (plus explicit points) or an Optuna search."""
 
@@ -87,10 +102,21 @@ class SearchConfig(_Strict):
     @field_validator("objectives")
     @classmethod
     def _check_objectives(cls, v: list[str]) -> list[str]:
-        allowed = {keys.OBJECTIVE, keys.TEST_ACC, keys.GAN_TEST}
-        bad = [m for m in v if m not in allowed]
+        test = [m for m in v if m.startswith("test/")]
+        if test:
+            raise ValueError(
+                f"{', '.join(test)} is test-set data and cannot select (Optuna, ASHA and best.pt rank by "
+                f"these); use {keys.VAL_ACC}, the validation split's accuracy (test metrics are still "
+                "reported for every trial)"
+            )
+        if keys.FISHER_DIVERGENCE in v:
+            raise ValueError(
+                f"{keys.FISHER_DIVERGENCE} is minimized and Optuna maximizes these; use "
+                f"objective.name: fisher_divergence with {keys.OBJECTIVE} (its negative)"
+            )
+        bad = [m for m in v if m not in SEARCH_OBJECTIVES]
         if bad or not v or len(set(v)) != len(v):
-            raise ValueError(f"must be distinct metrics from {sorted(allowed)}, not {v}")
+            raise ValueError(f"must be distinct metrics from {sorted(SEARCH_OBJECTIVES)}, not {v}")
         return v
 
 
@@ -111,10 +137,23 @@ class ResourcesConfig(_Strict):
 
 
 class ObjectiveConfig(_Strict):
-    """The combined objective reported as ``eval/objective`` (maximized, in [0, 1])."""
+    """The objective reported as ``eval/objective`` (maximized): what ASHA, Optuna and best.pt use.
 
-    name: Literal["weighted", "harmonic", "accuracy", "gan_test"] = "weighted"
-    weight: float = Field(0.5, ge=0, le=1)  # weighted: weight of test accuracy (GAN-test gets 1-w)
+    weighted, harmonic, accuracy and gan_test combine accuracy and GAN-test into [0, 1];
+    score_alignment (a cosine, in [-1, 1]), fisher_divergence (negated: minus the mean squared
+    distance to the true score) and sample_loglik (nats per dimension) read one ground-truth
+    metric of the ``gaussians`` dataset.
+    """
+
+    name: Literal[
+        "weighted", "harmonic", "accuracy", "gan_test", "score_alignment", "fisher_divergence", "sample_loglik"
+    ] = "weighted"
+    weight: float = Field(0.5, ge=0, le=1)  # weighted: weight of accuracy (GAN-test gets 1-w)
+    # The data the objective reads. val: val/acc from the validation split (trainer.data.val_size
+    # > 0). test: test/acc, for presets that reproduce a paper table by training on the whole
+    # training set (val_size: 0) as the paper did, or a ground-truth metric measured on the test
+    # images. Every trial is tagged with it (trial.selection_split) and the analysis says so.
+    split: Literal["val", "test"] = "val"
 
 
 class TrackingConfig(_Strict):
@@ -165,6 +204,7 @@ class SweepConfig(_Strict):
                 f"objective.name: {self.objective.name!r} needs GAN-test, but the judge is off "
                 "(judge: null or trainer.eval.enabled: false); use objective.name=accuracy"
             )
+        self._check_selection()
         if self.search.method == "grid" and (self.search.space or self.search.objectives != [keys.OBJECTIVE]):
             raise ValueError("search.space/search.objectives are for search.method=optuna")
         if self.search.method == "optuna":
@@ -185,6 +225,43 @@ class SweepConfig(_Strict):
             if self.scheduler.reduction_factor != int(self.scheduler.reduction_factor):
                 raise ValueError("scheduler.reduction_factor must be a whole number with ASHA")
         return self
+
+    def _check_selection(self) -> None:
+        """The objective must read data it is allowed to select by, and say which (objective.split)."""
+        name, split = self.objective.name, self.objective.split
+        val_size = self.trainer.data.val_size
+        if name in GROUNDTRUTH_OBJECTIVES and (
+            self.trainer.data.dataset != "gaussians" or not self.trainer.eval.enabled
+        ):
+            raise ValueError(
+                f"objective.name: {name} reads {GROUNDTRUTH_OBJECTIVES[name]}, which only a known-density "
+                "dataset reports (trainer.data.dataset: gaussians, trainer.eval.enabled: true)"
+            )
+        if split == "val":
+            if name in ON_TEST_IMAGES:
+                raise ValueError(
+                    f"objective.name: {name} is measured on the test images ({GROUNDTRUTH_OBJECTIVES[name]}), "
+                    "so selecting by it selects on test data; set objective.split: test to do that knowingly "
+                    "(every trial is tagged and the analysis says so), or use objective.name: sample_loglik"
+                )
+            if name in ACCURACY_OBJECTIVES and val_size == 0:
+                raise ValueError(
+                    f"objective.split: val reads {keys.VAL_ACC}, but trainer.data.val_size is 0 (no validation "
+                    "split); keep one (e.g. trainer.data.val_size=0.1), or set objective.split: test to select "
+                    "on the test set as the paper did (every trial is tagged and the analysis says so)"
+                )
+        else:
+            if val_size > 0 and name not in ON_TEST_IMAGES:
+                raise ValueError(
+                    f"objective.split: test selects on the test set although trainer.data.val_size={val_size} "
+                    "gives a validation split; use objective.split: val (test is for presets that train on the "
+                    "whole training set, trainer.data.val_size: 0, as the paper did)"
+                )
+        if keys.VAL_ACC in self.search.objectives and (val_size == 0 or split == "test"):
+            raise ValueError(
+                f"search.objectives: {keys.VAL_ACC} needs a validation split (trainer.data.val_size > 0) "
+                "and objective.split: val"
+            )
 
     @property
     def experiment_name(self) -> str:

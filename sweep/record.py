@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trainer.keys import Status
 
-__all__ = ["Status", "Tag", "Role", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT"]
+__all__ = ["Status", "Tag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT"]
 
 
 class Tag(StrEnum):
@@ -40,8 +40,22 @@ class Tag(StrEnum):
     CHECKPOINT = "trial.checkpoint"  # artifact path of the checkpoint to use: best, else last
     BEST_OBJECTIVE = "trial.best_objective"  # the best eval/objective so far
     JUDGE = "trial.judge"  # run id of the GAN-test judge the trial used
-    SELECTION_SPLIT = "trial.selection_split"  # the split the objective was computed on
-    JUDGE_KEY = "judge.key"  # judges experiment: what the judge was trained with
+    # The split the objective (hence ASHA, Optuna, best.pt) was computed on: a SelectionSplit.
+    SELECTION_SPLIT = "trial.selection_split"
+    JUDGE_KEY = "judge.key"  # judges experiment and trials: what the judge was trained with
+    JUDGE_ARCH = "judge.arch"  # trials: the judge's architecture (vgg11_released, vgg11)
+
+
+class SelectionSplit(StrEnum):
+    """Value of the tag ``trial.selection_split``: the data a sweep chose by.
+
+    VAL: a validation split carved from the training set (the default). TEST: the run trained
+    on the whole training set (``trainer.data.val_size: 0``, as the paper did) or selected on a
+    metric measured on test images, so its "best" and its test numbers are optimistically biased.
+    """
+
+    VAL = "val"
+    TEST = "test"
 
 
 class Role(StrEnum):
@@ -99,7 +113,9 @@ class TrialRecord(BaseModel):
     seed: int | None = None
     status: Status
     attempts: int | None = None
-    selection_split: str | None = None
+    selection_split: SelectionSplit | None = None  # None: an older sweep (it selected on test)
     judge: str | None = None  # judge run id
+    judge_key: str | None = None
+    judge_arch: str | None = None
     best_objective: float | None = None
     checkpoint_uri: str | None = None

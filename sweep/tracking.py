@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweep.record import BEST_CHECKPOINT, CHECKPOINTS, JUDGE_FILE, JUDGES_EXPERIMENT, Role, Status, Tag
@@ -120,7 +121,11 @@ def open_parent(
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "sweep.yaml"
         config_file.write_text(yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
-        return experiment_id, start_parent(mc, experiment_id, sweep, flatten(config), config_file)
+        parent_id = start_parent(mc, experiment_id, sweep, flatten(config), config_file)
+    split = (config.get("objective") or {}).get("split")
+    if split:  # the parent says what its trials selected by, as each trial does
+        mc.set_tag(parent_id, str(Tag.SELECTION_SPLIT), str(split))
+    return experiment_id, parent_id
 
 
 def reopen(mc: MlflowClient, run_id: str) -> None:
@@ -151,8 +156,20 @@ class TrialRun:
         self.attempt = 0
         self.checkpoint: str | None = None  # the artifact tag trial.checkpoint names
 
-    def open(self, name: str, trial_id: str, params: Mapping[str, Any], judge: str | None = None) -> str:
-        """Find or create the run; count this start in tag ``trial.attempts``. Returns the run id."""
+    def open(
+        self,
+        name: str,
+        trial_id: str,
+        params: Mapping[str, Any],
+        judge: str | None = None,
+        selection_split: str | None = None,
+    ) -> str:
+        """Find or create the run; count this start in tag ``trial.attempts``. Returns the run id.
+
+        ``judge`` (the judge's run id) is tagged with the judge's key and architecture, read from
+        its run in experiment ``judges``; ``selection_split`` (val or test) is what the objective
+        read.
+        """
         runs = self.mc.search_runs(
             [self.experiment_id],
             f"tags.`{Tag.PARENT}` = '{self.parent_id}' and tags.`{Tag.KEY}` = '{self.key}'",
@@ -184,7 +201,9 @@ class TrialRun:
             log_params(self.mc, self.run_id, params)
         tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt)}
         if judge:
-            tags[Tag.JUDGE] = judge
+            tags.update(judge_tags(self.mc, judge))
+        if selection_split:
+            tags[Tag.SELECTION_SPLIT] = selection_split
         self._set_tags(tags)
         return self.run_id
 
@@ -231,6 +250,20 @@ class TrialRun:
         """Tag the trial's final status; a failed trial's run is FAILED, every other FINISHED."""
         self._set_tags({Tag.STATUS: status})
         finish(self.mc, self.run_id, failed=status == Status.FAILED)
+
+
+def judge_tags(mc: MlflowClient, run_id: str) -> dict[str, str]:
+    """The tags naming a trial's judge: its run id, key and architecture (from the judge's run)."""
+    tags = {Tag.JUDGE: run_id}
+    try:
+        run = mc.get_run(run_id)
+    except MlflowException:  # a judge run deleted since: the id alone still tells judges apart
+        return tags
+    if Tag.JUDGE_KEY in run.data.tags:
+        tags[Tag.JUDGE_KEY] = run.data.tags[Tag.JUDGE_KEY]
+    if "arch" in run.data.params:  # log_judge logs the judge config, its arch resolved
+        tags[Tag.JUDGE_ARCH] = run.data.params["arch"]
+    return tags
 
 
 def find_judge(mc: MlflowClient, key: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from sweep import tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
-from sweep.objective import WORST, objective_value
+from sweep.objective import objective_value, worst_value
 from sweep.points import Point, apply_point, point_name
 from sweep.record import CURVES, IMAGES, Status
 from trainer import keys
@@ -75,13 +75,13 @@ def run_trial(
     cfg = apply_point(ctx.base, point)
     name = point_name(cfg, point)
     mlrun = tracking.TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id, ctx.sweep, point.key)
-    mlrun.open(name, trial_id, flatten(cfg), judge=ctx.judge_run)
+    mlrun.open(name, trial_id, flatten(cfg), judge=ctx.judge_run, selection_split=ctx.objective.split)
 
     work = Path(tempfile.mkdtemp(prefix=f"sweep-trial-{point.key}-"))
     ckpt, best = work / "checkpoint", work / "best"
     ckpt.mkdir()
     best.mkdir()
-    state: dict[str, Any] = {"best": None, "objective": WORST}
+    state: dict[str, Any] = {"best": None, "objective": worst_value(ctx.objective)}
     if restore is not None:
         shutil.copytree(restore, ckpt, dirs_exist_ok=True)
         if (ckpt / STATE_FILE).is_file():

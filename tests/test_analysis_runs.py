@@ -43,12 +43,13 @@ def _parent(mc: MlflowClient, exp: str, sweep: str, start: int) -> str:
 
 def _trial(mc: MlflowClient, exp: str, parent: str, sweep: str, start: int, overrides: list[str],
            status: str, accs: list[float], gan: float | None, checkpoints: tuple[str, ...] = ("best.pt", "last.pt"),
-           params: dict | None = None, curves: bool = False, extra: dict[str, float] | None = None) -> str:
+           params: dict | None = None, curves: bool = False, extra: dict[str, float] | None = None,
+           tags: dict[str, str] | None = None) -> str:
     cfg = load_config(None, ["epochs=2", *overrides])
     name = f"{cfg.loss.kind} λ={cfg.loss.lam:.0e} μ={cfg.loss.mu:.0e} s{cfg.seed}"
     run = mc.create_run(exp, start_time=start, run_name=name, tags={
         "mlflow.parentRunId": parent, "sweep.name": sweep, "sweep.role": "trial", "trial.point": name,
-        "trial.status": status, "trial.id": f"t{start}"})
+        "trial.status": status, "trial.id": f"t{start}", **(tags or {})})
     values = flatten(cfg) if params is None else params
     rid = run.info.run_id
     mc.log_batch(rid, params=[Param(k, str(v)) for k, v in values.items()])  # strings, as the sweep
@@ -238,3 +239,76 @@ def test_cli_all_trials_default_out_and_no_logging(store, tmp_path, monkeypatch,
     # The old sweep's λ=1e-3, μ=1e-4 seed joins the grid sweep's two: n=3.
     assert "| **1e-03** | 60.00% / 70.00% | 56.67 ± 32.15% / 40.00 ± 10.00% (n=3) |" in md
     assert {run: _logged(store.uri, run) for run in (store.old, store.grid)} == before  # --all logs nothing
+
+
+# Sweeps that must not be compared: two judges (same split), two selection splits (same judge).
+JUDGE_A = {"trial.judge": "judgeA", "judge.key": "ka", "judge.arch": "vgg11_released", "trial.selection_split": "val"}
+JUDGE_B = {"trial.judge": "judgeB", "judge.key": "kb", "judge.arch": "vgg11", "trial.selection_split": "val"}
+ON_TEST = {**JUDGE_A, "trial.selection_split": "test"}
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("mixed")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mc = MlflowClient(tracking_uri=uri)
+    sm = ["loss.preset=score_matching", "loss.lam=1e-3"]
+    for experiment, sweeps_ in (("judges", {"a": JUDGE_A, "b": JUDGE_B}), ("splits", {"a": JUDGE_A, "t": ON_TEST})):
+        exp = mc.create_experiment(experiment, artifact_location=f"{(root / 'art').as_uri()}/{experiment}")
+        for i, (sweep, tags) in enumerate(sweeps_.items()):
+            parent = _parent(mc, exp, sweep, T0 + 100 * i)
+            # Validation accuracy ranks the two trials one way, test accuracy the other.
+            for j, (mu, val, test, gan) in enumerate(((1e-3, 0.9, 0.5, 0.4), (1e-4, 0.6, 0.8, 0.7))):
+                extra = {keys.VAL_ACC: val, keys.FISHER_DIVERGENCE_REL: 0.95 - j / 10,
+                         keys.FISHER_DIVERGENCE_REL_FLOOR: 0.9 - j / 10}
+                _trial(mc, exp, parent, sweep, T0 + 100 * i + 1 + j, [*sm, f"loss.mu={mu}"], "finished",
+                       [0.1, test], gan, extra=extra if tags["trial.selection_split"] == "val" else None, tags=tags)
+            mc.set_terminated(parent)
+    return uri
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["table2", "--experiment", "judges", "--all"], ["different judges", "judgeA (vgg11_released)", "judgeB (vgg11)"]),
+    (["pareto", "--experiment", "judges", "--all"], ["different judges", "'a'", "'b'"]),
+    (["figures", "--experiment", "judges", "--all"], ["different judges"]),
+    (["table2", "--experiment", "splits", "--all"], ["different splits", "test: 2 trial(s) of sweep 't'",
+                                                     "val: 2 trial(s) of sweep 'a'"]),
+    (["pareto", "--experiment", "splits", "--all", "--y", "objective"], ["different splits"]),
+    (["pareto", "--experiment", "judges", "--sweep", "a", "--x", "test_acc"], ["test_acc is test-set data", "val_acc"]),
+])  # fmt: skip
+def test_cli_refuses_to_compare_across_judges_or_selection_splits(mixed, tmp_path, capsys, argv, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--tracking-uri", mixed, "--out", str(tmp_path), "--no-log"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not list(tmp_path.iterdir())  # refused before writing anything
+
+
+def test_front_ranks_by_validation_accuracy_and_exports_test_accuracy_beside_it(mixed, tmp_path, capsys):
+    main(["pareto", "--experiment", "judges", "--sweep", "a", "--tracking-uri", mixed, "--out", str(tmp_path)])
+    front = pd.read_csv(tmp_path / "front.csv")
+    # On (val_acc, gan_test) both trials are on the front, best validation accuracy first; the
+    # test accuracies (which would rank them the other way) are only reported.
+    assert front["val_acc"].tolist() == [0.9, 0.6] and front["test_acc"].tolist() == [0.5, 0.8]
+    assert set(front["selection_split"]) == {"val"} and set(front["judge_arch"]) == {"vgg11_released"}
+    assert "SELECTED ON THE TEST SET" not in capsys.readouterr().err
+
+
+def test_trials_selected_on_test_are_said_so_loudly(mixed, tmp_path, capsys):
+    main(["table2", "--experiment", "splits", "--sweep", "t", "--tracking-uri", mixed, "--out", str(tmp_path)])
+    assert "analysis: SELECTED ON THE TEST SET" in capsys.readouterr().err
+    assert "SELECTED ON THE TEST SET" in (tmp_path / "table2.md").read_text()
+    main(["pareto", "--experiment", "splits", "--sweep", "t", "--tracking-uri", mixed, "--out", str(tmp_path)])
+    assert "analysis: SELECTED ON THE TEST SET" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "front.csv")["test_acc"].tolist() == [0.8]  # ranked by test: it selected on it
+
+
+def test_table2_shows_the_reachable_floor_beside_the_relative_fisher_divergence(mixed, tmp_path):
+    main(["table2", "--experiment", "judges", "--sweep", "a", "--metric", "fisher_divergence_rel",
+          "--tracking-uri", mixed, "--out", str(tmp_path)])
+    md = (tmp_path / "table2.md").read_text()
+    assert "fisher_divergence_rel 0.95 (floor 0.9)" in md and "fisher_divergence_rel 0.85 (floor 0.8)" in md
+    assert_png(tmp_path / "table2.png")

@@ -81,6 +81,9 @@ def test_presets_carry_the_papers_values_and_fields_override_them():
     assert (anti.lam, anti.tau) == (1e-4, 1000.0)
     released = LossConfig(preset="anti_score_matching_released")
     assert (released.tau, released.sigma) == (1e4, 1e-3)
+    # The released train.py's score matching (λ 1e-5, stability weight 1e-3, σ 0.01): Appendix D's best cell.
+    sm_released = LossConfig(preset="score_matching_released")
+    assert (sm_released.kind, sm_released.lam, sm_released.mu, sm_released.sigma) == ("score_matching", 1e-5, 1e-3, 0.01)
     assert LossConfig(preset="grad_norm").lam == 1e-3
     assert load_config({}, ["loss.preset=score_matching", "loss.lam=1e-5"]).loss.lam == 1e-5
 

@@ -29,6 +29,9 @@ CASES = [
     (["--set", "trainer.data.dataset=cifar100"], ["cifar100", "download"]),
     (["--set", "tracking.uri=http://127.0.0.1:{port}"], ["not reachable"]),
     (["--set", "judge=null"], ["objective.name", "judge"]),
+    (["--set", "trainer.data.val_size=0"], ["objective.split: val", "trainer.data.val_size is 0"]),
+    (["--set", "search.method=optuna", "--set", "search.space.loss.lam={low: 1.0e-5, high: 1.0e-3}",
+      "--set", "search.objectives=[test/acc]"], ["test/acc is test-set data"]),
     (["--set", "search.method=optuna", "--set", "search.space.loss.lam={low: 1.0e-3, high: 1.0e-4}"], ["low"]),
     (["--resume"], ["--resume", "no sweep"]),
     (["--address", "127.0.0.1:{port}"], ["--address", "no Ray cluster"]),
@@ -76,7 +79,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("preset", ["quickstart", "table2", "table1", "optuna"])
+@pytest.mark.parametrize("preset", ["quickstart", "table2", "table1", "optuna", "groundtruth"])
 def test_presets_load_and_open_with_their_command(preset):
     cfg = load_sweep_config(preset)
     assert cfg.name == preset

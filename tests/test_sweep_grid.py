@@ -51,7 +51,9 @@ def test_finished_trials_have_per_epoch_metrics_and_artifacts(tiny_sweep):
             steps = sorted(m.step for m in mc.get_metric_history(run.info.run_id, key))
             assert steps == [1, 2], (run.info.run_name, key, steps)  # eval every epoch, step = epoch
         m = run.data.metrics
-        assert m[keys.OBJECTIVE] == pytest.approx(0.5 * m[keys.TEST_ACC] + 0.5 * m[keys.GAN_TEST])
+        # The objective selects on the validation split, never on the test set.
+        assert m[keys.OBJECTIVE] == pytest.approx(0.5 * m[keys.VAL_ACC] + 0.5 * m[keys.GAN_TEST])
+        assert run.data.tags["trial.selection_split"] == "val"
         files = {a.path for a in mc.list_artifacts(run.info.run_id, "checkpoints")}
         assert files == {"checkpoints/last.pt", "checkpoints/best.pt"}
         images = {a.path for a in mc.list_artifacts(run.info.run_id, "images")}
@@ -64,6 +66,8 @@ def test_finished_trials_have_per_epoch_metrics_and_artifacts(tiny_sweep):
         assert float(run.data.tags["trial.best_objective"]) == pytest.approx(max(objective))
         judge = mc.get_run(run.data.tags["trial.judge"])
         assert "judge.pt" in [a.path for a in mc.list_artifacts(judge.info.run_id)]
+        assert run.data.tags["judge.key"] == judge.data.tags["judge.key"]
+        assert run.data.tags["judge.arch"] == judge.data.params["arch"] == "vgg11"  # 8 px digits
     sm = [r for r in finished if r.info.run_name.startswith("sm")]
     assert {r.data.params["loss.lam"] for r in sm} == {"0.001", "0.0001"}
     assert {r.data.params["loss.kind"] for r in sm} == {"score_matching"}

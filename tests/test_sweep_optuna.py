@@ -47,7 +47,7 @@ def _optuna_sweep(uri: str, storage, name: str, trials: int, objectives: str) ->
 
 
 @pytest.mark.parametrize(
-    "objectives,trials", [("[eval/objective]", 3), ("[test/acc, eval/gan_test]", 2)], ids=["single", "multi"]
+    "objectives,trials", [("[eval/objective]", 3), ("[val/acc, eval/gan_test]", 2)], ids=["single", "multi"]
 )
 def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(mlflow_server, tmp_path, objectives, trials):
     name = f"opt-{trials}"
@@ -71,7 +71,7 @@ def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(mlflow_server, tm
     by_lam = {round(float(r.data.params["loss.lam"]), 12): r.data.metrics for r in runs}
     for t in complete:
         logged = by_lam[round(t.params["loss.lam"], 12)]
-        expected = [logged[keys.OBJECTIVE]] if n_values == 1 else [logged[keys.TEST_ACC], logged[keys.GAN_TEST]]
+        expected = [logged[keys.OBJECTIVE]] if n_values == 1 else [logged[keys.VAL_ACC], logged[keys.GAN_TEST]]
         assert t.values == pytest.approx(expected)
 
 
