@@ -164,6 +164,6 @@ def check_packing(cfg: SweepConfig) -> None:
     )
     raise PreflightError(
         f"resources.gpus={res.gpus:g} packs {per_gpu} trials per GPU, {need:.1f} GiB in all, but "
-        f"resources.gpu_memory_gib is {res.gpu_memory_gib:g}; each trial is estimated at "
+        f"resources.gpu_memory_gib is {res.gpu_memory_gib:g}; trainer.memory estimates "
         f"{estimate.describe()}; {fix}"
     )

@@ -66,3 +66,12 @@ def test_a_packing_beyond_the_gpu_memory_exits_2_before_anything_is_written(tmp_
 def test_one_trial_that_cannot_fit_says_so():
     with pytest.raises(preflight.PreflightError, match="one trial does not fit: lower trainer.batch_size"):
         preflight.check_packing(_quickstart_on_gpu("resources.gpus=1", "resources.gpu_memory_gib=0.1"))
+
+
+@pytest.mark.parametrize("preset,per_gpu", [("table2", 4), ("table1", 4), ("optuna", 4), ("table2_unbiased", 3)])
+def test_cifar_presets_pack_what_fits_their_gpus(preset, per_gpu):
+    cfg = load_sweep_config(preset)
+    assert preflight.trials_per_gpu(cfg.resources.gpus) == per_gpu and cfg.resources.cpus == 1
+    preflight.check_packing(cfg)  # raises if the packing does not fit resources.gpu_memory_gib
+    # The IEEE variant the headers point to: one trial per GPU.
+    preflight.check_packing(load_sweep_config(preset, ["trainer.loss.precision=ieee", "resources.gpus=1"]))
