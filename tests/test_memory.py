@@ -109,3 +109,9 @@ def test_memory_key_ignores_weights_but_not_the_loss_kind():
     assert memory_key(base) == memory_key(load_config({"loss": {"preset": "score_matching", "lam": 0.5}}))
     assert memory_key(base) != memory_key(load_config({"loss": {"preset": "grad_norm"}}))
     assert memory_key(base) != memory_key(load_config({"loss": {"preset": "score_matching"}, "batch_size": 64}))
+
+
+def test_the_estimate_leaves_the_global_random_state_alone():
+    state = torch.get_rng_state()
+    estimate_memory(load_config(TINY))
+    assert torch.equal(torch.get_rng_state(), state)

@@ -161,6 +161,11 @@ def _line(points: list[tuple[int, int]], batch: int) -> int:
 def estimate_memory(cfg: TrainConfig, device: str = "meta") -> MemoryEstimate:
     """Estimate the GPU memory of ``trainer.run(cfg)`` from probe steps on ``device`` (meta: shapes
     only, fast; cpu: the same counts from real arithmetic, for tests)."""
+    with torch.random.fork_rng(devices=[]):  # the caller's global random state stays as it was
+        return _estimate(cfg, device)
+
+
+def _estimate(cfg: TrainConfig, device: str) -> MemoryEstimate:
     _, test, channels, size, classes = dataset_shape(cfg.data)
     torch.manual_seed(0)
     model = build_model(cfg.model.arch, classes, channels, cfg.model.width, cfg.model.beta, size).to(device)
