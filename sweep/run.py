@@ -6,7 +6,8 @@
     python -m sweep.run --config table2 --resume         # continue a killed sweep
 
 Bad input (config, flags, missing data, trials packed beyond a GPU's memory, unreachable MLflow,
-resources no node has, a name that exists without --resume) prints one message and exits with status 2 before anything is written.
+resources no node has, a name that exists without --resume) prints one message and exits with
+status 2 before anything is written.
 """
 
 from __future__ import annotations
