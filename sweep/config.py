@@ -133,7 +133,12 @@ class ResourcesConfig(_Strict):
     """Resources each trial reserves; fractional GPUs share a card between trials."""
 
     cpus: float = Field(1.0, gt=0)
+    # GPUs per trial, the packing knob: 1/N packs N trials on each GPU (0.25: four). Preflight
+    # refuses a packing whose trials' estimated memory (trainer.memory) exceeds gpu_memory_gib.
     gpus: float = Field(0.0, ge=0)
+    # Memory of one GPU of the workers, in GiB (2^30 bytes); None: unknown, the packing is not
+    # checked against memory (a note says so).
+    gpu_memory_gib: float | None = Field(None, gt=0)
 
 
 class ObjectiveConfig(_Strict):

@@ -2,12 +2,14 @@
 
 Each failure is a :class:`PreflightError` whose message names the problem and how to fix it;
 ``sweep.run`` prints it and exits with status 2. The static checks here need neither Ray nor
-MLflow writes; :func:`check_resources` runs once Ray is up, still before the judge and trials.
+MLflow writes (:func:`check_packing` imports torch to estimate a trial's memory on the CPU);
+:func:`check_resources` runs once Ray is up, still before the judge and trials.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import urllib.error
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Mapping
 
 from sweep.config import SweepConfig
+from sweep.points import apply_point, grid_points
 from trainer.config import DataConfig
 
 # Largest node an autoscaler may add, e.g. '{"CPU": 4, "GPU": 1}'; set by the cluster so a
@@ -120,3 +123,47 @@ def check_resources(cfg: SweepConfig, nodes: list[Mapping[str, float]]) -> None:
             )
     if cfg.trainer.device.startswith("cuda") and cfg.resources.gpus == 0:
         raise PreflightError("trainer.device is cuda but resources.gpus is 0; Ray would hide every GPU")
+
+
+def trials_per_gpu(gpus: float) -> int:
+    """Trials Ray places on one GPU when each asks for ``gpus`` of one (a trial asking for a
+    whole GPU or more has it to itself)."""
+    return max(1, math.floor(1 / gpus + 1e-9)) if gpus > 0 else 0
+
+
+def check_packing(cfg: SweepConfig) -> None:
+    """The trials packed onto one GPU (``resources.gpus`` = 1/N) must fit its memory.
+
+    Each distinct trial config among the base and the grid's points (for Optuna, the points it is
+    seeded with) is estimated by trainer.memory on the CPU; the largest counts. Skipped, with a
+    note, when ``resources.gpu_memory_gib`` is unknown.
+    """
+    res = cfg.resources
+    if res.gpus == 0 or cfg.trainer.device.startswith(("cpu", "mps")):
+        return
+    per_gpu = trials_per_gpu(res.gpus)
+    if res.gpu_memory_gib is None:
+        print(
+            f"preflight: resources.gpus={res.gpus:g} packs {per_gpu} trial(s) per GPU; not checked against "
+            "GPU memory (set resources.gpu_memory_gib to check it)"
+        )
+        return
+    from trainer.memory import GIB, estimate_memory, memory_key  # torch: only for GPU sweeps
+
+    base = cfg.trainer.model_dump()
+    configs = {memory_key(c): c for c in [cfg.trainer, *(apply_point(base, p) for p in grid_points(cfg.search))]}
+    estimate = max((estimate_memory(c) for c in configs.values()), key=lambda e: e.footprint_bytes)
+    need = per_gpu * estimate.footprint_bytes / GIB
+    if need <= res.gpu_memory_gib:
+        return
+    fits = math.floor(res.gpu_memory_gib * GIB / estimate.footprint_bytes)
+    fix = (
+        f"use --set resources.gpus={math.floor(100 / fits) / 100:g} ({fits} per GPU)"
+        if fits >= 1
+        else "one trial does not fit: lower trainer.batch_size or use GPUs with more memory"
+    )
+    raise PreflightError(
+        f"resources.gpus={res.gpus:g} packs {per_gpu} trials per GPU, {need:.1f} GiB in all, but "
+        f"resources.gpu_memory_gib is {res.gpu_memory_gib:g}; trainer.memory estimates "
+        f"{estimate.describe()}; {fix}"
+    )

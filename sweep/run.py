@@ -5,8 +5,9 @@
     python -m sweep.run --config my.yaml --set trainer.epochs=10 --name try2
     python -m sweep.run --config table2 --resume         # continue a killed sweep
 
-Bad input (config, flags, missing data, unreachable MLflow, resources no node has, a name that
-exists without --resume) prints one message and exits with status 2 before anything is written.
+Bad input (config, flags, missing data, trials packed beyond a GPU's memory, unreachable MLflow,
+resources no node has, a name that exists without --resume) prints one message and exits with
+status 2 before anything is written.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
         artifact_root = resolve_artifact_root(cfg) if local_store else None
         storage = resolve_storage_path(cfg)
         preflight.check_dataset(cfg.trainer.data)
+        preflight.check_packing(cfg)  # trials per GPU × estimated memory, before Ray starts
         preflight.check_tracking(uri)
         preflight.check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))
         from sweep import tune as ray_tune  # Ray is imported only once the input is known good

@@ -6,8 +6,18 @@ import pytest
 import torch
 
 from trainer import keys
-from trainer.bench import LAYOUT_VARIANTS, bench, grad_norm_check, main, precision_check, throughput
-from trainer.config import ConfigError
+from trainer.bench import (
+    LAYOUT_VARIANTS,
+    bench,
+    format_throughput,
+    grad_norm_check,
+    main,
+    precision_check,
+    throughput,
+    trial_config,
+)
+from trainer.config import ConfigError, load_config
+from trainer.memory import GIB, estimate_memory
 
 
 def test_precision_check_finds_float32_far_below_the_sampling_spread():
@@ -42,6 +52,13 @@ def test_throughput_runs_one_and_two_trials_per_device():
     two = result["results"][1]
     assert len(two["images_per_s_each"]) == 2 and two["images_per_s_sum"] == pytest.approx(sum(two["images_per_s_each"]))
     assert all(r["peak_memory_gib_per_trial"] is None for r in result["results"])  # CPU: no CUDA peak
+    assert all(r["peak_reserved_gib_per_trial"] is None for r in result["results"])
+    # trainer.memory's estimate of the same trial, printed under the measured peaks.
+    expected = estimate_memory(load_config(trial_config("cpu", 1, 32, 16, 1 / 16)))
+    assert result["estimate"]["peak_gib"] == pytest.approx(expected.peak_bytes / GIB)
+    assert f"estimate (trainer.memory, on the CPU): peak allocated {expected.peak_bytes / GIB:.2f} GiB" in (
+        format_throughput(result)
+    )
 
 
 def test_layout_variants_are_timed_when_asked():

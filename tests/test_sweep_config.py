@@ -98,7 +98,7 @@ def test_quickstart_and_table2_grids():
     assert len(points) == 20
     assert {dict(p.overrides)["loss.lam"] for p in points} == {1e-2, 1e-3, 1e-4, 1e-5, 1e-6}
     assert {dict(p.overrides)["loss.mu"] for p in points} == {1e-2, 1e-3, 1e-4, 1e-5}
-    assert table2.trainer.model.arch == "resnet18" and table2.trainer.epochs == 200 and table2.resources.gpus == 1
+    assert table2.trainer.model.arch == "resnet18" and table2.trainer.epochs == 200 and table2.resources.gpus == 0.25
     table1 = load_sweep_config("table1")
     assert [dict(p.overrides)["loss.preset"] for p in grid_points(table1.search)] == [
         "baseline", "anti_score_matching", "grad_norm", "score_matching"

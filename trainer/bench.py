@@ -3,7 +3,8 @@
     python -m trainer.bench --arch resnet18 --batch 32 --steps 10 --json bench.json   # step table
     python -m trainer.bench --precision           # h and weight-gradient error of each precision
     python -m trainer.bench --grad-norm-check     # finite-difference gradient norm vs float64
-    python -m trainer.bench --throughput 1,2,4    # whole trials (trainer.run), 1, 2, 4 per device
+    python -m trainer.bench --throughput 1,2,4    # whole trials (trainer.run), 1, 2, 4 per device,
+                                                  # measured peak memory beside trainer.memory's estimate
     python -m trainer.bench --all --device cuda --batch 128 --json gpu.json   # all of the above
 
 Step table: a step is forward + backward + SGD update on one random CIFAR-shaped batch. All
@@ -481,8 +482,11 @@ def _trial_worker(cfg_json: str) -> None:
     cfg = json.loads(cfg_json)
     dev = resolve_device(cfg["device"])
     metrics = run(cfg)
-    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
-    print(json.dumps({"images_per_s": metrics[keys.IMAGES_PER_SECOND], "peak_memory_bytes": peak}))
+    cuda = dev.type == "cuda"
+    peak = torch.cuda.max_memory_allocated(dev) if cuda else None
+    reserved = torch.cuda.max_memory_reserved(dev) if cuda else None  # the caching allocator's peak
+    print(json.dumps({"images_per_s": metrics[keys.IMAGES_PER_SECOND], "peak_memory_bytes": peak,
+                      "peak_reserved_bytes": reserved}))  # fmt: skip
 
 
 def throughput(
@@ -497,8 +501,13 @@ def throughput(
 ) -> dict:
     """Images/s of whole ``trainer.run`` trials: for each n, n processes at once on one device,
     summed (the last epoch of each, so the first epoch's one-off set-up is excluded)."""
+    from trainer.config import load_config
+    from trainer.memory import GIB, estimate_memory
+
     dev = resolve_device(device)
     cfg = trial_config(str(dev), epochs, train_size, batch, width, overrides)
+    # trainer.memory's CPU estimate beside the measured peaks: one GPU run validates it.
+    estimate = estimate_memory(load_config(cfg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     rows = []
@@ -518,12 +527,14 @@ def throughput(
                 raise RuntimeError(f"trial worker failed ({p.returncode}): {err[-2000:]}")
             trials.append(json.loads(out.strip().splitlines()[-1]))
         peaks = [t["peak_memory_bytes"] for t in trials]
+        reserved = [t.get("peak_reserved_bytes") for t in trials]
         rows.append(
             {
                 "trials": n,
                 "images_per_s_each": [t["images_per_s"] for t in trials],
                 "images_per_s_sum": sum(t["images_per_s"] for t in trials),
-                "peak_memory_gib_per_trial": None if None in peaks else max(peaks) / 2**30,
+                "peak_memory_gib_per_trial": None if None in peaks else max(peaks) / GIB,
+                "peak_reserved_gib_per_trial": None if None in reserved else max(reserved) / GIB,
             }
         )
     return {
@@ -532,6 +543,8 @@ def throughput(
         "config": {"epochs": epochs, "train_size": train_size, "batch": batch, "width": width,
                    "overrides": list(overrides)},
         "results": rows,
+        "estimate": {"peak_gib": estimate.peak_bytes / GIB, "footprint_gib": estimate.footprint_bytes / GIB,
+                     "parts": estimate.describe()},
     }  # fmt: skip
 
 
@@ -541,12 +554,17 @@ def format_throughput(result: dict) -> str:
         f"whole trials on {result['device_name']}: score_matching, ResNet-18 width {c['width']}, "
         f"batch {c['batch']}, {c['train_size']} synthetic 3x32x32 images x {c['epochs']} epochs "
         f"{' '.join(c['overrides'])}",
-        f"{'trials':>6}{'img/s (sum)':>14}{'peak GiB/trial':>16}  each",
+        f"{'trials':>6}{'img/s (sum)':>14}{'peak GiB/trial':>16}{'reserved GiB':>14}  each",
     ]
     for r in result["results"]:
         peak = "-" if r["peak_memory_gib_per_trial"] is None else f"{r['peak_memory_gib_per_trial']:.2f}"
+        res = r.get("peak_reserved_gib_per_trial")
+        res = "-" if res is None else f"{res:.2f}"
         each = ", ".join(f"{v:.0f}" for v in r["images_per_s_each"])
-        lines.append(f"{r['trials']:>6}{r['images_per_s_sum']:>14.1f}{peak:>16}  {each}")
+        lines.append(f"{r['trials']:>6}{r['images_per_s_sum']:>14.1f}{peak:>16}{res:>14}  {each}")
+    est = result.get("estimate")
+    if est:  # trainer.memory's estimate, to compare with the measured peak (allocated) above
+        lines.append(f"estimate (trainer.memory, on the CPU): peak allocated {est['peak_gib']:.2f} GiB; {est['parts']}")
     return "\n".join(lines)
 
 

@@ -78,9 +78,14 @@ def fp32_precision(mode: str, device: torch.device | str) -> Iterator[None]:
     every flag restored after, also when the body raises."""
     wanted = flags_for(mode)
     saved = current_flags()
+    kind = torch.device(device).type
+    # The meta device (trainer.memory's shape-only probe steps) has no autocast to turn off.
+    no_autocast = (
+        torch.autocast(device_type=kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext()
+    )
     _set_flags(wanted)
     try:
-        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+        with no_autocast:
             yield
     finally:
         _set_flags(saved)
