@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from sweep import tracking
+from sweep import recovery, tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import WORST, objective_value
@@ -75,17 +75,17 @@ def run_trial(
     cfg = apply_point(ctx.base, point)
     name = point_name(cfg, point)
     mlrun = tracking.TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id, ctx.sweep, point.key)
-    mlrun.open(name, trial_id, flatten(cfg), judge=ctx.judge_run)
 
     work = Path(tempfile.mkdtemp(prefix=f"sweep-trial-{point.key}-"))
     ckpt, best = work / "checkpoint", work / "best"
     ckpt.mkdir()
     best.mkdir()
     state: dict[str, Any] = {"best": None, "objective": WORST}
-    if restore is not None:
-        shutil.copytree(restore, ckpt, dirs_exist_ok=True)
-        if (ckpt / STATE_FILE).is_file():
-            state = json.loads((ckpt / STATE_FILE).read_text())
+    # An unreadable checkpoint falls back to MLflow's last.pt, else to a fresh start (its run replaced).
+    resumed, note = recovery.restore_checkpoint(restore, ckpt, mlrun)
+    if resumed:
+        state = recovery.read_state(ckpt / STATE_FILE, state)
+    mlrun.open(name, trial_id, flatten(cfg), judge=ctx.judge_run, from_scratch=not resumed, restarted=note)
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
 
