@@ -78,6 +78,24 @@ class SweepLock:
         self.fd = -1
 
 
+def check_free(sweep_dir: str, name: str) -> None:
+    """Raise LockHeld if a live driver holds the lock; writes nothing (an existing file is only
+    opened for reading)."""
+    if not started(sweep_dir):
+        return
+    fd = os.open(lock_path(sweep_dir), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LockHeld(_held_message(name, _holder(fd), lock_path(sweep_dir))) from None
+    finally:
+        os.close(fd)
+
+
+def _held_message(name: str, holder: str, path: Path) -> str:
+    return f"sweep {name!r} is running already ({holder}; lock {path}); wait for it, stop it, or choose another --name"
+
+
 def acquire(sweep_dir: str, name: str) -> SweepLock | None:
     """Take sweep ``name``'s lock in ``sweep_dir`` (created if missing) or raise LockHeld at once.
 
@@ -95,10 +113,7 @@ def acquire(sweep_dir: str, name: str) -> SweepLock | None:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise LockHeld(
-            f"sweep {name!r} is running already ({holder}; lock {path}); wait for it, stop it, "
-            "or choose another --name"
-        ) from None
+        raise LockHeld(_held_message(name, holder, path)) from None
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)

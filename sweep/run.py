@@ -198,8 +198,9 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
             return parent
 
         held = None
-        check_name()  # read-only first, so a refused name writes nothing
         try:
+            lock.check_free(sweep_dir, cfg.name)  # a running driver is named before anything else
+            check_name()  # read-only first, so a refused name writes nothing
             held = lock.acquire(sweep_dir, cfg.name)
         except lock.LockHeld as e:
             raise preflight.PreflightError(str(e)) from None
