@@ -8,7 +8,8 @@ at every phase boundary; nothing else sets it. The points, in the order a sweep 
 ``locked``      the sweep's lock is taken; nothing else is written yet
 ``judge``       the judge's MLflow run is created, its weights not yet logged
 ``parent``      the sweep's MLflow parent run is created (with its params)
-``result``      the driver has received a trial's first result
+``result``      the driver has received a trial's second epoch (the first one's checkpoint is
+                in Tune's state when TUNE_GLOBAL_CHECKPOINT_S=0)
 ``fitted``      Ray Tune has finished every trial; nothing is settled in MLflow yet
 ``analysis``    the analysis is written; the parent run is not closed yet
 """

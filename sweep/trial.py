@@ -89,11 +89,11 @@ def run_trial(
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
 
-    last = {"status": Status.RUNNING}  # the status of the last epoch reported
+    last: dict[str, Any] = {"status": Status.RUNNING, "reported": False}  # the last epoch reported
 
     def on_epoch(metrics: dict[str, Any], files: dict[str, str]) -> None:
         epoch, status = int(metrics[keys.EPOCH]), Status(metrics[keys.STATUS])
-        last["status"] = status
+        last["status"], last["reported"] = status, True
         value = objective_value(ctx.objective, metrics)
         logged = dict(metrics)
         if value is not None:  # logged at evaluation epochs only, so its history is real
@@ -117,6 +117,10 @@ def run_trial(
 
     try:
         final = run(cfg, report=on_epoch, checkpoint_dir=ckpt, out_dir=work / "out")
+        if not last["reported"] and keys.EPOCH in final:
+            # Restored from its final epoch's checkpoint (the driver died before Tune saw the end):
+            # the trainer trained nothing, so hand Tune that epoch's result once.
+            on_epoch(dict(final), {})
     except SystemExit:
         # Tune ends a trial its scheduler stops (ASHA) by exiting the trial from inside report().
         mlrun.end(last["status"] if last["status"] in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED)
