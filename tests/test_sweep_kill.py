@@ -49,7 +49,7 @@ def _wait(proc: subprocess.Popen, timeout: float = 400, watch=None) -> int:
     while proc.poll() is None and time.time() < deadline:
         try:
             family.update(psutil.Process(proc.pid).children(recursive=True))
-        except psutil.NoSuchProcess:
+        except psutil.Error:  # a child ended while being listed
             pass
         if watch is not None:
             watch(proc)
@@ -64,13 +64,14 @@ def _wait(proc: subprocess.Popen, timeout: float = 400, watch=None) -> int:
     for p in family:
         try:
             p.kill()
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
     psutil.wait_procs(list(family), timeout=30)
     return code
 
 
-@pytest.mark.slow  # ~2 min on an idle 2-core machine: seven driver starts of a 2-trial sweep
+@pytest.mark.slow  # seven driver starts of a 2-trial sweep: minutes (each starts a local Ray)
+@pytest.mark.timeout(1500)
 def test_a_driver_killed_at_every_phase_boundary_is_resumed_to_the_end(tmp_path):
     for i, point in enumerate(seams.POINTS):
         log = tmp_path / f"driver-{i}-{point}.log"
@@ -119,7 +120,8 @@ def _listening(pids: set[int]) -> list[str]:
     return out
 
 
-@pytest.mark.slow  # ~1 min: one tiny sweep while a second start of its name is refused
+@pytest.mark.slow  # one tiny sweep while a second start of its name is refused
+@pytest.mark.timeout(900)
 def test_two_starts_of_one_name_one_runs_on_loopback_the_other_exits_2(tmp_path):
     first = _drive(tmp_path, resume=False, kill_at=None, log=tmp_path / "first.log", name="twice")
     second = _drive(tmp_path, resume=False, kill_at=None, log=tmp_path / "second.log", name="twice")
@@ -129,7 +131,7 @@ def test_two_starts_of_one_name_one_runs_on_loopback_the_other_exits_2(tmp_path)
     def watch(proc: subprocess.Popen) -> None:
         try:
             family = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             return
         if len(family) > 3:
             seen_ray.append(len(family))
