@@ -17,7 +17,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +212,17 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
         raise
 
 
-def _prepare_locked(args, phases, cfg, uri, artifact_root, storage, ray_tune, check_name, held) -> Plan:
+def _prepare_locked(
+    args: argparse.Namespace,
+    phases: Phases,
+    cfg: SweepConfig,
+    uri: str,
+    artifact_root: str | None,
+    storage: str,
+    ray_tune: ModuleType,
+    check_name: Callable[[], str | None],
+    held: lock.SweepLock | None,
+) -> Plan:
     """The rest of :func:`prepare`, under the sweep's lock."""
     seams.kill_point("locked")
     with phases("checks"):
