@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from trainer import keys
 from trainer.config import TrainConfig, validate
 
+MAX_NAME = 100  # characters of a sweep or experiment name
+
 
 class _Strict(BaseModel):
     # extra="forbid": a typo in a key is an error, not a silently ignored setting.
@@ -85,6 +87,8 @@ class SearchConfig(_Strict):
     sampler_seed: int = 0  # seed of Optuna's sampler
     seed_with_grid: bool = True  # evaluate the grid's points first (Optuna's points_to_evaluate)
     storage: str | None = None  # Optuna RDB URL; None: sqlite beside the Ray results
+    # Most points a grid may expand to (axes x points x seeds), checked before expanding it.
+    max_points: int = Field(10_000, ge=1)
 
     @field_validator("grid", "points", mode="before")
     @classmethod
@@ -192,11 +196,20 @@ class SweepConfig(_Strict):
     trial_threads: int = Field(1, ge=1)  # torch threads per trial (CPU trials share cores)
     analysis: bool = True  # write Table 2 / Pareto to the parent run at the end
 
-    @field_validator("name")
+    @field_validator("name", "experiment")
     @classmethod
-    def _check_name(cls, v: str) -> str:
-        if not v or any(c in v for c in "/\\ ") or v.startswith("."):
-            raise ValueError(f"must be a non-empty name without '/', '\\' or spaces, not {v!r}")
+    def _check_name(cls, v: str | None) -> str | None:
+        # Both become folder names (results, artifacts), MLflow filter values and words of the
+        # printed commands, so they stay short, single path components, one kind of quote.
+        if v is None:
+            return v
+        if not v or len(v) > MAX_NAME or v.startswith(".") or any(c in v for c in "/\\ ") or not v.isprintable():
+            raise ValueError(
+                f"must be 1 to {MAX_NAME} printable characters without '/', '\\', spaces or a leading "
+                f"'.', not {v[:120]!r}" + ("..." if len(v) > 120 else "")
+            )
+        if "'" in v and '"' in v:
+            raise ValueError(f"may hold ' or \" but not both (MLflow's search filters cannot quote it), not {v!r}")
         return v
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -79,8 +80,21 @@ def grid_points(search: SearchConfig) -> list[Point]:
     return out
 
 
+def grid_size(search: SearchConfig) -> int:
+    """How many points the grid expands to at most (before dropping duplicates), without expanding it."""
+    axes = math.prod(len(v) for v in search.grid.values()) if search.grid else 0
+    return (axes + len(search.points)) * len(search.seeds)
+
+
 def check_points(cfg: SweepConfig) -> None:
     """Validate every grid point's trainer config now, so a bad value fails before Ray starts."""
+    size = grid_size(cfg.search)
+    if size > cfg.search.max_points:
+        raise ConfigError(
+            f"search.grid: {size:,} points (axes x points x seeds) exceed search.max_points "
+            f"({cfg.search.max_points:,}); shrink the grid or raise the limit, e.g. "
+            f"--set search.max_points={size}"
+        )
     base = cfg.trainer.model_dump()
     for point in grid_points(cfg.search):
         apply_point(base, point)

@@ -83,14 +83,17 @@ def sqlite_missing(uri: str) -> bool:
 
 
 def check_name(name: str, resume: bool, ray_state: bool, parent_id: str | None, where: str) -> None:
-    """A new sweep must not reuse a name; ``--resume`` needs something to resume."""
+    """A new sweep must not reuse a name; ``--resume`` needs something to resume.
+
+    ``ray_state``: Ray results exist or a driver ever took the sweep's lock (``sweep.lock``).
+    """
     if not resume and (ray_state or parent_id):
         found = "Ray results at " + where if ray_state else f"MLflow parent run {parent_id}"
         raise PreflightError(
             f"sweep {name!r} already exists ({found}); continue it with --resume or choose "
             "another --name"
         )
-    if resume and not ray_state:
+    if resume and not ray_state and not parent_id:  # a parent alone: killed before Tune saved state
         raise PreflightError(f"--resume: no sweep {name!r} to resume (no Ray results at {where})")
 
 

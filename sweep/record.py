@@ -37,6 +37,7 @@ class Tag(StrEnum):
     TRIAL_ID = "trial.id"  # Tune's trial id of the latest attempt
     STATUS = "trial.status"  # a Status
     ATTEMPTS = "trial.attempts"  # starts of this trial (1 + retries and resumes)
+    RESTARTED = "trial.restarted"  # why the trial started again from scratch (its run replaced)
     CHECKPOINT = "trial.checkpoint"  # artifact path of the checkpoint to use: best, else last
     BEST_OBJECTIVE = "trial.best_objective"  # the best eval/objective so far
     JUDGE = "trial.judge"  # run id of the GAN-test judge the trial used

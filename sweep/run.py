@@ -18,14 +18,14 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from sweep import preflight, tracking
+from sweep import lock, preflight, seams, stores, tracking
 from sweep.config import SweepConfig
 from sweep.judge_stage import ensure_judge
 from sweep.loading import load_sweep_config, preset_names
@@ -115,9 +115,9 @@ def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str) -> None:
 
 
 def _print_next_steps(cfg: SweepConfig, uri: str, parent_id: str, storage: str, args: argparse.Namespace) -> None:
-    exp = cfg.experiment_name
-    ui = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
-    uri_flag = f" --tracking-uri {uri}"
+    exp, q = cfg.experiment_name, shlex.quote  # every printed command pastes into a shell as is
+    ui = f"mlflow ui --backend-store-uri {q(uri)}" if not uri.startswith("http") else f"open {q(uri)}"
+    uri_flag = f" --tracking-uri {q(uri)}"
     print(
         f"\nResults:\n"
         f"  MLflow:      {uri}  (experiment '{exp}', parent run '{cfg.name}' = {parent_id})\n"
@@ -125,10 +125,10 @@ def _print_next_steps(cfg: SweepConfig, uri: str, parent_id: str, storage: str, 
         f"Open the MLflow UI:\n"
         f"  {ui}     # then browse http://127.0.0.1:5000\n"
         f"Analysis (Table 2 heatmap, Pareto front):\n"
-        f"  python -m analysis table2 --experiment {exp}{uri_flag}\n"
-        f"  python -m analysis pareto --experiment {exp}{uri_flag}\n"
+        f"  python -m analysis table2 --experiment {q(exp)}{uri_flag}\n"
+        f"  python -m analysis pareto --experiment {q(exp)}{uri_flag}\n"
         f"Continue after an interruption:\n"
-        f"  cd {Path.cwd()} && python -m sweep.run --config {shlex.quote(args.config)} --name {cfg.name} --resume"
+        f"  cd {q(str(Path.cwd()))} && python -m sweep.run --config {q(args.config)} --name {q(cfg.name)} --resume"
         + (f" --address {shlex.quote(args.address)}" if args.address else "")
         + "".join(f" --set {shlex.quote(s)}" for s in args.set)
     )
@@ -165,6 +165,7 @@ class Plan:
     storage: str  # Ray's storage path
     parent_id: str | None  # the existing parent run (a resumed sweep), else None
     ray: ModuleType = field(repr=False)  # sweep.tune, imported once the input is known good
+    lock: lock.SweepLock | None = field(default=None, repr=False)  # held for the driver's life
 
 
 def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
@@ -181,14 +182,55 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
         preflight.check_dataset(cfg.trainer.data)
         preflight.check_packing(cfg)  # trials per GPU × estimated memory, before Ray starts
         preflight.check_tracking(uri)
+        stores.check_tracking_store(uri, artifact_root)
+        stores.check_storage(storage)
+        stores.bound_http_retries()
         preflight.check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))
         from sweep import tune as ray_tune  # Ray is imported only once the input is known good
 
         sweep_dir = f"{storage.rstrip('/')}/{cfg.name}"
-        parent_id = None
-        if not preflight.sqlite_missing(uri):
-            parent_id = tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name)
-        preflight.check_name(cfg.name, args.resume, ray_tune.can_restore(sweep_dir), parent_id, sweep_dir)
+
+        def check_name() -> str | None:
+            parent = None
+            if not preflight.sqlite_missing(uri):
+                parent = tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name)
+            # under the lock, the lock file counts only if a driver made it before this one
+            started = ray_tune.can_restore(sweep_dir) or (held.existed if held else lock.started(sweep_dir))
+            preflight.check_name(cfg.name, args.resume, started, parent, sweep_dir)
+            return parent
+
+        held = None
+        try:
+            lock.check_free(sweep_dir, cfg.name)  # a running driver is named before anything else
+            check_name()  # read-only first, so a refused name writes nothing
+            held = lock.acquire(sweep_dir, cfg.name)
+        except lock.LockHeld as e:
+            raise preflight.PreflightError(str(e)) from None
+    try:
+        return _prepare_locked(args, phases, cfg, uri, artifact_root, storage, ray_tune, check_name, held)
+    except BaseException as e:
+        if held is not None:  # refused (exit 2): leave nothing behind; died otherwise: keep the mark
+            held.release(discard=isinstance(e, (ConfigError, preflight.PreflightError)))
+        raise
+
+
+def _prepare_locked(
+    args: argparse.Namespace,
+    phases: Phases,
+    cfg: SweepConfig,
+    uri: str,
+    artifact_root: str | None,
+    storage: str,
+    ray_tune: ModuleType,
+    check_name: Callable[[], str | None],
+    held: lock.SweepLock | None,
+) -> Plan:
+    """The rest of :func:`prepare`, under the sweep's lock."""
+    seams.kill_point("locked")
+    with phases("checks"):
+        parent_id = check_name()  # again under the lock: a driver that held it may have finished
+        if parent_id is not None and tracking.client(uri).get_run(parent_id).info.status == "RUNNING":
+            print(f"sweep {cfg.name!r}: its parent run {parent_id} was left RUNNING by a driver that is gone; taking it over")
     with phases("ray start"):
         try:
             ray_tune.start(args.address)
@@ -202,7 +244,7 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
     except preflight.PreflightError:
         ray_tune.stop()
         raise
-    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune)
+    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune, held)
 
 
 def execute(plan: Plan, phases: Phases) -> int:
@@ -216,6 +258,7 @@ def execute(plan: Plan, phases: Phases) -> int:
     experiment_id, parent_id = tracking.open_parent(
         mc, cfg.experiment_name, plan.artifact_root, cfg.name, cfg.model_dump(mode="json"), plan.parent_id
     )
+    seams.kill_point("parent")
     base = _absolute_paths(cfg)
     points = {point_name(apply_point(base, p), p): p for p in grid_points(cfg.search)}
     ctx = SweepContext(
@@ -237,7 +280,10 @@ def execute(plan: Plan, phases: Phases) -> int:
             print(f"optuna: marked {stale} trial(s) left running by the killed driver as failed")
     print(f"sweep {cfg.name!r}: {'resuming' if args.resume else 'starting'}; MLflow parent run {parent_id}", flush=True)
     with phases("trials"):
-        rows = plan.ray.fit(cfg, ctx, storage, study, args.resume)
+        # A sweep killed before Tune saved its state resumes as a fresh Tuner under the same parent.
+        restore = args.resume and plan.ray.can_restore(f"{storage.rstrip('/')}/{cfg.name}")
+        rows = plan.ray.fit(cfg, ctx, storage, study, restore)
+    seams.kill_point("fitted")
     for row in rows:
         row["status"] = _status_of(row)
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
@@ -246,6 +292,7 @@ def execute(plan: Plan, phases: Phases) -> int:
     if cfg.analysis:
         with phases("analysis"):
             _analysis(cfg, uri, parent_id, storage)
+    seams.kill_point("analysis")
     tracking.finish_parent(mc, parent_id, trials=len(rows), failed=failed)
     print(f"\nsweep {cfg.name!r} done in {phases.summary()}: {len(rows)} trials, {failed} failed")
     _print_next_steps(cfg, uri, parent_id, storage, args)
@@ -264,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return execute(plan, phases)
     finally:
         plan.ray.stop()
+        if plan.lock is not None:
+            plan.lock.release()
 
 
 if __name__ == "__main__":

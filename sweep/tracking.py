@@ -20,13 +20,37 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweep import lock, seams
 from sweep.record import BEST_CHECKPOINT, CHECKPOINTS, JUDGE_FILE, JUDGES_EXPERIMENT, Role, Status, Tag
+from trainer import keys
 from trainer.config import flatten
 
 
 def client(uri: str) -> MlflowClient:
-    """A client bound to ``uri`` (never the process-global tracking URI)."""
+    """A client bound to ``uri`` (never the process-global tracking URI).
+
+    Creating the client opens the store and, for a new sqlite file, creates its tables; two
+    processes doing that at once would collide ("table ... already exists"), so for sqlite it
+    happens under a lock beside the database file.
+    """
+    if uri.startswith("sqlite:///"):
+        with lock.beside(Path(uri[len("sqlite:///"):])):
+            return MlflowClient(tracking_uri=uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def filter_value(value: str) -> str:
+    """``value`` quoted for an MLflow search filter.
+
+    MLflow's filter grammar has no escape: it strips the outer quotes of a string literal and
+    takes the rest as is, so a value holding ``'`` is quoted with ``"`` and vice versa (names
+    holding both are refused by the config).
+    """
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"{value!r} holds both kinds of quote; MLflow's search filters cannot express it")
 
 
 def git_commit() -> str:
@@ -87,7 +111,7 @@ def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
 
 def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
     """The parent run id of sweep ``sweep`` in ``experiment``, or None."""
-    return _first_run(mc, experiment, f"tags.`{Tag.SWEEP}` = '{sweep}' and tags.`{Tag.ROLE}` = '{Role.PARENT}'")
+    return _first_run(mc, experiment, f"tags.`{Tag.SWEEP}` = {filter_value(sweep)} and tags.`{Tag.ROLE}` = '{Role.PARENT}'")
 
 
 def start_parent(
@@ -117,11 +141,14 @@ def open_parent(
     experiment_id = ensure_experiment(mc, experiment, artifact_root)
     if parent_id is not None:
         reopen(mc, parent_id)
-        return experiment_id, parent_id
     with tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "sweep.yaml"
         config_file.write_text(yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
-        parent_id = start_parent(mc, experiment_id, sweep, flatten(config), config_file)
+        if parent_id is None:
+            parent_id = start_parent(mc, experiment_id, sweep, flatten(config), config_file)
+        elif not mc.get_run(parent_id).data.params:  # a driver killed between create_run and its params
+            log_params(mc, parent_id, flatten(config))
+            mc.log_artifact(parent_id, str(config_file))
     split = (config.get("objective") or {}).get("split")
     if split:  # the parent says what its trials selected by, as each trial does
         mc.set_tag(parent_id, str(Tag.SELECTION_SPLIT), str(split))
@@ -155,6 +182,16 @@ class TrialRun:
         self.run_id = ""
         self.attempt = 0
         self.checkpoint: str | None = None  # the artifact tag trial.checkpoint names
+        self.logged_step = 0  # the last epoch MLflow holds for this run; later logs skip steps <= it
+
+    def find(self) -> Run | None:
+        """The point's existing child run under the parent, or None."""
+        runs = self.mc.search_runs(
+            [self.experiment_id],
+            f"tags.`{Tag.PARENT}` = '{self.parent_id}' and tags.`{Tag.KEY}` = '{self.key}'",
+            max_results=1,
+        )
+        return runs[0] if runs else None
 
     def open(
         self,
@@ -163,23 +200,34 @@ class TrialRun:
         params: Mapping[str, Any],
         judge: str | None = None,
         selection_split: str | None = None,
+        from_scratch: bool = False,
+        restarted: str | None = None,
     ) -> str:
         """Find or create the run; count this start in tag ``trial.attempts``. Returns the run id.
 
         ``judge`` (the judge's run id) is tagged with the judge's key and architecture, read from
         its run in experiment ``judges``; ``selection_split`` (val or test) is what the objective
         read.
+
+        A trial continuing from a checkpoint continues its run, and metrics at epochs the run
+        already holds are not logged again (Tune may resume from a checkpoint one epoch behind
+        what the worker logged). A trial starting ``from_scratch`` whose run already holds epochs
+        (its first checkpoint never reached Tune, or the checkpoint was unusable) replaces that
+        run: the old one is deleted and a new one created, tagged ``trial.restarted`` with
+        ``restarted`` (why), so its history has each epoch once.
         """
-        runs = self.mc.search_runs(
-            [self.experiment_id],
-            f"tags.`{Tag.PARENT}` = '{self.parent_id}' and tags.`{Tag.KEY}` = '{self.key}'",
-            max_results=1,
-        )
-        if runs:
-            run = runs[0]
+        run = self.find()
+        previous_attempts = 0
+        if run is not None and from_scratch and self._last_step(run.info.run_id) > 0:
+            previous_attempts = int(run.data.tags.get(Tag.ATTEMPTS, "0"))
+            self.mc.delete_run(run.info.run_id)
+            restarted = restarted or "started again from scratch"
+            run = None
+        if run is not None:
             self.run_id = run.info.run_id
             self.attempt = int(run.data.tags.get(Tag.ATTEMPTS, "0")) + 1
             self.checkpoint = run.data.tags.get(Tag.CHECKPOINT)
+            self.logged_step = self._last_step(self.run_id)
             reopen(self.mc, self.run_id)
         else:
             run = self.mc.create_run(
@@ -197,9 +245,11 @@ class TrialRun:
                 ),
             )
             self.run_id = run.info.run_id
-            self.attempt = 1
+            self.attempt = previous_attempts + 1
             log_params(self.mc, self.run_id, params)
         tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt)}
+        if restarted:
+            tags[Tag.RESTARTED] = restarted
         if judge:
             tags.update(judge_tags(self.mc, judge))
         if selection_split:
@@ -214,8 +264,18 @@ class TrialRun:
         """Tag the trial's status while it runs (a diverged trial says so before it ends)."""
         self._set_tags({Tag.STATUS: status})
 
+    def _last_step(self, run_id: str) -> int:
+        # The trainer reports its epoch as a metric every epoch, so its history has every step.
+        return max((m.step for m in self.mc.get_metric_history(run_id, keys.EPOCH)), default=0)
+
+    def holds(self, step: int) -> bool:
+        """Whether the run already holds the metrics of epoch ``step`` (logged by an earlier attempt)."""
+        return step <= self.logged_step
+
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Log the finite numeric metrics at ``step`` (the epoch)."""
+        """Log the finite numeric metrics at ``step`` (the epoch), unless the run holds that step."""
+        if self.holds(step):
+            return
         now = int(time.time() * 1000)
         rows = [
             Metric(k, float(v), now, step)
@@ -223,6 +283,7 @@ class TrialRun:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
         ]
         self.mc.log_batch(self.run_id, metrics=rows)  # log_batch splits into accepted sizes
+        self.logged_step = step
 
     def log_files(self, files: Iterable[tuple[Path, str]]) -> None:
         """Upload ``(local file, artifact folder)`` pairs."""
@@ -274,7 +335,11 @@ def find_judge(mc: MlflowClient, key: str) -> str | None:
 def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Mapping[str, Any], path: Path) -> str:
     """Store a trained judge as artifact ``judge.pt`` of a new run in experiment ``judges``."""
     exp_id = ensure_experiment(mc, JUDGES_EXPERIMENT, artifact_root)
+    # A driver killed while logging a judge left its run RUNNING without weights: close it.
+    for stale in search_all(mc, exp_id, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'RUNNING'"):
+        finish(mc, stale.info.run_id, failed=True)
     run = mc.create_run(exp_id, run_name=f"judge-{key}", tags=_tags({Tag.JUDGE_KEY: key, Tag.COMMIT: git_commit()}))
+    seams.kill_point("judge")
     log_params(mc, run.info.run_id, params)
     staged = path.parent / JUDGE_FILE
     if path.name != JUDGE_FILE:

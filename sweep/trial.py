@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from sweep import tracking
+from sweep import recovery, tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import objective_value, worst_value
@@ -75,25 +75,33 @@ def run_trial(
     cfg = apply_point(ctx.base, point)
     name = point_name(cfg, point)
     mlrun = tracking.TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id, ctx.sweep, point.key)
-    mlrun.open(name, trial_id, flatten(cfg), judge=ctx.judge_run, selection_split=ctx.objective.split)
 
     work = Path(tempfile.mkdtemp(prefix=f"sweep-trial-{point.key}-"))
     ckpt, best = work / "checkpoint", work / "best"
     ckpt.mkdir()
     best.mkdir()
     state: dict[str, Any] = {"best": None, "objective": worst_value(ctx.objective)}
-    if restore is not None:
-        shutil.copytree(restore, ckpt, dirs_exist_ok=True)
-        if (ckpt / STATE_FILE).is_file():
-            state = json.loads((ckpt / STATE_FILE).read_text())
+    # An unreadable checkpoint falls back to MLflow's last.pt, else to a fresh start (its run replaced).
+    resumed, note = recovery.restore_checkpoint(restore, ckpt, mlrun)
+    if resumed:
+        state = recovery.read_state(ckpt / STATE_FILE, state)
+    mlrun.open(
+        name,
+        trial_id,
+        flatten(cfg),
+        judge=ctx.judge_run,
+        selection_split=ctx.objective.split,
+        from_scratch=not resumed,
+        restarted=note,
+    )
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
 
-    last = {"status": Status.RUNNING}  # the status of the last epoch reported
+    last: dict[str, Any] = {"status": Status.RUNNING, "reported": False}  # the last epoch reported
 
     def on_epoch(metrics: dict[str, Any], files: dict[str, str]) -> None:
         epoch, status = int(metrics[keys.EPOCH]), Status(metrics[keys.STATUS])
-        last["status"] = status
+        last["status"], last["reported"] = status, True
         value = objective_value(ctx.objective, metrics)
         logged = dict(metrics)
         if value is not None:  # logged at evaluation epochs only, so its history is real
@@ -117,6 +125,10 @@ def run_trial(
 
     try:
         final = run(cfg, report=on_epoch, checkpoint_dir=ckpt, out_dir=work / "out")
+        if not last["reported"] and keys.EPOCH in final:
+            # Restored from its final epoch's checkpoint (the driver died before Tune saw the end):
+            # the trainer trained nothing, so hand Tune that epoch's result once.
+            on_epoch(dict(final), {})
     except SystemExit:
         # Tune ends a trial its scheduler stops (ASHA) by exiting the trial from inside report().
         mlrun.end(last["status"] if last["status"] in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED)

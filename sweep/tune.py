@@ -27,6 +27,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
+from sweep import seams  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.points import grid_points  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
@@ -41,9 +42,37 @@ COLUMNS = {
 }
 
 
+# Ray picks a reachable node IP on Linux and binds its gRPC servers (GCS, raylet, workers, the
+# driver) and the agents' metrics port to every interface; on macOS and Windows it uses loopback.
+# This switch (read by Ray at import and inherited by the processes it starts) selects the
+# loopback behaviour, so a local sweep listens on 127.0.0.1 only.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_saved_env: list[str | None] = []
+
+
+def _loopback(on: bool) -> None:
+    """Make Ray in this process and its children use 127.0.0.1 (``on``), or undo it."""
+    from ray._private import ray_constants  # the constant Ray read at import
+
+    if on:
+        _saved_env.append(os.environ.get(LOOPBACK_ENV))
+        os.environ[LOOPBACK_ENV] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif _saved_env:
+        saved = _saved_env.pop()
+        if saved is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved
+        ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(LOOPBACK_ENV, not ray_constants.IS_WINDOWS_OR_OSX)
+
+
 def start(address: str | None) -> None:
-    """Connect to the cluster at ``address`` (or RAY_ADDRESS), else start a private local one."""
+    """Connect to the cluster at ``address`` (or RAY_ADDRESS), else start a private local one
+    that listens on loopback only."""
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        _loopback(True)
     # log_to_driver=False keeps trainer chatter off the terminal; Tune still prints each trial's
     # error and the path of its full traceback.
     ray.init(
@@ -56,6 +85,7 @@ def start(address: str | None) -> None:
 
 def stop() -> None:
     ray.shutdown()
+    _loopback(False)
 
 
 def nodes() -> list[dict[str, float]]:
@@ -83,6 +113,14 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
     finally:
         if restore is not None:
             shutil.rmtree(restore, ignore_errors=True)
+
+
+class _KillSeams(tune.Callback):
+    """The driver-side points of :mod:`sweep.seams` (a test seam; a no-op unless its variable is set)."""
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get(keys.EPOCH, 0) >= 2:  # so the first epoch's checkpoint is in Tune's state
+            seams.kill_point("result")
 
 
 @ray.remote
@@ -248,6 +286,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 name=cfg.name,
                 storage_path=storage_path,
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+                callbacks=[_KillSeams()],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 progress_reporter=tune.CLIReporter(
                     parameter_columns=search.parameter_columns,

@@ -1,0 +1,104 @@
+"""Preflight of the places a sweep writes: the MLflow store, its artifact root, Ray's storage.
+
+Each check reads only (``os.access``, a read-only SQLite open), so a refused sweep leaves nothing
+behind, and each finishes in well under a second: MLflow itself would retry an unusable sqlite
+file for about a minute (its engine retries sleep 0.1 s, 0.3 s, ... 51 s) and an unreachable
+server for minutes, then print a traceback. A failure is a :class:`PreflightError` with one line
+naming the path and the fix.
+
+It also bounds MLflow's HTTP retries for the driver and the local Ray workers it starts (they
+inherit its environment), unless the user set them: a server that goes away mid-sweep then fails a
+request in about a minute instead of about four.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from sweep.preflight import PreflightError
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# MLflow's HTTP client: 4 retries with backoff factor 1 (1+2+4+8 s) and 30 s per request; MLflow's
+# defaults are 7 retries, factor 2 and 120 s.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def bound_http_retries() -> None:
+    """Set MLflow's HTTP retry limits in this process's environment, where the user has not."""
+    for var, value in HTTP_LIMITS.items():
+        os.environ.setdefault(var, value)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_folder_writable(path: Path, what: str, fix: str) -> None:
+    """``path`` (or, if missing, the nearest folder above it, where it would be created) is writable."""
+    here = _existing_ancestor(path)
+    if not here.is_dir():
+        raise PreflightError(f"{what}: {here} is not a folder; {fix}")
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise PreflightError(f"{what}: folder {here} is not writable; {fix}")
+
+
+def check_sqlite(uri: str) -> None:
+    """A ``sqlite:///`` store: its folder exists and is writable; an existing file is a readable,
+    writable SQLite database."""
+    path = Path(uri[len("sqlite:///"):])
+    fix = "fix its permissions or point tracking.uri / MLFLOW_TRACKING_URI elsewhere"
+    if not path.parent.is_dir():
+        raise PreflightError(f"tracking.uri: folder {path.parent} of the MLflow database does not exist")
+    # sqlite writes a journal beside the file, so its folder must be writable even when it exists.
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise PreflightError(f"tracking.uri: folder {path.parent} of the MLflow database is not writable; {fix}")
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise PreflightError(f"tracking.uri: {path} is not a file")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise PreflightError(f"tracking.uri: MLflow database {path} is not readable and writable; {fix}")
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if not head:
+        return  # an empty file: sqlite treats it as a new database
+    if head != SQLITE_HEADER:
+        raise PreflightError(f"tracking.uri: {path} is not an SQLite database; move it away or use another tracking.uri")
+    try:
+        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            con.execute("PRAGMA schema_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise PreflightError(f"tracking.uri: MLflow database {path} cannot be read ({e})") from None
+
+
+def check_tracking_store(uri: str, artifact_root: str | None) -> None:
+    """The local parts of the MLflow store: the sqlite file or file-store folder, the artifact root."""
+    if uri.startswith("sqlite:///"):
+        check_sqlite(uri)
+    elif "://" not in uri or uri.startswith("file://"):
+        folder = Path(uri.removeprefix("file://"))
+        check_folder_writable(folder, "tracking.uri", "fix its permissions or use another tracking.uri")
+    if artifact_root and artifact_root.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        check_folder_writable(
+            Path(unquote(urlparse(artifact_root).path)), "tracking.artifacts", "fix its permissions or set tracking.artifacts"
+        )
+
+
+def check_storage(storage: str) -> None:
+    """Ray's local storage path (or the nearest folder above it) is writable."""
+    if "://" in storage:
+        return
+    check_folder_writable(Path(storage), "storage_path", "fix its permissions or set storage_path / SWEEP_STORAGE_PATH")
