@@ -92,3 +92,44 @@ def test_existing_sweep_name_without_resume_is_refused(tiny_sweep, capsys):
     assert "already exists" in err and "--resume" in err
     after = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
     assert len(after) == len(before)
+
+
+def test_parent_run_carries_the_sweeps_summary(tiny_sweep):
+    mc = mlflow.MlflowClient(tiny_sweep.tracking_uri)
+    parent = mc.get_run(tiny_sweep.parent_run_id)
+    children = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+    finished = [r for r in children if r.data.tags["trial.status"] == "finished"]
+    best = max(finished, key=lambda r: r.data.metrics[keys.OBJECTIVE])
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["sweep.best_point"] == best.info.run_name and tags["sweep.best_run"] == best.info.run_id
+    assert metrics["best/objective"] == pytest.approx(best.data.metrics[keys.OBJECTIVE])
+    assert metrics["best/test_acc"] == pytest.approx(best.data.metrics[keys.TEST_ACC])
+    assert metrics["best/gan_test"] == pytest.approx(best.data.metrics[keys.GAN_TEST])
+    assert {k: metrics[f"trials/{k}"] for k in ("finished", "diverged", "stopped", "failed")} == {
+        "finished": 3, "diverged": 1, "stopped": 0, "failed": 0}  # fmt: skip
+    assert tags["sweep.interrupted"] == "false"
+    assert best.info.run_name in tags["mlflow.note.content"] and "1 diverged" in tags["mlflow.note.content"]
+
+
+def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(capsys):
+    from sweep.record import Status
+    from sweep.run import _print_summary
+
+    def row(point, status, objective=None, epoch=4, evaluated=True):
+        m = {"point": point, keys.EPOCH: epoch, keys.OBJECTIVE: 0.0 if objective is None else objective}
+        if evaluated:
+            m.update({keys.TEST_ACC: 0.5, keys.GAN_TEST: 0.5})
+        return {"trial_id": point, "metrics": m, "status": status, "error": None}
+
+    _print_summary([
+        row("a s0", Status.FINISHED, 0.4), row("b s0", Status.DIVERGED, 0.0, 1, False),
+        row("c s0", Status.FINISHED, 0.9), row("d s0", Status.STOPPED, None, 1, False),
+        row("e s0", Status.STOPPED, 0.95, 2),  # stopped early: shown, but not the best point
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    lines = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and "status" not in line]
+    assert lines == ["e", "c", "a", "b", "d"]  # best objective first, never-evaluated last
+    assert "Best point: c s0 (objective 0.900)" in out
+    assert "Diverged: b s0" in out and "Stopped: d s0, e s0" in out
+    d_line = next(line for line in out.splitlines() if line.startswith("  d s0"))
+    assert d_line.split()[-1] == "-"  # no evaluation yet: no objective, not 0
