@@ -32,7 +32,7 @@ from sweep.judge_stage import ensure_judge
 from sweep.loading import load_sweep_config, preset_names
 from sweep.paths import resolve_artifact_root, resolve_storage_path, resolve_tracking_uri
 from sweep.points import apply_point, grid_points, point_name
-from sweep.record import Status, Tag
+from sweep.record import Status
 from sweep.trial import SweepContext
 from trainer import keys
 from trainer.config import ConfigError

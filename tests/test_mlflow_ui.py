@@ -16,7 +16,6 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from sweep import tracking
 from sweep.record import VIEW_STATE_KEY, VIEW_STATE_TAG
 
 CHROMIUM = os.environ.get("SWEEP_TEST_CHROMIUM", "/usr/bin/chromium")
