@@ -31,6 +31,7 @@ from sweep.config import SweepConfig
 from sweep.judge_stage import ensure_judge
 from sweep.loading import load_sweep_config, preset_names
 from sweep.paths import resolve_artifact_root, resolve_storage_path, resolve_tracking_uri
+from sweep.objective import WORST
 from sweep.points import apply_point, grid_points, point_name
 from sweep.record import Status
 from sweep.trial import SweepContext
@@ -88,12 +89,16 @@ def _fmt(value: Any) -> str:
 
 
 def _objective(row: dict[str, Any]) -> float | None:
-    """The trial's final eval/objective; None when it never evaluated (or never started)."""
+    """The trial's final eval/objective; None when it never evaluated (or never started).
+
+    Tune's last result carries the objective of the trial's latest evaluation, or the worst
+    value before the first one; a diverged trial's worst value is its real objective.
+    """
     m = row["metrics"]
     if row["status"] == Status.DIVERGED:
-        return m.get(keys.OBJECTIVE)  # the worst value, by definition
-    evaluated = keys.TEST_ACC in m or keys.GAN_TEST in m
-    return m.get(keys.OBJECTIVE) if evaluated else None
+        return m.get(keys.OBJECTIVE)
+    value = m.get(keys.OBJECTIVE)
+    return value if value is not None and (value != WORST or keys.GAN_TEST in m) else None
 
 
 def _point(row: dict[str, Any]) -> str:

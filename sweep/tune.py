@@ -32,6 +32,7 @@ from ray import tune  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from sweep.config import SweepConfig  # noqa: E402
+from sweep.objective import objective_value  # noqa: E402
 from sweep.points import apply_point, grid_points, point_name  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
@@ -310,7 +311,7 @@ class TrialProgress(tune.Callback):
         tid = trial.trial_id
         self.last[tid] = result
         self.epochs_seen += 1
-        if any(k in result for k in (keys.TEST_ACC, keys.GAN_TEST)) or result.get(keys.STATUS) == keys.Status.DIVERGED:
+        if objective_value(self.ctx.objective, result) is not None:  # an evaluation epoch (or diverged)
             self.evaluated.add(tid)
         ended = result.get(keys.STATUS) in (keys.Status.FINISHED, keys.Status.DIVERGED)
         if ended or time.time() - self.printed.get(tid, 0.0) >= self.every:

@@ -125,11 +125,14 @@ def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(caps
         row("a s0", Status.FINISHED, 0.4), row("b s0", Status.DIVERGED, 0.0, 1, False),
         row("c s0", Status.FINISHED, 0.9), row("d s0", Status.STOPPED, None, 1, False),
         row("e s0", Status.STOPPED, 0.95, 2),  # stopped early: shown, but not the best point
+        {"trial_id": "f", "status": Status.STOPPED, "error": None,  # accuracy logged, no evaluation yet
+         "metrics": {"point": "f s0", keys.EPOCH: 1, keys.TEST_ACC: 0.3, keys.OBJECTIVE: 0.0}},
     ])  # fmt: skip
     out = capsys.readouterr().out
     lines = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and "status" not in line]
-    assert lines == ["e", "c", "a", "b", "d"]  # best objective first, never-evaluated last
+    assert lines == ["e", "c", "a", "b", "d", "f"]  # best objective first, never-evaluated last
     assert "Best point: c s0 (objective 0.900)" in out
-    assert "Diverged: b s0" in out and "Stopped: d s0, e s0" in out
-    d_line = next(line for line in out.splitlines() if line.startswith("  d s0"))
-    assert d_line.split()[-1] == "-"  # no evaluation yet: no objective, not 0
+    assert "Diverged: b s0" in out and "Stopped: d s0, e s0, f s0" in out
+    for name in ("d s0", "f s0"):
+        line = next(line for line in out.splitlines() if line.startswith(f"  {name}"))
+        assert line.split()[-1] == "-"  # no evaluation yet: no objective, not 0
