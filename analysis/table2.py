@@ -202,7 +202,8 @@ def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Pa
     ax.set_ylabel("λ")
     fig.colorbar(image, ax=ax, label=LABELS.get(metric, metric)
                  + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
-    ax.set_title((title or "Table 2: test accuracy % / GAN-test % per λ, μ") + "\n" + _colour_note(metric), fontsize=10)
+    title = title or "Table 2: test accuracy % / GAN-test % per λ, μ"
+    ax.set_title(f"{title}\n{_colour_note(metric)}", fontsize=10)
     if notes:
         # Trials outside the grid (the baseline, other losses), readable under the heatmap.
         fig.text(0.5, 0.015, "Not in the grid — " + "; ".join(notes), fontsize=9, ha="center", va="bottom",

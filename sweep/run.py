@@ -133,7 +133,8 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    return {str(s): sum(r["status"] == s for r in rows) for s in (Status.FINISHED, Status.DIVERGED, Status.STOPPED, Status.FAILED)}
+    ends = (Status.FINISHED, Status.DIVERGED, Status.STOPPED, Status.FAILED)
+    return {str(s): sum(r["status"] == s for r in rows) for s in ends}
 
 
 def _note(name: str, rows: list[dict[str, Any]]) -> str:
@@ -311,7 +312,8 @@ def execute(plan: Plan, phases: Phases) -> int:
             judge_run = ensure_judge(cfg, uri, plan.artifact_root, remote)
         ctrlc.check()
     except KeyboardInterrupt:
-        kept = "in the judge stage: no trial had started" + ("" if plan.parent_id else " and nothing was written")
+        kept = ("in the judge stage: nothing new was written" if plan.parent_id
+                else "in the judge stage: no trial had started and nothing was written")
         raise Interrupted(cfg, args, kept, resume=plan.parent_id is not None) from None
     experiment_id, parent_id = tracking.open_parent(
         mc, cfg.experiment_name, plan.artifact_root, cfg.name, cfg.model_dump(mode="json"), plan.parent_id
@@ -344,7 +346,8 @@ def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
     """
     done = [r for r in rows if r["status"] in (Status.FINISHED, Status.DIVERGED, Status.FAILED)]
     begun = sorted(_point(r) for r in rows if r not in done and keys.EPOCH in r["metrics"])
-    fresh = sorted(set(points) - {_point(r) for r in rows} | {_point(r) for r in rows if r not in done and keys.EPOCH not in r["metrics"]})
+    unseen = set(points) - {_point(r) for r in rows}
+    fresh = sorted(unseen | {_point(r) for r in rows if r not in done and keys.EPOCH not in r["metrics"]})
     parts = [f"during the trials: kept {len(done)} ended trial(s)"]
     if begun:
         parts.append(f"{len(begun)} stopped mid-training, to continue from their last epoch ({', '.join(begun)})")
@@ -413,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if "sweep.tune" in sys.modules:  # a half-started local Ray would outlive the driver
             _quietly(sys.modules["sweep.tune"].stop)
-        where = "while Ray started" if "ray start" in phases.seconds or "checks" in phases.seconds else "during the checks"
+        started = "ray start" in phases.seconds or "checks" in phases.seconds  # the checks had passed
+        where = "while Ray started" if started else "during the checks"
         return _interrupted(Interrupted(_config_or_none(args), args, f"{where}: nothing was written"))
     try:
         return execute(plan, phases)

@@ -317,7 +317,8 @@ class TrialProgress(tune.Callback):
         if ended or time.time() - self.printed.get(tid, 0.0) >= self.every:
             self.printed[tid] = time.time()
             if not ended:
-                self._print(trials, self.name(trial), self._metrics(tid, f"epoch {int(result.get(keys.EPOCH, 0))}/{self.epochs}"))
+                head = f"epoch {int(result.get(keys.EPOCH, 0))}/{self.epochs}"
+                self._print(trials, self.name(trial), self._metrics(tid, head))
 
     def _metrics(self, tid: str, head: str) -> str:
         result = self.last.get(tid, {})
