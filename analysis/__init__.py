@@ -15,12 +15,19 @@ from pathlib import Path
 from analysis import figures, pareto, table2
 from analysis.runs import AnalysisError, check_comparable, client, load, selection_notice
 
-__all__ = ["AnalysisError", "load", "log_outputs", "report_sweep"]
+__all__ = ["AnalysisError", "default_out_dir", "load", "log_outputs", "report_sweep"]
 
 log = logging.getLogger(__name__)
 ARTIFACT_DIR = "analysis"  # where the outputs go in the parent run's artifacts
 # Ground-truth metrics (known-density datasets): each gets its own heatmap and front vs accuracy.
 GROUNDTRUTH_METRICS = ("score_alignment", "fisher_divergence_rel", "sample_loglik")
+
+
+def default_out_dir(experiment: str, sweep: str) -> Path:
+    """The one folder of a sweep's analysis files, for the sweep and the CLI alike:
+    ``out/analysis/<experiment>/<sweep>/`` under the working folder (``<sweep>`` is ``all`` for
+    every trial of the experiment)."""
+    return Path("out", "analysis", experiment, sweep)
 
 
 def log_outputs(paths: Mapping[str, Path], parent_run_id: str, tracking_uri: str | None = None) -> None:

@@ -1,7 +1,11 @@
 """Command line: ``python -m analysis table2|pareto|figures --experiment NAME [...]``.
 
 By default the most recent sweep of the experiment is analysed and the outputs are written to
-``out/analysis/<experiment>/<sweep>/`` and logged to the sweep's parent run under ``analysis/``.
+``out/analysis/<experiment>/<sweep>/`` (the folder the sweep itself writes them to) and logged to
+the sweep's parent run under ``analysis/``. A Table 2 coloured by another metric than the
+objective, or a front of other metrics than accuracy and GAN-test, gets its own file names
+(``gan_test_table2.png``, ``test_acc_sample_loglik_pareto.png``); the table and the front are
+also printed as text.
 Bad input (unknown experiment or sweep, no finished trials, trials without λ/μ, an unknown
 metric, trials that selected on different splits or were scored by different judges, a test-set
 metric as a front's axis for trials selected on validation) prints one line to stderr and exits
@@ -18,17 +22,28 @@ from pathlib import Path
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from analysis import figures, log_outputs, pareto, table2
-from analysis.runs import (AnalysisError, check_comparable, default_tracking_uri, load, select_parent,
-                           selection_notice)
+from analysis import default_out_dir, figures, log_outputs, pareto, table2
+from analysis.runs import (AnalysisError, check_comparable, column_name, default_tracking_uri, load,
+                           select_parent, selection_notice)
 
 
 def _table2(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
-    return table2.write_table2(frame, args.out, args.metric, args.axes)
+    stem = "" if args.metric == "objective" else f"{args.metric}_"  # one file per metric
+    paths = table2.write_table2(frame, args.out, args.metric, args.axes, stem=stem)
+    print(f"Table 2 (the heatmap's colour: {args.metric}):")
+    print(paths[f"{stem}table2.md"].read_text())
+    return paths
 
 
 def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
-    return pareto.write_pareto(frame, args.out, args.x, args.y, args.include_stopped, args.minimize)
+    stem = "" if (args.x, args.y) == ("test_acc", "gan_test") else f"{args.x}_{args.y}_"
+    paths = pareto.write_pareto(frame, args.out, args.x, args.y, args.include_stopped, args.minimize, stem=stem)
+    front = pd.read_csv(paths[f"{stem}front.csv"])
+    metrics = [column_name(args.x), column_name(args.y)]
+    shown = [c for c in ("run_name", "status", "lam", "mu", "seed", *metrics, "objective") if c in front.columns]
+    print(f"Pareto front of {' and '.join(metrics)} ({len(front)} trial(s); checkpoints in front.csv):")
+    print(front[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+    return paths
 
 
 def _figures(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
@@ -103,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     if args.out is None:
         names = frame["sweep"].dropna()
         name = "all" if parent is None else str(names.iloc[0]) if len(names) else parent
-        args.out = Path("out", "analysis", args.experiment, name)
+        args.out = default_out_dir(args.experiment, name)
     args.notice = selection_notice(check_comparable(frame, gan_test=False))  # said once the outputs exist
     paths = COMMANDS[args.command](frame, args)
     if parent is not None and not args.no_log:
@@ -120,8 +135,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"analysis: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    print("Files:")
     for path in paths.values():
-        print(path)
+        print(f"  {path}")
     if args.notice:
         print(f"analysis: {args.notice}", file=sys.stderr)
 

@@ -73,7 +73,7 @@ def curves(chosen: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 def plot_curves(table: pd.DataFrame, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
     """One line per model on a log x axis; writes a PNG."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.0, 4.4), dpi=120)
     for model in table.columns:
         ax.plot(table.index, table[model], marker="o", ms=3, label=model)
     ax.set_xscale("log")
@@ -81,7 +81,7 @@ def plot_curves(table: pd.DataFrame, path: Path, xlabel: str, ylabel: str, title
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside, clear of curves
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -117,18 +117,24 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: P
     candidate = completed(frame, include_stopped)
     others = frame[~candidate & frame[x].notna() & frame[y].notna()]
     pool = frame[candidate & frame[x].notna() & frame[y].notna()]
-    ax.scatter(_axis_values(others[x], x), _axis_values(others[y], y), marker="x", color="0.7",
-               label="stopped / diverged / running")
+    if len(others):  # the legend lists only markers that appear
+        ax.scatter(_axis_values(others[x], x), _axis_values(others[y], y), marker="x", color="0.7",
+                   label="stopped / diverged / running")
     for loss, group in pool.groupby("loss", dropna=False, sort=True):
         ax.scatter(_axis_values(group[x], x), _axis_values(group[y], y), s=24, alpha=0.7,
                    label=LOSS_NAMES[loss].short if loss in LOSS_NAMES else str(loss))
     fx, fy = _axis_values(front[x], x), _axis_values(front[y], y)
     ax.plot(fx, fy, drawstyle="steps-post", color="crimson", lw=1, zorder=2)
     ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="crimson", lw=1.5, zorder=3, label="Pareto front")
+    ax.margins(0.08)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     for px, py, (_, row) in zip(fx, fy, front.iterrows()):
         if row.get("loss") == "score_matching":
-            ax.annotate(f"λ={row['lam']:.0e} μ={row['mu']:.0e}", (px, py), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+            # Labels point into the plot, away from the nearest edges.
+            right, top = px > (x0 + x1) / 2, py > (y0 + y1) / 2
+            ax.annotate(f"λ={row['lam']:.0e} μ={row['mu']:.0e}", (px, py), fontsize=7,
+                        xytext=(-8 if right else 8, -10 if top else 8), textcoords="offset points",
+                        ha="right" if right else "left", va="top" if top else "bottom")
     ax.set_xlabel(LABELS.get(x, x) + (" (lower is better)" if x in LOWER_IS_BETTER else ""))
     ax.set_ylabel(LABELS.get(y, y) + (" (lower is better)" if y in LOWER_IS_BETTER else ""))
     kind = f"{Status.FINISHED} or {Status.STOPPED}" if include_stopped else Status.FINISHED

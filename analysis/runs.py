@@ -10,6 +10,7 @@ function of this frame.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+
+# MLflow logs the creation and migration of a new sqlite store at INFO; not news to a reader.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 from pydantic import ValidationError
 
 from sweep.record import Role, SelectionSplit, Status, Tag, TrialRecord

@@ -179,13 +179,21 @@ def to_markdown(table: pd.DataFrame, notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _colour_note(metric: str) -> str:
+    """What the colour shows, defined where it is used (the heatmap's second title line)."""
+    if metric == "objective":
+        return ("colour: objective (eval/objective), the sweep's selection score\n"
+                "from test accuracy and GAN-test; higher is better")
+    return f"colour: {LABELS.get(metric, metric)}" + ("; lower is better" if metric in LOWER_IS_BETTER else "")
+
+
 def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Path,
                  notes: list[str] = (), title: str = "", floor: pd.DataFrame | None = None) -> Path:
     """Annotated heatmap: colour = mean ``metric`` per cell, text = the Table 2 cell; ``floor``
     (same layout as ``values``) is the best value of ``metric`` reachable per cell, shown beside it."""
     shown = values.to_numpy(float) * (100 if metric in PERCENT else 1)
     rows, cols = shown.shape
-    fig, ax = plt.subplots(figsize=(2.3 * cols + 2.2, 0.9 * rows + 1.6 + 0.25 * len(notes)), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(2.3 * cols + 2.2, 6.4), 0.9 * rows + 2.2 + 0.3 * len(notes)), dpi=120)
     # Brighter is better: reverse the colour map for metrics minimized.
     # Light grey: cells without a finished trial.
     cmap = plt.get_cmap("viridis_r" if metric in LOWER_IS_BETTER else "viridis").with_extremes(bad="0.92")
@@ -208,10 +216,13 @@ def plot_heatmap(text: pd.DataFrame, values: pd.DataFrame, metric: str, path: Pa
     ax.set_ylabel("λ")
     fig.colorbar(image, ax=ax, label=LABELS.get(metric, metric)
                  + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
-    ax.set_title(title or "Table 2: test accuracy % / GAN-test % per λ, μ", fontsize=10)
+    title = title or "Table 2: test accuracy % / GAN-test % per λ, μ"
+    ax.set_title(f"{title}\n{_colour_note(metric)}", fontsize=10)
     if notes:
-        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom")
-        fig.tight_layout(rect=(0, 0.03 * len(notes) + 0.02, 1, 1))
+        # Trials outside the grid (the baseline, other losses), readable under the heatmap.
+        fig.text(0.5, 0.015, "Not in the grid — " + "; ".join(notes), fontsize=9, ha="center", va="bottom",
+                 wrap=True, bbox={"boxstyle": "round", "facecolor": "0.95", "edgecolor": "0.8"})
+        fig.tight_layout(rect=(0, 0.045 * len(notes) + 0.05, 1, 1))
     else:
         fig.tight_layout()
     fig.savefig(path)

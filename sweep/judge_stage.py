@@ -10,16 +10,44 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from sweep import tracking
+from sweep import ctrlc, tracking
 from sweep.config import SweepConfig, judge_config
 from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT
+from trainer import keys
 from trainer.config import flatten
 from trainer.judge import JudgeConfig
 
 CACHE = Path(tempfile.gettempdir()) / "sweep-judges"  # per-node download cache, by judge run id
+
+
+class EpochPrinter:
+    """The judge's progress: ``judge: epoch 3/100, train acc 0.812, 4.1 s/epoch, ETA ~6 min 40 s``
+    (at most one line every ``every`` seconds, and always the last epoch)."""
+
+    def __init__(self, epochs: int, every: float = 5.0) -> None:
+        self.epochs, self.every = epochs, every
+        self.started = time.time()
+        self.printed = 0.0
+
+    def __call__(self, metrics: dict[str, Any], files: dict[str, str]) -> None:
+        ctrlc.check()  # a Ctrl-C Python dropped (raised inside a finalizer) stops here
+        epoch = int(metrics[keys.EPOCH])
+        now = time.time()
+        if epoch < self.epochs and now - self.printed < self.every:
+            return
+        self.printed = now
+        per_epoch = (now - self.started) / epoch
+        eta = round(per_epoch * (self.epochs - epoch))
+        acc = metrics.get(keys.TRAIN_ACC)
+        print(
+            f"judge: epoch {epoch}/{self.epochs}" + (f", train acc {acc:.3f}" if isinstance(acc, float) else "")
+            + f", {per_epoch:.1f} s/epoch" + (f", ETA ~{eta // 60} min {eta % 60:02d} s" if eta else ""),
+            flush=True,
+        )
 
 
 def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: str) -> str:
@@ -27,7 +55,7 @@ def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: 
     from trainer.judge import train_judge
 
     with tempfile.TemporaryDirectory(prefix="sweep-judge-") as tmp:  # MLflow is the judge's home
-        path = train_judge(jc, tmp, device=device)
+        path = train_judge(jc, tmp, device=device, report=EpochPrinter(jc.epochs))
         return tracking.log_judge(tracking.client(uri), artifact_root, jc.key(), flatten(jc), Path(path))
 
 

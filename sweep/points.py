@@ -46,18 +46,25 @@ def apply_point(base: Mapping[str, Any], point: Point) -> TrainConfig:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.0e}" if isinstance(value, float) else str(value)
+    """Floats in one significant digit with a bare exponent (``1e-4``, ``1e12``): names stay short
+    enough for the MLflow runs table's default column."""
+    if not isinstance(value, float):
+        return str(value)
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def point_name(cfg: TrainConfig, point: Point) -> str:
-    """A display name: ``sm λ=1e-05 μ=1e-03 s0`` (loss kind, its weights, other varied keys, seed)."""
+    """A display name: ``sm λ1e-5 μ1e-3 s0`` (loss kind, its weights, other varied keys, seed)."""
     parts = [LOSS_NAMES[cfg.loss.kind].abbrev]
     shown = {f"loss.{w}" for w in KIND_WEIGHTS[cfg.loss.kind]}
     for key in sorted(shown):
-        parts.append(f"{SYMBOLS[key]}={_fmt(getattr(cfg.loss, key.split('.')[1]))}")
+        parts.append(f"{SYMBOLS[key]}{_fmt(getattr(cfg.loss, key.split('.')[1]))}")
     for key, value in point.overrides:
         if key not in shown and key not in ("loss.preset", "loss.kind", "loss.lam", "loss.mu"):
-            parts.append(f"{SYMBOLS.get(key, key)}={_fmt(value)}")
+            parts.append(f"{SYMBOLS[key]}{_fmt(value)}" if key in SYMBOLS else f"{key}={_fmt(value)}")
     parts.append(f"s{point.seed}")
     return " ".join(parts)
 

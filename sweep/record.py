@@ -32,6 +32,10 @@ class Tag(StrEnum):
     COMMIT = "git.commit"  # the checkout the run came from
     TRIALS = "sweep.trials"  # parent: trials Tune reported at the end
     FAILED_TRIALS = "sweep.failed_trials"  # parent: of which FAILED
+    BEST_POINT = "sweep.best_point"  # parent: the point with the highest final eval/objective
+    BEST_RUN = "sweep.best_run"  # parent: that point's run id
+    INTERRUPTED = "sweep.interrupted"  # parent: "true" while a Ctrl-C'd sweep awaits --resume
+    NOTE = "mlflow.note.content"  # MLflow's own: the run's description (Markdown)
     KEY = "trial.key"  # the point's stable identity (sweep.points.Point.key)
     POINT = "trial.point"  # the point's display name, also the run name
     TRIAL_ID = "trial.id"  # Tune's trial id of the latest attempt
@@ -59,6 +63,14 @@ class SelectionSplit(StrEnum):
     TEST = "test"
 
 
+# Parent-run metrics: the sweep's summary (the best point's final values, trials per status).
+BEST_METRIC_PREFIX = "best/"  # best/objective, best/val_acc, best/test_acc, best/gan_test
+COUNT_METRIC_PREFIX = "trials/"  # trials/finished, trials/diverged, trials/stopped, trials/failed
+# The experiment's shared runs-table view (MLflow UI: ?viewStateShareKey=<key>).
+VIEW_STATE_TAG = "mlflow.sharedViewState."
+VIEW_STATE_KEY = "sweep-runs"
+
+
 class Role(StrEnum):
     """Value of the tag ``sweep.role``."""
 
@@ -79,7 +91,7 @@ CURVES = "curves"  # artifact folder of every other file a trial writes
 class LossNames:
     """How a loss kind is shown: in trial names, in tables, in the paper's figures."""
 
-    abbrev: str  # trial names: "sm λ=1e-05 μ=1e-03 s0"
+    abbrev: str  # trial names: "sm λ1e-5 μ1e-3 s0"
     short: str  # Table 2 captions, Pareto legends
     paper: str  # Table 1, Fig. 1 and Fig. 3: the paper's names for its four models
 

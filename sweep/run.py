@@ -8,6 +8,8 @@
 Bad input (config, flags, missing data, trials packed beyond a GPU's memory, unreachable MLflow,
 resources no node has, a name that exists without --resume) prints one message and exits with
 status 2 before anything is written.
+Ctrl-C in any stage stops the trials, closes the MLflow runs as KILLED (resumable), prints one line
+with what was kept and the command that continues, and exits with status 130.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,11 +27,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from sweep import lock, preflight, seams, stores, tracking
+from sweep import ctrlc, lock, preflight, seams, stores, tracking
 from sweep.config import SweepConfig
 from sweep.judge_stage import ensure_judge
 from sweep.loading import load_sweep_config, preset_names
 from sweep.paths import resolve_artifact_root, resolve_storage_path, resolve_tracking_uri
+from sweep.objective import WORST
 from sweep.points import apply_point, grid_points, point_name
 from sweep.record import Status
 from sweep.trial import SweepContext
@@ -37,6 +40,7 @@ from trainer import keys
 from trainer.config import ConfigError
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -85,27 +89,80 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
+def _objective(row: dict[str, Any]) -> float | None:
+    """The trial's final eval/objective; None when it never evaluated (or never started).
+
+    Tune's last result carries the objective of the trial's latest evaluation, or the worst
+    value before the first one; a diverged trial's worst value is its real objective.
+    """
+    m = row["metrics"]
+    if row["status"] == Status.DIVERGED:
+        return m.get(keys.OBJECTIVE)
+    value = m.get(keys.OBJECTIVE)
+    return value if value is not None and (value != WORST or keys.GAN_TEST in m) else None
+
+
+def _point(row: dict[str, Any]) -> str:
+    return str(row["metrics"].get("point", row["trial_id"]))
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished trial with the highest final eval/objective (the selection metric), or None."""
+    done = [r for r in rows if r["status"] == Status.FINISHED and _objective(r) is not None]
+    return max(done, key=lambda r: _objective(r) or 0.0) if done else None
+
+
 def _print_summary(rows: list[dict[str, Any]]) -> None:
-    print("\nTrials (acc = test accuracy, gan = GAN-test, objective = eval/objective):")
-    print(f"  {'point':32s} {'status':9s} {'epoch':>5s} {'acc':>6s} {'gan':>6s} {'objective':>9s}")
-    for row in sorted(rows, key=lambda r: r["metrics"].get("point", "")):
+    print("\nTrials, best first (val/test = validation/test accuracy, gan = GAN-test, objective = eval/objective):")
+    print(f"  {'point':32s} {'status':9s} {'epoch':>5s} {'val':>6s} {'test':>6s} {'gan':>6s} {'objective':>9s}")
+    ranked = sorted(rows, key=lambda r: (_objective(r) is None, -(_objective(r) or 0.0), _point(r)))
+    for row in ranked:
         m = row["metrics"]
         print(
-            f"  {m.get('point', row['trial_id']):32s} {row['status']:9s} {_fmt(m.get(keys.EPOCH)):>5s} "
-            f"{_fmt(m.get(keys.TEST_ACC)):>6s} {_fmt(m.get(keys.GAN_TEST)):>6s} {_fmt(m.get(keys.OBJECTIVE)):>9s}"
+            f"  {_point(row):32s} {row['status']:9s} {_fmt(m.get(keys.EPOCH)):>5s} "
+            f"{_fmt(m.get(keys.VAL_ACC)):>6s} {_fmt(m.get(keys.TEST_ACC)):>6s} {_fmt(m.get(keys.GAN_TEST)):>6s} "
+            f"{_fmt(_objective(row)):>9s}"
         )
         if row["error"]:
             print(f"      error: {row['error']}")
+    best = best_row(rows)
+    if best is not None:
+        print(f"Best point: {_point(best)} (objective {_fmt(_objective(best))})")
+    for status in (Status.DIVERGED, Status.STOPPED, Status.FAILED):
+        named = sorted(_point(r) for r in rows if r["status"] == status)
+        if named:
+            print(f"{status.capitalize()}: {', '.join(named)}")
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    ends = (Status.FINISHED, Status.DIVERGED, Status.STOPPED, Status.FAILED)
+    return {str(s): sum(r["status"] == s for r in rows) for s in ends}
+
+
+def _note(name: str, rows: list[dict[str, Any]]) -> str:
+    """The parent run's description in the MLflow UI (Markdown)."""
+    counts = ", ".join(f"{n} {s}" for s, n in _counts(rows).items())
+    text = f"Sweep **{name}**: {len(rows)} trials ({counts})."
+    best = best_row(rows)
+    if best is not None:
+        m = best["metrics"]
+        text += (
+            f" Best point by the final `{keys.OBJECTIVE}`: **{_point(best)}**, objective {_fmt(_objective(best))},"
+            f" validation accuracy {_fmt(m.get(keys.VAL_ACC))}, test accuracy {_fmt(m.get(keys.TEST_ACC))},"
+            f" GAN-test {_fmt(m.get(keys.GAN_TEST))}."
+        )
+    return text + " Config: `sweep.yaml`; Table 2 and Pareto front: `analysis/` in this run's artifacts."
 
 
 def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str) -> None:
     """Table 2 and Pareto front into the parent run, when the analysis package offers them."""
     try:
-        from analysis import report_sweep
+        from analysis import default_out_dir, report_sweep
     except ImportError as e:
         print(f"analysis: skipped (analysis.report_sweep is not available: {e})")
         return
-    out = Path(storage) / cfg.name / "analysis" if "://" not in storage else Path(tempfile.mkdtemp(prefix="sweep-analysis-"))
+    out = default_out_dir(cfg.experiment_name, cfg.name).resolve()  # the same folder as the analysis CLI's
+    print(f"analysis: Table 2, Pareto front and figures of sweep {cfg.name!r} ...", flush=True)
     try:
         report_sweep(cfg.experiment_name, parent_id, out, uri)
     except Exception as e:  # the sweep's results are in MLflow already; a failed report must not hide that
@@ -114,23 +171,42 @@ def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str) -> None:
     print(f"analysis: Table 2 and Pareto front written to {out} and logged to the parent run")
 
 
-def _print_next_steps(cfg: SweepConfig, uri: str, parent_id: str, storage: str, args: argparse.Namespace) -> None:
-    exp, q = cfg.experiment_name, shlex.quote  # every printed command pastes into a shell as is
-    ui = f"mlflow ui --backend-store-uri {q(uri)}" if not uri.startswith("http") else f"open {q(uri)}"
-    uri_flag = f" --tracking-uri {q(uri)}"
+def _command(cfg: SweepConfig, args: argparse.Namespace, resume: bool = True) -> str:
+    """The shell command that runs this sweep again (``--resume``: continues it), quoted."""
+    return (
+        f"cd {shlex.quote(str(Path.cwd()))} && python -m sweep.run --config {shlex.quote(args.config)}"
+        f" --name {shlex.quote(cfg.name)}"
+        + (" --resume" if resume else "")
+        + (f" --address {shlex.quote(args.address)}" if args.address else "")
+        + "".join(f" --set {shlex.quote(s)}" for s in args.set)
+    )
+
+
+def _ui(uri: str, experiment_id: str) -> str:
+    """How to open the experiment's runs table in the MLflow UI (the sweep's shared view)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {tracking.runs_table_url(uri, experiment_id, tracking.VIEW_STATE_KEY)}"
+    link = tracking.runs_table_url("http://127.0.0.1:5000", experiment_id, tracking.VIEW_STATE_KEY)
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}\n  then browse {link}"
+
+
+def _print_next_steps(
+    cfg: SweepConfig, uri: str, parent_id: str, storage: str, args: argparse.Namespace, experiment_id: str
+) -> None:
+    exp = cfg.experiment_name
+    ui = _ui(uri, experiment_id)
+    uri_flag = f" --tracking-uri {shlex.quote(uri)}"
     print(
         f"\nResults:\n"
         f"  MLflow:      {uri}  (experiment '{exp}', parent run '{cfg.name}' = {parent_id})\n"
         f"  Ray results: {storage.rstrip('/')}/{cfg.name}\n"
-        f"Open the MLflow UI:\n"
-        f"  {ui}     # then browse http://127.0.0.1:5000\n"
+        f"Open the MLflow UI (the runs table, best first):\n"
+        f"  {ui}\n"
         f"Analysis (Table 2 heatmap, Pareto front):\n"
         f"  python -m analysis table2 --experiment {q(exp)}{uri_flag}\n"
         f"  python -m analysis pareto --experiment {q(exp)}{uri_flag}\n"
         f"Continue after an interruption:\n"
-        f"  cd {q(str(Path.cwd()))} && python -m sweep.run --config {q(args.config)} --name {q(cfg.name)} --resume"
-        + (f" --address {shlex.quote(args.address)}" if args.address else "")
-        + "".join(f" --set {shlex.quote(s)}" for s in args.set)
+        f"  {_command(cfg, args)}"
     )
 
 
@@ -166,6 +242,30 @@ class Plan:
     parent_id: str | None  # the existing parent run (a resumed sweep), else None
     ray: ModuleType = field(repr=False)  # sweep.tune, imported once the input is known good
     lock: lock.SweepLock | None = field(default=None, repr=False)  # held for the driver's life
+
+
+class Interrupted(Exception):
+    """Ctrl-C: ``message`` says what was kept; ``resume`` whether ``--resume`` continues it."""
+
+    def __init__(self, cfg: SweepConfig | None, args: argparse.Namespace, message: str, resume: bool = False):
+        super().__init__(message)
+        self.cfg, self.cli, self.message, self.resume = cfg, args, message, resume  # (Exception owns .args)
+
+    def line(self) -> str:
+        """The one line the driver prints: what was kept and the exact command that continues."""
+        if self.cfg is None:
+            return f"interrupted {self.message}; run it again with the same command"
+        verb = "continue with" if self.resume else "start it again with"
+        return f"sweep {self.cfg.name!r} interrupted {self.message}; {verb}: {_command(self.cfg, self.cli, self.resume)}"
+
+
+def _quietly(fn: Any) -> None:
+    """Run a clean-up step with Ctrl-C ignored, so a second Ctrl-C cannot cut it short."""
+    previous = ctrlc.ignore()
+    try:
+        fn()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
@@ -253,12 +353,59 @@ def execute(plan: Plan, phases: Phases) -> int:
     mc = tracking.client(uri)
     # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
     remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
-    with phases("judge"):
-        judge_run = ensure_judge(cfg, uri, plan.artifact_root, remote)
+    try:
+        with phases("judge"):
+            judge_run = ensure_judge(cfg, uri, plan.artifact_root, remote)
+        ctrlc.check()
+    except KeyboardInterrupt:
+        kept = ("in the judge stage: nothing new was written" if plan.parent_id
+                else "in the judge stage: no trial had started and nothing was written")
+        raise Interrupted(cfg, args, kept, resume=plan.parent_id is not None) from None
     experiment_id, parent_id = tracking.open_parent(
         mc, cfg.experiment_name, plan.artifact_root, cfg.name, cfg.model_dump(mode="json"), plan.parent_id
     )
     seams.kill_point("parent")
+    tracking.write_view_state(mc, experiment_id)
+    try:
+        return _run_trials(plan, phases, mc, experiment_id, parent_id, judge_run)
+    except KeyboardInterrupt:
+        # Outside Tune's own Ctrl-C handling (before the trials, in the analysis, a second Ctrl-C).
+        kept = "in the analysis: every trial had ended and is kept" if "trials" in phases.seconds else ""
+        raise _interrupt(plan, mc, experiment_id, parent_id, kept) from None
+
+
+def _interrupt(plan: Plan, mc: Any, experiment_id: str, parent_id: str, kept: str) -> Interrupted:
+    """Close the sweep's MLflow runs as KILLED (or drop them if Ray saved nothing to resume)."""
+    cfg, args = plan.cfg, plan.args
+    if not plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{cfg.name}"):
+        _quietly(lambda: tracking.discard_parent(mc, experiment_id, parent_id))
+        return Interrupted(cfg, args, "before Ray saved any trial: nothing was kept")
+    note = f"Interrupted (Ctrl-C){': ' + kept if kept else ''}. Continue with `{_command(cfg, args)}`."
+    _quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
+    return Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
+
+
+def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
+    """What an interrupted Tune run kept, by point: ended, mid-training, not started.
+
+    ``points``: the grid's point names (Tune creates a grid's trials only as slots free up, so
+    the result grid may lack the last ones); ``total``: the trials the sweep runs.
+    """
+    done = [r for r in rows if r["status"] in (Status.FINISHED, Status.DIVERGED, Status.FAILED)]
+    begun = sorted(_point(r) for r in rows if r not in done and keys.EPOCH in r["metrics"])
+    unseen = set(points) - {_point(r) for r in rows}
+    fresh = sorted(unseen | {_point(r) for r in rows if r not in done and keys.EPOCH not in r["metrics"]})
+    parts = [f"during the trials: kept {len(done)} ended trial(s)"]
+    if begun:
+        parts.append(f"{len(begun)} stopped mid-training, to continue from their last epoch ({', '.join(begun)})")
+    waiting = max(len(fresh), total - len(done) - len(begun))
+    if waiting:
+        parts.append(f"{waiting} not started" + (f" ({', '.join(fresh)})" if fresh else ""))
+    return "; ".join(parts)
+
+
+def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_id: str, judge_run: str | None) -> int:
+    cfg, uri, storage, args = plan.cfg, plan.uri, plan.storage, plan.args
     base = _absolute_paths(cfg)
     points = {point_name(apply_point(base, p), p): p for p in grid_points(cfg.search)}
     ctx = SweepContext(
@@ -286,16 +433,24 @@ def execute(plan: Plan, phases: Phases) -> int:
     seams.kill_point("fitted")
     for row in rows:
         row["status"] = _status_of(row)
+    if plan.ray.interrupted() or ctrlc.pressed():  # Tune caught the Ctrl-C, stopped the trials and saved its state
+        total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
+        raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.points), total))
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
     _print_summary(rows)
     failed = sum(r["status"] == Status.FAILED for r in rows)
     if cfg.analysis:
         with phases("analysis"):
             _analysis(cfg, uri, parent_id, storage)
+        ctrlc.check()
+    best = best_row(rows)
+    tracking.finish_parent(
+        mc, parent_id, trials=len(rows), failed=failed, counts=_counts(rows),
+        best={"point": _point(best), **best["metrics"]} if best else None, note=_note(cfg.name, rows),
+    )  # fmt: skip
     seams.kill_point("analysis")
-    tracking.finish_parent(mc, parent_id, trials=len(rows), failed=failed)
     print(f"\nsweep {cfg.name!r} done in {phases.summary()}: {len(rows)} trials, {failed} failed")
-    _print_next_steps(cfg, uri, parent_id, storage, args)
+    _print_next_steps(cfg, uri, parent_id, storage, args, experiment_id)
     return 1 if failed else 0
 
 
@@ -303,16 +458,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; returns the exit status (0 done, 1 some trials failed, 2 bad input)."""
     args = parse_args(argv)
     phases = Phases()
+    ctrlc.install()
     try:
         plan = prepare(args, phases)
+        ctrlc.check()
     except (ConfigError, preflight.PreflightError) as e:
         return _fail(str(e))
+    except KeyboardInterrupt:
+        if "sweep.tune" in sys.modules:  # a half-started local Ray would outlive the driver
+            _quietly(sys.modules["sweep.tune"].stop)
+        started = "ray start" in phases.seconds or "checks" in phases.seconds  # the checks had passed
+        where = "while Ray started" if started else "during the checks"
+        return _interrupted(Interrupted(_config_or_none(args), args, f"{where}: nothing was written"))
     try:
         return execute(plan, phases)
+    except Interrupted as e:
+        return _interrupted(e)
     finally:
-        plan.ray.stop()
+        _quietly(plan.ray.stop)
         if plan.lock is not None:
             plan.lock.release()
+
+
+def _config_or_none(args: argparse.Namespace) -> SweepConfig | None:
+    try:
+        return load_sweep_config(args.config, args.set, args.name)
+    except (ConfigError, KeyboardInterrupt):
+        return None
+
+
+def _interrupted(e: Interrupted) -> int:
+    print(f"\n{e.line()}", flush=True)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

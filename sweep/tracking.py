@@ -8,6 +8,8 @@ tracking URI, so driver and Ray workers on other nodes agree.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import subprocess
 import tempfile
@@ -21,9 +23,25 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sweep import lock, seams
-from sweep.record import BEST_CHECKPOINT, CHECKPOINTS, JUDGE_FILE, JUDGES_EXPERIMENT, Role, Status, Tag
+from sweep.record import (
+    BEST_CHECKPOINT,
+    BEST_METRIC_PREFIX,
+    CHECKPOINTS,
+    COUNT_METRIC_PREFIX,
+    JUDGE_FILE,
+    JUDGES_EXPERIMENT,
+    VIEW_STATE_KEY,
+    VIEW_STATE_TAG,
+    Role,
+    Status,
+    Tag,
+)
 from trainer import keys
 from trainer.config import flatten
+
+
+# MLflow logs the creation and migration of a new sqlite store at INFO on every first run.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def client(uri: str) -> MlflowClient:
@@ -109,6 +127,11 @@ def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def _first_run_in(mc: MlflowClient, experiment_id: str, query: str) -> str | None:
+    runs = mc.search_runs([experiment_id], query, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
     """The parent run id of sweep ``sweep`` in ``experiment``, or None."""
     return _first_run(mc, experiment, f"tags.`{Tag.SWEEP}` = {filter_value(sweep)} and tags.`{Tag.ROLE}` = '{Role.PARENT}'")
@@ -164,10 +187,107 @@ def finish(mc: MlflowClient, run_id: str, failed: bool = False) -> None:
     mc.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 
-def finish_parent(mc: MlflowClient, run_id: str, trials: int, failed: int) -> None:
-    """Tag the sweep's trial counts on its parent run and close it."""
-    mc.log_batch(run_id, tags=[RunTag(k, v) for k, v in _tags({Tag.TRIALS: trials, Tag.FAILED_TRIALS: failed}).items()])
+def finish_parent(
+    mc: MlflowClient,
+    run_id: str,
+    trials: int,
+    failed: int,
+    counts: Mapping[str, int] | None = None,
+    best: Mapping[str, Any] | None = None,
+    note: str | None = None,
+) -> None:
+    """Write the sweep's summary on its parent run and close it.
+
+    ``counts``: trials per status (metrics ``trials/<status>``); ``best``: the best point's
+    ``point`` and final metrics (tags ``sweep.best_point``/``sweep.best_run``,
+    metrics ``best/objective``, ``best/val_acc``, ``best/test_acc``, ``best/gan_test``); ``note``: the run's
+    description in the MLflow UI (Markdown).
+    """
+    tags: dict[str, Any] = {Tag.TRIALS: trials, Tag.FAILED_TRIALS: failed, Tag.INTERRUPTED: "false"}
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{COUNT_METRIC_PREFIX}{k}", float(v), now, 0) for k, v in (counts or {}).items()]
+    if best:
+        best_run = _first_run_in(
+            mc, mc.get_run(run_id).info.experiment_id,
+            f"tags.`{Tag.PARENT}` = '{run_id}' and tags.`{Tag.POINT}` = '{best['point']}'",
+        )  # fmt: skip
+        tags.update({Tag.BEST_POINT: best["point"], Tag.BEST_RUN: best_run or ""})
+        for key, short in ((keys.OBJECTIVE, "objective"), (keys.VAL_ACC, "val_acc"), (keys.TEST_ACC, "test_acc"),
+                           (keys.GAN_TEST, "gan_test")):
+            value = best.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(float(value)):
+                metrics.append(Metric(f"{BEST_METRIC_PREFIX}{short}", float(value), now, 0))
+    if note:
+        tags[Tag.NOTE] = note
+    mc.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
     finish(mc, run_id)
+
+
+def interrupt_parent(mc: MlflowClient, experiment_id: str, parent_id: str, note: str) -> None:
+    """After Ctrl-C: mark the parent and every still-running child run KILLED, resumable.
+
+    ``--resume`` reopens the same runs (:func:`reopen`), so nothing is duplicated; the tag
+    ``sweep.interrupted`` and the note say so in the UI meanwhile.
+    """
+    for run in search_all(mc, experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'"):
+        if run.info.status == "RUNNING":
+            mc.set_terminated(run.info.run_id, status="KILLED")
+    mc.log_batch(parent_id, tags=[RunTag(k, v) for k, v in _tags({Tag.INTERRUPTED: "true", Tag.NOTE: note}).items()])
+    mc.set_terminated(parent_id, status="KILLED")
+
+
+def discard_parent(mc: MlflowClient, experiment_id: str, parent_id: str) -> None:
+    """Delete a parent run (and any child) of a sweep interrupted before Ray saved any state:
+    with nothing to resume, the same command starts it afresh."""
+    for run in search_all(mc, experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'"):
+        mc.delete_run(run.info.run_id)
+    mc.delete_run(parent_id)
+
+
+# The runs-table columns of the shared view (MLflow's canonical keys: type.`name`).
+VIEW_COLUMNS = (
+    f"metrics.`{keys.OBJECTIVE}`",
+    f"metrics.`{keys.VAL_ACC}`",
+    f"metrics.`{keys.TEST_ACC}`",
+    f"metrics.`{keys.GAN_TEST}`",
+    "params.`loss.lam`",
+    "params.`loss.mu`",
+    f"tags.`{Tag.STATUS}`",
+)
+
+
+def view_state() -> dict[str, Any]:
+    """The runs table a sweep's experiment opens on: its columns, sorted by the objective.
+
+    The MLflow 3 UI reads experiment tag ``mlflow.sharedViewState.<key>`` (JSON of its search
+    facets and UI state) when the page URL has ``?viewStateShareKey=<key>``. Sorting by a metric
+    lists the runs flat (the UI nests child runs only in its default start-time order), so every
+    trial is visible at once; the parent, which has no ``eval/objective``, sorts last.
+    """
+    return {
+        "searchFilter": "",
+        "orderByKey": f"metrics.`{keys.OBJECTIVE}`",
+        "orderByAsc": False,
+        "lifecycleFilter": "Active",
+        "selectedColumns": list(VIEW_COLUMNS),
+        "runsHiddenMode": "SHOW_ALL",
+    }
+
+
+def write_view_state(mc: MlflowClient, experiment_id: str) -> str:
+    """Store :func:`view_state` on the experiment; returns the key to open it with."""
+    mc.set_experiment_tag(experiment_id, f"{VIEW_STATE_TAG}{VIEW_STATE_KEY}", json.dumps(view_state()))
+    return VIEW_STATE_KEY
+
+
+def runs_table_url(base: str, experiment_id: str, share_key: str | None = None) -> str:
+    """The MLflow UI address of an experiment's runs table (not MLflow 3's GenAI overview)."""
+    # The view state is read on the runs tab's route only (…/runs), not on the bare experiment's.
+    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return url + (f"&viewStateShareKey={share_key}" if share_key else "")
+
+
+UNSUCCESSFUL = (Status.FAILED, Status.DIVERGED)  # statuses whose MLflow run ends FAILED
 
 
 class TrialRun:
@@ -308,9 +428,10 @@ class TrialRun:
             self._set_tags(tags)
 
     def end(self, status: Status) -> None:
-        """Tag the trial's final status; a failed trial's run is FAILED, every other FINISHED."""
+        """Tag the trial's final status; a failed or diverged trial's run is FAILED (the MLflow UI
+        then shows it as no success; the tag tells which), every other FINISHED."""
         self._set_tags({Tag.STATUS: status})
-        finish(self.mc, self.run_id, failed=status == Status.FAILED)
+        finish(self.mc, self.run_id, failed=status in UNSUCCESSFUL)
 
 
 def judge_tags(mc: MlflowClient, run_id: str) -> dict[str, str]:
@@ -367,4 +488,4 @@ def settle_trials(mc: MlflowClient, experiment_id: str, parent_id: str, statuses
         status = statuses.get(run.data.tags.get(Tag.TRIAL_ID, ""))
         if status and (run.data.tags.get(Tag.STATUS) != status or run.info.status == "RUNNING"):
             mc.set_tag(run.info.run_id, str(Tag.STATUS), str(status))
-            finish(mc, run.info.run_id, failed=status == Status.FAILED)
+            finish(mc, run.info.run_id, failed=status in UNSUCCESSFUL)

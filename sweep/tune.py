@@ -12,13 +12,17 @@ import logging
 import os
 import random
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-# The classic reporter lets us choose the columns (Ray's new output ignores a passed reporter);
-# the checkpoint-sync warning fires on every epoch of tiny trials and says nothing actionable.
+# Progress is printed by this module's Tune callback (TrialProgress), so Tune's own output is off
+# (verbose=0, and the classic output, which honours it); the checkpoint-sync warning fires on
+# every epoch of tiny trials and says nothing actionable.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -29,7 +33,8 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from sweep import seams  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
-from sweep.points import grid_points  # noqa: E402
+from sweep.objective import objective_value  # noqa: E402
+from sweep.points import apply_point, grid_points, point_name  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
@@ -65,6 +70,52 @@ def _loopback(on: bool) -> None:
         else:
             os.environ[LOOPBACK_ENV] = saved
         ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(LOOPBACK_ENV, not ray_constants.IS_WINDOWS_OR_OSX)
+
+
+class _TuneInterrupt(logging.Filter):
+    """Notes Tune's Ctrl-C and drops its messages that contradict the driver's own.
+
+    On SIGINT Tune (``ray.tune.tune``) logs "Stop signal received", stops the trials, saves the
+    experiment state and logs "Resume experiment with: Tuner.restore(...)" and "Trials did not
+    complete: [...]"; the sweep's own line names ``--resume`` and the points instead. A filter on
+    that one logger, so every other Tune warning still shows.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("Stop signal received"):
+            self.interrupted = True
+            return False
+        return not (
+            self.interrupted and message.startswith(("Experiment has been interrupted", "Trials did not complete"))
+        )
+
+
+class _DropMessage(logging.Filter):
+    """Drops one logger's records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+# Ray 2.60 warns on every local start that token authentication is on (its new default, which
+# the sweep wants); the warning for it being *off* still shows.
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+    _DropMessage("Token authentication is enabled")
+)
+INTERRUPT = _TuneInterrupt()
+logging.getLogger("ray.tune.tune").addFilter(INTERRUPT)
+# The result grid reads each trial's result files; never-started trials (a Ctrl-C'd sweep) have
+# none, and it warns with a FileNotFoundError per trial. Their absence is expected.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def start(address: str | None) -> None:
@@ -244,6 +295,102 @@ def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> Sea
     )
 
 
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class TrialProgress(tune.Callback):
+    """One line per trial epoch (at most every ``every`` seconds per trial, always at its end).
+
+    ``  sm λ1e-3 μ1e-4 s0    epoch 2/4  objective 0.677  acc 0.869   [3/10 trials done, ETA ~1 min 10 s]``
+
+    The objective shows ``-`` until the trial's first evaluation (Tune sees the worst value
+    before it); the ETA extrapolates this session's epochs per second over the epochs left.
+    """
+
+    def __init__(self, ctx: SweepContext, epochs: int, total: int, every: float = 10.0) -> None:
+        self.ctx, self.epochs, self.total, self.every = ctx, epochs, total, every
+        self.ended: set[str] = set()  # trials that completed or failed for good
+        self.names: dict[str, str] = {}
+        self.last: dict[str, dict[str, Any]] = {}  # trial id -> its last result
+        self.evaluated: set[str] = set()
+        self.printed: dict[str, float] = {}
+        self.started = 0.0
+        self.epochs_seen = 0
+
+    def name(self, trial: Any) -> str:
+        if trial.trial_id not in self.names:
+            self.names[trial.trial_id] = trial_name(self.ctx, trial.config)
+        return self.names[trial.trial_id]
+
+    def _eta(self, trials: list) -> str:
+        total = max(self.total, len(trials))
+        left = sum(self.epochs - int(self.last.get(t.trial_id, {}).get(keys.EPOCH, 0))
+                   for t in trials if t.trial_id not in self.ended)
+        left += self.epochs * (total - len(trials))  # not created yet (a searcher's later trials)
+        if self.epochs_seen < 2 or not left:
+            return ""
+        return f", ETA ~{_duration((time.time() - self.started) / self.epochs_seen * left)}"
+
+    def _print(self, trials: list, name: str, text: str) -> None:
+        total = max(self.total, len(trials))
+        # Trials that ended before a resume are TERMINATED without passing through this callback.
+        self.ended |= {t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR")}
+        print(f"  {name:22s} {text:52s} [{len(self.ended)}/{total} trials done{self._eta(trials)}]", flush=True)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self.started:
+            self.started = time.time()
+            print(f"trials: {self.total} to run; a line per trial epoch (at most every {self.every:.0f} s per trial)",
+                  flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        tid = trial.trial_id
+        self.last[tid] = result
+        self.epochs_seen += 1
+        if objective_value(self.ctx.objective, result) is not None:  # an evaluation epoch (or diverged)
+            self.evaluated.add(tid)
+        ended = result.get(keys.STATUS) in (keys.Status.FINISHED, keys.Status.DIVERGED)
+        if ended or time.time() - self.printed.get(tid, 0.0) >= self.every:
+            self.printed[tid] = time.time()
+            if not ended:
+                head = f"epoch {int(result.get(keys.EPOCH, 0))}/{self.epochs}"
+                self._print(trials, self.name(trial), self._metrics(tid, head))
+
+    def _metrics(self, tid: str, head: str) -> str:
+        result = self.last.get(tid, {})
+        objective = f"{result[keys.OBJECTIVE]:.3f}" if tid in self.evaluated and keys.OBJECTIVE in result else "-"
+        # Validation accuracy when the trial has a validation split (what selects), else test.
+        key, label = (keys.VAL_ACC, "val acc") if keys.VAL_ACC in result else (keys.TEST_ACC, "test acc")
+        acc = result.get(key)
+        return f"{head}  objective {objective}" + (f"  {label} {acc:.3f}" if isinstance(acc, float) else "")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
+        result = self.last.get(trial.trial_id, {})
+        status = result.get(keys.STATUS) or "stopped"
+        if status == keys.Status.RUNNING:
+            status = keys.Status.STOPPED  # ended before its last epoch: the scheduler stopped it
+        self._print(trials, self.name(trial),
+                    self._metrics(trial.trial_id, f"{status} at epoch {int(result.get(keys.EPOCH, 0))}/{self.epochs}"))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(trials, self.name(trial), "failed; retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended.add(trial.trial_id)
+        self._print(trials, self.name(trial), "failed (no retries left)")
+
+
+def trial_name(ctx: SweepContext, config: dict[str, Any]) -> str:
+    """The point's display name of a Tune trial config (grid name, or Optuna's sampled point)."""
+    if POINT in config:
+        return str(config[POINT])
+    point = ctx.point_of(config)
+    return point_name(apply_point(ctx.base, point), point)
+
+
 def _scheduler(cfg: SweepConfig) -> Any:
     if cfg.scheduler.kind == "fifo":
         return None
@@ -288,19 +435,22 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
                 callbacks=[_KillSeams()],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                progress_reporter=tune.CLIReporter(
-                    parameter_columns=search.parameter_columns,
-                    metric_columns=search.metric_columns,
-                    max_column_length=28,
-                    max_report_frequency=20,  # seconds between tables
-                ),
-                verbose=1,
+                callbacks=[TrialProgress(ctx, cfg.max_epochs, search.num_samples * max(1, len(ctx.points)))],
+                verbose=0,  # TrialProgress prints instead of Tune's status tables
             ),
         )
-    grid = tuner.fit()
+    INTERRUPT.interrupted = False
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        grid = tuner.fit()
+    finally:
+        # Tune installs its own SIGINT handler and leaves it after a run it was not interrupted in.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
     out = []
     for result in grid:
         metrics = dict(result.metrics or {})
+        metrics.setdefault(POINT, trial_name(ctx, dict(result.config or {})))  # never-started trials too
         out.append(
             {
                 "trial_id": metrics.get("trial_id") or Path(result.path).name,
@@ -309,3 +459,8 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
             }
         )
     return out
+
+
+def interrupted() -> bool:
+    """Whether the last :func:`fit` ended on Ctrl-C (Tune saved its state and stopped the trials)."""
+    return INTERRUPT.interrupted

@@ -96,10 +96,15 @@ def tiny_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFac
 
     storage = tmp_path_factory.mktemp("tiny-sweep")
     name = "tiny"
-    code = run_sweep(
-        ["--name", name, "--set", f"tracking.uri={mlflow_server.uri}", "--set", f"storage_path={storage}",
-         "--set", "experiment=tiny-sweep", "--set", TINY_POINTS, *sum((["--set", s] for s in TINY), [])]
-    )  # fmt: skip
+    cwd = os.getcwd()
+    os.chdir(storage)  # the sweep writes its analysis under the working folder (out/analysis/...)
+    try:
+        code = run_sweep(
+            ["--name", name, "--set", f"tracking.uri={mlflow_server.uri}", "--set", f"storage_path={storage}",
+             "--set", "experiment=tiny-sweep", "--set", TINY_POINTS, *sum((["--set", s] for s in TINY), [])]
+        )  # fmt: skip
+    finally:
+        os.chdir(cwd)
     parent = tracking.find_parent(tracking.client(mlflow_server.uri), "tiny-sweep", name)
     assert parent is not None, "the tiny sweep left no parent run"
     return TinySweep(mlflow_server.uri, "tiny-sweep", parent, name, storage, 4, code)

@@ -203,10 +203,14 @@ def test_cli_writes_and_logs_to_the_latest_sweep(store, tmp_path, capsys):
     main(["table2", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out)])
     main(["pareto", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out)])
     main(["figures", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out)])
-    printed = capsys.readouterr().out.split()
+    text = capsys.readouterr().out
+    printed = [line.strip() for line in text.splitlines() if line.startswith(f"  {out}")]  # under "Files:"
     names = {"table2.png", "table2.md", "table2.csv", "front.parquet", "front.csv", "pareto.png",
              "fig1_density_ratio.png", "fig3_pixel_perturbation.png", "table1.md", "table1.csv"}
-    assert {Path(p).name for p in printed} == names
+    assert {Path(p).name for p in printed} == names and len(printed) == len(names)
+    # Besides the paths, the table and the front as text.
+    assert "Table 2 (the heatmap's colour: objective):" in text and "| λ ↓ / μ → |" in text
+    assert "Pareto front of test_acc and gan_test (3 trial(s)" in text
     assert names <= _logged(store.uri, store.grid)
     for png in out.glob("*.png"):
         assert_png(png)
@@ -312,3 +316,14 @@ def test_table2_shows_the_reachable_floor_beside_the_relative_fisher_divergence(
     md = (tmp_path / "table2.md").read_text()
     assert "fisher_divergence_rel 0.95 (floor 0.9)" in md and "fisher_divergence_rel 0.85 (floor 0.8)" in md
     assert_png(tmp_path / "table2.png")
+
+
+def test_cli_writes_one_file_per_metric(store, tmp_path):
+    out = tmp_path / "cli"
+    main(["table2", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out), "--no-log"])
+    before = (out / "table2.png").read_bytes()
+    main(["table2", "--experiment", "quick", "--tracking-uri", store.uri, "--out", str(out), "--no-log",
+          "--metric", "gan_test"])  # fmt: skip
+    assert (out / "table2.png").read_bytes() == before  # the objective's heatmap is untouched
+    assert_png(out / "gan_test_table2.png")
+    assert (out / "gan_test_table2.md").is_file() and (out / "gan_test_table2.csv").is_file()

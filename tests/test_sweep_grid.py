@@ -26,7 +26,7 @@ def test_grid_sweep_tracks_one_parent_and_one_child_per_point(tiny_sweep):
     children = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
     names = sorted(r.info.run_name for r in children)
     assert names == sorted(
-        ["sm λ=1e-03 μ=1e-04 s0", "sm λ=1e-04 μ=1e-04 s0", "base s0", "base optim.lr=1e+12 s0"]
+        ["sm λ1e-3 μ1e-4 s0", "sm λ1e-4 μ1e-4 s0", "base s0", "base optim.lr=1e12 s0"]
     )
     assert len({r.data.tags["trial.key"] for r in children}) == tiny_sweep.points
     for run in children:
@@ -78,10 +78,10 @@ def test_finished_trials_have_per_epoch_metrics_and_artifacts(tiny_sweep):
 def test_diverging_point_ends_diverged_with_the_worst_objective(tiny_sweep):
     mc = mlflow.MlflowClient(tiny_sweep.tracking_uri)
     runs = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
-    (bad,) = [r for r in runs if r.info.run_name == "base optim.lr=1e+12 s0"]
+    (bad,) = [r for r in runs if r.info.run_name == "base optim.lr=1e12 s0"]
     assert bad.data.tags["trial.status"] == "diverged"
     assert bad.data.metrics[keys.OBJECTIVE] == 0.0
-    assert bad.info.status == "FINISHED"
+    assert bad.info.status == "FAILED"  # the MLflow UI shows it as not a success
     assert mc.get_metric_history(bad.info.run_id, keys.TEST_ACC) == []  # it stopped before evaluating
 
 
@@ -96,3 +96,47 @@ def test_existing_sweep_name_without_resume_is_refused(tiny_sweep, capsys):
     assert "already exists" in err and "--resume" in err
     after = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
     assert len(after) == len(before)
+
+
+def test_parent_run_carries_the_sweeps_summary(tiny_sweep):
+    mc = mlflow.MlflowClient(tiny_sweep.tracking_uri)
+    parent = mc.get_run(tiny_sweep.parent_run_id)
+    children = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+    finished = [r for r in children if r.data.tags["trial.status"] == "finished"]
+    best = max(finished, key=lambda r: r.data.metrics[keys.OBJECTIVE])
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["sweep.best_point"] == best.info.run_name and tags["sweep.best_run"] == best.info.run_id
+    assert metrics["best/objective"] == pytest.approx(best.data.metrics[keys.OBJECTIVE])
+    assert metrics["best/test_acc"] == pytest.approx(best.data.metrics[keys.TEST_ACC])
+    assert metrics["best/gan_test"] == pytest.approx(best.data.metrics[keys.GAN_TEST])
+    assert {k: metrics[f"trials/{k}"] for k in ("finished", "diverged", "stopped", "failed")} == {
+        "finished": 3, "diverged": 1, "stopped": 0, "failed": 0}  # fmt: skip
+    assert tags["sweep.interrupted"] == "false"
+    assert best.info.run_name in tags["mlflow.note.content"] and "1 diverged" in tags["mlflow.note.content"]
+
+
+def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(capsys):
+    from sweep.record import Status
+    from sweep.run import _print_summary
+
+    def row(point, status, objective=None, epoch=4, evaluated=True):
+        m = {"point": point, keys.EPOCH: epoch, keys.OBJECTIVE: 0.0 if objective is None else objective}
+        if evaluated:
+            m.update({keys.TEST_ACC: 0.5, keys.GAN_TEST: 0.5})
+        return {"trial_id": point, "metrics": m, "status": status, "error": None}
+
+    _print_summary([
+        row("a s0", Status.FINISHED, 0.4), row("b s0", Status.DIVERGED, 0.0, 1, False),
+        row("c s0", Status.FINISHED, 0.9), row("d s0", Status.STOPPED, None, 1, False),
+        row("e s0", Status.STOPPED, 0.95, 2),  # stopped early: shown, but not the best point
+        {"trial_id": "f", "status": Status.STOPPED, "error": None,  # accuracy logged, no evaluation yet
+         "metrics": {"point": "f s0", keys.EPOCH: 1, keys.TEST_ACC: 0.3, keys.OBJECTIVE: 0.0}},
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    lines = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and "status" not in line]
+    assert lines == ["e", "c", "a", "b", "d", "f"]  # best objective first, never-evaluated last
+    assert "Best point: c s0 (objective 0.900)" in out
+    assert "Diverged: b s0" in out and "Stopped: d s0, e s0, f s0" in out
+    for name in ("d s0", "f s0"):
+        line = next(line for line in out.splitlines() if line.startswith(f"  {name}"))
+        assert line.split()[-1] == "-"  # no evaluation yet: no objective, not 0

@@ -60,7 +60,7 @@ def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(mlflow_server, tm
         assert 1e-6 <= float(run.data.params["loss.lam"]) <= 1e-2
         assert 1e-5 <= float(run.data.params["loss.mu"]) <= 1e-2
         assert run.data.tags["trial.status"] == "finished"
-        assert run.info.run_name.startswith("sm λ=") and run.info.run_name.endswith(" s0")
+        assert run.info.run_name.startswith("sm λ") and run.info.run_name.endswith(" s0")
         assert keys.OBJECTIVE in run.data.metrics
     complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert len(complete) == trials

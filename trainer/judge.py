@@ -27,7 +27,7 @@ from trainer.checkpoint import CHECKPOINT, JUDGE_FORMAT, load_checkpoint, read_j
 from trainer.config import Arch, ConfigError, DataConfig, TrainConfig, check_arch_fits, parse_override, set_dotted, validate
 from trainer.data import load_dataset
 from trainer.keys import STATUS, TEST_ACC
-from trainer.train import run
+from trainer.train import Report, run
 
 
 def default_judge_arch(data: DataConfig) -> str:
@@ -94,11 +94,11 @@ def train_config(cfg: JudgeConfig, device: str = "auto") -> TrainConfig:
     return validate(TrainConfig, tree)
 
 
-def _train(cfg: JudgeConfig, device: str) -> dict[str, Any]:
+def _train(cfg: JudgeConfig, device: str, report: Report | None = None) -> dict[str, Any]:
     """Train the judge with the trainer's own loop; returns the judge file's contents."""
     train_cfg = train_config(cfg, device)
     with tempfile.TemporaryDirectory(prefix="judge-") as tmp:
-        metrics = run(train_cfg, checkpoint_dir=tmp)
+        metrics = run(train_cfg, report=report, checkpoint_dir=tmp)
         if metrics[STATUS] != "finished":
             raise RuntimeError(f"judge training ended as {metrics[STATUS]!r}; lower judge.lr")
         state = load_checkpoint(Path(tmp) / CHECKPOINT)["model"]
@@ -118,8 +118,11 @@ def _train(cfg: JudgeConfig, device: str) -> dict[str, Any]:
     }
 
 
-def train_judge(cfg: JudgeConfig, cache_dir: str | Path, device: str = "auto") -> Path:
+def train_judge(cfg: JudgeConfig, cache_dir: str | Path, device: str = "auto", report: Report | None = None) -> Path:
     """Train the judge of ``cfg`` unless ``cache_dir`` already holds it; return its path.
+
+    ``report(metrics, files)`` is called after every epoch (:func:`trainer.train.run`'s), e.g.
+    to show progress.
 
     The file holds arch, num_classes, in_channels, image_size, width, beta, state_dict, config,
     key and test_acc.
@@ -128,7 +131,7 @@ def train_judge(cfg: JudgeConfig, cache_dir: str | Path, device: str = "auto") -
     path = judge_path(cfg, cache_dir)
     if path.is_file():
         return path
-    payload = _train(cfg, device)
+    payload = _train(cfg, device, report)
     save_checkpoint(path, payload)
     return path
 
