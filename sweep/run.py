@@ -309,8 +309,10 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
     try:
         return _prepare_locked(args, phases, cfg, uri, artifact_root, storage, ray_tune, check_name, held)
     except BaseException as e:
-        if held is not None:  # refused (exit 2): leave nothing behind; died otherwise: keep the mark
-            held.release(discard=isinstance(e, (ConfigError, preflight.PreflightError)))
+        if held is not None:
+            # Refused (exit 2) or Ctrl-C'd before anything was written: leave nothing behind, so
+            # the same command starts it again. Died otherwise: keep the mark.
+            held.release(discard=isinstance(e, (ConfigError, preflight.PreflightError, KeyboardInterrupt)))
         raise
 
 
@@ -354,13 +356,15 @@ def execute(plan: Plan, phases: Phases) -> int:
     # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
     remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
     try:
+        ctrlc.check()  # a Ctrl-C pressed while prepare() finished
         with phases("judge"):
             judge_run = ensure_judge(cfg, uri, plan.artifact_root, remote)
         ctrlc.check()
     except KeyboardInterrupt:
         kept = ("in the judge stage: nothing new was written" if plan.parent_id
                 else "in the judge stage: no trial had started and nothing was written")
-        raise Interrupted(cfg, args, kept, resume=plan.parent_id is not None) from None
+        # The driver took the sweep's lock in prepare(), so the name is taken: --resume continues.
+        raise Interrupted(cfg, args, kept, resume=True) from None
     experiment_id, parent_id = tracking.open_parent(
         mc, cfg.experiment_name, plan.artifact_root, cfg.name, cfg.model_dump(mode="json"), plan.parent_id
     )
@@ -375,11 +379,11 @@ def execute(plan: Plan, phases: Phases) -> int:
 
 
 def _interrupt(plan: Plan, mc: Any, experiment_id: str, parent_id: str, kept: str) -> Interrupted:
-    """Close the sweep's MLflow runs as KILLED (or drop them if Ray saved nothing to resume)."""
+    """Close the sweep's MLflow runs as KILLED; --resume reopens them (a parent run without Ray
+    state resumes as a fresh Tuner under the same parent)."""
     cfg, args = plan.cfg, plan.args
-    if not plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{cfg.name}"):
-        _quietly(lambda: tracking.discard_parent(mc, experiment_id, parent_id))
-        return Interrupted(cfg, args, "before Ray saved any trial: nothing was kept")
+    if not kept and not plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{cfg.name}"):
+        kept = "before Ray saved any trial: only the MLflow parent run was kept"
     note = f"Interrupted (Ctrl-C){': ' + kept if kept else ''}. Continue with `{_command(cfg, args)}`."
     _quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
     return Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
@@ -461,7 +465,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctrlc.install()
     try:
         plan = prepare(args, phases)
-        ctrlc.check()
     except (ConfigError, preflight.PreflightError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:

@@ -236,14 +236,6 @@ def interrupt_parent(mc: MlflowClient, experiment_id: str, parent_id: str, note:
     mc.set_terminated(parent_id, status="KILLED")
 
 
-def discard_parent(mc: MlflowClient, experiment_id: str, parent_id: str) -> None:
-    """Delete a parent run (and any child) of a sweep interrupted before Ray saved any state:
-    with nothing to resume, the same command starts it afresh."""
-    for run in search_all(mc, experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'"):
-        mc.delete_run(run.info.run_id)
-    mc.delete_run(parent_id)
-
-
 # The runs-table columns of the shared view (MLflow's canonical keys: type.`name`).
 VIEW_COLUMNS = (
     f"metrics.`{keys.OBJECTIVE}`",
