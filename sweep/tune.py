@@ -433,9 +433,11 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 name=cfg.name,
                 storage_path=storage_path,
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
-                callbacks=[_KillSeams()],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[TrialProgress(ctx, cfg.max_epochs, search.num_samples * max(1, len(ctx.points)))],
+                callbacks=[
+                    _KillSeams(),
+                    TrialProgress(ctx, cfg.max_epochs, search.num_samples * max(1, len(ctx.points))),
+                ],
                 verbose=0,  # TrialProgress prints instead of Tune's status tables
             ),
         )

@@ -502,8 +502,10 @@ def density_ratios_figure(ratios: dict[float, float], *, images: int | None = No
     ax.plot(sigmas, values, marker="o", label=f"{over}, {each} of η ~ N(0, σ²I) each")
     ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--", label="1: the noise leaves p(x|y) unchanged")
     ax.set_xscale("log")
-    positive = [v for v in values if v > 0]
-    if positive and max(positive) / min(positive + [1.0]) > 100:  # ratios spanning decades (1 included)
+    # A log axis for ratios spanning decades (1 included), only when every ratio can be drawn on it:
+    # a ratio that underflowed to 0 (or a NaN) keeps the linear axis.
+    finite = all(math.isfinite(v) and v > 0 for v in values)
+    if finite and values and max(values + [1.0]) / min(values + [1.0]) > 100:
         ax.set_yscale("log")
     ax.set_xlabel("noise standard deviation σ (pixel intensity, images in [0, 1])")
     ax.set_ylabel("density ratio p(x+η|y) / p(x|y)")
