@@ -13,7 +13,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from analysis import figures, pareto, table2
+from analysis.hypervolume import front_hypervolume
 from analysis.runs import AnalysisError, client, load
+from sweep import tracking
+from sweep.record import HYPERVOLUME
 
 __all__ = ["AnalysisError", "load", "log_outputs", "report_sweep"]
 
@@ -35,7 +38,8 @@ def report_sweep(experiment: str, parent_run_id: str, out_dir: str | Path,
     """Write every analysis output that applies to one sweep and log them to its parent run.
 
     Table 2 (coloured by the objective, or test accuracy when no objective was logged), the
-    accuracy/GAN-test front, Fig. 1/3 and Table 1 when their curves were logged, and for each
+    accuracy/GAN-test front (its hypervolume against (0, 0) logged as metric ``sweep/hypervolume``),
+    Fig. 1/3 and Table 1 when their curves were logged, and for each
     ground-truth metric present a heatmap and a front against accuracy. Parts that do not apply
     (no score-matching trial, no GAN-test, no curves) are skipped with a log message. Returns
     file name -> path. Raises AnalysisError when the sweep cannot be read or nothing applies.
@@ -63,4 +67,7 @@ def report_sweep(experiment: str, parent_run_id: str, out_dir: str | Path,
     if not paths:
         raise AnalysisError("nothing to report for this sweep: " + "; ".join(skipped))
     log_outputs(paths, parent_run_id, tracking_uri)
+    if "front.csv" in paths:  # the accuracy/GAN-test front: its hypervolume against (0, 0)
+        volume = front_hypervolume(frame, "test_acc", "gan_test")
+        tracking.log_parent_metrics(client(tracking_uri), parent_run_id, {HYPERVOLUME: volume})
     return paths

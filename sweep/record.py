@@ -42,6 +42,7 @@ class Tag(StrEnum):
     JUDGE = "trial.judge"  # run id of the GAN-test judge the trial used
     SELECTION_SPLIT = "trial.selection_split"  # the split the objective was computed on
     JUDGE_KEY = "judge.key"  # judges experiment: what the judge was trained with
+    WARM_START = "sweep.warm_start"  # parent: comma-separated run ids the search started from
 
 
 class Role(StrEnum):
@@ -58,6 +59,8 @@ BEST_CHECKPOINT = f"{CHECKPOINTS}/best.pt"
 LAST_CHECKPOINT = f"{CHECKPOINTS}/last.pt"
 IMAGES = "images"  # artifact folder of a trial's PNGs
 CURVES = "curves"  # artifact folder of every other file a trial writes
+WARM_START_FILE = "warm_start.json"  # parent artifact: each warm-start run's id, sweep, params, values
+HYPERVOLUME = "sweep/hypervolume"  # parent metric: area the accuracy/GAN-test front dominates above (0, 0)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ tracking URI, so driver and Ray workers on other nodes agree.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import tempfile
@@ -19,7 +20,8 @@ import yaml
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
-from sweep.record import BEST_CHECKPOINT, CHECKPOINTS, JUDGE_FILE, JUDGES_EXPERIMENT, Role, Status, Tag
+from sweep.record import (BEST_CHECKPOINT, CHECKPOINTS, JUDGE_FILE, JUDGES_EXPERIMENT, WARM_START_FILE, Role, Status,
+                          Tag)
 from trainer.config import flatten
 
 
@@ -130,6 +132,26 @@ def reopen(mc: MlflowClient, run_id: str) -> None:
 
 def finish(mc: MlflowClient, run_id: str, failed: bool = False) -> None:
     mc.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def log_parent_metrics(mc: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run."""
+    now = int(time.time() * 1000)
+    mc.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def log_warm_start(mc: MlflowClient, run_id: str, sources: list[Mapping[str, Any]]) -> None:
+    """Record on the parent run which earlier trials its search learned from.
+
+    Tag ``sweep.warm_start`` lists their run ids (comma-separated, cut at MLflow's 8000
+    characters); artifact ``warm_start.json`` holds each one's id, sweep, params and values.
+    """
+    ids = ",".join(str(s["run_id"]) for s in sources)
+    mc.set_tag(run_id, str(Tag.WARM_START), ids[:8000])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / WARM_START_FILE
+        path.write_text(json.dumps(list(sources), indent=1, default=str))
+        mc.log_artifact(run_id, str(path))
 
 
 def finish_parent(mc: MlflowClient, run_id: str, trials: int, failed: int) -> None:
