@@ -70,6 +70,10 @@ class SearchConfig(_Strict):
     sampler_seed: int = 0  # seed of Optuna's sampler
     seed_with_grid: bool = True  # evaluate the grid's points first (Optuna's points_to_evaluate)
     storage: str | None = None  # Optuna RDB URL; None: sqlite beside the Ray results
+    # Earlier sweeps (names in warm_start_experiment) whose finished and diverged trials enter the
+    # study as completed trials before the first proposal; they are never run again.
+    warm_start: list[str] = []
+    warm_start_experiment: str | None = None  # MLflow experiment of those sweeps; None: this sweep's
 
     @field_validator("grid", "points", mode="before")
     @classmethod
@@ -167,11 +171,15 @@ class SweepConfig(_Strict):
             )
         if self.search.method == "grid" and (self.search.space or self.search.objectives != [keys.OBJECTIVE]):
             raise ValueError("search.space/search.objectives are for search.method=optuna")
+        if self.search.method == "grid" and self.search.warm_start:
+            raise ValueError("search.warm_start is for search.method=optuna (a grid runs every point anyway)")
         if self.search.method == "optuna":
             if not self.search.space:
                 raise ValueError("search.space: optuna needs at least one range")
             if len(self.search.seeds) != 1:
                 raise ValueError("search.seeds: an optuna search takes exactly one seed")
+            if len(set(self.search.warm_start)) != len(self.search.warm_start):
+                raise ValueError("search.warm_start: a sweep is named twice")
             if len(self.search.objectives) > 1 and self.scheduler.kind == "asha":
                 raise ValueError("scheduler.kind: asha needs a single objective, not search.objectives")
         if self.scheduler.kind == "asha":

@@ -164,6 +164,7 @@ class Plan:
     storage: str  # Ray's storage path
     parent_id: str | None  # the existing parent run (a resumed sweep), else None
     ray: ModuleType = field(repr=False)  # sweep.tune, imported once the input is known good
+    warm: tuple[list, int] = ([], 0)  # sweep.warmstart.collect: trials entering the study, left out
 
 
 def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
@@ -187,6 +188,9 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
         if not preflight.sqlite_missing(uri):
             parent_id = tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name)
         preflight.check_name(cfg.name, args.resume, ray_tune.can_restore(sweep_dir), parent_id, sweep_dir)
+        from sweep import warmstart  # Optuna: only for a search
+
+        warm = warmstart.collect(cfg, uri)
     with phases("ray start"):
         try:
             ray_tune.start(args.address)
@@ -200,7 +204,7 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
     except preflight.PreflightError:
         ray_tune.stop()
         raise
-    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune)
+    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune, warm)
 
 
 def execute(plan: Plan, phases: Phases) -> int:
@@ -234,6 +238,10 @@ def execute(plan: Plan, phases: Phases) -> int:
         if stale:
             print(f"optuna: marked {stale} trial(s) left running by the killed driver as failed")
     print(f"sweep {cfg.name!r}: {'resuming' if args.resume else 'starting'}; MLflow parent run {parent_id}", flush=True)
+    if cfg.search.warm_start:
+        from sweep import warmstart
+
+        warmstart.enter(cfg, mc, parent_id, cfg.name, study, *plan.warm)
     with phases("trials"):
         rows = plan.ray.fit(cfg, ctx, storage, study, args.resume)
     for row in rows:

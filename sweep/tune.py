@@ -27,6 +27,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
+from sweep import warmstart  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.points import grid_points  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
@@ -140,12 +141,13 @@ class ResumableOptunaSearch(OptunaSearch):
 
 def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
     search = cfg.search
-    space = {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log) for k, r in search.space.items()}
+    space = warmstart.distributions(search)
     seeds = []
     if search.seed_with_grid:
+        known = warmstart.known_points(cfg.name, study_storage)  # warm-start trials: never rerun
         for p in grid_points(search):
             point = dict(p.overrides)
-            if set(point) == set(space):
+            if set(point) == set(space) and not any(warmstart.same_point(point, k) for k in known):
                 seeds.append(point)
     multi = len(search.objectives) > 1
     return ResumableOptunaSearch(
