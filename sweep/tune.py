@@ -25,9 +25,11 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import optuna  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from sweep import warmstart  # noqa: E402
+from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.points import grid_points  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
@@ -115,7 +117,23 @@ class ResumableOptunaSearch(OptunaSearch):
     one skips those reports and, when the trial completes, records its result as a new complete
     Optuna trial with the same parameters, so the sampler still learns from it. It reads the
     private state in :data:`OPTUNA_SEARCH_INTERNALS`: Ray offers no public way to do this.
+
+    With a ``budget`` (:class:`sweep.budget.EpochBudget`) it proposes a trial only when the
+    budget can pay for all its epochs, waits while running trials may hand epochs back, and
+    tells Tune it is finished once none can; the budget is pickled with the searcher, so a
+    resumed sweep keeps its account.
     """
+
+    def __init__(self, *args: Any, budget: EpochBudget | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.budget is not None and trial_id not in self._ot_trials:
+            if not self.budget.can_start():
+                return Searcher.FINISHED if self.budget.exhausted() else None  # None: ask again later
+            self.budget.start(trial_id)
+        return super().suggest(trial_id)
 
     def _was_failed(self, trial_id: str) -> bool:
         ot = self._ot_trials.get(trial_id)
@@ -123,10 +141,14 @@ class ResumableOptunaSearch(OptunaSearch):
         return ot is not None and ot.number in {t.number for t in failed}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.budget is not None:
+            self.budget.result(trial_id, result.get(keys.EPOCH))
         if not self._was_failed(trial_id):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self.budget is not None:
+            self.budget.end(trial_id, (result or {}).get(keys.EPOCH))
         if trial_id in self._completed_trials or not self._was_failed(trial_id):
             return super().on_trial_complete(trial_id, result, error)
         ot = self._ot_trials[trial_id]
@@ -137,6 +159,13 @@ class ResumableOptunaSearch(OptunaSearch):
                 optuna.trial.create_trial(params=ot.params, distributions=ot.distributions, values=values)
             )
         self._completed_trials.add(trial_id)
+
+
+# search.sampler -> Optuna sampler for a seed; both handle one objective and several.
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+}
 
 
 def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
@@ -155,9 +184,10 @@ def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
         metric=search.objectives if multi else search.objectives[0],
         mode=["max"] * len(search.objectives) if multi else "max",
         points_to_evaluate=seeds or None,
-        sampler=optuna.samplers.TPESampler(seed=search.sampler_seed),
+        sampler=SAMPLERS[search.sampler](search.sampler_seed),
         study_name=cfg.name,
         storage=optuna.storages.RDBStorage(study_storage),
+        budget=EpochBudget(search.max_epochs_total, cfg.max_epochs) if search.max_epochs_total else None,
     )
 
 
