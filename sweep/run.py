@@ -188,7 +188,7 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
         if not preflight.sqlite_missing(uri):
             parent_id = tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name)
         preflight.check_name(cfg.name, args.resume, ray_tune.can_restore(sweep_dir), parent_id, sweep_dir)
-        from sweep import warmstart  # Optuna: only for a search
+        from sweep import warmstart  # imports Optuna, as sweep.tune above does
 
         warm = warmstart.collect(cfg, uri)
     with phases("ray start"):
