@@ -23,6 +23,10 @@ from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, colum
     select_parent, sweeps
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def _staircase(xs: np.ndarray, ys: np.ndarray, ref: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """The outline of the area maximized points dominate above ``ref``, as a closed polygon:
     (r_x, r_y), (r_x, y_1), (x_1, y_1), (x_1, y_2), ..., (x_n, y_n), (x_n, r_y) for a front sorted
@@ -68,8 +72,10 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
         ox, oy = _staircase(sign[0] * fx, sign[1] * fy, (sign[0] * ref[0], sign[1] * ref[1]))
         ox, oy = sign[0] * ox * scale[0], sign[1] * oy * scale[1]
         ax.fill(ox, oy, color=color, alpha=0.08, lw=0)
-        ax.plot(ox, oy, color=color, lw=1.2)
-        ax.scatter(fx * scale[0], fy * scale[1], color=color, s=28, zorder=3,
+        # Own line style, marker and a shrinking size: sweeps with the same front stay visible.
+        ax.plot(ox, oy, color=color, lw=1.2, ls=LINESTYLES[i % len(LINESTYLES)])
+        ax.scatter(fx * scale[0], fy * scale[1], color=color, s=max(70 - 14 * i, 14), zorder=3 + i,
+                   marker=MARKERS[i % len(MARKERS)],
                    label=f"{name}: hypervolume {volumes[name]:.4f} ({len(front)} of {n_pool} trials on the front)")
         others = frame[frame[xc].notna() & frame[yc].notna() & ~frame["run_id"].isin(front["run_id"])]
         ax.scatter(others[xc] * scale[0], others[yc] * scale[1], color=color, marker="x", s=14, alpha=0.5)
