@@ -62,15 +62,19 @@ class Outcome:
 
 
 def _sweep(root: Path, name: str, sets: list[str]) -> pd.DataFrame:
-    """Run one sweep in-process (log in ``root/<name>.log``) and read its trials back."""
+    """Run one sweep in-process (log in ``root/<name>.log``) and read its trials back; a sweep of
+    that name already finished in ``root``'s store (the grids, on a rerun) is read, not rerun."""
     from sweep.run import main
 
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    parent = tracking.find_parent(tracking.client(uri), EXPERIMENT, name) if (root / "mlflow.db").exists() else None
+    if parent is not None and tracking.client(uri).get_run(parent).info.status == "FINISHED":
+        return load(EXPERIMENT, uri, parent).sort_values("start_time", kind="stable")
     args = ["--name", name, *sum((["--set", s] for s in sets), [])]
     with open(root / f"{name}.log", "w") as log, redirect_stdout(log):
         code = main(args)
     if code not in (0, 1):  # 1: some trials failed; they count with the epochs they reached
         raise SystemExit(f"sweep {name} exited {code}; see {root / (name + '.log')}")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
     parent = tracking.find_parent(tracking.client(uri), EXPERIMENT, name)
     return load(EXPERIMENT, uri, parent).sort_values("start_time", kind="stable")
 
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=float, default=0.5, help="search budget as a fraction of the grid's epochs")
     p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe")
+    p.add_argument("--startup-trials", type=int, default=10,
+                   help="search.startup_trials: completed trials (warm ones included) sampled at random first")
     p.add_argument("--workdir", type=Path, help="where the store and logs go (default: a temp dir)")
     args = p.parse_args(argv)
     root = (args.workdir or Path(tempfile.mkdtemp(prefix="bench-search-"))).resolve()
@@ -116,20 +122,22 @@ def main(argv: list[str] | None = None) -> None:
     search = ["search.method=optuna", f"search.space.loss.lam={SPACE}",
               f"search.space.loss.mu={SPACE}", "search.seed_with_grid=false", f"search.sampler={args.sampler}",
               "scheduler.kind=asha", "scheduler.grace_period=" + ("2" if args.size == "quickstart" else "1"),
-              "scheduler.reduction_factor=2", "search.n_trials=100"]  # the budget ends the search first
+              "scheduler.reduction_factor=2", "search.n_trials=100",  # the budget ends the search first
+              f"search.startup_trials={args.startup_trials}"]
+    tag = f"{args.sampler}-st{args.startup_trials}"  # search sweeps' names: reruns with other settings add new ones
     results: dict[str, list[Outcome]] = {"grid": [], "cold": [], "warm": []}
     for seed in args.seeds:
         seeded = [*base, f"search.seeds=[{seed}]"]
         grid = _sweep(root, f"grid-s{seed}", [*seeded, f"search.grid.loss.lam={GRID}", f"search.grid.loss.mu={GRID}"])
         target = float(grid["objective"].max())
         results["grid"].append(_outcome([grid], target))
-        cold = _sweep(root, f"cold-s{seed}", [*seeded, *search, f"search.sampler_seed={seed}",
+        cold = _sweep(root, f"cold-s{seed}-{tag}", [*seeded, *search, f"search.sampler_seed={seed}",
                                               f"search.max_epochs_total={budget}"])
         results["cold"].append(_outcome([cold], target))
         coarse = _sweep(root, f"coarse-s{seed}", [*seeded, f"search.grid.loss.lam={COARSE}",
                                                   f"search.grid.loss.mu={COARSE}"])
         left = budget - int(_epochs(coarse).sum())
-        warm = _sweep(root, f"warm-s{seed}", [*seeded, *search, f"search.sampler_seed={seed}",
+        warm = _sweep(root, f"warm-s{seed}-{tag}", [*seeded, *search, f"search.sampler_seed={seed}",
                                               f"search.max_epochs_total={left}", f"search.warm_start=[coarse-s{seed}]"])
         results["warm"].append(_outcome([coarse, warm], target))
         print(f"seed {seed}: " + "; ".join(f"{k} hv {v[-1].hypervolume:.4f}, {v[-1].epochs} epochs, best "

@@ -69,6 +69,9 @@ class SearchConfig(_Strict):
     objectives: list[str] = [keys.OBJECTIVE]  # one metric, or several for a multi-objective front
     sampler_seed: int = 0  # seed of Optuna's sampler
     sampler: Literal["tpe", "nsga2"] = "tpe"  # Optuna's TPESampler or NSGAIISampler (docs/sweep.md)
+    # Completed trials (warm-start ones included) the sampler draws at random before it models:
+    # TPE's n_startup_trials, NSGA-II's population_size (at least 2). Optuna's TPE default is 10.
+    startup_trials: int = Field(10, ge=1)
     # Trial-epochs (one epoch of one trial) the search may train in all; a trial starts only when
     # the budget can pay for all its epochs. None: n_trials alone limits the search.
     max_epochs_total: int | None = Field(None, ge=1)

@@ -161,10 +161,10 @@ class ResumableOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
-# search.sampler -> Optuna sampler for a seed; both handle one objective and several.
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+# search.sampler -> Optuna sampler for (seed, startup trials); both handle one objective and several.
+SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed, startup: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+    "nsga2": lambda seed, startup: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(startup, 2)),
 }
 
 
@@ -184,7 +184,7 @@ def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
         metric=search.objectives if multi else search.objectives[0],
         mode=["max"] * len(search.objectives) if multi else "max",
         points_to_evaluate=seeds or None,
-        sampler=SAMPLERS[search.sampler](search.sampler_seed),
+        sampler=SAMPLERS[search.sampler](search.sampler_seed, search.startup_trials),
         study_name=cfg.name,
         storage=optuna.storages.RDBStorage(study_storage),
         budget=EpochBudget(search.max_epochs_total, cfg.max_epochs) if search.max_epochs_total else None,
