@@ -13,7 +13,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from analysis import figures, pareto, table2
+from analysis.hypervolume import front_hypervolume
 from analysis.runs import AnalysisError, check_comparable, client, load, selection_notice
+from sweep import tracking
+from sweep.record import HYPERVOLUME
 
 __all__ = ["AnalysisError", "default_out_dir", "load", "log_outputs", "report_sweep"]
 
@@ -43,7 +46,7 @@ def report_sweep(experiment: str, parent_run_id: str, out_dir: str | Path,
 
     Table 2 (coloured by the objective, or test accuracy when no objective was logged), the
     front of the accuracy the trials selected by (validation, or test when they selected on it)
-    against GAN-test, Fig. 1/3 and Table 1 when their curves were logged, and for each
+    against GAN-test (its hypervolume against (0, 0) logged as metric ``sweep/hypervolume``), Fig. 1/3 and Table 1 when their curves were logged, and for each
     ground-truth metric present a heatmap and a front against accuracy. Parts that do not apply
     (no score-matching trial, no GAN-test, no curves) are skipped with a log message. Returns
     file name -> path. Raises AnalysisError when the sweep cannot be read or nothing applies.
@@ -74,4 +77,7 @@ def report_sweep(experiment: str, parent_run_id: str, out_dir: str | Path,
     if not paths:
         raise AnalysisError("nothing to report for this sweep: " + "; ".join(skipped))
     log_outputs(paths, parent_run_id, tracking_uri)
+    if "front.csv" in paths:  # the accuracy/GAN-test front: its hypervolume against (0, 0)
+        volume = front_hypervolume(frame, None, "gan_test")  # x: the selection accuracy
+        tracking.log_parent_metrics(client(tracking_uri), parent_run_id, {HYPERVOLUME: volume})
     return paths

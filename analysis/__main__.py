@@ -6,6 +6,9 @@ the sweep's parent run under ``analysis/``. A Table 2 coloured by another metric
 objective, or a front of other metrics than accuracy and GAN-test, gets its own file names
 (``gan_test_table2.png``, ``test_acc_sample_loglik_pareto.png``); the table and the front are
 also printed as text.
+``pareto`` also prints the front's hypervolume and logs it on the parent run as
+``sweep/hypervolume``; ``fronts --sweep A --sweep B`` draws several sweeps' fronts in one plot
+with their hypervolumes.
 Bad input (unknown experiment or sweep, no finished trials, trials without λ/μ, an unknown
 metric, trials that selected on different splits or were scored by different judges, a test-set
 metric as a front's axis for trials selected on validation) prints one line to stderr and exits
@@ -22,9 +25,12 @@ from pathlib import Path
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from analysis import default_out_dir, figures, log_outputs, pareto, table2
-from analysis.runs import (AnalysisError, check_comparable, column_name, default_tracking_uri, load,
+from analysis import default_out_dir, figures, fronts, log_outputs, pareto, table2
+from analysis.hypervolume import DEFAULT_REFERENCE, describe_reference, front_hypervolume
+from analysis.runs import (AnalysisError, check_comparable, client, column_name, default_tracking_uri, load,
                            select_parent, selection_notice)
+from sweep import tracking
+from sweep.record import HYPERVOLUME
 
 
 def _table2(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
@@ -36,13 +42,25 @@ def _table2(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
-    stem = "" if (args.x, args.y) == ("test_acc", "gan_test") else f"{args.x}_{args.y}_"
+    xc, yc = pareto.front_axes(frame, args.x, args.y)
+    stem = "" if args.x is None and args.y == "gan_test" else f"{xc}_{yc}_"  # one file per pair of metrics
     paths = pareto.write_pareto(frame, args.out, args.x, args.y, args.include_stopped, args.minimize, stem=stem)
     front = pd.read_csv(paths[f"{stem}front.csv"])
-    metrics = [column_name(args.x), column_name(args.y)]
-    shown = [c for c in ("run_name", "status", "lam", "mu", "seed", *metrics, "objective") if c in front.columns]
-    print(f"Pareto front of {' and '.join(metrics)} ({len(front)} trial(s); checkpoints in front.csv):")
+    shown = [c for c in ("run_name", "status", "lam", "mu", "seed", xc, yc, "objective") if c in front.columns]
+    print(f"Pareto front of {xc} and {yc} ({len(front)} trial(s); checkpoints in front.csv):")
     print(front[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+    reference = tuple(args.reference) if args.reference else None
+    args.hypervolume = front_hypervolume(frame, args.x, args.y, reference, args.include_stopped, args.minimize)
+    print(f"hypervolume {args.hypervolume:.4f} (reference point {describe_reference(xc, yc, reference)})")
+    return paths
+
+
+def _fronts(args: argparse.Namespace) -> dict[str, Path]:
+    reference = tuple(args.reference) if args.reference else None
+    paths, volumes = fronts.write_fronts(args.experiment, args.sweep or [], args.out, args.tracking_uri, args.x,
+                                         args.y, reference, args.include_stopped, args.minimize)
+    for name, volume in volumes.items():
+        print(f"hypervolume {volume:.4f} {name} (reference point {describe_reference(args.x, args.y, reference)})")
     return paths
 
 
@@ -67,6 +85,8 @@ COMMANDS: dict[str, Callable[[pd.DataFrame, argparse.Namespace], dict[str, Path]
     "pareto": _pareto,
     "figures": _figures,
 }
+# Commands over several sweeps (they read the store themselves and log nothing).
+MULTI_COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Path]]] = {"fronts": _fronts}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,10 +95,12 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m analysis",
         description="Write Table 2, a Pareto front or the paper's figures from a sweep's MLflow runs.",
     )
-    p.add_argument("command", choices=sorted(COMMANDS), help="what to write")
+    p.add_argument("command", choices=sorted({*COMMANDS, *MULTI_COMMANDS}), help="what to write")
     p.add_argument("--experiment", required=True, help="MLflow experiment (the sweep config's `experiment`)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--sweep", help="the most recent sweep with this name (default: the most recent sweep)")
+    which.add_argument("--sweep", action="append",
+                       help="the most recent sweep with this name (default: the most recent sweep); "
+                            "fronts: repeat for each sweep (default: every sweep of the experiment)")
     which.add_argument("--parent-run-id", help="the sweep whose parent run has this id")
     which.add_argument("--all", action="store_true", help="every trial of the experiment (not logged to MLflow)")
     p.add_argument("--out", type=Path, help="output folder (default: out/analysis/<experiment>/<sweep>)")
@@ -98,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--minimize", nargs="*", metavar="METRIC",
                    help="metrics of the front to minimize (default: losses and Fisher divergences)")
     g.add_argument("--include-stopped", action="store_true", help="let trials stopped early onto the front")
+    g.add_argument("--reference", nargs=2, type=float, metavar=("X", "Y"),
+                   help="reference point of the hypervolume, in the metrics' units (default: "
+                        f"{DEFAULT_REFERENCE[0]:g} {DEFAULT_REFERENCE[1]:g}; a minimized metric's is an upper bound)")
     g = p.add_argument_group("figures")
     g.add_argument("--runs", nargs="+", metavar="RUN", help="run ids or names to overlay (default: all finished)")
     g.add_argument("--fig3b", action="store_true",
@@ -111,9 +136,16 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, Path]:
     """Select the trials, write the command's outputs and log them; returns name -> path."""
+    if args.command in MULTI_COMMANDS:
+        if args.out is None:
+            args.out = Path("out", "analysis", args.experiment, "fronts")
+        return MULTI_COMMANDS[args.command](args)
+    if args.sweep and len(args.sweep) > 1:
+        raise AnalysisError(f"--sweep: {args.command} reads one sweep; compare several with `fronts`")
     parent = None
     if not args.all:
-        parent = args.parent_run_id or select_parent(args.experiment, args.tracking_uri, args.sweep)
+        parent = args.parent_run_id or select_parent(args.experiment, args.tracking_uri,
+                                                     args.sweep[0] if args.sweep else None)
     frame = load(args.experiment, args.tracking_uri, parent)
     if args.out is None:
         names = frame["sweep"].dropna()
@@ -123,6 +155,10 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     paths = COMMANDS[args.command](frame, args)
     if parent is not None and not args.no_log:
         log_outputs(paths, parent, args.tracking_uri)
+        # sweep/hypervolume names one number: the accuracy/GAN-test front against (0, 0).
+        default = (column_name(args.x), column_name(args.y)) == ("test_acc", "gan_test") and args.reference in (None, list(DEFAULT_REFERENCE))
+        if args.command == "pareto" and default and not args.include_stopped:
+            tracking.log_parent_metrics(client(args.tracking_uri), parent, {HYPERVOLUME: args.hypervolume})
     return paths
 
 

@@ -85,10 +85,21 @@ class SearchConfig(_Strict):
     n_trials: int = Field(20, ge=1)  # trials Optuna proposes (grid points seeded first count too)
     objectives: list[str] = [keys.OBJECTIVE]  # one metric, or several for a multi-objective front
     sampler_seed: int = 0  # seed of Optuna's sampler
+    sampler: Literal["tpe", "nsga2"] = "tpe"  # Optuna's TPESampler or NSGAIISampler (docs/sweep.md)
+    # Completed trials (warm-start ones included) the sampler draws at random before it models:
+    # TPE's n_startup_trials, NSGA-II's population_size (at least 2). Optuna's TPE default is 10.
+    startup_trials: int = Field(10, ge=1)
+    # Trial-epochs (one epoch of one trial) the search may train in all; a trial starts only when
+    # the budget can pay for all its epochs. None: n_trials alone limits the search.
+    max_epochs_total: int | None = Field(None, ge=1)
     seed_with_grid: bool = True  # evaluate the grid's points first (Optuna's points_to_evaluate)
     storage: str | None = None  # Optuna RDB URL; None: sqlite beside the Ray results
     # Most points a grid may expand to (axes x points x seeds), checked before expanding it.
     max_points: int = Field(10_000, ge=1)
+    # Earlier sweeps (names in warm_start_experiment) whose finished and diverged trials enter the
+    # study as completed trials before the first proposal; they are never run again.
+    warm_start: list[str] = []
+    warm_start_experiment: str | None = None  # MLflow experiment of those sweeps; None: this sweep's
 
     @field_validator("grid", "points", mode="before")
     @classmethod
@@ -225,11 +236,21 @@ class SweepConfig(_Strict):
         self._check_selection()
         if self.search.method == "grid" and (self.search.space or self.search.objectives != [keys.OBJECTIVE]):
             raise ValueError("search.space/search.objectives are for search.method=optuna")
+        if self.search.method == "grid" and self.search.max_epochs_total is not None:
+            raise ValueError("search.max_epochs_total is for search.method=optuna (a grid's cost is its size)")
+        if self.search.method == "grid" and self.search.warm_start:
+            raise ValueError("search.warm_start is for search.method=optuna (a grid runs every point anyway)")
         if self.search.method == "optuna":
             if not self.search.space:
                 raise ValueError("search.space: optuna needs at least one range")
             if len(self.search.seeds) != 1:
                 raise ValueError("search.seeds: an optuna search takes exactly one seed")
+            budget = self.search.max_epochs_total
+            if budget is not None and budget < self.max_epochs:
+                raise ValueError(f"search.max_epochs_total ({budget}) cannot pay for one trial of "
+                                 f"{self.max_epochs} epochs")
+            if len(set(self.search.warm_start)) != len(self.search.warm_start):
+                raise ValueError("search.warm_start: a sweep is named twice")
             if len(self.search.objectives) > 1 and self.scheduler.kind == "asha":
                 raise ValueError("scheduler.kind: asha needs a single objective, not search.objectives")
         if self.scheduler.kind == "asha":

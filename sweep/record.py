@@ -49,6 +49,7 @@ class Tag(StrEnum):
     SELECTION_SPLIT = "trial.selection_split"
     JUDGE_KEY = "judge.key"  # judges experiment and trials: what the judge was trained with
     JUDGE_ARCH = "judge.arch"  # trials: the judge's architecture (vgg11_released, vgg11)
+    WARM_START = "sweep.warm_start"  # parent: comma-separated run ids the search started from
 
 
 class SelectionSplit(StrEnum):
@@ -85,6 +86,8 @@ BEST_CHECKPOINT = f"{CHECKPOINTS}/best.pt"
 LAST_CHECKPOINT = f"{CHECKPOINTS}/last.pt"
 IMAGES = "images"  # artifact folder of a trial's PNGs
 CURVES = "curves"  # artifact folder of every other file a trial writes
+WARM_START_FILE = "warm_start.json"  # parent artifact: each warm-start run's id, sweep, params, values
+HYPERVOLUME = "sweep/hypervolume"  # parent metric: area the accuracy/GAN-test front dominates above (0, 0)
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,7 @@ class Plan:
     parent_id: str | None  # the existing parent run (a resumed sweep), else None
     ray: ModuleType = field(repr=False)  # sweep.tune, imported once the input is known good
     lock: lock.SweepLock | None = field(default=None, repr=False)  # held for the driver's life
+    warm: tuple[list, int] = ([], 0)  # sweep.warmstart.collect: trials entering the study, left out
 
 
 class Interrupted(Exception):
@@ -333,6 +334,9 @@ def _prepare_locked(
         parent_id = check_name()  # again under the lock: a driver that held it may have finished
         if parent_id is not None and tracking.client(uri).get_run(parent_id).info.status == "RUNNING":
             print(f"sweep {cfg.name!r}: its parent run {parent_id} was left RUNNING by a driver that is gone; taking it over")
+        from sweep import warmstart  # imports Optuna, as sweep.tune does
+
+        warm = warmstart.collect(cfg, uri)  # refuses (exit 2) sources whose training config differs
     with phases("ray start"):
         try:
             ray_tune.start(args.address)
@@ -346,7 +350,7 @@ def _prepare_locked(
     except preflight.PreflightError:
         ray_tune.stop()
         raise
-    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune, held)
+    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune, held, warm)
 
 
 def execute(plan: Plan, phases: Phases) -> int:
@@ -430,6 +434,10 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         if stale:
             print(f"optuna: marked {stale} trial(s) left running by the killed driver as failed")
     print(f"sweep {cfg.name!r}: {'resuming' if args.resume else 'starting'}; MLflow parent run {parent_id}", flush=True)
+    if cfg.search.warm_start:
+        from sweep import warmstart
+
+        warmstart.enter(cfg, mc, parent_id, cfg.name, study, *plan.warm)
     with phases("trials"):
         # A sweep killed before Tune saved its state resumes as a fresh Tuner under the same parent.
         restore = args.resume and plan.ray.can_restore(f"{storage.rstrip('/')}/{cfg.name}")

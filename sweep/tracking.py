@@ -32,6 +32,7 @@ from sweep.record import (
     JUDGES_EXPERIMENT,
     VIEW_STATE_KEY,
     VIEW_STATE_TAG,
+    WARM_START_FILE,
     Role,
     Status,
     Tag,
@@ -185,6 +186,26 @@ def reopen(mc: MlflowClient, run_id: str) -> None:
 
 def finish(mc: MlflowClient, run_id: str, failed: bool = False) -> None:
     mc.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def log_parent_metrics(mc: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run."""
+    now = int(time.time() * 1000)
+    mc.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def log_warm_start(mc: MlflowClient, run_id: str, sources: list[Mapping[str, Any]]) -> None:
+    """Record on the parent run which earlier trials its search learned from.
+
+    Tag ``sweep.warm_start`` lists their run ids (comma-separated, cut at MLflow's 8000
+    characters); artifact ``warm_start.json`` holds each one's id, sweep, params and values.
+    """
+    ids = ",".join(str(s["run_id"]) for s in sources)
+    mc.set_tag(run_id, str(Tag.WARM_START), ids[:8000])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / WARM_START_FILE
+        path.write_text(json.dumps(list(sources), indent=1, default=str))
+        mc.log_artifact(run_id, str(path))
 
 
 def finish_parent(

@@ -29,9 +29,12 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 import optuna  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from sweep import seams  # noqa: E402
+from sweep import warmstart  # noqa: E402
+from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
 from sweep.points import apply_point, grid_points, point_name  # noqa: E402
@@ -203,7 +206,23 @@ class ResumableOptunaSearch(OptunaSearch):
     one skips those reports and, when the trial completes, records its result as a new complete
     Optuna trial with the same parameters, so the sampler still learns from it. It reads the
     private state in :data:`OPTUNA_SEARCH_INTERNALS`: Ray offers no public way to do this.
+
+    With a ``budget`` (:class:`sweep.budget.EpochBudget`) it proposes a trial only when the
+    budget can pay for all its epochs, waits while running trials may hand epochs back, and
+    tells Tune it is finished once none can; the budget is pickled with the searcher, so a
+    resumed sweep keeps its account.
     """
+
+    def __init__(self, *args: Any, budget: EpochBudget | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.budget is not None and trial_id not in self._ot_trials:
+            if not self.budget.can_start():
+                return Searcher.FINISHED if self.budget.exhausted() else None  # None: ask again later
+            self.budget.start(trial_id)
+        return super().suggest(trial_id)
 
     def _was_failed(self, trial_id: str) -> bool:
         ot = self._ot_trials.get(trial_id)
@@ -211,10 +230,14 @@ class ResumableOptunaSearch(OptunaSearch):
         return ot is not None and ot.number in {t.number for t in failed}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.budget is not None:
+            self.budget.result(trial_id, result.get(keys.EPOCH))
         if not self._was_failed(trial_id):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self.budget is not None:
+            self.budget.end(trial_id, (result or {}).get(keys.EPOCH))
         if trial_id in self._completed_trials or not self._was_failed(trial_id):
             return super().on_trial_complete(trial_id, result, error)
         ot = self._ot_trials[trial_id]
@@ -227,14 +250,22 @@ class ResumableOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+# search.sampler -> Optuna sampler for (seed, startup trials); both handle one objective and several.
+SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed, startup: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+    "nsga2": lambda seed, startup: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(startup, 2)),
+}
+
+
 def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
     search = cfg.search
-    space = {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log) for k, r in search.space.items()}
+    space = warmstart.distributions(search)
     seeds = []
     if search.seed_with_grid:
+        known = warmstart.known_points(cfg.name, study_storage)  # warm-start trials: never rerun
         for p in grid_points(search):
             point = dict(p.overrides)
-            if set(point) == set(space):
+            if set(point) == set(space) and not any(warmstart.same_point(point, k) for k in known):
                 seeds.append(point)
     multi = len(search.objectives) > 1
     return ResumableOptunaSearch(
@@ -242,9 +273,10 @@ def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
         metric=search.objectives if multi else search.objectives[0],
         mode=["max"] * len(search.objectives) if multi else "max",
         points_to_evaluate=seeds or None,
-        sampler=optuna.samplers.TPESampler(seed=search.sampler_seed),
+        sampler=SAMPLERS[search.sampler](search.sampler_seed, search.startup_trials),
         study_name=cfg.name,
         storage=optuna.storages.RDBStorage(study_storage),
+        budget=EpochBudget(search.max_epochs_total, cfg.max_epochs) if search.max_epochs_total else None,
     )
 
 

@@ -171,6 +171,8 @@ def test_load_bad_input(store, experiment, message):
     (["table2", "--experiment", "quick", "--metric", "accuracy"], "unknown metric 'accuracy'"),
     (["table2", "--experiment", "quick", "--metric", "score_alignment"], "was not logged"),
     (["pareto", "--experiment", "quick", "--sweep", "nope"], "no sweep named 'nope'"),
+    (["pareto", "--experiment", "quick", "--sweep", "old", "--sweep", "grid"], "compare several with `fronts`"),
+    (["fronts", "--experiment", "quick", "--sweep", "old", "--sweep", "nope"], "no sweep named 'nope'"),
     (["figures", "--experiment", "quick", "--runs", "nope"], "no trial with run id or name 'nope'"),
     (["figures", "--experiment", "quick", "--sweep", "old"], "no selected trial logged eval/density_ratio/"),
 ])
@@ -211,6 +213,10 @@ def test_cli_writes_and_logs_to_the_latest_sweep(store, tmp_path, capsys):
     # Besides the paths, the table and the front as text.
     assert "Table 2 (the heatmap's colour: objective):" in text and "| λ ↓ / μ → |" in text
     assert "Pareto front of test_acc and gan_test (3 trial(s)" in text
+    # The front below, (0.8, 0.4), (0.75, 0.6), (0.7, 0.8), dominates 0.8·0.4 + 0.75·0.2 + 0.7·0.2 above (0, 0).
+    assert "hypervolume 0.6100 (reference point test_acc=0, gan_test=0)" in text.splitlines()
+    logged = MlflowClient(tracking_uri=store.uri).get_run(store.grid).data.metrics
+    assert logged["sweep/hypervolume"] == pytest.approx(0.61)
     assert names <= _logged(store.uri, store.grid)
     for png in out.glob("*.png"):
         assert_png(png)
@@ -226,6 +232,8 @@ def test_report_sweep_writes_and_logs(store, tmp_path):
     assert {"table2.png", "table2.md", "table2.csv", "front.csv", "front.parquet", "pareto.png"} <= set(paths)
     assert "fig1_density_ratio.png" not in paths  # the old sweep logged no curves: skipped
     assert set(paths) <= _logged(store.uri, store.old)
+    # Front of the old sweep: (0.2, 0.3) and (0.3, 0.1): 0.3·0.1 + 0.2·0.2 above (0, 0).
+    assert MlflowClient(tracking_uri=store.uri).get_run(store.old).data.metrics["sweep/hypervolume"] == pytest.approx(0.07)
     md = paths["table2.md"].read_text()
     assert "| **1e-03** | 20.00% / 30.00% |" in md and "- baseline: 30.00% / 10.00%" in md
     # Ground-truth metrics logged: a heatmap and a front against accuracy for each.
@@ -327,3 +335,18 @@ def test_cli_writes_one_file_per_metric(store, tmp_path):
     assert (out / "table2.png").read_bytes() == before  # the objective's heatmap is untouched
     assert_png(out / "gan_test_table2.png")
     assert (out / "gan_test_table2.md").is_file() and (out / "gan_test_table2.csv").is_file()
+
+
+def test_cli_fronts_of_two_sweeps_in_one_plot(store, tmp_path, capsys):
+    out = tmp_path / "fronts"
+    before = _logged(store.uri, store.grid)
+    main(["fronts", "--experiment", "quick", "--sweep", "old", "--sweep", "grid", "--tracking-uri", store.uri,
+          "--out", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "hypervolume 0.0700 old (reference point test_acc=0, gan_test=0)" in lines
+    assert "hypervolume 0.6100 grid (reference point test_acc=0, gan_test=0)" in lines
+    assert_png(out / "fronts.png")
+    table = pd.read_csv(out / "fronts.csv")
+    assert table.groupby("sweep")["hypervolume"].first().to_dict() == pytest.approx({"old": 0.07, "grid": 0.61})
+    assert table["sweep"].value_counts().to_dict() == {"grid": 3, "old": 2}
+    assert _logged(store.uri, store.grid) == before  # several sweeps: nothing logged

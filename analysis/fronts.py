@@ -1,0 +1,97 @@
+"""Several sweeps' Pareto fronts in one plot, each with its hypervolume (``python -m analysis fronts``).
+
+Each sweep's front is drawn as the staircase that bounds the area it dominates (shaded lightly
+down to the reference point), so the plot shows what the hypervolume measures. Outputs:
+``fronts.png`` and ``fronts.csv`` (one row per front point, with its sweep's hypervolume).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.hypervolume import DEFAULT_REFERENCE, describe_reference, front_hypervolume
+from analysis.pareto import default_minimize, export_columns, front_axes, pareto_front
+from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, load, metric_column, \
+    select_parent, sweeps
+
+
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _staircase(xs: np.ndarray, ys: np.ndarray, ref: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The outline of the area maximized points dominate above ``ref``, as a closed polygon:
+    (r_x, r_y), (r_x, y_1), (x_1, y_1), (x_1, y_2), ..., (x_n, y_n), (x_n, r_y) for a front sorted
+    by x ascending (so y descending)."""
+    keep = (xs > ref[0]) & (ys > ref[1])
+    order = np.argsort(xs[keep], kind="stable")
+    fx, fy = xs[keep][order], ys[keep][order]
+    px, py = [ref[0], ref[0]], [ref[1], fy[0] if len(fy) else ref[1]]
+    for i in range(len(fx)):
+        px += [fx[i], fx[i]]
+        py += [fy[i], fy[i + 1] if i + 1 < len(fy) else ref[1]]
+    return np.asarray(px), np.asarray(py)
+
+
+def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_uri: str | None = None,
+                 x: str | None = None, y: str = "gan_test", reference: tuple[float, float] | None = None,
+                 include_stopped: bool = False, minimize: Collection[str] | None = None
+                 ) -> tuple[dict[str, Path], dict[str, float]]:
+    """Plot the fronts of the sweeps ``names`` (the most recent run of each name; every sweep
+    of the experiment when empty). Returns the written files and each sweep's hypervolume."""
+    if not names:
+        names = list(dict.fromkeys(sweeps(experiment, tracking_uri)["sweep"].dropna()))
+        if not names:
+            raise AnalysisError(f"no sweep (parent run) in MLflow experiment {experiment!r}")
+    frames = {name: load(experiment, tracking_uri, select_parent(experiment, tracking_uri, name)) for name in names}
+    first = next(iter(frames.values()))
+    xc, yc = front_axes(pd.concat(frames.values()), x, y)  # one split and judge across the sweeps
+    minimize = default_minimize(xc, yc) if minimize is None else minimize
+    minimized = {column_name(m) for m in minimize}
+    sign = np.array([-1.0 if c in minimized else 1.0 for c in (xc, yc)])
+    scale = np.array([100.0 if c in PERCENT else 1.0 for c in (xc, yc)])  # fractions shown in percent
+    ref = np.array(DEFAULT_REFERENCE if reference is None else reference, dtype=float)
+
+    fig, ax = plt.subplots(figsize=(8.4, 4.8), dpi=120)
+    rows, volumes = [], {}
+    for i, (name, frame) in enumerate(frames.items()):
+        color = f"C{i % 10}"
+        front = pareto_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
+        volumes[name] = front_hypervolume(frame, xc, yc, reference, include_stopped, minimize)
+        n_pool = int(frame[xc].notna().sum())
+        fx, fy = front[xc].to_numpy(float), front[yc].to_numpy(float)
+        # Outline in the maximized orientation, then back to the metrics' own direction and units.
+        ox, oy = _staircase(sign[0] * fx, sign[1] * fy, (sign[0] * ref[0], sign[1] * ref[1]))
+        ox, oy = sign[0] * ox * scale[0], sign[1] * oy * scale[1]
+        ax.fill(ox, oy, color=color, alpha=0.08, lw=0)
+        # Own line style, marker and a shrinking size: sweeps with the same front stay visible.
+        ax.plot(ox, oy, color=color, lw=1.2, ls=LINESTYLES[i % len(LINESTYLES)])
+        ax.scatter(fx * scale[0], fy * scale[1], color=color, s=max(70 - 14 * i, 14), zorder=3 + i,
+                   marker=MARKERS[i % len(MARKERS)],
+                   label=f"{name}: hypervolume {volumes[name]:.4f} ({len(front)} of {n_pool} trials on the front)")
+        others = frame[frame[xc].notna() & frame[yc].notna() & ~frame["run_id"].isin(front["run_id"])]
+        ax.scatter(others[xc] * scale[0], others[yc] * scale[1], color=color, marker="x", s=14, alpha=0.5)
+        rows.append(export_columns(front, xc, yc).assign(sweep=name, hypervolume=volumes[name]))
+    ax.set_xlabel(LABELS.get(xc, xc) + (" (lower is better)" if xc in LOWER_IS_BETTER else ""))
+    ax.set_ylabel(LABELS.get(yc, yc) + (" (lower is better)" if yc in LOWER_IS_BETTER else ""))
+    ax.set_title(f"Pareto fronts of {len(frames)} sweeps in {experiment!r} (crosses: off the front)\n"
+                 f"hypervolume against {describe_reference(xc, yc, reference)}", fontsize=9)
+    ax.grid(alpha=0.3)
+    # Beside the axes, never over a point.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"fronts.png": out_dir / "fronts.png", "fronts.csv": out_dir / "fronts.csv"}
+    fig.savefig(paths["fronts.png"])
+    plt.close(fig)
+    pd.concat(rows, ignore_index=True).to_csv(paths["fronts.csv"], index=False)
+    return paths, volumes

@@ -1,0 +1,83 @@
+"""The hypervolume of a two-metric front: the area it dominates above a reference point.
+
+Both metrics are maximized (a minimized metric is negated first, as in :mod:`analysis.pareto`).
+A point ``p`` dominates the box ``[r_x, p_x] × [r_y, p_y]`` above the reference point ``r``; the
+hypervolume of a set of points is the area of the union of their boxes. It grows when any point
+of the front moves outwards, so one number compares two sweeps' fronts, provided both use the
+same reference point. For accuracy and GAN-test (fractions in [0, 1]) the reference point is
+(0, 0) and the hypervolume is a fraction of the unit square: 1 would be a model with 100 %
+accuracy and 100 % GAN-test.
+
+Optuna computes hypervolumes too, but only in a private module (``optuna._hypervolume``) whose
+name and signature may change with any release; in two dimensions the exact computation is a
+sort and one sweep (:func:`hypervolume_2d`), checked in the tests against inclusion–exclusion
+and grid counting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.pareto import default_minimize, front_axes, pareto_front
+from analysis.runs import LOWER_IS_BETTER, AnalysisError, column_name, metric_column
+
+DEFAULT_REFERENCE = (0.0, 0.0)  # fractions in [0, 1], both maximized: the worst possible point
+
+
+def hypervolume_2d(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+                   reference: tuple[float, float] = DEFAULT_REFERENCE) -> float:
+    """Area dominated by the points ``(x[i], y[i])`` above ``reference``, both maximized.
+
+    Points not strictly better than the reference on both metrics add nothing. Sorted by x
+    descending, each point adds the strip between the highest y seen so far and its own y,
+    ``x - r_x`` wide. O(n log n); any point set (dominated points, ties, duplicates) is fine.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of one length, not {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("hypervolume of non-finite points")
+    rx, ry = map(float, reference)
+    keep = (x > rx) & (y > ry)
+    x, y = x[keep], y[keep]
+    area, top = 0.0, ry
+    for i in np.lexsort((-y, -x)):  # x descending, then y descending
+        if y[i] > top:
+            area += (x[i] - rx) * (y[i] - top)
+            top = y[i]
+    return area
+
+
+def front_hypervolume(frame: pd.DataFrame, x: str | None = None, y: str = "gan_test",
+                      reference: tuple[float, float] | None = None, include_stopped: bool = False,
+                      minimize: Collection[str] | None = None) -> float:
+    """Hypervolume of the Pareto front of ``frame``'s trials on ``x`` and ``y``.
+
+    The reference point is in the metrics' own units (fractions, not percent); a minimized
+    metric's reference is an upper bound. ``None`` means (0, 0), which only makes sense for
+    maximized metrics, so a minimized metric needs an explicit reference. Candidates are those of
+    :func:`analysis.pareto.pareto_front`; ``x=None`` is the accuracy the trials selected by, and
+    the axes are checked as for the front (:func:`analysis.pareto.front_axes`).
+    """
+    xc, yc = front_axes(frame, x, y)
+    minimize = default_minimize(xc, yc) if minimize is None else minimize
+    minimized = {column_name(m) for m in minimize}
+    if reference is None:
+        if minimized:
+            raise AnalysisError(f"the hypervolume of a minimized metric ({', '.join(sorted(minimized))}) "
+                                "needs an explicit reference point (--reference X Y)")
+        reference = DEFAULT_REFERENCE
+    front = pareto_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
+    sx, sy = (-1.0 if c in minimized else 1.0 for c in (xc, yc))
+    return hypervolume_2d(sx * front[xc].to_numpy(float), sy * front[yc].to_numpy(float),
+                          (sx * reference[0], sy * reference[1]))
+
+
+def describe_reference(x: str, y: str, reference: tuple[float, float] | None) -> str:
+    """``test_acc=0, gan_test=0``: the reference point as printed beside a hypervolume."""
+    ref = DEFAULT_REFERENCE if reference is None else reference
+    return ", ".join(f"{column_name(m)}={v:g}" + (" (upper bound)" if column_name(m) in LOWER_IS_BETTER else "")
+                     for m, v in zip((x, y), ref))
