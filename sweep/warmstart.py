@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep import tracking
 from sweep.config import SearchConfig, SweepConfig
-from sweep.objective import WORST, objective_value
+from sweep.objective import WORST, objective_value, worst_value
 from sweep.points import Point, apply_point
 from sweep.preflight import PreflightError, sqlite_missing
 from sweep.record import SelectionSplit, Status, Tag
@@ -62,9 +62,10 @@ def _refuse(message: str) -> PreflightError:
 
 
 def _values(cfg: SweepConfig, run: Run, status: str) -> list[float]:
-    """The trial's values for this sweep's objectives (WORST for a diverged trial)."""
+    """The trial's values for this sweep's objectives (a diverged trial: the value a diverged
+    trial of this sweep reports, its objective's worst, WORST for a plain metric)."""
     if status == Status.DIVERGED:
-        return [WORST] * len(cfg.search.objectives)
+        return [worst_value(cfg.objective) if key == keys.OBJECTIVE else WORST for key in cfg.search.objectives]
     metrics: dict[str, Any] = {**run.data.metrics, keys.STATUS: status}
     out = []
     for key in cfg.search.objectives:
