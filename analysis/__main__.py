@@ -57,10 +57,10 @@ def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
 
 def _fronts(args: argparse.Namespace) -> dict[str, Path]:
     reference = tuple(args.reference) if args.reference else None
-    paths, volumes = fronts.write_fronts(args.experiment, args.sweep or [], args.out, args.tracking_uri, args.x,
+    paths, volumes, (xc, yc) = fronts.write_fronts(args.experiment, args.sweep or [], args.out, args.tracking_uri, args.x,
                                          args.y, reference, args.include_stopped, args.minimize)
     for name, volume in volumes.items():
-        print(f"hypervolume {volume:.4f} {name} (reference point {describe_reference(args.x, args.y, reference)})")
+        print(f"hypervolume {volume:.4f} {name} (reference point {describe_reference(xc, yc, reference)})")
     return paths
 
 
@@ -136,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, Path]:
     """Select the trials, write the command's outputs and log them; returns name -> path."""
+    args.notice = None  # a line about the selection split, printed after the outputs
     if args.command in MULTI_COMMANDS:
         if args.out is None:
             args.out = Path("out", "analysis", args.experiment, "fronts")
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     if parent is not None and not args.no_log:
         log_outputs(paths, parent, args.tracking_uri)
         # sweep/hypervolume names one number: the accuracy/GAN-test front against (0, 0).
-        default = (column_name(args.x), column_name(args.y)) == ("test_acc", "gan_test") and args.reference in (None, list(DEFAULT_REFERENCE))
+        default = args.x is None and column_name(args.y) == "gan_test" and args.reference in (None, list(DEFAULT_REFERENCE))
         if args.command == "pareto" and default and not args.include_stopped:
             tracking.log_parent_metrics(client(args.tracking_uri), parent, {HYPERVOLUME: args.hypervolume})
     return paths

@@ -44,9 +44,10 @@ def _staircase(xs: np.ndarray, ys: np.ndarray, ref: tuple[float, float]) -> tupl
 def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_uri: str | None = None,
                  x: str | None = None, y: str = "gan_test", reference: tuple[float, float] | None = None,
                  include_stopped: bool = False, minimize: Collection[str] | None = None
-                 ) -> tuple[dict[str, Path], dict[str, float]]:
+                 ) -> tuple[dict[str, Path], dict[str, float], tuple[str, str]]:
     """Plot the fronts of the sweeps ``names`` (the most recent run of each name; every sweep
-    of the experiment when empty). Returns the written files and each sweep's hypervolume."""
+    of the experiment when empty). Returns the written files, each sweep's hypervolume and the
+    two metric columns drawn (``x=None``: the accuracy the trials selected by)."""
     if not names:
         names = list(dict.fromkeys(sweeps(experiment, tracking_uri)["sweep"].dropna()))
         if not names:
@@ -94,4 +95,4 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
     fig.savefig(paths["fronts.png"])
     plt.close(fig)
     pd.concat(rows, ignore_index=True).to_csv(paths["fronts.csv"], index=False)
-    return paths, volumes
+    return paths, volumes, (xc, yc)

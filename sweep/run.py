@@ -193,9 +193,9 @@ def _ui(uri: str, experiment_id: str) -> str:
 def _print_next_steps(
     cfg: SweepConfig, uri: str, parent_id: str, storage: str, args: argparse.Namespace, experiment_id: str
 ) -> None:
-    exp = cfg.experiment_name
+    exp, q = cfg.experiment_name, shlex.quote  # every printed command pastes into a shell as is
     ui = _ui(uri, experiment_id)
-    uri_flag = f" --tracking-uri {shlex.quote(uri)}"
+    uri_flag = f" --tracking-uri {q(uri)}"
     print(
         f"\nResults:\n"
         f"  MLflow:      {uri}  (experiment '{exp}', parent run '{cfg.name}' = {parent_id})\n"

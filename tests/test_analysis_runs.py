@@ -321,9 +321,9 @@ def test_trials_selected_on_test_are_said_so_loudly(mixed, tmp_path, capsys):
 def test_table2_shows_the_reachable_floor_beside_the_relative_fisher_divergence(mixed, tmp_path):
     main(["table2", "--experiment", "judges", "--sweep", "a", "--metric", "fisher_divergence_rel",
           "--tracking-uri", mixed, "--out", str(tmp_path)])
-    md = (tmp_path / "table2.md").read_text()
+    md = (tmp_path / "fisher_divergence_rel_table2.md").read_text()  # a file per metric
     assert "fisher_divergence_rel 0.95 (floor 0.9)" in md and "fisher_divergence_rel 0.85 (floor 0.8)" in md
-    assert_png(tmp_path / "table2.png")
+    assert_png(tmp_path / "fisher_divergence_rel_table2.png")
 
 
 def test_cli_writes_one_file_per_metric(store, tmp_path):

@@ -24,18 +24,18 @@ def test_objective_shows_a_dash_until_the_first_evaluation_and_trials_by_point(c
     a, b = FakeTrial("t0", {POINT: "sm λ1e-3 μ1e-4 s0"}), FakeTrial("t1", {POINT: "base s0"})
     trials = [a, b]
     progress.on_step_begin(0, trials)
-    # Epoch 1: accuracy is logged every epoch, the objective (needs GAN-test) only at evaluations.
-    progress.on_trial_result(1, trials, a, {keys.EPOCH: 1, keys.STATUS: "running", keys.TEST_ACC: 0.4,
+    # Epoch 1: validation accuracy (what selects) is logged every epoch, the objective (needs GAN-test) only at evaluations.
+    progress.on_trial_result(1, trials, a, {keys.EPOCH: 1, keys.STATUS: "running", keys.VAL_ACC: 0.4,
                                             keys.OBJECTIVE: 0.0})  # fmt: skip
-    progress.on_trial_result(2, trials, a, {keys.EPOCH: 2, keys.STATUS: "running", keys.TEST_ACC: 0.6,
+    progress.on_trial_result(2, trials, a, {keys.EPOCH: 2, keys.STATUS: "running", keys.VAL_ACC: 0.6,
                                             keys.GAN_TEST: 0.2, keys.OBJECTIVE: 0.4})  # fmt: skip
     progress.on_trial_result(3, trials, b, {keys.EPOCH: 1, keys.STATUS: "diverged", keys.OBJECTIVE: 0.0})
     b.status = "TERMINATED"
     progress.on_trial_complete(3, trials, b)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "trials: 2 to run; a line per trial epoch (at most every 0 s per trial)"
-    assert "sm λ1e-3 μ1e-4 s0" in lines[1] and "epoch 1/4  objective -  acc 0.400" in lines[1]
-    assert "epoch 2/4  objective 0.400  acc 0.600" in lines[2]
+    assert "sm λ1e-3 μ1e-4 s0" in lines[1] and "epoch 1/4  objective -  val acc 0.400" in lines[1]
+    assert "epoch 2/4  objective 0.400  val acc 0.600" in lines[2]
     assert lines[3].split()[:2] == ["base", "s0"] and "diverged at epoch 1/4  objective 0.000" in lines[3]
     assert "[1/2 trials done" in lines[3]
     assert not any("_trainable_" in line or "t0" in line.split() for line in lines)

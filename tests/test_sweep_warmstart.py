@@ -44,7 +44,8 @@ def _write_sweep(uri: str, name: str, rows, extra_sets: tuple[str, ...] = ()) ->
     for i, (lam, mu, status, acc, gan) in enumerate(rows):
         point = Point((("loss.lam", lam), ("loss.mu", mu)), 0)
         trial = tracking.TrialRun(uri, exp_id, parent, name, point.key)
-        ids[(lam, mu)] = trial.open(f"sm {i}", f"t{i}", flatten(apply_point(cfg.trainer.model_dump(), point)))
+        params = flatten(apply_point(cfg.trainer.model_dump(), point))
+        ids[(lam, mu)] = trial.open(f"sm {i}", f"t{i}", params, selection_split=cfg.objective.split)
         metrics = {keys.EPOCH: 1}
         if acc is not None:  # validation and test accuracy alike, so the test holds whichever selects
             metrics.update({keys.TEST_ACC: acc, keys.VAL_ACC: acc, keys.GAN_TEST: gan,
@@ -120,6 +121,8 @@ def test_seed_study_twice_adds_each_run_once(tmp_path):
     ("bad-lr", ("trainer.optim.lr=0.5",), "was trained with optim.lr=0.5, this sweep with optim.lr=0.05"),
     ("bad-judge", ("judge.epochs=3",), "judged GAN-test with judge.epochs=3, this sweep with judge.epochs=1"),
     ("nope", None, "no sweep named 'nope'"),
+    # A source that selected on test (the paper's setting) has objective values of another kind.
+    ("on-test", ("trainer.data.val_size=0", "objective.split=test"), "selected on its test split, this sweep on val"),
 ])  # fmt: skip
 def test_incompatible_sweep_is_refused_before_any_trial(mlflow_server, tmp_path, capsys, warm, extra, message):
     uri = mlflow_server.uri
