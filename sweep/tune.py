@@ -41,15 +41,6 @@ from sweep.points import apply_point, grid_points, point_name  # noqa: E402
 from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
-# Reporter columns: metric key -> header (the point's name comes first).
-COLUMNS = {
-    keys.EPOCH: "epoch",
-    keys.TEST_ACC: "acc",
-    keys.GAN_TEST: "gan_test",
-    keys.OBJECTIVE: "objective",
-}
-
-
 # Ray picks a reachable node IP on Linux and binds its gRPC servers (GCS, raylet, workers, the
 # driver) and the agents' metrics port to every interface; on macOS and Windows it uses loopback.
 # This switch (read by Ray at import and inherited by the processes it starts) selects the
@@ -303,8 +294,6 @@ class SearchSetup:
     search_alg: Any  # None: Tune's own grid
     num_samples: int
     metric: str | None  # None: several objectives, the searcher knows them
-    parameter_columns: dict[str, str]  # reporter: grid trials carry their name in the config...
-    metric_columns: dict[str, str]  # ... Optuna's report it as a metric
 
 
 def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> SearchSetup:
@@ -315,15 +304,13 @@ def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> Sea
             # ASHA judges each trial against those that reached a rung before it; a grid in
             # config order (often worst λ first) would never be cut, so run it shuffled.
             random.Random(0).shuffle(names)
-        return SearchSetup({POINT: tune.grid_search(names)}, None, 1, keys.OBJECTIVE, {POINT: "point"}, COLUMNS)
+        return SearchSetup({POINT: tune.grid_search(names)}, None, 1, keys.OBJECTIVE)
     objectives = cfg.search.objectives
     return SearchSetup(
         param_space={},
         search_alg=_optuna(cfg, study_storage),
         num_samples=cfg.search.n_trials,
         metric=objectives[0] if len(objectives) == 1 else None,
-        parameter_columns={},
-        metric_columns={POINT: "point", **COLUMNS},
     )
 
 
