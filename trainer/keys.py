@@ -71,3 +71,26 @@ def density_ratio_key(sigma: float) -> str:
 def pixel_perturbation_key(fraction: float) -> str:
     """``eval/pixel_acc/frac_0.0100`` for fraction = 0.01."""
     return f"{PIXEL_PERTURBATION_PREFIX}{fraction:.4f}"
+
+
+# Intervals: a reported number's 95 % interval is logged beside it, at the same step, as
+# ``<key>_lo`` and ``<key>_hi`` (trainer.stats computes them).
+LO_SUFFIX = "_lo"
+HI_SUFFIX = "_hi"
+
+
+def lo_key(key: str) -> str:
+    """``val/acc`` -> ``val/acc_lo``: the lower end of the metric's 95 % interval."""
+    return key + LO_SUFFIX
+
+
+def hi_key(key: str) -> str:
+    """``val/acc`` -> ``val/acc_hi``: the upper end of the metric's 95 % interval."""
+    return key + HI_SUFFIX
+
+
+# Confirmation (sweep.confirm): a finalist re-scored on draws that selection never saw, logged in
+# its own run with the intervals above. What a sweep reports as its result reads these.
+CONFIRM_GAN_TEST = "confirm/gan_test"  # GAN-test on fresh samples from another sample seed
+CONFIRM_TEST_ACC = "confirm/test_acc"  # test accuracy of the selected checkpoint
+CONFIRM_OBJECTIVE = "confirm/objective"  # the objective from the confirmed parts
