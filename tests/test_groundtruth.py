@@ -12,7 +12,8 @@ from torch import nn
 from trainer import keys
 from trainer.config import DataConfig, LossConfig
 from trainer.data import GaussianDensity, load_gaussians, make_density, smooth_kernel
-from trainer.groundtruth import fisher_divergence_rel_floor, groundtruth_metrics, optimal_scale
+from trainer.groundtruth import (fisher_divergence_rel_floor, flat_samples, groundtruth_metrics, optimal_scale,
+                                 ratio_interval)
 from trainer.losses import compute_loss
 
 COVARIANCES = ["isotropic", "smooth"]
@@ -186,6 +187,11 @@ def test_short_run_on_gaussians_reports_the_groundtruth_metrics(tmp_path):
     assert final[keys.FISHER_DIVERGENCE] > 0 and final[keys.FISHER_DIVERGENCE_REL] > 0
     # Reported beside the measured value: the floor for this run's μ, σ, D = 16 and σ_d = 0.1.
     assert final[keys.FISHER_DIVERGENCE_REL_FLOOR] == fisher_divergence_rel_floor(1e-4, 0.01, 16, 0.1)
+    # Every testbed metric and sample likelihood's two controls carry their 95 % interval.
+    for key in (keys.SCORE_ALIGNMENT, keys.FISHER_DIVERGENCE, keys.FISHER_DIVERGENCE_REL, keys.SAMPLE_LOGLIK,
+                keys.SAMPLE_LOGLIK_START, keys.SAMPLE_LOGLIK_FLAT, keys.TEST_ACC, keys.VAL_ACC):
+        assert final[keys.lo_key(key)] <= final[key] <= final[keys.hi_key(key)], key
+        assert final[keys.lo_key(key)] < final[keys.hi_key(key)], key
 
 
 class ScaledQuadratic(nn.Module):
@@ -217,6 +223,9 @@ def regularizer(a: float, x: torch.Tensor, y: torch.Tensor, means: torch.Tensor,
         {"mu": 1e-3, "sigma": 0.03},
         {"mu": 1e-3, "sigma": 0.03, "samples": 3},  # K draws divide the noise terms by K
         {"mu": 1e-3, "sigma": 0.03, "estimator": "central"},  # no first-order term
+        # The unbiased stability term h₁·h₂: E = (tr H)², the noise terms drop out.
+        {"mu": 1e-3, "sigma": 0.03, "stability": "unbiased"},
+        {"mu": 1e-2, "sigma": 0.03, "stability": "unbiased", "samples": 2},
     ],
 )
 def test_optimal_scale_is_the_brute_force_minimiser_of_the_estimators_objective(loss):
@@ -235,7 +244,7 @@ def test_optimal_scale_is_the_brute_force_minimiser_of_the_estimators_objective(
     found = minimize_scalar(lambda a: regularizer(a, x, y, means, loss), bounds=(grid[best - 1], grid[best + 1]),
                             method="bounded", options={"xatol": 1e-4 * grid[best]}).x
     expected = optimal_scale(loss["mu"], loss["sigma"], dim, noise_std, loss.get("samples", 1),
-                             loss.get("estimator", "taylor"))
+                             loss.get("estimator", "taylor"), loss.get("stability", "biased"))
     # Monte-Carlo error of the 6000-sample objective's minimiser: about 1% (seen up to 1.2% over data seeds).
     assert found == pytest.approx(expected, rel=0.02)
 
@@ -250,6 +259,19 @@ def test_floor_matches_the_issues_figures_and_its_limits():
     assert 0.1 < fisher_divergence_rel_floor(1e-4, 0.01, 64, 0.1, estimator="central") < floors[0] / 2
     # More draws average the first-order noise away: a lower floor.
     assert fisher_divergence_rel_floor(1e-4, 0.01, 64, 0.1, draws=4) < floors[0]
+
+
+def test_unbiased_floor_matches_the_issues_figures_by_hand():
+    # h₁·h₂ has mean (tr H)²: a* = 1/(σ_d² + 2μD). μ = 1e-4: 1/(0.01 + 0.0128) = 43.86, floor
+    # (1 − 0.4386)² = 0.315; μ = 1e-3: 1/(0.01 + 0.128) = 7.246, floor (1 − 0.07246)² = 0.860.
+    unbiased = [fisher_divergence_rel_floor(mu, 0.01, 64, 0.1, stability="unbiased") for mu in (1e-4, 1e-3)]
+    assert unbiased == pytest.approx([(1 - 0.01 / 0.0228) ** 2, (1 - 0.01 / 0.138) ** 2], rel=1e-12)
+    assert unbiased == pytest.approx([0.315, 0.860], abs=5e-4)
+    biased = [fisher_divergence_rel_floor(mu, 0.01, 64, 0.1) for mu in (1e-4, 1e-3)]
+    assert biased == pytest.approx([0.816, 0.979], abs=5e-4)
+    # σ, K and the estimator drop out of the unbiased term's expectation.
+    assert fisher_divergence_rel_floor(1e-4, 0.1, 64, 0.1, draws=3, estimator="central", stability="unbiased") == \
+        unbiased[0]
 
 
 def test_model_at_the_optimal_scale_measures_exactly_the_floor():
@@ -270,3 +292,45 @@ def test_model_at_the_optimal_scale_measures_exactly_the_floor():
     smooth = load_gaussians(small_cfg(covariance="smooth"))
     quad = ScaledQuadratic(smooth.density.means.float(), 1.0)
     assert keys.FISHER_DIVERGENCE_REL_FLOOR not in groundtruth_metrics(quad, smooth, smooth.test_x, smooth.test_y, loss=loss)
+
+
+def test_flat_samples_are_what_the_sampler_gives_a_model_without_input_gradient():
+    from trainer.evaluation import generate_samples
+
+    targets = torch.tensor([0, 1, 2, 0, 1])
+    kw = dict(shape=(2, 4, 4), lr=0.5, prior=0.3, init_mean=0.3, init_std=0.4, seed=3)
+    start = generate_samples(ConstantModel(3), targets, steps=0, **kw)
+    sampled = generate_samples(ConstantModel(3), targets, steps=7, **kw)
+    assert torch.allclose(flat_samples(start, 7, 0.5, 0.3), sampled, atol=1e-6)
+    # No clamp is hit here (lr·prior < 1): a contraction towards 0.5 by (1 − lr·prior) per step.
+    assert torch.allclose(flat_samples(start, 7, 0.5, 0.3), 0.5 + 0.85**7 * (start - 0.5), atol=1e-6)
+
+
+def test_ratio_interval_is_the_delta_method_by_hand():
+    gen = torch.Generator().manual_seed(0)
+    den = 1 + torch.rand(400, generator=gen, dtype=torch.float64)
+    num = 0.3 * den + 0.1 * torch.randn(400, generator=gen, dtype=torch.float64)
+    iv = ratio_interval(num, den)
+    n, r = 400, (num.sum() / den.sum()).item()
+    # Var(R̂) ≈ (Var(num) − 2R·Cov(num, den) + R²·Var(den)) / (n·mean(den)²)
+    cov = torch.cov(torch.stack([num, den]))
+    var = (cov[0, 0] - 2 * r * cov[0, 1] + r * r * cov[1, 1]).item() / (n * den.mean().item() ** 2)
+    assert iv.value == pytest.approx(r, rel=1e-12)
+    assert iv.half_width == pytest.approx(1.959964 * var**0.5, rel=1e-5)
+
+
+def test_controls_score_the_start_and_the_flat_samples():
+    data = load_gaussians(small_cfg(test_size=40))
+    model = ConstantModel(3)
+    targets = data.test_y[:12]
+    start = torch.rand(12, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    flat = flat_samples(start, 50, 0.1, 0.5)
+    metrics = groundtruth_metrics(model, data, start, targets, start=start, flat=flat)
+    loglik = data.density.log_prob(start, targets) / data.density.dim
+    assert metrics[keys.SAMPLE_LOGLIK_START] == pytest.approx(loglik.mean().item(), rel=1e-6)
+    assert metrics[keys.SAMPLE_LOGLIK_START] == pytest.approx(metrics[keys.SAMPLE_LOGLIK], rel=1e-12)
+    flat_loglik = (data.density.log_prob(flat, targets) / data.density.dim).double()
+    assert metrics[keys.SAMPLE_LOGLIK_FLAT] == pytest.approx(flat_loglik.mean().item(), rel=1e-6)
+    half = 1.959964 * flat_loglik.std().item() / 12**0.5
+    assert metrics[keys.hi_key(keys.SAMPLE_LOGLIK_FLAT)] - metrics[keys.SAMPLE_LOGLIK_FLAT] == pytest.approx(half, rel=1e-4)
+    assert keys.SAMPLE_LOGLIK_FLAT not in groundtruth_metrics(model, data, start, targets)

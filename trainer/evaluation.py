@@ -30,9 +30,10 @@ from torch import Tensor, nn
 
 from trainer import losses
 from trainer.config import EvalConfig, LossConfig
-from trainer.groundtruth import groundtruth_metrics
-from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, pixel_perturbation_key
+from trainer.groundtruth import flat_samples, groundtruth_metrics
+from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, hi_key, lo_key, pixel_perturbation_key
 from trainer.precision import fp32_precision
+from trainer.stats import proportion
 
 # Images per forward/backward pass. Bounds memory; results do not depend on it. 256 keeps the
 # evaluation's input gradients (about 1.8 GiB for a ResNet-18 on CIFAR, trainer.memory) below a
@@ -613,6 +614,8 @@ def evaluate_all(
     )
     if judge is not None:
         metrics[GAN_TEST] = gan_test(samples, targets, judge)
+        interval = proportion(metrics[GAN_TEST], len(samples))  # Wilson over the samples
+        metrics[lo_key(GAN_TEST)], metrics[hi_key(GAN_TEST)] = interval.lo, interval.hi
 
     n = cfg.density_images
     ratios = density_ratios(model, test_x[:n], test_y[:n], cfg.density_sigmas, cfg.density_draws, seed)
@@ -624,7 +627,11 @@ def evaluate_all(
     metrics.update({pixel_perturbation_key(f): a for f, a in accuracy.items()})
 
     if getattr(data, "density", None) is not None:
-        metrics.update(groundtruth_metrics(model, data, samples, targets, loss=loss))
+        # Sample likelihood's controls: the sampler's start (no step taken) and a flat model's samples.
+        initial = generate_samples(model, targets, shape=shape, steps=0, init_mean=cfg.init_mean,
+                                   init_std=cfg.init_std, seed=seed)
+        flat = flat_samples(initial, cfg.steps, cfg.step_size, cfg.prior)
+        metrics.update(groundtruth_metrics(model, data, samples, targets, loss=loss, start=initial, flat=flat))
 
     n = min(cfg.grid_images, MAX_TILES)  # tiles drawn; the titles say how many of how many
     saliency = saliency_maps(model, test_x[:n], test_y[:n])

@@ -53,6 +53,11 @@ FISHER_DIVERGENCE_REL = "eval/fisher_divergence_rel"
 # (mu, sigma, D, noise_std): what score matching could reach (trainer.groundtruth).
 FISHER_DIVERGENCE_REL_FLOOR = "eval/fisher_divergence_rel_floor"
 SAMPLE_LOGLIK = "eval/sample_loglik"  # true log-density per dimension of the samples
+# Its controls, same targets and start: the samples before any step (the initial distribution),
+# and those a flat model (zero input gradient: only the prior moves them) would give. A model
+# whose samples score no better than these has shown no alignment by this metric.
+SAMPLE_LOGLIK_START = "eval/sample_loglik_start"
+SAMPLE_LOGLIK_FLAT = "eval/sample_loglik_flat"
 
 # Computed by sweep from the metrics above.
 OBJECTIVE = "eval/objective"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer import keys
+from trainer import keys, stats
 from trainer.checkpoint import CHECKPOINT, load_checkpoint, load_judge, save_checkpoint
 from trainer.config import ConfigError, TrainConfig, flatten, load_config
 from trainer.data import Dataset, load_dataset, train_batches
@@ -124,11 +124,16 @@ def measure(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[float, fl
 
 
 def split_metrics(model: nn.Module, data: Dataset) -> dict[str, float]:
-    """``measure`` on the validation split (val/acc, val/loss; none without one) and the test set."""
+    """``measure`` on the validation split (val/acc, val/loss; none without one) and the test set,
+    each accuracy with its 95 % Wilson interval over the split's images (``val/acc_lo``, ...)."""
     metrics = {}
+    splits = [(keys.TEST_ACC, keys.TEST_LOSS, data.test_x, data.test_y)]
     if data.val_y is not None:
-        metrics[keys.VAL_ACC], metrics[keys.VAL_LOSS] = measure(model, data.val_x, data.val_y)
-    metrics[keys.TEST_ACC], metrics[keys.TEST_LOSS] = measure(model, data.test_x, data.test_y)
+        splits.insert(0, (keys.VAL_ACC, keys.VAL_LOSS, data.val_x, data.val_y))
+    for acc_key, loss_key, x, y in splits:
+        metrics[acc_key], metrics[loss_key] = measure(model, x, y)
+        interval = stats.proportion(metrics[acc_key], len(y))
+        metrics[keys.lo_key(acc_key)], metrics[keys.hi_key(acc_key)] = interval.lo, interval.hi
     return metrics
 
 
