@@ -56,17 +56,25 @@ def _numbers(value: Any) -> Any:
 
 
 # Metrics Optuna may maximize directly (search.objectives); none is measured on test images.
-SEARCH_OBJECTIVES = frozenset({keys.OBJECTIVE, keys.VAL_ACC, keys.GAN_TEST, keys.SAMPLE_LOGLIK})
+SEARCH_OBJECTIVES = frozenset({keys.OBJECTIVE, keys.VAL_ACC, keys.GAN_TEST})
 # Objectives that read one ground-truth metric of a known-density dataset (trainer.groundtruth).
 GROUNDTRUTH_OBJECTIVES = {
     "score_alignment": keys.SCORE_ALIGNMENT,
     "fisher_divergence": keys.FISHER_DIVERGENCE,
-    "sample_loglik": keys.SAMPLE_LOGLIK,
 }
-# Of those, the ones measured on the test images: choosing by them is choosing by test data.
-# (sample_loglik, like GAN-test, scores generated samples; their targets are test labels, class
-# indices only: no test image is seen.)
+# Both are measured on the test images: choosing by them is choosing by test data.
 ON_TEST_IMAGES = frozenset({"score_alignment", "fisher_divergence"})
+# Metrics that are reported but may not select, with the reason. The sample log-likelihood cannot
+# separate alignment from flatness: samples left at the sampler's start (-1.25 nats/dim) and a
+# model with zero input gradient (-1.07) score higher than every score-matching cell (-1.5 to
+# -2.4) and the baseline (-5.8) on the testbed, so maximizing it would pick the flattest model.
+# The trainer logs both controls beside it (eval/sample_loglik_start, eval/sample_loglik_flat).
+_FLAT_WINS = (
+    "rewards flat models: samples left at the sampler's start and a model with zero input gradient score "
+    "higher than any trained model, so it cannot tell alignment from flatness; it is reported beside its "
+    "controls (eval/sample_loglik_start, eval/sample_loglik_flat), never used to select"
+)
+NOT_SELECTABLE = {"sample_loglik": _FLAT_WINS, keys.SAMPLE_LOGLIK: _FLAT_WINS}  # objective.name, search.objectives
 ACCURACY_OBJECTIVES = frozenset({"weighted", "harmonic", "accuracy"})  # those that read accuracy
 
 
@@ -129,6 +137,9 @@ class SearchConfig(_Strict):
                 f"{keys.FISHER_DIVERGENCE} is minimized and Optuna maximizes these; use "
                 f"objective.name: fisher_divergence with {keys.OBJECTIVE} (its negative)"
             )
+        for m in v:
+            if m in NOT_SELECTABLE:
+                raise ValueError(f"{m} {NOT_SELECTABLE[m]}")
         bad = [m for m in v if m not in SEARCH_OBJECTIVES]
         if bad or not v or len(set(v)) != len(v):
             raise ValueError(f"must be distinct metrics from {sorted(SEARCH_OBJECTIVES)}, not {v}")
@@ -160,20 +171,25 @@ class ObjectiveConfig(_Strict):
     """The objective reported as ``eval/objective`` (maximized): what ASHA, Optuna and best.pt use.
 
     weighted, harmonic, accuracy and gan_test combine accuracy and GAN-test into [0, 1];
-    score_alignment (a cosine, in [-1, 1]), fisher_divergence (negated: minus the mean squared
-    distance to the true score) and sample_loglik (nats per dimension) read one ground-truth
-    metric of the ``gaussians`` dataset.
+    score_alignment (a cosine, in [-1, 1]) and fisher_divergence (negated: minus the mean squared
+    distance to the true score) read one ground-truth metric of the ``gaussians`` dataset
+    (sample_loglik is refused: :data:`NOT_SELECTABLE`).
     """
 
-    name: Literal[
-        "weighted", "harmonic", "accuracy", "gan_test", "score_alignment", "fisher_divergence", "sample_loglik"
-    ] = "weighted"
+    name: Literal["weighted", "harmonic", "accuracy", "gan_test", "score_alignment", "fisher_divergence"] = "weighted"
     weight: float = Field(0.5, ge=0, le=1)  # weighted: weight of accuracy (GAN-test gets 1-w)
     # The data the objective reads. val: val/acc from the validation split (trainer.data.val_size
     # > 0). test: test/acc, for presets that reproduce a paper table by training on the whole
     # training set (val_size: 0) as the paper did, or a ground-truth metric measured on the test
     # images. Every trial is tagged with it (trial.selection_split) and the analysis says so.
     split: Literal["val", "test"] = "val"
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _selectable(cls, v: Any) -> Any:
+        if v in NOT_SELECTABLE:
+            raise ValueError(f"{v} {NOT_SELECTABLE[v]}")
+        return v
 
 
 class TrackingConfig(_Strict):
@@ -281,7 +297,7 @@ class SweepConfig(_Strict):
                 raise ValueError(
                     f"objective.name: {name} is measured on the test images ({GROUNDTRUTH_OBJECTIVES[name]}), "
                     "so selecting by it selects on test data; set objective.split: test to do that knowingly "
-                    "(every trial is tagged and the analysis says so), or use objective.name: sample_loglik"
+                    "(every trial is tagged and the analysis says so)"
                 )
             if name in ACCURACY_OBJECTIVES and val_size == 0:
                 raise ValueError(

@@ -10,8 +10,17 @@ indices only, and no test image is seen, so it is not a selection on test data.
 The accuracy/GAN-test objectives map two fractions in [0, 1] to [0, 1], so their worst value (given
 to diverged trials and to epochs before the first evaluation) is 0. The ground-truth objectives have
 their own ranges: ``score_alignment`` is a cosine in [-1, 1] (worst -1); ``fisher_divergence`` is
-negated (minus the mean squared distance to the true score, so larger is better) and
-``sample_loglik`` is in nats per dimension, both unbounded below (worst -inf).
+negated (minus the mean squared distance to the true score, so larger is better), unbounded below
+(worst -inf). The sample log-likelihood is no objective (sweep.config.NOT_SELECTABLE says why).
+
+Every objective value has a 95 % interval (:func:`objective_interval`), logged beside it as
+``eval/objective_lo``/``_hi``; selection still ranks by the value. It follows from the intervals
+the trainer logs for the parts (Wilson for accuracy over the split's images and GAN-test over the
+samples, mean intervals for ground-truth metrics): ``weighted`` and ``harmonic`` combine the two
+independent parts by first-order propagation (:func:`trainer.stats.combine`: exact for the
+weighted mean, the delta method for the harmonic mean), clipped to [0, 1]; the one-part
+objectives take their part's interval (negated for ``fisher_divergence``); a diverged trial's
+worst value has lo = hi = the value.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Callable, Mapping
 
 from sweep.config import GROUNDTRUTH_OBJECTIVES, ObjectiveConfig
 from trainer import keys
+from trainer.stats import Interval, combine
 
 WORST = 0.0  # the worst value of the accuracy/GAN-test objectives, all in [0, 1]
 
@@ -41,8 +51,8 @@ OBJECTIVES: dict[str, Callable[[float, float, float], float]] = {
     "gan_test": lambda acc, gan, weight: gan,
 }
 # Ground-truth objectives: sign that makes larger better, and the worst value.
-_GROUNDTRUTH_SIGN = {"score_alignment": 1.0, "fisher_divergence": -1.0, "sample_loglik": 1.0}
-_GROUNDTRUTH_WORST = {"score_alignment": -1.0, "fisher_divergence": -math.inf, "sample_loglik": -math.inf}
+_GROUNDTRUTH_SIGN = {"score_alignment": 1.0, "fisher_divergence": -1.0}
+_GROUNDTRUTH_WORST = {"score_alignment": -1.0, "fisher_divergence": -math.inf}
 
 
 def accuracy_key(cfg: ObjectiveConfig) -> str:
@@ -67,3 +77,35 @@ def objective_value(cfg: ObjectiveConfig, metrics: Mapping[str, object]) -> floa
     if (cfg.name != "gan_test" and acc is None) or (cfg.name != "accuracy" and gan is None):
         return None
     return float(OBJECTIVES[cfg.name](float(acc or 0.0), float(gan or 0.0), cfg.weight))
+
+
+def _part(metrics: Mapping[str, object], key: str) -> Interval | None:
+    """The logged metric ``key`` with its interval, None when it or its interval is missing."""
+    found = [metrics.get(k) for k in (key, keys.lo_key(key), keys.hi_key(key))]
+    return None if any(v is None for v in found) else Interval(*(float(v) for v in found))
+
+
+def objective_interval(cfg: ObjectiveConfig, metrics: Mapping[str, object]) -> Interval | None:
+    """The objective with its 95 % interval from the parts' logged intervals (module docstring);
+    None when there is no objective yet or a part's interval was not logged."""
+    value = objective_value(cfg, metrics)
+    if value is None:
+        return None
+    if metrics.get(keys.STATUS) == keys.Status.DIVERGED:
+        return Interval(value, value, value)
+    if cfg.name in GROUNDTRUTH_OBJECTIVES:
+        part = _part(metrics, GROUNDTRUTH_OBJECTIVES[cfg.name])
+        if part is None:
+            return None
+        ends = sorted(_GROUNDTRUTH_SIGN[cfg.name] * v for v in (part.lo, part.hi))
+        return Interval(value, *ends)
+    needed = {"accuracy": [accuracy_key(cfg)], "gan_test": [keys.GAN_TEST]}.get(
+        cfg.name, [accuracy_key(cfg), keys.GAN_TEST]
+    )
+    parts = [_part(metrics, key) for key in needed]
+    if any(p is None for p in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    interval = combine(lambda acc, gan: OBJECTIVES[cfg.name](acc, gan, cfg.weight), parts, bounds=(0.0, 1.0))
+    return Interval(value, interval.lo, interval.hi)

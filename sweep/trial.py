@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from sweep import recovery, tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
-from sweep.objective import objective_value, worst_value
+from sweep.objective import objective_interval, objective_value, worst_value
 from sweep.points import Point, apply_point, point_name
 from sweep.record import CURVES, IMAGES, Status
 from trainer import keys
@@ -106,6 +106,9 @@ def run_trial(
         logged = dict(metrics)
         if value is not None:  # logged at evaluation epochs only, so its history is real
             state["objective"] = logged[keys.OBJECTIVE] = value
+            interval = objective_interval(ctx.objective, metrics)  # beside it, same step; ranks by value
+            if interval is not None:
+                logged[keys.lo_key(keys.OBJECTIVE)], logged[keys.hi_key(keys.OBJECTIVE)] = interval.lo, interval.hi
         mlrun.log_metrics(logged, step=epoch)
         mlrun.log_files((Path(p), _upload_folder(Path(p))) for p in files.values())
         if status != Status.DIVERGED and (value is not None or status == Status.FINISHED):
