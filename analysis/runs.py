@@ -10,13 +10,16 @@ function of this frame.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -28,6 +31,7 @@ from pydantic import ValidationError
 
 from sweep.record import Role, SelectionSplit, Status, Tag, TrialRecord
 from trainer import keys
+from trainer.stats import Interval, seeds_interval
 
 class AnalysisError(ValueError):
     """Input the analysis cannot use; the message names the problem (the CLI exits 2)."""
@@ -64,15 +68,26 @@ METRICS: dict[str, str] = {
     "fisher_divergence_rel": keys.FISHER_DIVERGENCE_REL,
     "fisher_divergence_rel_floor": keys.FISHER_DIVERGENCE_REL_FLOOR,  # what eq. 4 can reach
     "sample_loglik": keys.SAMPLE_LOGLIK,
+    "sample_loglik_start": keys.SAMPLE_LOGLIK_START,  # its controls: the sampler's start, and
+    "sample_loglik_flat": keys.SAMPLE_LOGLIK_FLAT,  # a model with zero input gradient
+    # Confirmation: a finalist re-scored on draws selection never saw (what a sweep reports).
+    "confirm_gan_test": keys.CONFIRM_GAN_TEST,
+    "confirm_test_acc": keys.CONFIRM_TEST_ACC,
+    "confirm_objective": keys.CONFIRM_OBJECTIVE,
     "epochs_done": keys.EPOCH,  # completed epochs
 }
+# Columns logged with a 95 % interval (trainer.stats): their ends are the columns <col>_lo, <col>_hi.
+INTERVALS = ("val_acc", "test_acc", "gan_test", "objective", "score_alignment", "fisher_divergence",
+             "fisher_divergence_rel", "sample_loglik", "sample_loglik_start", "sample_loglik_flat",
+             "confirm_gan_test", "confirm_test_acc", "confirm_objective")
+CONFIRMED = {"gan_test": "confirm_gan_test", "test_acc": "confirm_test_acc", "objective": "confirm_objective"}
 # Metrics where smaller is better; every other metric is maximized.
 LOWER_IS_BETTER = frozenset({"val_loss", "test_loss", "train_loss", "fisher_divergence", "fisher_divergence_rel",
                              "fisher_divergence_rel_floor"})
 # Fractions in [0, 1] shown as percentages.
-PERCENT = frozenset({"val_acc", "test_acc", "gan_test", "train_acc"})
+PERCENT = frozenset({"val_acc", "test_acc", "gan_test", "train_acc", "confirm_gan_test", "confirm_test_acc"})
 # Columns measured on the test set: reported, never used to rank or choose on trials selected on val.
-TEST_COLUMNS = frozenset({"test_acc", "test_loss"})
+TEST_COLUMNS = frozenset({"test_acc", "test_loss", "confirm_test_acc"})
 LABELS: dict[str, str] = {
     "val_acc": "validation accuracy (%)",
     "val_loss": "validation loss",
@@ -87,6 +102,11 @@ LABELS: dict[str, str] = {
     "fisher_divergence_rel": "relative Fisher divergence",
     "fisher_divergence_rel_floor": "relative Fisher divergence eq. 4 can reach",
     "sample_loglik": "sample log-likelihood per dim",
+    "sample_loglik_start": "log-likelihood per dim of the sampler's start",
+    "sample_loglik_flat": "log-likelihood per dim of a flat model's samples",
+    "confirm_gan_test": "confirmed GAN-test (%)",
+    "confirm_test_acc": "confirmed test accuracy (%)",
+    "confirm_objective": "confirmed objective",
 }
 
 # A run's MLflow status, for runs without the tag trial.status.
@@ -215,8 +235,15 @@ def _frame(runs: pd.DataFrame) -> pd.DataFrame:
         frame[col] = _column(runs, f"params.{key}")
     for col, key in METRICS.items():
         frame[col] = pd.to_numeric(_column(runs, f"metrics.{key}"), errors="coerce")
+    for col in INTERVALS:  # logged at the same steps as the metric, so the latest values belong together
+        for end, key in (("lo", keys.lo_key(METRICS[col])), ("hi", keys.hi_key(METRICS[col]))):
+            frame[f"{col}_{end}"] = pd.to_numeric(_column(runs, f"metrics.{key}"), errors="coerce")
+    # A trial's settings without its seed (a hash of its other params): the seeds of one point share it.
+    params = sorted(c for c in runs.columns if c.startswith("params.") and c != f"params.{NUMERIC_PARAMS['seed']}")
+    settings = runs[params].astype(str).agg("|".join, axis=1) if params else runs["run_id"]
+    frame["config_key"] = settings.map(lambda text: hashlib.sha1(text.encode()).hexdigest()[:12])
     # Curve metrics (density ratios, pixel perturbation, ...) keep their MLflow key as column name.
-    known = {f"metrics.{key}" for key in METRICS.values()}
+    known = {f"metrics.{k}" for key in METRICS.values() for k in (key, keys.lo_key(key), keys.hi_key(key))}
     curves = [c for c in runs.columns if c.startswith("metrics.") and c not in known]
     return pd.concat([frame, runs[curves].rename(columns=lambda c: c.removeprefix("metrics."))], axis=1)
 
@@ -399,3 +426,61 @@ def check_not_test(split: str | None, *columns: str) -> None:
     if test and split == SelectionSplit.VAL:
         raise AnalysisError(f"{', '.join(test)} is test-set data and cannot choose (a front or a ranking is a "
                             "selection): use val_acc; test accuracy is reported beside it in front.csv")
+
+
+# Which interval a number carries, said wherever one is drawn or printed.
+SEEDS_INTERVAL = "Student's t over the seeds"  # several training seeds: the spread between them
+OWN_INTERVAL = "the run's own (Wilson over images or samples, propagated for the objective)"  # one seed
+
+
+def interval_of(rows: pd.DataFrame, column: str) -> tuple[Interval, str]:
+    """``column`` over ``rows`` (one point's seeds) with its 95 % interval, and which interval it is.
+
+    Several values: their mean with :func:`trainer.stats.seeds_interval` (:data:`SEEDS_INTERVAL`);
+    one: the value with its logged ``<column>_lo``/``_hi`` (:data:`OWN_INTERVAL`; NaN ends when
+    none was logged); none: NaN.
+    """
+    done = rows[rows[column].notna()] if column in rows.columns else rows.iloc[:0]
+    if len(done) >= 2:
+        return seeds_interval(done[column].astype(float).tolist()), SEEDS_INTERVAL
+    if len(done) == 1:
+        row = done.iloc[0]
+        lo, hi = (float(row[f"{column}_{end}"]) if f"{column}_{end}" in done.columns else float("nan")
+                  for end in ("lo", "hi"))
+        return Interval(float(row[column]), lo, hi), OWN_INTERVAL
+    return Interval(float("nan"), float("nan"), float("nan")), OWN_INTERVAL
+
+
+def point_name(run_name: str) -> str:
+    """A trial's display name without its seed: ``sm λ1e-3 μ1e-4 s0`` -> ``sm λ1e-3 μ1e-4``."""
+    return re.sub(r"\s+s\d+$", "", str(run_name))
+
+
+def seed_means(frame: pd.DataFrame, columns: Sequence[str], include_stopped: bool = False) -> pd.DataFrame:
+    """One row per point (trials sharing ``config_key``, i.e. all settings but the seed) of the
+    trials that ran to the end: each of ``columns`` is the mean over the point's seeds with its
+    interval (:func:`interval_of`) in ``<col>_lo``/``_hi``; ``seeds`` counts them and
+    ``interval`` says which interval it is. Ids, names and checkpoints are the first seed's
+    (``run_name`` without the seed when there are several); a frame without ``config_key`` has
+    one point per trial.
+    """
+    pool = frame[completed(frame, include_stopped)]
+    group_by = pool["config_key"] if "config_key" in pool.columns else pool["run_id"]
+    rows = []
+    for _, group in pool.groupby(group_by, sort=False):
+        row = group.iloc[0].copy()
+        row["seeds"] = len(group)
+        if len(group) > 1:
+            row["run_name"] = point_name(row["run_name"])
+            row["seed"] = pd.NA
+        kinds = set()
+        for column in dict.fromkeys(columns):
+            if column not in group.columns:
+                continue
+            interval, kind = interval_of(group, column)
+            row[column], row[f"{column}_lo"], row[f"{column}_hi"] = interval.value, interval.lo, interval.hi
+            if np.isfinite(interval.value):
+                kinds.add(kind)
+        row["interval"] = " / ".join(sorted(kinds))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*frame.columns, "seeds", "interval"]).reset_index(drop=True)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.runs import AnalysisError
-from analysis.table2 import caption, cell_stats, table2_frame, table2_values, write_table2
+from analysis.table2 import _colour_note, caption, cell_stats, separability, table2_frame, table2_values, write_table2
 from helpers import assert_png
 
 
@@ -40,11 +40,13 @@ def test_orientation_and_cell_text(frame):
     table = table2_frame(frame)
     assert table.index.tolist() == [1e-2, 1e-4, 1e-6]  # λ: largest at the top, as in the paper
     assert table.columns.tolist() == [1e-3, 1e-5]  # μ: largest on the left
-    assert table.loc[1e-2, 1e-3] == "65.00 ± 7.07% / 45.00 ± 7.07% (n=2)"
+    # Two seeds: mean ± Student's t half-width, t(1) · sd / √2 = 12.706 · 0.0707 / 1.414 = 63.53 points.
+    assert table.loc[1e-2, 1e-3] == "65.00 ± 63.53% / 45.00 ± 63.53% (n=2)"
     assert table.loc[1e-2, 1e-5] == "diverged"
     assert table.loc[1e-4, 1e-3] == "75.23% / 80.00% [1 diverged]"
     assert table.loc[1e-4, 1e-5] == ""  # never run
-    assert table.loc[1e-6, 1e-5] == "60.00 ± 10.00% / – (n=3)"  # no judge: GAN-test not logged
+    # t(2) · 0.1 / √3 = 4.303 · 0.0577 = 24.84 points; no judge: GAN-test not logged.
+    assert table.loc[1e-6, 1e-5] == "60.00 ± 24.84% / – (n=3)"
     assert table.loc[1e-6, 1e-3] == "stopped"  # stopped early: not averaged in
 
 
@@ -72,7 +74,7 @@ def test_write_table2_files(frame, tmp_path):
     assert_png(paths["table2.png"])
     md = paths["table2.md"].read_text().splitlines()
     assert md[0] == "| λ ↓ / μ → | 1e-03 | 1e-05 |"
-    assert md[2] == "| **1e-02** | 65.00 ± 7.07% / 45.00 ± 7.07% (n=2) | diverged |"
+    assert md[2] == "| **1e-02** | 65.00 ± 63.53% / 45.00 ± 63.53% (n=2) | diverged |"
     assert "- baseline: 76.00% / 60.00%" in md
     csv = pd.read_csv(paths["table2.csv"])
     assert len(csv) == 5 and "fisher_divergence_mean" in csv.columns
@@ -89,3 +91,45 @@ def test_off_grid_search_is_not_a_table(tmp_path):
     sampled = pd.DataFrame([trial(lam, mu, 0.5, 0.5) for lam, mu in 10 ** rng.uniform(-6, -2, (30, 2))])
     with pytest.raises(AnalysisError, match="not a grid"):
         write_table2(sampled, tmp_path)
+
+
+def with_intervals(acc, gan, half_acc, half_gan, **kw) -> dict:
+    """A one-seed trial whose logged intervals are value ± half (objective: the weighted mean's)."""
+    row = trial(1e-3, kw.pop("mu"), acc, gan, **kw)
+    obj_half = 0.5 * np.hypot(half_acc, half_gan)
+    return {**row, "test_acc_lo": acc - half_acc, "test_acc_hi": acc + half_acc, "gan_test_lo": gan - half_gan,
+            "gan_test_hi": gan + half_gan, "objective_lo": row["objective"] - obj_half,
+            "objective_hi": row["objective"] + obj_half, "selection_split": "val"}
+
+
+def test_one_seed_cells_carry_their_own_interval_and_separability_is_marked(tmp_path):
+    frame = pd.DataFrame([
+        with_intervals(0.80, 0.60, 0.02, 0.04, mu=1e-2),  # objective 0.700 ± 0.022: best
+        with_intervals(0.78, 0.58, 0.02, 0.04, mu=1e-3),  # 0.680 ± 0.022: overlaps the best
+        with_intervals(0.50, 0.40, 0.02, 0.04, mu=1e-4),  # 0.450 ± 0.022: apart
+        {**with_intervals(0.70, 0.50, 0.02, 0.04, mu=1e-4, seed=1), "confirm_test_acc": 0.69,
+         "confirm_test_acc_lo": 0.67, "confirm_test_acc_hi": 0.71, "confirm_gan_test": 0.45},
+    ])
+    for col in ("seed", "epochs", "epochs_done"):
+        frame[col] = frame[col].astype("Int64")
+    table = table2_frame(frame.iloc[:3])
+    assert table.loc[1e-3, 1e-2] == "80.00 ± 2.00% / 60.00 ± 4.00%"
+    stats = cell_stats(frame.iloc[:3]).set_index("mu")
+    assert stats.loc[1e-2, ["objective_lo", "objective_hi"]].tolist() == pytest.approx([0.7 - 0.02236, 0.7 + 0.02236],
+                                                                                      abs=1e-5)
+    assert separability(cell_stats(frame.iloc[:3]), "objective").tolist() == ["best", "not separable", ""]
+    paths = write_table2(frame.iloc[:3], tmp_path)
+    md = paths["table2.md"].read_text()
+    assert "80.00 ± 2.00% / 60.00 ± 4.00% **(best)**" in md
+    assert "78.00 ± 2.00% / 58.00 ± 4.00% (not separable from best)" in md
+    assert "Best cell by objective: λ=1e-03 μ=1e-02, 0.700 [0.678, 0.722]; not separable from it" in md
+    assert_png(paths["table2.png"])
+    # Confirmed numbers beside, not instead of, those that selected; two seeds now use t.
+    text = table2_frame(frame).loc[1e-3, 1e-4]
+    assert text.startswith("60.00 ± 127.06% / 45.00 ± 63.53% (n=2); confirmed 69.00 ± 2.00% / 45.00%"), text
+
+
+def test_the_heatmap_names_the_split_the_objective_read():
+    assert "validation split" in _colour_note("objective", "val")
+    assert "read on the test split" in _colour_note("objective", "test")
+    assert "test accuracy" not in _colour_note("objective", "val")
