@@ -46,9 +46,9 @@ def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
     stem = "" if args.x is None and args.y == "gan_test" else f"{xc}_{yc}_"  # one file per pair of metrics
     paths = pareto.write_pareto(frame, args.out, args.x, args.y, args.include_stopped, args.minimize, stem=stem)
     front = pd.read_csv(paths[f"{stem}front.csv"])
-    shown = [c for c in ("run_name", "status", "lam", "mu", "seed", xc, yc, "objective") if c in front.columns]
-    print(f"Pareto front of {xc} and {yc} ({len(front)} trial(s); checkpoints in front.csv):")
-    print(front[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") + "\n")
+    print(f"Pareto front of {xc} and {yc} ({len(front)} point(s), seeds averaged; checkpoints and interval "
+          f"columns in front.csv):")
+    print(pareto.front_text(front, xc, yc) + "\n")
     reference = tuple(args.reference) if args.reference else None
     args.hypervolume = front_hypervolume(frame, args.x, args.y, reference, args.include_stopped, args.minimize)
     print(f"hypervolume {args.hypervolume:.4f} (reference point {describe_reference(xc, yc, reference)})")

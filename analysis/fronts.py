@@ -1,7 +1,9 @@
 """Several sweeps' Pareto fronts in one plot, each with its hypervolume (``python -m analysis fronts``).
 
 Each sweep's front is drawn as the staircase that bounds the area it dominates (shaded lightly
-down to the reference point), so the plot shows what the hypervolume measures. Outputs:
+down to the reference point), so the plot shows what the hypervolume measures; each front point
+is a point's mean over its seeds with its 95 % interval as error bars (the title says which
+interval). Outputs:
 ``fronts.png`` and ``fronts.csv`` (one row per front point, with its sweep's hypervolume).
 """
 
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.hypervolume import DEFAULT_REFERENCE, describe_reference, front_hypervolume
-from analysis.pareto import default_minimize, export_columns, front_axes, pareto_front
+from analysis.pareto import error_bars, default_minimize, export_columns, front_axes, interval_note, point_front
 from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, load, metric_column, \
     select_parent, sweeps
 
@@ -62,10 +64,11 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
     ref = np.array(DEFAULT_REFERENCE if reference is None else reference, dtype=float)
 
     fig, ax = plt.subplots(figsize=(8.4, 4.8), dpi=120)
-    rows, volumes = [], {}
+    rows, volumes, notes = [], {}, set()
     for i, (name, frame) in enumerate(frames.items()):
         color = f"C{i % 10}"
-        front = pareto_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
+        # Over points: seeds averaged, each number with its 95 % interval (drawn as error bars).
+        front = point_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
         volumes[name] = front_hypervolume(frame, xc, yc, reference, include_stopped, minimize)
         n_pool = int(frame[xc].notna().sum())
         fx, fy = front[xc].to_numpy(float), front[yc].to_numpy(float)
@@ -78,13 +81,19 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
         ax.scatter(fx * scale[0], fy * scale[1], color=color, s=max(70 - 14 * i, 14), zorder=3 + i,
                    marker=MARKERS[i % len(MARKERS)],
                    label=f"{name}: hypervolume {volumes[name]:.4f} ({len(front)} of {n_pool} trials on the front)")
-        others = frame[frame[xc].notna() & frame[yc].notna() & ~frame["run_id"].isin(front["run_id"])]
+        ax.errorbar(fx * scale[0], fy * scale[1], xerr=error_bars(front, xc), yerr=error_bars(front, yc), fmt="none",
+                    ecolor=color, alpha=0.4, lw=0.8, capsize=2, zorder=2 + i)
+        notes.add(interval_note(front))
+        on_front = frame["config_key"].isin(front["config_key"]) if "config_key" in frame.columns else \
+            frame["run_id"].isin(front["run_id"])
+        others = frame[frame[xc].notna() & frame[yc].notna() & ~on_front]
         ax.scatter(others[xc] * scale[0], others[yc] * scale[1], color=color, marker="x", s=14, alpha=0.5)
         rows.append(export_columns(front, xc, yc).assign(sweep=name, hypervolume=volumes[name]))
     ax.set_xlabel(LABELS.get(xc, xc) + (" (lower is better)" if xc in LOWER_IS_BETTER else ""))
     ax.set_ylabel(LABELS.get(yc, yc) + (" (lower is better)" if yc in LOWER_IS_BETTER else ""))
     ax.set_title(f"Pareto fronts of {len(frames)} sweeps in {experiment!r} (crosses: off the front)\n"
-                 f"hypervolume against {describe_reference(xc, yc, reference)}", fontsize=9)
+                 f"hypervolume against {describe_reference(xc, yc, reference)}\n{'; '.join(sorted(notes))}",
+                 fontsize=8)
     ax.grid(alpha=0.3)
     # Beside the axes, never over a point.
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)

@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.pareto import default_minimize, front_axes, pareto_front
+from analysis.pareto import default_minimize, front_axes, point_front
 from analysis.runs import LOWER_IS_BETTER, AnalysisError, column_name, metric_column
 
 DEFAULT_REFERENCE = (0.0, 0.0)  # fractions in [0, 1], both maximized: the worst possible point
@@ -54,7 +54,8 @@ def hypervolume_2d(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndar
 def front_hypervolume(frame: pd.DataFrame, x: str | None = None, y: str = "gan_test",
                       reference: tuple[float, float] | None = None, include_stopped: bool = False,
                       minimize: Collection[str] | None = None) -> float:
-    """Hypervolume of the Pareto front of ``frame``'s trials on ``x`` and ``y``.
+    """Hypervolume of the Pareto front of ``frame``'s points on ``x`` and ``y`` (a point's seeds
+    averaged, as the front is drawn and exported: :func:`analysis.pareto.point_front`).
 
     The reference point is in the metrics' own units (fractions, not percent); a minimized
     metric's reference is an upper bound. ``None`` means (0, 0), which only makes sense for
@@ -70,7 +71,7 @@ def front_hypervolume(frame: pd.DataFrame, x: str | None = None, y: str = "gan_t
             raise AnalysisError(f"the hypervolume of a minimized metric ({', '.join(sorted(minimized))}) "
                                 "needs an explicit reference point (--reference X Y)")
         reference = DEFAULT_REFERENCE
-    front = pareto_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
+    front = point_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
     sx, sy = (-1.0 if c in minimized else 1.0 for c in (xc, yc))
     return hypervolume_2d(sx * front[xc].to_numpy(float), sy * front[yc].to_numpy(float),
                           (sx * reference[0], sy * reference[1]))

@@ -9,11 +9,17 @@ A front is a selection, so it ranks by what the trials selected by: validation a
 (test accuracy for trials tagged as selected on the test set), never a test-set column for trials
 that had a validation split. Trials that selected on different splits, or whose GAN-test came from
 different judges, are refused (:func:`analysis.runs.check_comparable`).
+
+The exported and drawn front (:func:`write_pareto`) is over points: a point's seeds are averaged
+(:func:`analysis.runs.seed_means`), each number carrying its 95 % interval (Student's t over the
+seeds, or one run's own Wilson/propagated interval) in ``<col>_lo``/``<col>_hi`` columns, and the
+plot draws those intervals as error bars. Where a finalist was confirmed on fresh draws, the
+``confirm_*`` columns stand beside the selection numbers that put it on the front.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -22,15 +28,24 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
 
-from analysis.runs import (LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, check_comparable, check_not_test,
-                           column_name, completed, describe, metric_column, selection_accuracy)
+from analysis.runs import (CONFIRMED, INTERVALS, LABELS, LOWER_IS_BETTER, PERCENT, SEEDS_INTERVAL, AnalysisError,
+                           check_comparable, check_not_test, column_name, completed, describe, metric_column,
+                           seed_means, selection_accuracy)
 from sweep.record import LOSS_NAMES, Status
 
-# Columns exported with a front (those present in the frame), then the two metrics.
-FRONT_COLUMNS = ("run_id", "run_name", "sweep", "loss", "lam", "mu", "sigma", "seed", "status",
-                 "epochs", "epochs_done", "val_acc", "test_acc", "gan_test", "objective", "selection_split",
-                 "judge", "judge_arch", "checkpoint_uri")
+# Columns exported with a front (those present in the frame), then the two metrics; each metric
+# of WITH_INTERVAL is followed by its interval's ends (<col>_lo, <col>_hi).
+FRONT_COLUMNS = ("run_id", "run_name", "sweep", "loss", "lam", "mu", "sigma", "seed", "seeds", "interval",
+                 "status", "epochs", "epochs_done", "val_acc", "test_acc", "gan_test", "objective",
+                 "confirm_test_acc", "confirm_gan_test", "confirm_objective", "selection_split", "judge",
+                 "judge_arch", "checkpoint_uri")
+WITH_INTERVAL = frozenset(INTERVALS)
+MARKER_PX = 6  # half-size of a front marker in pixels: labels keep clear of it
+LABEL_OFFSETS = tuple((dx * r, dy * r) for r in (6, 14, 26, 40)
+                      for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)))
 
 
 def default_minimize(*metrics: str) -> tuple[str, ...]:
@@ -100,20 +115,106 @@ def pareto_front(
 
 
 def export_columns(front: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """The front's columns worth exporting: ids, λ, μ, metrics, checkpoint URIs."""
+    """The front's columns worth exporting: ids, λ, μ, metrics with their intervals, the confirmed
+    numbers when logged, checkpoint URIs."""
     cols = [c for c in FRONT_COLUMNS if c in front.columns]
     cols += [c for c in (x, y) if c not in cols]
+    cols = [c for c in cols if not (c.startswith("confirm_") and front[c].isna().all())]
+    cols = [e for c in cols for e in ([c, f"{c}_lo", f"{c}_hi"] if c in WITH_INTERVAL else [c]) if e in front.columns]
     return front[cols].reset_index(drop=True)
+
+
+def point_front(frame: pd.DataFrame, x: str, y: str, include_stopped: bool = False,
+                minimize: Collection[str] = ()) -> pd.DataFrame:
+    """:func:`pareto_front` over points: each point's seeds averaged first
+    (:func:`analysis.runs.seed_means`, with the intervals of its metrics)."""
+    columns = [c for c in (x, y, *INTERVALS) if c in frame.columns]
+    points = seed_means(frame, columns, include_stopped)
+    if points.empty:
+        return pareto_front(frame, x, y, include_stopped, minimize)  # raises the usual error
+    return pareto_front(points, x, y, include_stopped=include_stopped, minimize=minimize)
+
+
+def place_labels(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
+                 fontsize: float = 7) -> list[Annotation]:
+    """Label each point (data coordinates) so that no two labels overlap each other or a point.
+
+    Greedy: for each point in turn, the first offset of :data:`LABEL_OFFSETS` (nearest first,
+    joined to the point by a line beyond the nearest ring) whose box stays inside the axes and
+    clear of every label placed and every point's marker; if none is clear, the one with the
+    least overlap. Call after the layout is final (a later tight_layout moves the points).
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    centres = ax.transData.transform(np.c_[np.asarray(xs, float), np.asarray(ys, float)]) if len(xs) else []
+    markers = [Bbox.from_bounds(cx - MARKER_PX, cy - MARKER_PX, 2 * MARKER_PX, 2 * MARKER_PX) for cx, cy in centres]
+    placed: list[Bbox] = []
+    labels = []
+    for x, y, text in zip(xs, ys, texts):
+        best, best_cost = None, None
+        for dx, dy in LABEL_OFFSETS:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                              ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                              va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                              arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5} if max(abs(dx), abs(dy)) > 6
+                              else None)
+            box = ann.get_window_extent(renderer)
+            cost = sum(_overlap(box, other) for other in placed + markers) + _outside(box, ax.bbox)
+            if best is None or cost < best_cost:
+                if best is not None:
+                    best.remove()
+                best, best_cost = ann, cost
+            else:
+                ann.remove()
+            if cost == 0:
+                break
+        placed.append(best.get_window_extent(renderer))
+        labels.append(best)
+    return labels
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    """Area (pixels²) shared by two boxes."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
+def _outside(box: Bbox, frame: Bbox) -> float:
+    """Area (pixels²) of ``box`` outside ``frame``."""
+    return box.width * box.height - _overlap(box, frame)
 
 
 def _axis_values(values: pd.Series, metric: str) -> pd.Series:
     return values * 100 if metric in PERCENT else values
 
 
+def error_bars(front: pd.DataFrame, metric: str) -> np.ndarray | None:
+    """(2, n) distances below and above each point to its interval's ends, in axis units; None
+    without interval columns (unknown ends draw no bar)."""
+    if f"{metric}_lo" not in front.columns or f"{metric}_hi" not in front.columns:
+        return None
+    value = front[metric].to_numpy(float)
+    lo, hi = front[f"{metric}_lo"].to_numpy(float), front[f"{metric}_hi"].to_numpy(float)
+    scale = 100.0 if metric in PERCENT else 1.0
+    err = np.stack([value - lo, hi - value]) * scale
+    return np.nan_to_num(np.clip(err, 0, None), nan=0.0, posinf=0.0)
+
+
+def interval_note(front: pd.DataFrame) -> str:
+    """Which interval the error bars are: t over seeds, one run's own, or both."""
+    kinds = set(front["interval"].dropna()) if "interval" in front.columns else set()
+    if not kinds - {""}:
+        return "no intervals logged"
+    seeds = f"{SEEDS_INTERVAL} (points with several seeds)" if any(SEEDS_INTERVAL in k for k in kinds) else ""
+    own = "one run's own: Wilson over images/samples" if any(SEEDS_INTERVAL not in k for k in kinds if k) else ""
+    return "bars: 95 % intervals, " + "; ".join(p for p in (seeds, own) if p)
+
+
 def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: Path,
                include_stopped: bool = False, title: str = "") -> Path:
-    """Scatter every trial, the front highlighted and joined by its staircase; writes a PNG."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    """Scatter every trial, the front highlighted with its 95 % intervals as error bars and joined
+    by its staircase, each front point labelled by name without overlaps; writes a PNG."""
+    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
     candidate = completed(frame, include_stopped)
     others = frame[~candidate & frame[x].notna() & frame[y].notna()]
     pool = frame[candidate & frame[x].notna() & frame[y].notna()]
@@ -124,33 +225,48 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: P
         ax.scatter(_axis_values(group[x], x), _axis_values(group[y], y), s=24, alpha=0.7,
                    label=LOSS_NAMES[loss].short if loss in LOSS_NAMES else str(loss))
     fx, fy = _axis_values(front[x], x), _axis_values(front[y], y)
+    ax.errorbar(fx, fy, xerr=error_bars(front, x), yerr=error_bars(front, y), fmt="none", ecolor="crimson", alpha=0.5,
+                lw=1, capsize=2, zorder=2)
     ax.plot(fx, fy, drawstyle="steps-post", color="crimson", lw=1, zorder=2)
     ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="crimson", lw=1.5, zorder=3, label="Pareto front")
-    ax.margins(0.08)
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    for px, py, (_, row) in zip(fx, fy, front.iterrows()):
-        if row.get("loss") == "score_matching":
-            # Labels point into the plot, away from the nearest edges.
-            right, top = px > (x0 + x1) / 2, py > (y0 + y1) / 2
-            ax.annotate(f"λ={row['lam']:.0e} μ={row['mu']:.0e}", (px, py), fontsize=7,
-                        xytext=(-8 if right else 8, -10 if top else 8), textcoords="offset points",
-                        ha="right" if right else "left", va="top" if top else "bottom")
+    ax.margins(0.12)
     ax.set_xlabel(LABELS.get(x, x) + (" (lower is better)" if x in LOWER_IS_BETTER else ""))
     ax.set_ylabel(LABELS.get(y, y) + (" (lower is better)" if y in LOWER_IS_BETTER else ""))
     kind = f"{Status.FINISHED} or {Status.STOPPED}" if include_stopped else Status.FINISHED
-    ax.set_title(title or f"Pareto front, {describe(frame)}: {len(front)} of {len(pool)} {kind} trials", fontsize=10)
+    points = "points" if "seeds" in front.columns and (front["seeds"] > 1).any() else "trials"
+    ax.set_title((title or f"Pareto front, {describe(frame)}: {len(front)} {points} of {len(pool)} {kind} trials")
+                 + f"\n{interval_note(front)}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    place_labels(ax, fx.tolist(), fy.tolist(), front["run_name"].astype(str).tolist())  # seed_means: no seed
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
+def front_text(front: pd.DataFrame, x: str, y: str) -> str:
+    """The exported front as a text table: each number with its 95 % interval, ``0.75 [0.70, 0.80]``;
+    the selection numbers under their own names, the confirmed ones (when logged) as ``confirmed ...``."""
+    def with_interval(col: str) -> pd.Series:
+        ends = [f"{col}_lo", f"{col}_hi"]
+        if not set(ends) <= set(front.columns):
+            return front[col].map(lambda v: f"{v:.3g}")
+        return pd.Series([f"{v:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else f"{v:.3g}"
+                          for v, lo, hi in zip(front[col], front[ends[0]], front[ends[1]])], index=front.index)
+
+    shown = pd.DataFrame({c: front[c] for c in ("run_name", "status", "lam", "mu", "seeds") if c in front.columns})
+    for col in dict.fromkeys((x, y, "objective", *CONFIRMED.values())):
+        if col in front.columns and front[col].notna().any():
+            shown[col.replace("confirm_", "confirmed ")] = with_interval(col)
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
 def write_pareto(frame: pd.DataFrame, out_dir: Path, x: str | None = None, y: str = "gan_test",
                  include_stopped: bool = False, minimize: Collection[str] | None = None,
                  stem: str = "") -> dict[str, Path]:
-    """Compute the front and write ``front.parquet``, ``front.csv`` and ``pareto.png``.
+    """Compute the front over points (:func:`point_front`) and write ``front.parquet``,
+    ``front.csv`` (with interval columns) and ``pareto.png`` (with error bars).
 
     ``stem`` is put before each name (``stem + "front.csv"``) to keep variants apart;
     ``minimize=None`` minimizes the metrics that are better when smaller; ``x=None`` is the
@@ -158,7 +274,7 @@ def write_pareto(frame: pd.DataFrame, out_dir: Path, x: str | None = None, y: st
     """
     xc, yc = front_axes(frame, x, y)
     minimize = default_minimize(xc, yc) if minimize is None else minimize
-    front = pareto_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
+    front = point_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
     table = export_columns(front, xc, yc)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -118,18 +118,20 @@ BEST, NOT_SEPARABLE = "best", "not separable"  # a cell's mark in the heatmap an
 def separability(stats: pd.DataFrame, column: str) -> pd.Series:
     """Per cell of :func:`cell_stats`: ``best`` for the best mean of ``column`` (smallest for a
     minimized metric), ``not separable`` where the cell's 95 % interval overlaps the best's, else
-    ``""``. Without a finite interval for the best cell nothing is marked but the best."""
+    ``""``. Nothing is marked with fewer than two cells, or when the best cell has no finite
+    interval (trials logged before intervals): a ranking needs one."""
     marks = pd.Series("", index=stats.index, dtype=object)
     means = stats[f"{column}_mean"]
-    if means.notna().sum() == 0:
+    if means.notna().sum() < 2 or f"{column}_lo" not in stats.columns:
         return marks
     best = means.idxmin() if column in LOWER_IS_BETTER else means.idxmax()
-    marks[best] = BEST
     intervals = {i: Interval(r[f"{column}_mean"], r[f"{column}_lo"], r[f"{column}_hi"])
-                 for i, r in stats.iterrows() if f"{column}_lo" in stats.columns and np.isfinite(r[f"{column}_mean"])}
-    if best in intervals and np.isfinite([intervals[best].lo, intervals[best].hi]).all():
-        others = {i: iv for i, iv in intervals.items() if i != best}
-        marks[not_separable_from(intervals[best], others)] = NOT_SEPARABLE
+                 for i, r in stats.iterrows() if np.isfinite(r[f"{column}_mean"])}
+    if not np.isfinite([intervals[best].lo, intervals[best].hi]).all():
+        return marks
+    marks[best] = BEST
+    others = {i: iv for i, iv in intervals.items() if i != best}
+    marks[not_separable_from(intervals[best], others)] = NOT_SEPARABLE
     return marks
 
 
@@ -137,14 +139,13 @@ def separability_note(stats: pd.DataFrame, column: str) -> str | None:
     """``Best cell by objective: λ=…, μ=…, 0.700 [0.650, 0.750]; not separable from it …``."""
     marks = separability(stats, column)
     if not (marks == BEST).any():
-        return None
+        several = stats[f"{column}_mean"].notna().sum() > 1
+        return f"No interval of {column} was logged, so the cells are not ranked" if several else None
     cell = lambda row: f"λ={_label(row['lam'])} μ={_label(row['mu'])}"  # noqa: E731
     best = stats[marks == BEST].iloc[0]
     note = (f"Best cell by {column}: {cell(best)}, {best[f'{column}_mean']:.3f} "
-            f"[{best.get(f'{column}_lo', np.nan):.3f}, {best.get(f'{column}_hi', np.nan):.3f}]")
+            f"[{best[f'{column}_lo']:.3f}, {best[f'{column}_hi']:.3f}]")
     close = [cell(row) for _, row in stats[marks == NOT_SEPARABLE].iterrows()]
-    if not np.isfinite(best.get(f"{column}_lo", np.nan)):
-        return note + "; no interval logged, so no cell is ranked against it"
     return note + ("; not separable from it (95 % intervals overlap, so not ranked): " + ", ".join(close)
                    if close else "; every other cell's 95 % interval lies apart from it")
 

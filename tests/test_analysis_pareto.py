@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from helpers import assert_png
 
-from analysis.pareto import front_mask, pareto_front, write_pareto
+from analysis.pareto import _overlap, front_mask, pareto_front, place_labels, write_pareto
 from analysis.runs import AnalysisError
 
 
@@ -91,3 +91,47 @@ def test_write_pareto_minimizes_fisher_divergence_by_default(tmp_path):
     expected = brute_force_front(np.array(x), -np.array(y))
     assert set(front["run_id"]) == {f"r{i}" for i in np.flatnonzero(expected)} == {"r1", "r3"}
     assert_png(paths["fd_pareto.png"])
+
+
+def test_a_points_seeds_are_averaged_with_a_t_interval_and_exported_with_their_ends(tmp_path):
+    # r0, r1: two seeds of one point (same config_key); r2 and r3 one seed each, with logged Wilson ends.
+    frame = trials([0.6, 0.8, 0.5, 0.9], [0.7, 0.5, 0.9, 0.1])
+    frame["config_key"] = ["a", "a", "b", "c"]
+    frame["run_name"] = ["sm λ1e-3 s0", "sm λ1e-3 s1", "sm λ1e-4 s0", "sm λ1e-5 s0"]
+    for col in ("test_acc", "gan_test"):
+        frame[f"{col}_lo"], frame[f"{col}_hi"] = frame[col] - 0.05, frame[col] + 0.03
+    frame["confirm_gan_test"] = [np.nan, np.nan, 0.8, np.nan]
+    paths = write_pareto(frame, tmp_path)
+    front = pd.read_csv(paths["front.csv"]).set_index("run_name")
+    # The point 'a' is (0.7, 0.6) over 2 seeds: half-width t(1)·sd/√2 = 12.706·0.1414/1.414 = 1.2706.
+    assert front.loc["sm λ1e-3", ["test_acc", "gan_test", "seeds"]].tolist() == pytest.approx([0.7, 0.6, 2])
+    assert front.loc["sm λ1e-3", "test_acc_hi"] - 0.7 == pytest.approx(1.27062, rel=1e-5)
+    assert "Student's t" in front.loc["sm λ1e-3", "interval"]
+    # One seed: the run's own, asymmetric, logged interval.
+    assert front.loc["sm λ1e-4 s0", ["gan_test_lo", "gan_test_hi"]].tolist() == pytest.approx([0.85, 0.93])
+    assert set(front.index) == {"sm λ1e-3", "sm λ1e-4 s0", "sm λ1e-5 s0"}
+    # Confirmed numbers beside the selection numbers, never replacing them.
+    assert front.loc["sm λ1e-4 s0", ["gan_test", "confirm_gan_test"]].tolist() == pytest.approx([0.9, 0.8])
+    columns = list(front.reset_index().columns)
+    assert columns.index("gan_test_lo") == columns.index("gan_test") + 1
+    assert_png(paths["pareto.png"])
+
+
+def test_front_labels_never_overlap_each_other_or_the_points():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    xs, ys = np.sort(rng.uniform(0.6, 0.9, 12)), np.sort(rng.uniform(0.2, 0.9, 12))[::-1]
+    xs[3:6], ys[3:6] = xs[3] + np.array([0, 0.002, 0.004]), ys[3] - np.array([0, 0.003, 0.006])  # a tight cluster
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    ax.scatter(xs, ys)
+    ax.margins(0.12)
+    fig.tight_layout()
+    labels = place_labels(ax, xs, ys, [f"sm λ1e-{i} μ1e-{i % 4}" for i in range(12)])
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    assert len(boxes) == 12
+    assert all(_overlap(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    centres = ax.transData.transform(np.c_[xs, ys])
+    assert not any(box.contains(cx, cy) for box in boxes for cx, cy in centres)
+    plt.close(fig)

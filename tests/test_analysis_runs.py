@@ -212,17 +212,19 @@ def test_cli_writes_and_logs_to_the_latest_sweep(store, tmp_path, capsys):
     assert {Path(p).name for p in printed} == names and len(printed) == len(names)
     # Besides the paths, the table and the front as text.
     assert "Table 2 (the heatmap's colour: objective):" in text and "| λ ↓ / μ → |" in text
-    assert "Pareto front of test_acc and gan_test (3 trial(s)" in text
-    # The front below, (0.8, 0.4), (0.75, 0.6), (0.7, 0.8), dominates 0.8·0.4 + 0.75·0.2 + 0.7·0.2 above (0, 0).
-    assert "hypervolume 0.6100 (reference point test_acc=0, gan_test=0)" in text.splitlines()
+    assert "Pareto front of test_acc and gan_test (2 point(s), seeds averaged" in text
+    # sm λ1e-3 μ1e-4 has two seeds, (0.8, 0.4) and (0.7, 0.5): as a point (0.75, 0.45), which the
+    # baseline (0.75, 0.6) dominates. The front, (0.75, 0.6), (0.7, 0.8), dominates 0.75·0.6 + 0.7·0.2.
+    assert "hypervolume 0.5900 (reference point test_acc=0, gan_test=0)" in text.splitlines()
     logged = MlflowClient(tracking_uri=store.uri).get_run(store.grid).data.metrics
-    assert logged["sweep/hypervolume"] == pytest.approx(0.61)
+    assert logged["sweep/hypervolume"] == pytest.approx(0.59)
     assert names <= _logged(store.uri, store.grid)
     for png in out.glob("*.png"):
         assert_png(png)
     front = pd.read_csv(out / "front.csv")
     # The stopped trial (0.9/0.9) would dominate everything; it is left out.
-    assert set(front["test_acc"]) == {0.8, 0.75, 0.7} and set(front["gan_test"]) == {0.4, 0.6, 0.8}
+    assert set(front["test_acc"]) == {0.75, 0.7} and set(front["gan_test"]) == {0.6, 0.8}
+    assert front["seeds"].tolist() == [1, 1]
     table1 = (out / "table1.md").read_text()
     assert table1.index("Baseline ResNet") < table1.index("Grad-Norm") < table1.index("Score-Matching")
 
@@ -249,7 +251,8 @@ def test_cli_all_trials_default_out_and_no_logging(store, tmp_path, monkeypatch,
     main(["table2", "--experiment", "quick", "--all", "--tracking-uri", store.uri])
     md = (tmp_path / "out" / "analysis" / "quick" / "all" / "table2.md").read_text()
     # The old sweep's λ=1e-3, μ=1e-4 seed joins the grid sweep's two: n=3.
-    assert "| **1e-03** | 60.00% / 70.00% | 56.67 ± 32.15% / 40.00 ± 10.00% (n=3) |" in md
+    # ± is Student's t over the 3 seeds: t(2)·sd/√3 = 4.303 · 0.3215 / 1.732 = 79.85 points (sd 0.1: 24.84).
+    assert "| **1e-03** | 60.00% / 70.00% | 56.67 ± 79.85% / 40.00 ± 24.84% (n=3) |" in md
     assert {run: _logged(store.uri, run) for run in (store.old, store.grid)} == before  # --all logs nothing
 
 
@@ -344,9 +347,9 @@ def test_cli_fronts_of_two_sweeps_in_one_plot(store, tmp_path, capsys):
           "--out", str(out)])
     lines = capsys.readouterr().out.splitlines()
     assert "hypervolume 0.0700 old (reference point test_acc=0, gan_test=0)" in lines
-    assert "hypervolume 0.6100 grid (reference point test_acc=0, gan_test=0)" in lines
+    assert "hypervolume 0.5900 grid (reference point test_acc=0, gan_test=0)" in lines
     assert_png(out / "fronts.png")
     table = pd.read_csv(out / "fronts.csv")
-    assert table.groupby("sweep")["hypervolume"].first().to_dict() == pytest.approx({"old": 0.07, "grid": 0.61})
-    assert table["sweep"].value_counts().to_dict() == {"grid": 3, "old": 2}
+    assert table.groupby("sweep")["hypervolume"].first().to_dict() == pytest.approx({"old": 0.07, "grid": 0.59})
+    assert table["sweep"].value_counts().to_dict() == {"grid": 2, "old": 2}
     assert _logged(store.uri, store.grid) == before  # several sweeps: nothing logged
