@@ -23,6 +23,13 @@ def test_load_reads_the_tiny_sweep(tiny_sweep):
     assert done["epochs_done"].eq(2).all() and done["epochs"].eq(2).all()
     assert done["test_acc"].between(0, 1).all() and done["gan_test"].between(0, 1).all()
     assert done["checkpoint_uri"].str.endswith("checkpoints/best.pt").all()
+    # Every finished trial logged each number's 95 % interval beside it, at the same step.
+    for col in ("val_acc", "test_acc", "gan_test", "objective"):
+        lo, value, hi = done[f"{col}_lo"], done[col], done[f"{col}_hi"]
+        assert (lo <= value).all() and (value <= hi).all() and (lo < hi).all(), (col, done[[f"{col}_lo", col, f"{col}_hi"]])
+    diverged = frame[frame["status"] == "diverged"].iloc[0]
+    if diverged["objective"] == 0.0:  # its worst value, logged exactly: lo = hi = value
+        assert diverged["objective_lo"] == diverged["objective_hi"] == 0.0
 
 
 def test_the_sweep_logged_table2_and_front_to_its_parent(tiny_sweep, tmp_path):
