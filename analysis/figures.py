@@ -23,8 +23,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from analysis.runs import (AnalysisError, completed, default_tracking_uri, describe, selection_accuracy,
-                           selection_split)
+from analysis.runs import (AnalysisError, completed, default_tracking_uri, describe, interval_of,
+                           selection_accuracy, selection_split)
 from analysis.table2 import markdown_table
 from sweep.record import LOSS_NAMES
 from trainer.keys import DENSITY_RATIO_PREFIX, PIXEL_PERTURBATION_PREFIX
@@ -89,14 +89,16 @@ def plot_curves(table: pd.DataFrame, path: Path, xlabel: str, ylabel: str, title
 
 
 def table1_frame(chosen: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: GAN-test % (and test accuracy %) per model, mean ± std over n seeds."""
+    """Table 1: GAN-test % (and test accuracy %) per model, each ± the half-width of its 95 %
+    interval: one run's own (Wilson), or Student's t over n seeds (:func:`analysis.runs.interval_of`)."""
     rows = []
     for model, group in chosen.groupby("model", sort=False):
         row = {"model": model, "n": len(group)}
         for col, name in (("gan_test", "GAN-test (%)"), ("test_acc", "test accuracy (%)")):
-            values = group[col].dropna() * 100
-            row[name] = ("–" if values.empty else f"{values.mean():.2f}" if len(values) == 1
-                         else f"{values.mean():.2f} ± {values.std(ddof=1):.2f}")
+            interval, _ = interval_of(group, col)
+            value, half = interval.value * 100, interval.half_width * 100
+            row[name] = ("–" if not np.isfinite(value) else f"{value:.2f}" if not np.isfinite(half)
+                         else f"{value:.2f} ± {half:.2f}")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -125,7 +127,9 @@ def write_figures(frame: pd.DataFrame, out_dir: Path, runs: Sequence[str] | None
     paths["table1.csv"] = out_dir / "table1.csv"
     table.to_csv(paths["table1.csv"], index=False)
     paths["table1.md"] = out_dir / "table1.md"
-    paths["table1.md"].write_text("\n".join(markdown_table(table)) + "\n")
+    note = ("\nEach number ± the half-width of its 95 % interval: one seed, the run's own (Wilson over the "
+            "samples or the test images); n seeds, Student's t over them.\n")
+    paths["table1.md"].write_text("\n".join(markdown_table(table)) + "\n" + note)
     return paths
 
 

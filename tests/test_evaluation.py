@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from trainer import evaluation as ev
 from trainer import keys
 from trainer.config import EvalConfig, LossConfig
+from trainer.stats import proportion
 
 
 class Linear(nn.Module):
@@ -244,7 +245,7 @@ def test_evaluate_all_returns_the_keys_and_writes_valid_images(tmp_path):
     # Evaluating changes nothing in the model: weights, BatchNorm statistics, gradients, mode.
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training and all(p.grad is None for p in model.parameters())
-    expected = {keys.GAN_TEST, keys.EVAL_SECONDS}
+    expected = {keys.GAN_TEST, keys.lo_key(keys.GAN_TEST), keys.hi_key(keys.GAN_TEST), keys.EVAL_SECONDS}
     expected |= {keys.density_ratio_key(s) for s in cfg.density_sigmas}
     expected |= {keys.pixel_perturbation_key(f) for f in np.logspace(-2, 0, 4)}
     assert set(metrics) == expected
@@ -263,15 +264,20 @@ def test_evaluate_all_returns_the_keys_and_writes_valid_images(tmp_path):
 
     no_judge, _ = ev.evaluate_all(model, data, cfg, judge=None, out_dir=tmp_path / "b", seed=0)
     assert keys.GAN_TEST not in no_judge
+    # GAN-test's Wilson interval over its 12 samples, logged beside it.
+    wilson = proportion(metrics[keys.GAN_TEST], cfg.samples)
+    assert (metrics[keys.lo_key(keys.GAN_TEST)], metrics[keys.hi_key(keys.GAN_TEST)]) == (wilson.lo, wilson.hi)
 
 
 def test_evaluate_all_merges_groundtruth_metrics_when_the_density_is_known(tmp_path, monkeypatch):
     calls = []
 
-    def fake_groundtruth(model, data, samples, targets, loss=None):
+    def fake_groundtruth(model, data, samples, targets, loss=None, start=None, flat=None):
         calls.append((samples.shape, targets.tolist(), loss))
+        controls.append((start, flat))
         return {keys.SCORE_ALIGNMENT: 0.25}
 
+    controls = []
     monkeypatch.setattr(ev, "groundtruth_metrics", fake_groundtruth)
     data = TinyData(rand_images(5, (1, 8, 8)), torch.arange(5) % 3, 3, density=object())
     loss = LossConfig(kind="score_matching")
@@ -280,6 +286,13 @@ def test_evaluate_all_merges_groundtruth_metrics_when_the_density_is_known(tmp_p
     # 12 samples whose targets are the 5 test labels in order, cycled; the run's loss passed on
     # (for the Fisher-divergence floor).
     assert calls == [((12, 1, 8, 8), [0, 1, 2, 0, 1, 0, 1, 2, 0, 1, 0, 1], loss)]
+    # Sample likelihood's controls: the sampler's start and what a flat model makes of it.
+    cfg = _small_eval()
+    start, flat = controls[0]
+    expected = ev.generate_samples(smooth_net(1, 3), torch.zeros(12, dtype=torch.long), shape=(1, 8, 8), steps=0,
+                                   init_mean=cfg.init_mean, init_std=cfg.init_std, seed=0)
+    assert torch.equal(start, expected)  # the start does not depend on the model or the targets
+    assert torch.allclose(flat, 0.5 + (1 - cfg.step_size * cfg.prior) ** cfg.steps * (start - 0.5), atol=1e-6)
 
 
 def test_evaluate_cli_prints_every_metric_and_rejects_bad_paths(tmp_path, capsys):
