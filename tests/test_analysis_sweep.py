@@ -27,9 +27,8 @@ def test_load_reads_the_tiny_sweep(tiny_sweep):
     for col in ("val_acc", "test_acc", "gan_test", "objective"):
         lo, value, hi = done[f"{col}_lo"], done[col], done[f"{col}_hi"]
         assert (lo <= value).all() and (value <= hi).all() and (lo < hi).all(), (col, done[[f"{col}_lo", col, f"{col}_hi"]])
-    diverged = frame[frame["status"] == "diverged"].iloc[0]
-    if diverged["objective"] == 0.0:  # its worst value, logged exactly: lo = hi = value
-        assert diverged["objective_lo"] == diverged["objective_hi"] == 0.0
+    diverged = frame[frame["status"] == "diverged"].iloc[0]  # its worst value, exact: lo = hi = value
+    assert diverged["objective"] == diverged["objective_lo"] == diverged["objective_hi"] == 0.0
 
 
 def test_the_sweep_logged_table2_and_front_to_its_parent(tiny_sweep, tmp_path):

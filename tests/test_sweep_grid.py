@@ -47,7 +47,10 @@ def test_finished_trials_have_per_epoch_metrics_and_artifacts(tiny_sweep):
     assert len(finished) == 3
     for run in finished:
         assert run.info.status == "FINISHED"
-        for key in (keys.TEST_ACC, keys.GAN_TEST, keys.OBJECTIVE, keys.TRAIN_LOSS):
+        # Each reported number's 95 % interval at the same steps as the number.
+        bounds = [end(k) for k in (keys.TEST_ACC, keys.VAL_ACC, keys.GAN_TEST, keys.OBJECTIVE)
+                  for end in (keys.lo_key, keys.hi_key)]
+        for key in (keys.TEST_ACC, keys.GAN_TEST, keys.OBJECTIVE, keys.TRAIN_LOSS, *bounds):
             steps = sorted(m.step for m in mc.get_metric_history(run.info.run_id, key))
             assert steps == [1, 2], (run.info.run_name, key, steps)  # eval every epoch, step = epoch
         m = run.data.metrics
