@@ -26,7 +26,8 @@ def test_load_reads_the_tiny_sweep(tiny_sweep):
     # Every finished trial logged each number's 95 % interval beside it, at the same step.
     for col in ("val_acc", "test_acc", "gan_test", "objective"):
         lo, value, hi = done[f"{col}_lo"], done[col], done[f"{col}_hi"]
-        assert (lo <= value).all() and (value <= hi).all() and (lo < hi).all(), (col, done[[f"{col}_lo", col, f"{col}_hi"]])
+        shown = done[[f"{col}_lo", col, f"{col}_hi"]]
+        assert (lo <= value).all() and (value <= hi).all() and (lo < hi).all(), (col, shown)
     diverged = frame[frame["status"] == "diverged"].iloc[0]  # its worst value, exact: lo = hi = value
     assert diverged["objective"] == diverged["objective_lo"] == diverged["objective_hi"] == 0.0
 

@@ -94,7 +94,8 @@ def test_the_config_accepts_declared_selections():
 @pytest.mark.parametrize("override", ["objective.name=sample_loglik", "search.objectives=[eval/sample_loglik]"])
 def test_sample_likelihood_cannot_select_and_the_refusal_says_why(override):
     # It cannot tell alignment from flatness (a flat model's samples score higher than a trained one's).
-    extra = ["search.method=optuna", "search.space.loss.lam={low: 1.0e-5, high: 1.0e-3}"] if "search" in override else []
+    optuna = ["search.method=optuna", "search.space.loss.lam={low: 1.0e-5, high: 1.0e-3}"]
+    extra = optuna if override.startswith("search") else []
     with pytest.raises(ConfigError) as e:
         load_sweep_config("groundtruth", [*extra, override])
     assert "sample_loglik" in str(e.value) and "flat" in str(e.value), str(e.value)
