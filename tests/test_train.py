@@ -13,6 +13,7 @@ from trainer.config import ConfigError, load_config
 from trainer.data import load_dataset
 from trainer.models import build_model
 from trainer.train import run
+from trainer.stats import wilson
 
 
 def tiny(**over):
@@ -93,6 +94,11 @@ def test_validation_and_test_passes_measure_the_checkpointed_model(tmp_path):
     assert final[keys.TEST_ACC] == pytest.approx(test_acc) and final[keys.TEST_LOSS] == pytest.approx(test_loss, rel=1e-5)
     # The two splits are different images: their losses differ.
     assert final[keys.VAL_LOSS] != final[keys.TEST_LOSS]
+    # Each accuracy's 95 % Wilson interval over its split's images (20 and 40), logged beside it.
+    for key, acc, n in ((keys.VAL_ACC, val_acc, 20), (keys.TEST_ACC, test_acc, 40)):
+        interval = wilson(round(acc * n), n)
+        assert (final[keys.lo_key(key)], final[keys.hi_key(key)]) == pytest.approx((interval.lo, interval.hi))
+        assert final[keys.lo_key(key)] <= final[key] <= final[keys.hi_key(key)]
 
 
 def test_no_validation_split_reports_no_validation_metrics():
