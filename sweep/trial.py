@@ -96,6 +96,8 @@ def run_trial(
     )
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
+    # Set after the params are logged, like the judge's path: it names the run, it does not configure it.
+    cfg.eval.label = name  # every picture's title names its point, so a downloaded file says whose it is
 
     last: dict[str, Any] = {"status": Status.RUNNING, "reported": False}  # the last epoch reported
 

@@ -4,6 +4,7 @@ size, and the evaluation draws what it measured."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -197,3 +198,90 @@ def test_the_measurements_import_no_plotting():
     code = "import sys, trainer.evaluation; print(any(m.split('.')[0] == 'matplotlib' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# --- Every text inside the picture, at every preset's image size ---------------------------------
+
+
+def _preset_pictures(preset: str):
+    """The four per-run figures at ``preset``'s image size, classes, grid size and longest point name."""
+    from sweep.loading import load_sweep_config
+    from sweep.points import apply_point, grid_points, point_name
+
+    cfg = load_sweep_config(preset)
+    data = cfg.trainer.data
+    channels = {"cifar10": 3, "cifar100": 3, "digits": 1}.get(data.dataset, data.channels)
+    classes = {"cifar10": 10, "cifar100": 100, "digits": 10}.get(data.dataset, data.num_classes)
+    size = data.resolved_image_size()
+    base = cfg.trainer.model_dump()
+    names = [point_name(apply_point(base, p), p) for p in grid_points(cfg.search)] or ["sm λ3.16e-04 μ1.78e-05 s0"]
+    label = max(names, key=len)
+    n = min(cfg.trainer.eval.grid_images, figures.MAX_TILES)
+    images = rand_images(n, (channels, size, size))
+    targets = torch.arange(n) % classes
+    # Class names as long as CIFAR-100's longest ("aquarium_fish"), so tile titles are at their widest.
+    long_names = [f"class_{i:02d}_name" for i in range(classes)]
+    sigmas = cfg.trainer.eval.density_sigmas
+    fractions = np.logspace(-2, 0, cfg.trainer.eval.perturbation_points)
+    return label, {
+        "samples": figures.samples_figure(
+            images, targets, judged=(targets + 1) % classes, class_names=long_names, steps=cfg.trainer.eval.steps,
+            model="model ResNet", gan_test_value=0.5, total=cfg.trainer.eval.samples, label=label,
+        ),
+        "saliency": figures.saliency_figure(
+            images, torch.randn(images.shape), targets, class_names=long_names, model="model ResNet",
+            total=cfg.trainer.eval.grid_images, label=label,
+        ),
+        "density_ratios": figures.density_ratios_figure(
+            {s: 1 - s for s in sigmas}, images=cfg.trainer.eval.density_images, label=label
+        ),
+        "pixel_perturbation": figures.pixel_perturbation_figure(
+            {0.0: 0.9, **{float(f): 0.9 - 0.8 * f for f in fractions}}, cfg.trainer.eval.perturbation_fill,
+            images=cfg.trainer.eval.perturbation_images, num_classes=classes, label=label,
+        ),
+    }
+
+
+def _texts_outside(fig) -> list[str]:
+    """Every drawn text whose box leaves the canvas (a clipped title), measured by the Agg renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    # An axis keeps tick labels for ticks outside its view, which are not drawn: of the tick
+    # labels, take those of the ticks the axis draws (Axis._update_ticks, what Axis.draw uses).
+    axes = [axis for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
+    ticks = {id(t) for axis in axes for tick in axis.majorTicks + axis.minorTicks for t in (tick.label1, tick.label2)}
+    drawn = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
+             if id(t) not in ticks]
+    drawn += [t for axis in axes for tick in axis._update_ticks() for t in (tick.label1, tick.label2)]
+    outside = []
+    for text in drawn:
+        if not text.get_text() or not text.get_visible():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
+            outside.append(f"{text.get_text()!r} at x {box.x0:.0f}..{box.x1:.0f} of {width:.0f}, "
+                           f"y {box.y0:.0f}..{box.y1:.0f} of {height:.0f}")
+    return outside
+
+
+@pytest.mark.parametrize("preset", __import__("sweep.loading", fromlist=["preset_names"]).preset_names())
+def test_no_title_is_clipped_and_every_picture_names_its_run(preset):
+    label, pictures = _preset_pictures(preset)
+    for name, fig in pictures.items():
+        assert _texts_outside(fig) == [], (preset, name)
+        # The run's label opens the title: the axes title of a curve, the top line of a grid.
+        curve = name in ("density_ratios", "pixel_perturbation")
+        title = fig.axes[0].get_title() if curve else max(fig.texts, key=lambda t: t.get_position()[1]).get_text()
+        assert title.startswith(f"{label}: " if not curve else f"{label}\n"), (preset, name, title)
+
+
+def test_the_checks_above_catch_a_clipped_title():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2), dpi=100)
+    fig.text(0.5, 0.99, "a title far wider than a figure of three inches can hold", ha="center", va="top")
+    assert len(_texts_outside(fig)) == 1

@@ -197,6 +197,9 @@ class EvalConfig(_Strict):
     perturbation_images: int = Field(1024, ge=1)
     # Images written as grids.
     grid_images: int = Field(64, ge=1)
+    # Who the pictures are of, opening every picture's title so that a downloaded file still
+    # names its run (the sweep sets its point name, e.g. "sm λ1e-3 μ1e-4 s0"); "": no label.
+    label: str = ""
 
 
 class TrainConfig(_Strict):

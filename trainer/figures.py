@@ -16,11 +16,13 @@ trainer.evaluation, which imports no plotting.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
@@ -32,6 +34,10 @@ CURVE_SIZE = (5.0, 4.4)  # inches
 # matters when a small trial evaluates every other epoch.
 # Room below the axes for the x label and the legend, above for a two-line title.
 CURVE_MARGINS = dict(left=0.13, right=0.96, bottom=0.25, top=0.84)
+CURVE_TITLE_FONT = 9  # points
+# Characters of a run label per title line: the axes' centre is 0.545 of the figure's 5 inches
+# wide, so a centred line has 2 · 0.455 · 5 in = 328 points, 57 characters of 0.64 em at 9 points.
+CURVE_LABEL_CHARS = 50
 
 # --- Pictures -------------------------------------------------------------------------------------
 # Every picture is a matplotlib Figure built by a ``*_figure`` function (tests read its texts) and
@@ -47,6 +53,12 @@ PAIR_GAP_INCHES = 0.3  # between saliency pairs, clearly wider than the gap insi
 TILE_FONT = 7  # points
 CHAR_EMS = 0.6  # mean width of a DejaVu Sans character, in font sizes (to fit titles to tiles)
 HEADER_LINE_INCHES = 0.22  # height of one line of the figure's header
+HEADER_FONTS = (10.0, 8.5)  # points: the header's first (bold) line, the others
+# Mean width of a header character in font sizes, on the safe side (bold, symbols such as ∝ and
+# ∇ₓ are wider than CHAR_EMS): header lines are wrapped to the figure's width with it, so that
+# no title is cut at the edges (tests/test_figures.py measures the drawn boxes).
+HEADER_EMS = (0.72, 0.64)
+HEADER_MARGIN_PX = 20  # free on each side of a header line
 MIN_FIGURE_INCHES = 7.0  # narrowest figure, so that the header fits on few tiles
 AGREE, DISAGREE = "#1a7f37", "#c62828"  # colour of the judge's verdict: green ✓, red ✗
 SALIENCY_CMAP = "RdBu_r"  # single-channel maps: red positive, blue negative, white 0
@@ -135,9 +147,10 @@ def _grid_figure(
         pixels = np.rint(np.clip(tile, 0, 1) * 255).astype(np.uint8)
         canvas[y0 : y0 + th, x0 : x0 + tw, :3] = pixels.repeat(scale, 0).repeat(scale, 1)
 
-    header_px = round(HEADER_LINE_INCHES * (len(header) + 0.6) * FIGURE_DPI)
     footer_px = round(footer_inches * FIGURE_DPI) + 5
     fig_w = max(canvas.shape[1] + 30, round(MIN_FIGURE_INCHES * FIGURE_DPI))  # pixels
+    wrapped = _wrap_header(header, fig_w - 2 * HEADER_MARGIN_PX)
+    header_px = round(HEADER_LINE_INCHES * (len(wrapped) + 0.6) * FIGURE_DPI)
     fig_h = canvas.shape[0] + header_px + footer_px + 5
     fig = Figure(figsize=(fig_w / FIGURE_DPI, fig_h / FIGURE_DPI), dpi=FIGURE_DPI)
     left = (fig_w - canvas.shape[1]) // 2
@@ -151,12 +164,29 @@ def _grid_figure(
             y = canvas_top - (r * cell_h + band) + 2 + j * band / 2
             fig.text(x / fig_w, y / fig_h, text, color=colour, fontsize=TILE_FONT, ha="center", va="bottom")
     top = 1 - 5 / fig_h
-    for j, line in enumerate(header):
+    for j, (line, bold) in enumerate(wrapped):
         fig.text(
             0.5, top - j * HEADER_LINE_INCHES * FIGURE_DPI / fig_h, line, ha="center", va="top",
-            fontsize=10 if j == 0 else 8.5, fontweight="bold" if j == 0 else "normal",
+            fontsize=HEADER_FONTS[0 if bold else 1], fontweight="bold" if bold else "normal",
         )
     return fig
+
+
+def _wrap_header(header: Sequence[str], width_px: float) -> list[tuple[str, bool]]:
+    """The header's lines wrapped to ``width_px`` pixels, each with whether it is bold (the
+    first header line and its continuations)."""
+    out = []
+    for j, line in enumerate(header):
+        bold = j == 0
+        size, ems = HEADER_FONTS[0 if bold else 1], HEADER_EMS[0 if bold else 1]
+        chars = max(20, int(width_px / (size * ems / 72 * FIGURE_DPI)))
+        out += [(part, bold) for part in textwrap.wrap(line, chars) or [""]]
+    return out
+
+
+def _titled(label: str, what: str) -> str:
+    """``what`` preceded by the run's ``label`` (e.g. the sweep's point name), when there is one."""
+    return f"{label}: {what}" if label else what[:1].upper() + what[1:]
 
 
 def samples_figure(
@@ -169,9 +199,11 @@ def samples_figure(
     model: str = "the model",
     gan_test_value: float | None = None,
     total: int | None = None,
+    label: str = "",
 ) -> Figure:
     """The figure of :func:`write_samples`: at most MAX_TILES samples, each titled with its target
-    class and, with ``judged`` (the judge's classes), the verdict in green ✓ or red ✗."""
+    class and, with ``judged`` (the judge's classes), the verdict in green ✓ or red ✗; ``label``
+    (the run's name) opens the title."""
     n = min(len(samples), MAX_TILES)
     total = len(samples) if total is None else total
     targets = targets[:n].tolist()
@@ -186,7 +218,7 @@ def samples_figure(
         titles.append(lines)
     how = f"{steps} steps of gradient ascent on f_y(x)" if steps is not None else "gradient ascent on f_y(x)"
     header = [
-        f"Samples of p(x|y) ∝ exp f_y(x): {how} from noise, {model}",
+        _titled(label, f"samples of p(x|y) ∝ exp f_y(x), {model}") + f": {how} from noise",
         "Tile title: target class y"
         + ("; below it the judge's class (✓ agrees, ✗ disagrees)" if verdicts is not None else ""),
     ]
@@ -215,9 +247,11 @@ def saliency_figure(
     class_names: Sequence[str] | None = None,
     model: str = "the model",
     total: int | None = None,
+    label: str = "",
 ) -> Figure:
     """The figure of :func:`write_saliency`: at most MAX_TILES pairs (image | its ∇ₓf_y map scaled by
-    :func:`scaled_saliency`), each titled with its true class y, with a colour bar or a note."""
+    :func:`scaled_saliency`), each titled with its true class y, with a colour bar or a note;
+    ``label`` (the run's name) opens the title."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -232,7 +266,7 @@ def saliency_figure(
     single = gradients.shape[1] == 1
     shown = f"{n} of {total} test images" if n < total else f"{n} test images"
     header = [
-        f"Saliency: input gradient ∇ₓf_y(x) of the true-class logit, {model}",
+        _titled(label, f"saliency, {model}") + ": input gradient ∇ₓf_y(x) of the true-class logit",
         f"Each pair: test image x (left) | its map ∇ₓf_y(x) (right); title: true class y; {shown}",
         "Each map divided by its own max |∇ₓf_y| (per-map scale): "
         + ("red +, blue −, white 0, see colour bar" if single else "RGB channels, mid-grey = 0"),
@@ -257,11 +291,27 @@ def write_saliency(images: Tensor, gradients: Tensor, labels: Tensor, path: str 
     return path
 
 
-def density_ratios_figure(ratios: dict[float, float], *, images: int | None = None, draws: int = 1) -> Figure:
-    """The figure of :func:`plot_density_ratios`."""
+def _curve_axes(title: Sequence[str], label: str) -> tuple[Figure, Axes]:
+    """A curve figure and its axes, titled by the run's ``label`` (wrapped) over the ``title`` lines;
+    the room above the axes grows with the number of lines, so that no title leaves the figure."""
+    lines = (textwrap.wrap(label, CURVE_LABEL_CHARS) if label else []) + list(title)
     fig = Figure(figsize=CURVE_SIZE, dpi=100)
-    fig.subplots_adjust(**CURVE_MARGINS)
+    # Each line takes 1.25 font sizes, plus the title's 6-point pad and 4 points to the edge.
+    room = (len(lines) * 1.25 * CURVE_TITLE_FONT + 10) / 72 / CURVE_SIZE[1]  # fraction of the height
+    fig.subplots_adjust(**{**CURVE_MARGINS, "top": min(CURVE_MARGINS["top"], 1 - room)})
     ax = fig.subplots()
+    ax.set_title("\n".join(lines), fontsize=CURVE_TITLE_FONT)
+    return fig, ax
+
+
+def density_ratios_figure(
+    ratios: dict[float, float], *, images: int | None = None, draws: int = 1, label: str = ""
+) -> Figure:
+    """The figure of :func:`plot_density_ratios`; ``label`` (the run's name) opens the title."""
+    fig, ax = _curve_axes(
+        ["Density ratio under Gaussian noise (paper's Fig. 1)",
+         "ratio = exp(f_y(x+η) − f_y(x)); below 1: noise makes x less likely"], label,
+    )  # fmt: skip
     sigmas = sorted(ratios)
     values = [ratios[s] for s in sigmas]
     over = f"mean over {images} test images" if images is not None else "mean over test images"
@@ -276,19 +326,17 @@ def density_ratios_figure(ratios: dict[float, float], *, images: int | None = No
         ax.set_yscale("log")
     ax.set_xlabel("noise standard deviation σ (pixel intensity, images in [0, 1])")
     ax.set_ylabel("density ratio p(x+η|y) / p(x|y)")
-    ax.set_title("Density ratio under Gaussian noise (paper's Fig. 1)\n"
-                 "ratio = exp(f_y(x+η) − f_y(x)); below 1: noise makes x less likely", fontsize=9)
     # The legend sits below the axes, where it cannot cover a point.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
     return fig
 
 
 def plot_density_ratios(
-    ratios: dict[float, float], path: str | Path, *, images: int | None = None, draws: int = 1
+    ratios: dict[float, float], path: str | Path, *, images: int | None = None, draws: int = 1, label: str = ""
 ) -> Path:
     """Density ratio against σ (log x axis), as in the paper's Fig. 1; ``images`` test images and
-    ``draws`` noise draws per image were averaged (said in the legend)."""
-    density_ratios_figure(ratios, images=images, draws=draws).savefig(path)
+    ``draws`` noise draws per image were averaged (said in the legend); ``label`` names the run."""
+    density_ratios_figure(ratios, images=images, draws=draws, label=label).savefig(path)
     return Path(path)
 
 
@@ -301,11 +349,14 @@ def pixel_perturbation_figure(
     *,
     images: int | None = None,
     num_classes: int | None = None,
+    label: str = "",
 ) -> Figure:
-    """The figure of :func:`plot_pixel_perturbation`."""
-    fig = Figure(figsize=CURVE_SIZE, dpi=100)
-    fig.subplots_adjust(**CURVE_MARGINS)
-    ax = fig.subplots()
+    """The figure of :func:`plot_pixel_perturbation`; ``label`` (the run's name) opens the title."""
+    fig, ax = _curve_axes(
+        ["Pixel perturbation (paper's Fig. 3a)",
+         "pixel importance: |∇ₓf_y| (std over channels for colour images)",
+         f"removed pixels set to {FILL_WORDS.get(fill, fill)}"], label,
+    )  # fmt: skip
     fractions = sorted(f for f in accuracy if f > 0)  # 0 has no place on a log axis
     on = f"{images} test images" if images is not None else "test images"
     ax.plot(fractions, [accuracy[f] for f in fractions], marker="o", label=f"accuracy on {on}")
@@ -318,9 +369,6 @@ def pixel_perturbation_figure(
     ax.set_ylim(0, 1)
     ax.set_xlabel("fraction of pixels removed, least important first")
     ax.set_ylabel("test accuracy (fraction correct)")
-    ax.set_title("Pixel perturbation (paper's Fig. 3a)\n"
-                 "pixel importance: |∇ₓf_y| (std over channels for colour images)\n"
-                 f"removed pixels set to {FILL_WORDS.get(fill, fill)}", fontsize=9)
     # The legend sits below the axes, where it cannot cover a point.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False, ncol=1)
     return fig
@@ -333,10 +381,11 @@ def plot_pixel_perturbation(
     *,
     images: int | None = None,
     num_classes: int | None = None,
+    label: str = "",
 ) -> Path:
     """Accuracy against the fraction of removed pixels (log x axis), as in the paper's Fig. 3;
-    ``images``: test images used; ``num_classes``: draws the chance level 1/K."""
-    pixel_perturbation_figure(accuracy, fill, images=images, num_classes=num_classes).savefig(path)
+    ``images``: test images used; ``num_classes``: draws the chance level 1/K; ``label`` names the run."""
+    pixel_perturbation_figure(accuracy, fill, images=images, num_classes=num_classes, label=label).savefig(path)
     return Path(path)
 
 
@@ -358,8 +407,9 @@ def write_all(
 
     ``samples``/``targets``, ``ratios`` and ``accuracy`` are trainer.evaluation's results on
     ``data``'s test set; the saliency maps and the judge's verdicts are computed here for the
-    (at most MAX_TILES) tiles drawn.
+    (at most MAX_TILES) tiles drawn. Every title opens with ``cfg.label`` (the run's name).
     """
+    label = cfg.label
     test_x, test_y = data.test_x, data.test_y
     n = min(cfg.grid_images, MAX_TILES)  # tiles drawn; the titles say how many of how many
     saliency = saliency_maps(model, test_x[:n], test_y[:n])
@@ -368,17 +418,19 @@ def write_all(
     return {
         "samples": write_samples(
             samples[:n], targets[:n], out_dir / "samples.png", judged=judged, class_names=names,
-            steps=cfg.steps, model=described, gan_test_value=gan_test_value, total=len(samples),
+            steps=cfg.steps, model=described, gan_test_value=gan_test_value, total=len(samples), label=label,
         ),
         "saliency": write_saliency(
             test_x[:n], saliency, test_y[:n], out_dir / "saliency.png", class_names=names, model=described,
-            total=min(cfg.grid_images, len(test_x)),
+            total=min(cfg.grid_images, len(test_x)), label=label,
         ),
         "density_ratios": plot_density_ratios(
-            ratios, out_dir / "density_ratios.png", images=len(test_x[: cfg.density_images]), draws=cfg.density_draws
+            ratios, out_dir / "density_ratios.png", images=len(test_x[: cfg.density_images]), draws=cfg.density_draws,
+            label=label,
         ),
         "pixel_perturbation": plot_pixel_perturbation(
             accuracy, out_dir / "pixel_perturbation.png", cfg.perturbation_fill,
             images=len(test_x[: cfg.perturbation_images]), num_classes=getattr(data, "num_classes", None),
+            label=label,
         ),
     }
