@@ -269,7 +269,7 @@ def _print_next_steps(
     uri_flag = f" --tracking-uri {q(uri)}"
     print(
         f"\nResults:\n"
-        f"  MLflow:      {uri}  (experiment '{exp}', parent run '{cfg.name}' = {parent_id})\n"
+        f"  MLflow:      {uri}  (experiment '{exp}', parent run '{tracking.parent_name(cfg.name)}' = {parent_id})\n"
         f"  Ray results: {storage.rstrip('/')}/{cfg.name}\n"
         f"Open the MLflow UI (the runs table, best first):\n"
         f"  {ui}\n"
