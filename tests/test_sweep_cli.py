@@ -92,3 +92,37 @@ def test_the_quickstart_header_expects_what_the_readme_shows():
     point, value = re.search(r"best objective (\S+ s\d) \((\d\.\d+)", header).groups()
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert f"Best point: {point} (objective {value})" in readme
+
+
+@pytest.mark.slow
+def test_smoke_trains_a_cifar_presets_judge_and_trials_code_on_a_miniature(tmp_path, monkeypatch):
+    """table2 --smoke through the judge stage's plan and training and one trial's trainer run, on a
+    miniature CIFAR-100 in torchvision's on-disk format (CIFAR cannot be downloaded here)."""
+    import torchvision.datasets.cifar
+
+    from sweep import judge_stage
+    from sweep.config import judge_config
+    from sweep.points import apply_point, grid_points, point_name
+    from test_data import write_mini_cifar
+    from trainer import keys
+    from trainer.judge import train_judge
+    from trainer.train import run
+
+    write_mini_cifar(tmp_path, 100, per_file=96)
+    # torchvision checks each file's md5 against the real dataset's: skip only that check.
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    cfg = load_config(parse_args(["--config", "table2", "--smoke", "--set", f"trainer.data.data_dir={tmp_path}"]))
+    jc = judge_config(cfg)
+    plan = judge_stage.plan(jc, "cpu")
+    assert "vgg11_released (width 0.0625), 2 epochs of 96 cifar100 images" in plan and "--set judge.epochs=N" in plan
+    judge = train_judge(jc, tmp_path / "judges", "cpu")
+
+    point = grid_points(cfg.search)[7]
+    trainer_cfg = apply_point(cfg.trainer.model_dump(), point)
+    trainer_cfg.eval.judge, trainer_cfg.eval.label = str(judge), point_name(trainer_cfg, point)
+    files = {}
+    metrics = run(trainer_cfg, report=lambda m, f: files.update(f), checkpoint_dir=tmp_path / "run",
+                  out_dir=tmp_path / "out")
+    assert metrics[keys.STATUS] == "finished" and metrics[keys.EPOCH] == 2
+    assert 0 <= metrics[keys.GAN_TEST] <= 1 and keys.TEST_ACC in metrics
+    assert {"samples", "saliency", "density_ratios", "pixel_perturbation"} <= set(files)
