@@ -176,6 +176,9 @@ class OptimConfig(_Strict):
         return v
 
 
+CONSTANT_FILL = 0.5  # the released code's fill value for removed pixels (perturbation_fill: constant)
+
+
 class EvalConfig(_Strict):
     every: int = Field(0, ge=0)  # evaluate every k epochs; 0: only after the last epoch
     enabled: bool = True  # run the paper's evaluations (samples, GAN-test, ratios, perturbation)

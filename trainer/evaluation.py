@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from trainer import losses
-from trainer.config import EvalConfig, LossConfig
+from trainer.config import CONSTANT_FILL, EvalConfig, LossConfig
 from trainer.groundtruth import groundtruth_metrics
 from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, pixel_perturbation_key
 from trainer.precision import fp32_precision
@@ -36,8 +36,7 @@ from trainer.precision import fp32_precision
 # evaluation's input gradients (about 1.8 GiB for a ResNet-18 on CIFAR, trainer.memory) below a
 # score-matching training step's at batch 128, so four trials fit a 24 GB GPU.
 BATCH_SIZE = 256
-FILLS = ("image_mean", "constant")
-CONSTANT_FILL = 0.5  # the released code's fill value for removed pixels
+FILLS = ("image_mean", "constant")  # removed pixels: each image's mean, or CONSTANT_FILL
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -315,9 +314,12 @@ def evaluate_all(
     # The pictures (trainer.figures) load matplotlib only here, when an evaluation writes them.
     from trainer import figures
 
+    n = min(cfg.grid_images, figures.MAX_TILES)  # tiles drawn: their saliency maps and the judge's verdicts
+    saliency = saliency_maps(model, test_x[:n], test_y[:n])
+    judged = None if judge is None else predict(judge, samples[:n])
     files = figures.write_all(
-        model, data, cfg, judge=judge, samples=samples, targets=targets, ratios=ratios, accuracy=accuracy,
-        gan_test_value=metrics.get(GAN_TEST), out_dir=out_dir,
+        data, cfg, samples=samples, targets=targets, saliency=saliency, judged=judged, ratios=ratios,
+        accuracy=accuracy, gan_test_value=metrics.get(GAN_TEST), model_name=type(model).__name__, out_dir=out_dir,
     )
     curves = {
         "density_ratios": {"sigma": list(ratios), "ratio": list(ratios.values())},

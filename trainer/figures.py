@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from torch import Tensor, nn
+from torch import Tensor
 
-from trainer.config import EvalConfig
-from trainer.evaluation import CONSTANT_FILL, predict, saliency_maps
+from trainer.config import CONSTANT_FILL, EvalConfig
 
 CURVE_SIZE = (5.0, 4.4)  # inches
 # Fixed margins (fractions of the figure): tight_layout would double the cost of a curve, which
@@ -390,31 +389,31 @@ def plot_pixel_perturbation(
 
 
 def write_all(
-    model: nn.Module,
     data,
     cfg: EvalConfig,
     *,
-    judge: nn.Module | None,
     samples: Tensor,
     targets: Tensor,
+    saliency: Tensor,
+    judged: Tensor | None,
     ratios: dict[float, float],
     accuracy: dict[float, float],
     gan_test_value: float | None,
+    model_name: str,
     out_dir: Path,
 ) -> dict[str, Path]:
     """Write the four pictures of one evaluation under ``out_dir``: {"samples", "saliency",
     "density_ratios", "pixel_perturbation"} -> path.
 
-    ``samples``/``targets``, ``ratios`` and ``accuracy`` are trainer.evaluation's results on
-    ``data``'s test set; the saliency maps and the judge's verdicts are computed here for the
-    (at most MAX_TILES) tiles drawn. Every title opens with ``cfg.label`` (the run's name).
+    All are trainer.evaluation's results on ``data``'s test set: ``samples``/``targets``, the
+    ``saliency`` maps of the first test images and the ``judged`` classes of the first samples
+    (None: no judge), one per tile drawn (``len(saliency)``), ``ratios`` and ``accuracy``.
+    Every title opens with ``cfg.label`` (the run's name).
     """
     label = cfg.label
     test_x, test_y = data.test_x, data.test_y
-    n = min(cfg.grid_images, MAX_TILES)  # tiles drawn; the titles say how many of how many
-    saliency = saliency_maps(model, test_x[:n], test_y[:n])
-    names, described = class_names_of(data), f"model {type(model).__name__}"
-    judged = None if judge is None else predict(judge, samples[:n])
+    n = len(saliency)  # tiles drawn; the titles say how many of how many
+    names, described = class_names_of(data), f"model {model_name}"
     return {
         "samples": write_samples(
             samples[:n], targets[:n], out_dir / "samples.png", judged=judged, class_names=names,
