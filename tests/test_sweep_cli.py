@@ -126,3 +126,11 @@ def test_smoke_trains_a_cifar_presets_judge_and_trials_code_on_a_miniature(tmp_p
     assert metrics[keys.STATUS] == "finished" and metrics[keys.EPOCH] == 2
     assert 0 <= metrics[keys.GAN_TEST] <= 1 and keys.TEST_ACC in metrics
     assert {"samples", "saliency", "density_ratios", "pixel_perturbation"} <= set(files)
+
+
+def test_the_resume_command_keeps_smoke():
+    from sweep.run import _command
+
+    args = parse_args(["--config", "table2", "--smoke", "--set", "trainer.epochs=3"])
+    command = _command(load_config(args), args)
+    assert command.endswith("--config table2 --name table2 --smoke --resume --set trainer.epochs=3")
