@@ -8,6 +8,7 @@ artifact ``judge.pt``. Trials download it from MLflow, so workers on other nodes
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 import time
@@ -50,10 +51,64 @@ class EpochPrinter:
         )
 
 
+TIMED_STEPS = 3  # training steps timed (after one warm-up step) to estimate the judge's cost
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 / 60:02.0f} min"
+
+
+def step_seconds(jc: JudgeConfig, device: str) -> tuple[float, int, str]:
+    """Seconds per training step of the judge on ``device`` (median of TIMED_STEPS timed SGD
+    steps on a batch of its training images, after a warm-up step), its training images, and the
+    device it resolved to."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainer.data import load_dataset
+    from trainer.models import build_model
+    from trainer.train import resolve_device
+
+    dev = resolve_device(device)
+    data = load_dataset(jc.data, "cpu")
+    model = build_model(jc.arch, data.num_classes, data.in_channels, jc.width, jc.beta, data.image_size).to(dev)
+    optimizer = torch.optim.SGD(model.parameters(), lr=jc.lr, momentum=0.9)
+    x, y = data.train_x[: jc.batch_size].to(dev), data.train_y[: jc.batch_size].to(dev)
+    times = []
+    for _ in range(TIMED_STEPS + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[TIMED_STEPS // 2], len(data.train_x), str(dev)
+
+
+def plan(jc: JudgeConfig, device: str) -> str:
+    """What training the judge will take, printed before it starts: architecture, epochs, an
+    estimated time on ``device`` (from :func:`step_seconds`) and how to shrink it."""
+    per_step, images, device = step_seconds(jc, device)
+    steps = math.ceil(images / jc.batch_size) * jc.epochs
+    return (
+        f"judge plan: {jc.arch} (width {jc.width:g}), {jc.epochs} epochs of {images} {jc.data.dataset} images "
+        f"at batch {jc.batch_size} on {device}: about {_duration(per_step * steps)} ({steps} steps, "
+        f"{per_step * 1000:.0f} ms each in a {TIMED_STEPS}-step timing here)\n"
+        f"judge plan: trained once per dataset and judge config, then reused; shrink it with "
+        f"--set judge.epochs=N (and --set judge.width=0.25)"
+    )
+
+
 def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: str) -> str:
-    """Train the judge of ``jc`` and store it in MLflow; returns the judge's run id."""
+    """Print the judge's plan, train it and store it in MLflow; returns the judge's run id."""
     from trainer.judge import train_judge
 
+    print(plan(jc, device), flush=True)
     with tempfile.TemporaryDirectory(prefix="sweep-judge-") as tmp:  # MLflow is the judge's home
         path = train_judge(jc, tmp, device=device, report=EpochPrinter(jc.epochs))
         return tracking.log_judge(tracking.client(uri), artifact_root, jc.key(), flatten(jc), Path(path))

@@ -32,16 +32,45 @@ class PreflightError(RuntimeError):
     """The sweep cannot start; the message says why."""
 
 
+def dataset_url(dataset: str) -> str:
+    """Where torchvision downloads ``dataset`` (cifar10 or cifar100) from."""
+    from torchvision.datasets import CIFAR10, CIFAR100  # imported only for a download
+
+    return {"cifar10": CIFAR10, "cifar100": CIFAR100}[dataset].url
+
+
+def reachable(url: str, timeout: float = 10.0) -> str | None:
+    """None when ``url``'s host answers an HTTP HEAD request, else the reason it does not."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError as e:  # the host answered; torchvision's own request decides
+        return None if e.code < 500 else f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
+
+
 def check_dataset(data: DataConfig) -> None:
     """CIFAR must be on disk or downloadable; the other datasets ship with the code."""
     folder = CIFAR_FOLDERS.get(data.dataset)
     if folder is None:
         return
     path = Path(data.data_dir) / folder
-    if not path.is_dir() and not data.download:
+    if path.is_dir():
+        return
+    if not data.download:
         raise PreflightError(
             f"trainer.data: {data.dataset} not found at {path.resolve()} and trainer.data.download "
             f"is false; put the dataset there, set trainer.data.data_dir, or --set trainer.data.download=true"
+        )
+    url = dataset_url(data.dataset)
+    reason = reachable(url)
+    if reason is not None:
+        root = Path(data.data_dir).resolve()
+        raise PreflightError(
+            f"trainer.data: {data.dataset} is not at {path.resolve()} and cannot be downloaded from {url} "
+            f"({reason}); fetch that file on a machine with network and unpack it into {root} "
+            f"(tar xzf {url.rsplit('/', 1)[-1]} -C {root} makes {folder}/), or set trainer.data.data_dir"
         )
 
 

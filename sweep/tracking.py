@@ -138,13 +138,19 @@ def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
     return _first_run(mc, experiment, f"tags.`{Tag.SWEEP}` = {filter_value(sweep)} and tags.`{Tag.ROLE}` = '{Role.PARENT}'")
 
 
+def parent_name(sweep: str) -> str:
+    """The parent run's display name: ``sweep: NAME``, so that the runs table tells it from its
+    trials (named by their points) at a glance. Display only: the parent is found by its tags."""
+    return f"sweep: {sweep}"
+
+
 def start_parent(
     mc: MlflowClient, experiment_id: str, sweep: str, params: Mapping[str, Any], config_file: Path
 ) -> str:
     """Create the sweep's parent run with its resolved config, git commit and tags."""
     run = mc.create_run(
         experiment_id,
-        run_name=sweep,
+        run_name=parent_name(sweep),
         tags=_tags({Tag.SWEEP: sweep, Tag.ROLE: Role.PARENT, Tag.COMMIT: git_commit()}),
     )
     log_params(mc, run.info.run_id, params)
@@ -257,25 +263,37 @@ def interrupt_parent(mc: MlflowClient, experiment_id: str, parent_id: str, note:
     mc.set_terminated(parent_id, status="KILLED")
 
 
-# The runs-table columns of the shared view (MLflow's canonical keys: type.`name`).
+# The runs-table columns of the shared view (MLflow's canonical keys: type.`name`), in the order
+# the README describes them: what selects, then what it trades off, then the point and its status.
 VIEW_COLUMNS = (
     f"metrics.`{keys.OBJECTIVE}`",
     f"metrics.`{keys.VAL_ACC}`",
-    f"metrics.`{keys.TEST_ACC}`",
     f"metrics.`{keys.GAN_TEST}`",
+    f"metrics.`{keys.TEST_ACC}`",
     "params.`loss.lam`",
     "params.`loss.mu`",
     f"tags.`{Tag.STATUS}`",
 )
+# Column widths in pixels, so that all seven fit beside the run names on a 1600 px screen with
+# MLflow's assistant panel open (about 960 px of table); the UI's own columns first.
+RUN_NAME_COLUMN, CREATED_COLUMN = "attributes.`Run Name`", "runDateAndNestInfo"
+VIEW_WIDTHS = {
+    RUN_NAME_COLUMN: 165, CREATED_COLUMN: 100,
+    **dict(zip(VIEW_COLUMNS, (110, 72, 105, 72, 75, 72, 92))),
+}
 
 
 def view_state() -> dict[str, Any]:
-    """The runs table a sweep's experiment opens on: its columns, sorted by the objective.
+    """The runs table a sweep's experiment opens on: its columns in VIEW_COLUMNS' order and
+    VIEW_WIDTHS, sorted by the objective.
 
     The MLflow 3 UI reads experiment tag ``mlflow.sharedViewState.<key>`` (JSON of its search
-    facets and UI state) when the page URL has ``?viewStateShareKey=<key>``. Sorting by a metric
-    lists the runs flat (the UI nests child runs only in its default start-time order), so every
-    trial is visible at once; the parent, which has no ``eval/objective``, sorts last.
+    facets and UI state) when the page URL has ``?viewStateShareKey=<key>``. It lists selected
+    columns alphabetically within each group unless ``columnOrder`` says otherwise (a column's
+    width is applied only to columns named there). Sorting by a metric lists the runs flat (the
+    UI nests child runs only in its default start-time order), so every trial is visible at once;
+    the parent, which has no ``eval/objective``, sorts last and is told apart by its name
+    (:func:`parent_name`): MLflow 3.17 drops pinned rows (``runsPinned``) from a shared view.
     """
     return {
         "searchFilter": "",
@@ -283,6 +301,8 @@ def view_state() -> dict[str, Any]:
         "orderByAsc": False,
         "lifecycleFilter": "Active",
         "selectedColumns": list(VIEW_COLUMNS),
+        "columnOrder": [RUN_NAME_COLUMN, CREATED_COLUMN, *VIEW_COLUMNS],
+        "columnWidths": dict(VIEW_WIDTHS),
         "runsHiddenMode": "SHOW_ALL",
     }
 

@@ -96,8 +96,11 @@ def run_trial(
     )
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
+    # Set after the params are logged, like the judge's path: it names the run, it does not configure it.
+    cfg.eval.label = name  # every picture's title names its point, so a downloaded file says whose it is
 
-    last: dict[str, Any] = {"status": Status.RUNNING, "reported": False}  # the last epoch reported
+    # The last epoch reported, and the accuracies it logged.
+    last: dict[str, Any] = {"status": Status.RUNNING, "reported": False, "accuracy": {}}
 
     def on_epoch(metrics: dict[str, Any], files: dict[str, str]) -> None:
         epoch, status = int(metrics[keys.EPOCH]), Status(metrics[keys.STATUS])
@@ -123,6 +126,12 @@ def run_trial(
             mlrun.set_status(Status.DIVERGED)
         (ckpt / STATE_FILE).write_text(json.dumps(state))
         result = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if status == Status.DIVERGED:
+            # The MLflow UI shows a metric's last logged value: the accuracies of the last epoch
+            # before the divergence. The driver's summary shows the same, not a dash.
+            result.update(last["accuracy"])
+        else:
+            last["accuracy"] = {k: metrics[k] for k in (keys.VAL_ACC, keys.TEST_ACC) if k in metrics}
         result.update({keys.OBJECTIVE: state["objective"], keys.STATUS: str(status), POINT: name})
         report(result, None if status == Status.DIVERGED else ckpt)
 

@@ -361,8 +361,13 @@ class TrialProgress(tune.Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if not self.started:
             self.started = time.time()
-            print(f"trials: {self.total} to run; a line per trial epoch (at most every {self.every:.0f} s per trial)",
-                  flush=True)
+            # A resumed sweep starts with the trials that ended before it (TERMINATED; errored ones
+            # run again, resume_errored): they are not to run.
+            total = max(self.total, len(trials))
+            ended = sum(t.status == "TERMINATED" for t in trials)
+            before = f" ({ended} of {total} ended before this resume)" if ended else ""
+            print(f"trials: {total - ended} to run{before}; a line per trial epoch (at most every {self.every:.0f} s "
+                  "per trial)", flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         tid = trial.trial_id

@@ -37,7 +37,8 @@ from trainer.config import flatten
 
 SOURCE_ATTR = "warm_start.run_id"  # Optuna user attribute: the MLflow run a trial came from
 # Trainer fields that say where or on what a trial ran, not what it trained: they may differ.
-RUN_ONLY = frozenset({"data.data_dir", "data.download", "device", "eval.judge"})
+# eval.label only titles the pictures (the trial sets its point name).
+RUN_ONLY = frozenset({"data.data_dir", "data.download", "device", "eval.judge", "eval.label"})
 ENTERED = (Status.FINISHED, Status.DIVERGED)  # the statuses with a final value
 
 

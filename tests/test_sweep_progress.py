@@ -39,3 +39,17 @@ def test_objective_shows_a_dash_until_the_first_evaluation_and_trials_by_point(c
     assert lines[3].split()[:2] == ["base", "s0"] and "diverged at epoch 1/4  objective 0.000" in lines[3]
     assert "[1/2 trials done" in lines[3]
     assert not any("_trainable_" in line or "t0" in line.split() for line in lines)
+
+
+def test_a_resumed_sweep_counts_only_the_trials_left_to_run(capsys):
+    from sweep.tune import TrialProgress
+
+    ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1)
+    progress = TrialProgress(ctx, epochs=4, total=10, every=0.0)
+    # Restored from Tune's state: 4 ended (TERMINATED), 1 errored (runs again), 2 paused mid-training;
+    # the grid's last 3 trials are not created yet.
+    statuses = ["TERMINATED"] * 4 + ["ERROR"] + ["PAUSED"] * 2
+    trials = [FakeTrial(f"t{i}", status=s) for i, s in enumerate(statuses)]
+    progress.on_step_begin(0, trials)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("trials: 6 to run (4 of 10 ended before this resume); ")

@@ -176,6 +176,9 @@ class OptimConfig(_Strict):
         return v
 
 
+CONSTANT_FILL = 0.5  # the released code's fill value for removed pixels (perturbation_fill: constant)
+
+
 class EvalConfig(_Strict):
     every: int = Field(0, ge=0)  # evaluate every k epochs; 0: only after the last epoch
     enabled: bool = True  # run the paper's evaluations (samples, GAN-test, ratios, perturbation)
@@ -197,6 +200,9 @@ class EvalConfig(_Strict):
     perturbation_images: int = Field(1024, ge=1)
     # Images written as grids.
     grid_images: int = Field(64, ge=1)
+    # Who the pictures are of, opening every picture's title so that a downloaded file still
+    # names its run (the sweep sets its point name, e.g. "sm λ1e-3 μ1e-4 s0"); "": no label.
+    label: str = ""
 
 
 class TrainConfig(_Strict):
