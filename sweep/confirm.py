@@ -138,17 +138,39 @@ def finalists(pool: Mapping[str, Candidate], best_trial: str | None, top_k: int)
 
 
 def rescore(
-    uri: str, run_id: str, checkpoint: str, judge_run: str | None, samples: int | None, sample_seed: int, device: str
+    uri: str,
+    run_id: str,
+    checkpoint: str,
+    judge_run: str | None,
+    samples: int | None,
+    sample_seed: int,
+    device: str,
+    threads: int = 1,
 ) -> str:
     """Measure one finalist's checkpoint on fresh draws; returns JSON counts (a Ray task's result).
 
     ``samples``: None means CONFIRM_SAMPLES or the test set's size where smaller. The samples'
     targets are the test labels in order, cycled, and their generation follows the trial's own
     eval config (steps, step size, prior, start), as the trial's evaluation did: only the seed and
-    the number differ.
+    the number differ. ``threads``: torch threads, as a trial gets (``trial_threads``): on a
+    shared CPU, more threads than cores one's own are many times slower, not faster.
     """
     import os
 
+    import torch
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per finalist is enough
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _rescore(uri, run_id, checkpoint, judge_run, samples, sample_seed, device)
+    finally:
+        torch.set_num_threads(previous)  # the driver's own setting, when it ran here
+
+
+def _rescore(
+    uri: str, run_id: str, checkpoint: str, judge_run: str | None, samples: int | None, sample_seed: int, device: str
+) -> str:
     import torch
 
     from trainer.checkpoint import judge_from_info, read_judge
@@ -156,7 +178,6 @@ def rescore(
     from trainer.evaluation import gan_test, generate_samples
     from trainer.train import measure
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per finalist is enough
     with tempfile.TemporaryDirectory(prefix="sweep-confirm-") as tmp:
         path = tracking.download(tracking.client(uri), run_id, checkpoint, Path(tmp))
         model, tcfg, data = model_from_checkpoint(path, device=device)
@@ -262,7 +283,7 @@ def run_stage(
                 print(f"confirm: {finalist.point}: its run names no checkpoint; not confirmed", flush=True)
                 continue
             work = functools.partial(
-                rescore, uri, finalist.run_id, finalist.checkpoint, judge_run, samples, seed, device
+                rescore, uri, finalist.run_id, finalist.checkpoint, judge_run, samples, seed, device, cfg.trial_threads
             )
             done = measured(json.loads(remote(work) if remote else work()), finalist, cfg.objective, seed)
             tracking.log_confirmation(
