@@ -293,7 +293,8 @@ def run_stage(
             )  # fmt: skip
             seams.kill_point("confirm")
         out.append(done)
-        print(f"confirm: {finalist.point}: {describe(done)}" + (" (confirmed earlier)" if done.reused else ""), flush=True)
+        earlier = " (confirmed earlier)" if done.reused else ""
+        print(f"confirm: {finalist.point}: {describe(done)}{earlier}", flush=True)
     return out
 
 
@@ -315,4 +316,5 @@ def not_separable(best: Confirmed, others: Sequence[Confirmed]) -> list[str] | N
         return None
     # keyed by run id: display names may repeat
     pool = {c.finalist.run_id: c for c in others if c is not best and c.objective is not None}
-    return [pool[r].finalist.point for r in not_separable_from(best.objective, {r: c.objective for r, c in pool.items()})]
+    overlapping = not_separable_from(best.objective, {r: c.objective for r, c in pool.items()})
+    return [pool[r].finalist.point for r in overlapping]

@@ -182,7 +182,9 @@ def _print_summary(rows: list[dict[str, Any]], confirmed: Sequence[confirm.Confi
             print(f"{status.capitalize()}: {', '.join(named)}")
 
 
-def best_metrics(best: dict[str, Any], confirmed: Sequence[confirm.Confirmed]) -> tuple[dict[str, Any], dict[str, float]]:
+def best_metrics(
+    best: dict[str, Any], confirmed: Sequence[confirm.Confirmed]
+) -> tuple[dict[str, Any], dict[str, float]]:
     """The parent's summary of the best point: the mapping ``tracking.finish_parent`` logs as
     ``best/*`` (its confirmed numbers where confirmed), and the extra parent metrics: the confirmed
     numbers' ``best/<name>_lo``/``_hi`` and the selection numbers as ``best/selection_<name>``."""

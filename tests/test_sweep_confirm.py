@@ -4,6 +4,7 @@ killed during the stage then resumed."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -200,3 +201,48 @@ def test_a_driver_killed_during_confirmation_resumes_and_confirms_each_finalist_
     parent = mc.search_runs([exp.experiment_id], f"tags.`{Tag.ROLE}` = 'parent'")[0]
     assert parent.info.status == "FINISHED" and "best/objective_lo" in parent.data.metrics
     assert any(" done in " in line and ", confirm " in line for line in out.splitlines())  # its phase
+
+
+def test_the_stage_interrupted_after_one_finalist_confirms_only_the_rest_when_run_again(tmp_path):
+    """run_stage on a real MLflow store with stand-in measurements: a Ctrl-C during the second
+    finalist, then the stage again, measures each finalist once and logs one point per metric."""
+    from sweep import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mc = tracking.client(uri)
+    exp = mc.create_experiment("e")
+    parent = mc.create_run(exp, tags={Tag.ROLE: "parent"}).info.run_id
+    rows, results = [], {}
+    # (trial, validation accuracy, GAN-test): a front of three points, and one dominated point
+    for i, (acc, gan) in enumerate(((0.9, 0.5), (0.7, 0.7), (0.5, 0.9), (0.4, 0.4))):
+        run = mc.create_run(exp, tags={Tag.PARENT: parent, Tag.ROLE: "trial", Tag.TRIAL_ID: f"t{i}", Tag.KEY: f"k{i}",
+                                       Tag.CHECKPOINT: "checkpoints/best.pt", Tag.POINT: f"p{i}"})  # fmt: skip
+        metrics = {"point": f"p{i}", keys.VAL_ACC: acc, keys.GAN_TEST: gan, keys.OBJECTIVE: (acc + gan) / 2}
+        rows.append({"trial_id": f"t{i}", "status": Status.FINISHED, "error": None, "metrics": metrics})
+        results[run.info.run_id] = {"test_acc": acc, "test_images": 400, "gan_test": gan - 0.05, "samples": 1024}
+    cfg = SweepConfig(name="e")
+    calls: list[str] = []
+
+    def remote(work, stop_at: int | None = None):
+        calls.append(work.args[1])  # the finalist's run id
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return json.dumps(results[work.args[1]])
+
+    def stage(stop_at=None):
+        return confirm.run_stage(cfg, uri, exp, parent, rows, "t0", lambda r: r["metrics"][keys.OBJECTIVE],
+                                 lambda r: r["metrics"]["point"], "judge-run", lambda w: remote(w, stop_at))  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        stage(stop_at=2)
+    first = calls[0]
+    done = stage()
+    assert [c.finalist.point for c in done] == ["p0", "p1", "p2"]  # the best, then the front; p3 is dominated
+    assert calls.count(first) == 1 and len(calls) == 2 + 2  # interrupted: 2 calls; again: the other two
+    assert [c.reused for c in done] == [c.finalist.run_id == first for c in done]
+    for c in done:
+        assert c.gan_test.value == pytest.approx(results[c.finalist.run_id]["gan_test"], abs=1 / 1024)  # a count
+        for key in confirm.CONFIRM_KEYS:
+            for name in (key, keys.lo_key(key), keys.hi_key(key)):
+                assert len(mc.get_metric_history(c.finalist.run_id, name)) == 1, (c.finalist.point, name)
+        assert mc.get_run(c.finalist.run_id).data.tags[Tag.CONFIRM_SAMPLE_SEED] == str(cfg.confirm_sample_seed)
