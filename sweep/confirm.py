@@ -191,14 +191,9 @@ def _rescore(
             model, targets, shape=tuple(test_x.shape[1:]), steps=tcfg.eval.steps, lr=tcfg.eval.step_size,
             prior=tcfg.eval.prior, init_mean=tcfg.eval.init_mean, init_std=tcfg.eval.init_std, seed=sample_seed,
         )  # fmt: skip
-        judge = judge_from_info(read_judge(fetch_judge(uri, judge_run)), model_device(model))
+        judge = judge_from_info(read_judge(fetch_judge(uri, judge_run)), next(model.parameters()).device)
         out.update(gan_test=gan_test(drawn, targets, judge), samples=n)
     return json.dumps(out)
-
-
-def model_device(model: Any) -> Any:
-    """The device a model's weights live on."""
-    return next(model.parameters()).device
 
 
 def _reused(run: Any, finalist: Candidate, sample_seed: int) -> Confirmed | None:

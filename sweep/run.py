@@ -145,11 +145,11 @@ def best_line(best: dict[str, Any] | None, confirmed: Sequence[confirm.Confirmed
 
 def _print_confirmed(confirmed: Sequence[confirm.Confirmed]) -> None:
     print("\nFinalists confirmed on fresh draws (value [95 % interval]; selection = the objective that chose them):")
-    print(f"  {'point':32s} {'selection':>9s}  {'objective':21s} {'test acc':21s} {'gan':21s}")
+    print(f"  {'point':32s} {'selection':>9s}  {'objective':21s} {'test acc':21s} gan")
     for c in confirmed:
         print(
             f"  {c.finalist.point:32s} {c.finalist.objective:9.3f}  {_fmt_iv(c.objective):21s} "
-            f"{_fmt_iv(c.test_acc):21s} {_fmt_iv(c.gan_test):21s}"
+            f"{_fmt_iv(c.test_acc):21s} {_fmt_iv(c.gan_test)}"
         )
 
 
