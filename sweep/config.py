@@ -203,6 +203,40 @@ class FailureConfig(_Strict):
     max_failures: int = Field(2, ge=-1)  # retries per trial from its last checkpoint; -1: forever
 
 
+# Default number of fresh samples a finalist's GAN-test is confirmed on (capped at the test set's
+# size by sweep.confirm): a fraction over 1024 samples has a 95 % interval of at most ±0.031.
+CONFIRM_SAMPLES = 1024
+# The default confirmation sample seed is this much above the largest trainer seed of the sweep, so
+# it is never a seed any trial's own evaluation drew its samples with (that seed is the trial's).
+CONFIRM_SEED_OFFSET = 100_000
+
+
+class ConfirmConfig(_Strict):
+    """The confirmation stage (sweep.confirm, docs/sweep.md): after the trials, the finalists (the
+    best point, then the points on the accuracy/GAN-test front) are re-scored on draws that
+    selection never saw, and those numbers are what the sweep reports."""
+
+    enabled: bool = True  # false: no stage; the sweep reports the selection numbers, labelled so
+    top_k: int = Field(5, ge=1)  # most finalists re-scored: the best point first, then the front
+    # Generated samples per finalist for confirm/gan_test; None: CONFIRM_SAMPLES, or the test set's
+    # size where that is smaller (the samples' targets are the test labels, one pass over them).
+    samples: int | None = Field(None, ge=1)
+    # Seed of those samples' starting noise; None: CONFIRM_SEED_OFFSET + the largest trainer seed.
+    # Never a seed of search.seeds: a trial's own evaluation drew its samples with its seed.
+    sample_seed: int | None = Field(None, ge=0)
+    # New training seeds per finalist (0: off). Each is a full extra trial: N x top_k more trials.
+    # Not available yet: only 0 is accepted (the stage confirms each finalist's own training seed).
+    train_seeds: int = Field(0, ge=0)
+
+    @field_validator("train_seeds")
+    @classmethod
+    def _check_train_seeds(cls, v: int) -> int:
+        if v:
+            raise ValueError("retraining finalists with new seeds is not available yet; use 0 (the default), or "
+                             "search.seeds for several seeds of every point")
+        return v
+
+
 class SweepConfig(_Strict):
     """A whole sweep: the base trainer config, the search, and where everything goes."""
 
@@ -222,6 +256,7 @@ class SweepConfig(_Strict):
     judge: dict[str, Any] | None = {}
     trial_threads: int = Field(1, ge=1)  # torch threads per trial (CPU trials share cores)
     analysis: bool = True  # write Table 2 / Pareto to the parent run at the end
+    confirm: ConfirmConfig = ConfirmConfig()  # re-score the finalists on fresh draws (sweep.confirm)
 
     @field_validator("name", "experiment")
     @classmethod
@@ -250,6 +285,7 @@ class SweepConfig(_Strict):
                 "(judge: null or trainer.eval.enabled: false); use objective.name=accuracy"
             )
         self._check_selection()
+        self._check_confirm()
         if self.search.method == "grid" and (self.search.space or self.search.objectives != [keys.OBJECTIVE]):
             raise ValueError("search.space/search.objectives are for search.method=optuna")
         if self.search.method == "grid" and self.search.max_epochs_total is not None:
@@ -317,6 +353,22 @@ class SweepConfig(_Strict):
                 f"search.objectives: {keys.VAL_ACC} needs a validation split (trainer.data.val_size > 0) "
                 "and objective.split: val"
             )
+
+    def _check_confirm(self) -> None:
+        """The confirmation's sample seed must be fresh: no trial drew its samples with it."""
+        seed = self.confirm.sample_seed
+        if seed is not None and seed in self.search.seeds:
+            raise ValueError(
+                f"confirm.sample_seed: {seed} is a trainer seed of search.seeds, so the trials of that seed drew "
+                "their GAN-test samples with it; confirmation needs fresh draws (leave it unset for a derived one)"
+            )
+
+    @property
+    def confirm_sample_seed(self) -> int:
+        """The seed of the confirmation's samples (confirm.sample_seed, or one derived from the trial seeds)."""
+        if self.confirm.sample_seed is not None:
+            return self.confirm.sample_seed
+        return CONFIRM_SEED_OFFSET + max(self.search.seeds)
 
     @property
     def experiment_name(self) -> str:

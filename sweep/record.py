@@ -50,6 +50,10 @@ class Tag(StrEnum):
     JUDGE_KEY = "judge.key"  # judges experiment and trials: what the judge was trained with
     JUDGE_ARCH = "judge.arch"  # trials: the judge's architecture (vgg11_released, vgg11)
     WARM_START = "sweep.warm_start"  # parent: comma-separated run ids the search started from
+    # A finalist's run: what its confirm/* metrics were measured on (sweep.confirm).
+    CONFIRM_SAMPLE_SEED = "confirm.sample_seed"  # seed of the fresh samples' starting noise
+    CONFIRM_SAMPLES = "confirm.samples"  # samples confirm/gan_test is a fraction of
+    CONFIRM_TEST_IMAGES = "confirm.test_images"  # test images confirm/test_acc is a fraction of
 
 
 class SelectionSplit(StrEnum):
@@ -65,7 +69,12 @@ class SelectionSplit(StrEnum):
 
 
 # Parent-run metrics: the sweep's summary (the best point's final values, trials per status).
+# best/objective, best/test_acc and best/gan_test are the confirmed numbers when the best point was
+# confirmed (sweep.confirm; with best/<name>_lo and best/<name>_hi), else what selection measured.
 BEST_METRIC_PREFIX = "best/"  # best/objective, best/val_acc, best/test_acc, best/gan_test
+# The best point's numbers as selection measured them (the draw that chose it), kept beside the
+# confirmed ones: best/selection_objective, best/selection_test_acc, best/selection_gan_test.
+BEST_SELECTION_PREFIX = "best/selection_"
 COUNT_METRIC_PREFIX = "trials/"  # trials/finished, trials/diverged, trials/stopped, trials/failed
 # The experiment's shared runs-table view (MLflow UI: ?viewStateShareKey=<key>).
 VIEW_STATE_TAG = "mlflow.sharedViewState."

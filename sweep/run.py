@@ -28,14 +28,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from sweep import ctrlc, lock, preflight, seams, stores, tracking
+from sweep import confirm, ctrlc, lock, preflight, seams, stores, tracking
 from sweep.config import SweepConfig
 from sweep.judge_stage import ensure_judge
 from sweep.loading import load_sweep_config, preset_names
 from sweep.paths import resolve_artifact_root, resolve_storage_path, resolve_tracking_uri
 from sweep.objective import WORST
 from sweep.points import apply_point, grid_points, point_name
-from sweep.record import Status
+from sweep.record import BEST_METRIC_PREFIX, BEST_SELECTION_PREFIX, Status
 from sweep.trial import SweepContext
 from trainer import keys
 from trainer.config import ConfigError
@@ -182,8 +182,54 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda r: _objective(r) or 0.0) if done else None
 
 
-def _print_summary(rows: list[dict[str, Any]]) -> None:
-    print("\nTrials, best first (val/test = validation/test accuracy, gan = GAN-test, objective = eval/objective):")
+def _confirmed_best(best: dict[str, Any] | None, confirmed: Sequence[confirm.Confirmed]) -> confirm.Confirmed | None:
+    """The best point's confirmation (matched by Tune trial id), if it was confirmed."""
+    if best is None:
+        return None
+    return next((c for c in confirmed if c.finalist.trial_id == best["trial_id"]), None)
+
+
+def best_line(best: dict[str, Any] | None, confirmed: Sequence[confirm.Confirmed], md: bool = False) -> str:
+    """What the sweep reports as its result: the best point with its confirmed numbers, and the
+    finalists not separable from it; or, unconfirmed, its selection objective labelled as such.
+    ``md``: the parent's description (Markdown) rather than the terminal."""
+    if best is None:
+        return "No finished trial." if md else "Best point: none (no trial finished)"
+    name = f"**{_point(best)}**" if md else _point(best)
+    c = _confirmed_best(best, confirmed)
+    end = "." if md else ""
+    if c is None or c.objective is None:
+        return (f"Best point: {name}, selection objective {_fmt(_objective(best))} (the draw that chose it; "
+                f"not confirmed on fresh draws){end}")  # fmt: skip
+    fresh = f"{c.samples} new samples, seed {c.sample_seed}, and " if c.gan_test is not None else ""
+    text = (
+        f"Best point: {name}, objective {c.objective} (95 % interval; confirmed on {fresh}{c.test_images} "
+        f"test images; selected by objective {c.finalist.objective:.3f} on the selection draw)"
+    )
+    others = confirm.not_separable(c, confirmed) or []
+    if len(confirmed) < 2:
+        return f"{text}; no other finalist{end}"
+    tail = f"not separable from it: {', '.join(others)}" if others else "separable from every other finalist"
+    return f"{text}; {tail}{end}"
+
+
+def _print_confirmed(confirmed: Sequence[confirm.Confirmed]) -> None:
+    print("\nFinalists confirmed on fresh draws (value [95 % interval]; selection = the objective that chose them):")
+    print(f"  {'point':32s} {'selection':>9s}  {'objective':21s} {'test acc':21s} gan")
+    for c in confirmed:
+        print(
+            f"  {c.finalist.point:32s} {c.finalist.objective:9.3f}  {_fmt_iv(c.objective):21s} "
+            f"{_fmt_iv(c.test_acc):21s} {_fmt_iv(c.gan_test)}"
+        )
+
+
+def _fmt_iv(iv: Any) -> str:
+    return "-" if iv is None else str(iv)
+
+
+def _print_summary(rows: list[dict[str, Any]], confirmed: Sequence[confirm.Confirmed] = ()) -> None:
+    print("\nTrials, best first by the selection objective (val/test = validation/test accuracy, gan = GAN-test,"
+          " objective = eval/objective; the numbers that selected):")  # fmt: skip
     print(f"  {'point':32s} {'status':9s} {'epoch':>5s} {'val':>6s} {'test':>6s} {'gan':>6s} {'objective':>9s}")
     ranked = sorted(rows, key=lambda r: (_objective(r) is None, -(_objective(r) or 0.0), _point(r)))
     for row in ranked:
@@ -195,13 +241,38 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
         )
         if row["error"]:
             print(f"      error: {row['error']}")
+    if confirmed:
+        _print_confirmed(confirmed)
     best = best_row(rows)
     if best is not None:
-        print(f"Best point: {_point(best)} (objective {_fmt(_objective(best))})")
+        print(best_line(best, confirmed))
     for status in (Status.DIVERGED, Status.STOPPED, Status.FAILED):
         named = sorted(_point(r) for r in rows if r["status"] == status)
         if named:
             print(f"{status.capitalize()}: {', '.join(named)}")
+
+
+def best_metrics(
+    best: dict[str, Any], confirmed: Sequence[confirm.Confirmed]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The parent's summary of the best point: the mapping ``tracking.finish_parent`` logs as
+    ``best/*`` (its confirmed numbers where confirmed), and the extra parent metrics: the confirmed
+    numbers' ``best/<name>_lo``/``_hi`` and the selection numbers as ``best/selection_<name>``."""
+    m = best["metrics"]
+    summary = {"point": _point(best), **m, keys.OBJECTIVE: _objective(best)}
+    extra: dict[str, float] = {}
+    for key, short in ((keys.OBJECTIVE, "objective"), (keys.TEST_ACC, "test_acc"), (keys.GAN_TEST, "gan_test")):
+        if isinstance(summary.get(key), (int, float)):
+            extra[f"{BEST_SELECTION_PREFIX}{short}"] = float(summary[key])
+    c = _confirmed_best(best, confirmed)
+    if c is not None:
+        for key, short, iv in ((keys.OBJECTIVE, "objective", c.objective), (keys.TEST_ACC, "test_acc", c.test_acc),
+                               (keys.GAN_TEST, "gan_test", c.gan_test)):  # fmt: skip
+            if iv is not None:
+                summary[key] = iv.value
+                extra[keys.lo_key(BEST_METRIC_PREFIX + short)] = iv.lo
+                extra[keys.hi_key(BEST_METRIC_PREFIX + short)] = iv.hi
+    return summary, extra
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -209,7 +280,7 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {str(s): sum(r["status"] == s for r in rows) for s in ends}
 
 
-def _note(name: str, rows: list[dict[str, Any]]) -> str:
+def _note(name: str, rows: list[dict[str, Any]], confirmed: Sequence[confirm.Confirmed] = ()) -> str:
     """The parent run's description in the MLflow UI (Markdown)."""
     counts = ", ".join(f"{n} {s}" for s, n in _counts(rows).items())
     text = f"Sweep **{name}**: {len(rows)} trials ({counts})."
@@ -217,9 +288,9 @@ def _note(name: str, rows: list[dict[str, Any]]) -> str:
     if best is not None:
         m = best["metrics"]
         text += (
-            f" Best point by the final `{keys.OBJECTIVE}`: **{_point(best)}**, objective {_fmt(_objective(best))},"
-            f" validation accuracy {_fmt(m.get(keys.VAL_ACC))}, test accuracy {_fmt(m.get(keys.TEST_ACC))},"
-            f" GAN-test {_fmt(m.get(keys.GAN_TEST))}."
+            f" {best_line(best, confirmed, md=True)} Chosen by the final `{keys.OBJECTIVE}`; as selection measured"
+            f" it: objective {_fmt(_objective(best))}, validation accuracy {_fmt(m.get(keys.VAL_ACC))},"
+            f" test accuracy {_fmt(m.get(keys.TEST_ACC))}, GAN-test {_fmt(m.get(keys.GAN_TEST))}."
         )
     return text + " Config: `sweep.yaml`; Table 2 and Pareto front: `analysis/` in this run's artifacts."
 
@@ -449,7 +520,11 @@ def execute(plan: Plan, phases: Phases) -> int:
         return _run_trials(plan, phases, mc, experiment_id, parent_id, judge_run)
     except KeyboardInterrupt:
         # Outside Tune's own Ctrl-C handling (before the trials, in the analysis, a second Ctrl-C).
-        kept = "in the analysis: every trial had ended and is kept" if "trials" in phases.seconds else ""
+        kept = ""
+        if "confirm" in phases.seconds and "analysis" not in phases.seconds:
+            kept = "in the confirmation: every trial had ended and is kept, with the finalists confirmed so far"
+        elif "trials" in phases.seconds:
+            kept = "in the analysis: every trial had ended and is kept"
         raise _interrupt(plan, mc, experiment_id, parent_id, kept) from None
 
 
@@ -520,16 +595,28 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
         raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.points), total))
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
-    _print_summary(rows)
+    confirmed: list[confirm.Confirmed] = []
+    best = best_row(rows)
+    if cfg.confirm.enabled:
+        remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
+        with phases("confirm"):
+            confirmed = confirm.run_stage(
+                cfg, uri, experiment_id, parent_id, rows, best["trial_id"] if best else None, _objective, _point,
+                judge_run, remote,
+            )  # fmt: skip
+        ctrlc.check()
+    _print_summary(rows, confirmed)
     failed = sum(r["status"] == Status.FAILED for r in rows)
     if cfg.analysis:
         with phases("analysis"):
             _analysis(cfg, uri, parent_id, storage)
         ctrlc.check()
-    best = best_row(rows)
+    summary, extra = best_metrics(best, confirmed) if best else (None, {})
+    if extra:
+        tracking.log_parent_metrics(mc, parent_id, extra)
     tracking.finish_parent(
-        mc, parent_id, trials=len(rows), failed=failed, counts=_counts(rows),
-        best={"point": _point(best), **best["metrics"]} if best else None, note=_note(cfg.name, rows),
+        mc, parent_id, trials=len(rows), failed=failed, counts=_counts(rows), best=summary,
+        note=_note(cfg.name, rows, confirmed),
     )  # fmt: skip
     seams.kill_point("analysis")
     print(f"\nsweep {cfg.name!r} done in {phases.summary()}: {len(rows)} trials, {failed} failed")

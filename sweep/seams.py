@@ -11,6 +11,8 @@ at every phase boundary; nothing else sets it. The points, in the order a sweep 
 ``result``      the driver has received a trial's second epoch (the first one's checkpoint is
                 in Tune's state when TUNE_GLOBAL_CHECKPOINT_S=0)
 ``fitted``      Ray Tune has finished every trial; nothing is settled in MLflow yet
+``confirm``     the confirmation stage has logged its first finalist's ``confirm/*`` numbers;
+                the other finalists are not confirmed yet
 ``analysis``    the analysis is written; the parent run is not closed yet
 """
 
@@ -20,7 +22,7 @@ import os
 import signal
 
 ENV_KILL_AT = "SWEEP_TEST_KILL_AT"
-POINTS = ("locked", "judge", "parent", "result", "fitted", "analysis")
+POINTS = ("locked", "judge", "parent", "result", "fitted", "confirm", "analysis")
 
 
 def kill_point(name: str) -> None:

@@ -522,3 +522,16 @@ def settle_trials(mc: MlflowClient, experiment_id: str, parent_id: str, statuses
         if status and (run.data.tags.get(Tag.STATUS) != status or run.info.status == "RUNNING"):
             mc.set_tag(run.info.run_id, str(Tag.STATUS), str(status))
             finish(mc, run.info.run_id, failed=status in UNSUCCESSFUL)
+
+
+def child_runs(mc: MlflowClient, experiment_id: str, parent_id: str) -> list[Run]:
+    """Every child run of the sweep's parent (trials, and anything else nested under it)."""
+    return search_all(mc, experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'")
+
+
+def log_confirmation(mc: MlflowClient, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
+    """Log a finalist's ``confirm/*`` metrics (step 0: measured once) and the tags saying what
+    they were measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
+    now = int(time.time() * 1000)
+    rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
+    mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in _tags(tags).items()])

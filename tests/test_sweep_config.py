@@ -36,6 +36,10 @@ CASES = [
     (["--resume"], ["--resume", "no sweep"]),
     (["--address", "127.0.0.1:{port}"], ["--address", "no Ray cluster"]),
     (["--set", "resources.cpus=64"], ["resources.cpus", "64"]),  # checked once Ray is up
+    (["--set", "confirm.sample_seed=0"], ["confirm.sample_seed", "fresh draws"]),  # the trials' seed
+    (["--set", "confirm.top_k=0"], ["confirm.top_k"]),
+    (["--set", "confirm.sampels=64"], ["confirm.sampels", "unknown key"]),
+    (["--set", "confirm.train_seeds=2"], ["confirm.train_seeds", "not available"]),
 ]
 
 

@@ -1,0 +1,248 @@
+"""The confirmation stage (sweep.confirm): finalists, the confirmed objective's interval, the
+report with "not separable from it", the finalists of the session's tiny sweep, and a driver
+killed during the stage then resumed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import time
+
+import mlflow
+import numpy as np
+import psutil
+import pytest
+
+from helpers import TINY, child_runs
+from sweep import confirm, seams
+from sweep.config import ObjectiveConfig, SweepConfig
+from sweep.record import Status, Tag
+from trainer import keys
+from trainer.stats import Z95, Interval, proportion
+
+
+def _cand(run_id: str, objective: float, acc: float, gan: float, point: str | None = None) -> confirm.Candidate:
+    return confirm.Candidate(run_id, "t-" + run_id, "k-" + run_id, point or run_id, "checkpoints/best.pt",
+                             objective, acc, gan)  # fmt: skip
+
+
+def test_finalists_are_the_best_then_the_front_by_run_id_at_most_top_k():
+    pool = {
+        "t-a": _cand("a", 0.70, 0.90, 0.50, point="same"),  # best objective, on the front
+        "t-b": _cand("b", 0.60, 0.50, 0.70, point="same"),  # on the front; shares a's display name
+        "t-c": _cand("c", 0.50, 0.40, 0.40),  # dominated by a and b
+        "t-d": _cand("d", 0.40, 0.20, 0.90),  # on the front
+        "t-e": _cand("e", 0.65, 0.60, 0.60),  # on the front (neither a nor b dominates it)
+    }
+    chosen = confirm.finalists(pool, "t-a", top_k=5)
+    assert [c.run_id for c in chosen] == ["a", "e", "b", "d"]  # best, then the front by objective
+    assert [c.run_id for c in confirm.finalists(pool, "t-a", top_k=2)] == ["a", "e"]
+    # The best point is a finalist even when it is not on the front (selection chose it).
+    assert [c.run_id for c in confirm.finalists(pool, "t-c", top_k=2)] == ["c", "a"]
+    assert confirm.finalists({}, None, top_k=5) == []
+
+
+def _wilson_half(p: float, n: int) -> float:
+    z = Z95
+    return z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+
+
+def test_confirmed_objective_interval_by_hand():
+    acc, gan = proportion(0.8, 1000), proportion(0.6, 500)
+    se_a, se_g = _wilson_half(0.8, 1000) / Z95, _wilson_half(0.6, 500) / Z95
+    weighted = confirm.objective_interval(ObjectiveConfig(name="weighted", weight=0.25), acc, gan)
+    half = Z95 * math.sqrt((0.25 * se_a) ** 2 + (0.75 * se_g) ** 2)  # exact for a weighted mean
+    assert weighted.value == pytest.approx(0.25 * 0.8 + 0.75 * 0.6)
+    assert (weighted.lo, weighted.hi) == pytest.approx((weighted.value - half, weighted.value + half), abs=1e-6)
+    harmonic = confirm.objective_interval(ObjectiveConfig(name="harmonic"), acc, gan)
+    da, dg = 2 * 0.6**2 / 1.4**2, 2 * 0.8**2 / 1.4**2  # ∂(2ag/(a+g))/∂a, ∂/∂g at (0.8, 0.6)
+    half = Z95 * math.sqrt((da * se_a) ** 2 + (dg * se_g) ** 2)  # the delta method
+    assert harmonic.value == pytest.approx(2 * 0.8 * 0.6 / 1.4)
+    assert (harmonic.lo, harmonic.hi) == pytest.approx((harmonic.value - half, harmonic.value + half), abs=1e-6)
+    assert confirm.objective_interval(ObjectiveConfig(name="accuracy"), acc, None) == acc
+    assert confirm.objective_interval(ObjectiveConfig(name="gan_test"), acc, gan) == gan
+    assert confirm.objective_interval(ObjectiveConfig(name="weighted"), acc, None) is None
+
+
+@pytest.mark.parametrize("name", ["weighted", "harmonic"])
+def test_confirmed_objective_interval_covers_the_true_objective_95_percent_of_the_time(name):
+    cfg, rng, draws = ObjectiveConfig(name=name, weight=0.5), np.random.default_rng(18), 3000
+    for p_acc, n_acc, p_gan, n_gan in ((0.9, 360, 0.3, 360), (0.6, 1000, 0.8, 1024), (0.75, 200, 0.5, 128)):
+        truth = confirm.OBJECTIVES[name](p_acc, p_gan, cfg.weight)
+        hits = 0
+        for a, g in zip(rng.binomial(n_acc, p_acc, draws), rng.binomial(n_gan, p_gan, draws)):
+            iv = confirm.objective_interval(cfg, proportion(a / n_acc, n_acc), proportion(g / n_gan, n_gan))
+            hits += iv.lo <= truth <= iv.hi
+        assert abs(hits / draws - 0.95) <= 0.015, (name, p_acc, n_acc, p_gan, n_gan, hits / draws)
+
+
+def _confirmed(run_id: str, point: str, objective: tuple[float, float, float]) -> confirm.Confirmed:
+    return confirm.Confirmed(
+        _cand(run_id, objective[0] + 0.02, 0.8, 0.7, point), Interval(0.81, 0.77, 0.85), Interval(0.7, 0.67, 0.73),
+        Interval(*objective), samples=1024, test_images=360, sample_seed=100_000,
+    )  # fmt: skip
+
+
+def test_summary_reports_confirmed_intervals_and_names_the_points_not_separable_from_the_best(capsys):
+    from sweep.run import _note, _print_summary
+
+    def row(trial_id, point, objective):
+        m = {"point": point, keys.EPOCH: 4, keys.OBJECTIVE: objective, keys.VAL_ACC: 0.8, keys.GAN_TEST: 0.7}
+        return {"trial_id": trial_id, "metrics": m, "status": Status.FINISHED, "error": None}
+
+    rows = [row("t-a", "sm a", 0.82), row("t-b", "sm b", 0.80), row("t-c", "base c", 0.78)]
+    confirmed = [
+        _confirmed("a", "sm a", (0.76, 0.74, 0.78)),
+        _confirmed("b", "sm b", (0.77, 0.75, 0.79)),  # overlaps the best's interval
+        _confirmed("c", "base c", (0.60, 0.58, 0.62)),  # does not
+    ]
+    _print_summary(rows, confirmed)
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("Best point:"))
+    assert line.startswith("Best point: sm a, objective 0.760 [0.740, 0.780]")
+    assert "confirmed on 1024 new samples, seed 100000, and 360 test images" in line
+    assert "selected by objective 0.780" in line  # what selected, labelled
+    assert line.endswith("not separable from it: sm b")
+    assert "  sm b " in out and "0.770 [0.750, 0.790]" in out  # the finalists' table with intervals
+    note = _note("s", rows, confirmed)
+    assert "**sm a**, objective 0.760 [0.740, 0.780]" in note and "not separable from it: sm b." in note
+    assert "as selection measured it: objective 0.820" in note
+    # Nobody overlaps: said so, not left out.
+    _print_summary(rows, confirmed[::2])
+    assert "separable from every other finalist" in capsys.readouterr().out
+
+
+def test_the_tiny_sweeps_finalists_carry_confirmed_numbers_from_a_fresh_sample_seed(tiny_sweep):
+    mc = mlflow.MlflowClient(tiny_sweep.tracking_uri)
+    runs = child_runs(tiny_sweep.tracking_uri, tiny_sweep.experiment, tiny_sweep.parent_run_id)
+    finalists = [r for r in runs if keys.CONFIRM_OBJECTIVE in r.data.metrics]
+    parent = mc.get_run(tiny_sweep.parent_run_id)
+    assert parent.data.tags[Tag.BEST_RUN] in {r.info.run_id for r in finalists}  # the best is confirmed
+    assert 1 <= len(finalists) <= SweepConfig().confirm.top_k
+    for run in finalists:
+        assert run.data.tags[Tag.STATUS] == Status.FINISHED
+        m = run.data.metrics
+        for key in confirm.CONFIRM_KEYS:
+            assert m[keys.lo_key(key)] <= m[key] <= m[keys.hi_key(key)], (run.info.run_name, key)
+            assert len(mc.get_metric_history(run.info.run_id, key)) == 1
+        # The trial's own evaluation drew its samples with its trainer seed; confirmation did not.
+        assert run.data.tags[Tag.CONFIRM_SAMPLE_SEED] != run.data.params["seed"]
+        assert int(run.data.tags[Tag.CONFIRM_SAMPLES]) == int(run.data.tags[Tag.CONFIRM_TEST_IMAGES]) == 96
+        # 96 test images: the interval is as wide as Wilson's over 96, not over the selection's 16
+        acc = proportion(m[keys.CONFIRM_TEST_ACC], 96)
+        assert (m[keys.lo_key(keys.CONFIRM_TEST_ACC)], m[keys.hi_key(keys.CONFIRM_TEST_ACC)]) == pytest.approx(
+            (acc.lo, acc.hi))
+    for run in runs:
+        if run.data.tags[Tag.STATUS] != Status.FINISHED:
+            assert not any(k.startswith("confirm/") for k in run.data.metrics), run.info.run_name
+    note = parent.data.tags[Tag.NOTE]
+    assert "Best point: **" in note and "(95 % interval; confirmed on " in note
+
+
+def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path) -> int:
+    """Run the driver to its end (or its kill), then end what it left behind (its local Ray)."""
+    sets = [*TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "max_concurrent_trials=1", "analysis=false",
+            "search.points=[{loss.preset: baseline}]"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop(seams.ENV_KILL_AT, None)
+    if kill_at:
+        env[seams.ENV_KILL_AT] = kill_at
+    argv = [sys.executable, "-m", "sweep.run", "--name", "conf", *sum((["--set", s] for s in sets), [])]
+    proc = subprocess.Popen(argv + (["--resume"] if resume else []), cwd=tmp_path, env=env, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    family: set[psutil.Process] = set()
+    while proc.poll() is None:
+        try:
+            family.update(psutil.Process(proc.pid).children(recursive=True))
+        except psutil.Error:  # a child ended while being listed
+            pass
+        time.sleep(0.3)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for p in family:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(list(family), timeout=30)
+    return proc.returncode
+
+
+@pytest.mark.slow  # two driver starts of a 3-trial sweep (each starts a local Ray)
+@pytest.mark.timeout(1300)
+def test_a_driver_killed_during_confirmation_resumes_and_confirms_each_finalist_once(tmp_path):
+    first = tmp_path / "killed.log"
+    assert _drive(tmp_path, resume=False, kill_at="confirm", log=first) == -signal.SIGKILL, first.read_text()[-3000:]
+    mc = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = mc.get_experiment_by_name("conf")
+    confirmed_before = mc.search_runs([exp.experiment_id], f"metrics.`{keys.CONFIRM_OBJECTIVE}` >= 0")
+    assert len(confirmed_before) == 1  # killed right after its first finalist
+    again = tmp_path / "resumed.log"
+    assert _drive(tmp_path, resume=True, kill_at=None, log=again) == 0, again.read_text()[-3000:]
+    out = again.read_text()
+    assert f"{confirmed_before[0].info.run_name}: objective " in out and "(confirmed earlier)" in out
+    trials = mc.search_runs([exp.experiment_id], f"tags.`{Tag.ROLE}` = 'trial'")
+    finalists = [r for r in trials if keys.CONFIRM_OBJECTIVE in r.data.metrics]
+    assert confirmed_before[0].info.run_id in {r.info.run_id for r in finalists}
+    printed = [line for line in out.splitlines() if line.startswith("confirm: ") and ": objective " in line]
+    assert len(printed) == len(finalists)  # every finalist the resumed stage chose is confirmed
+    for run in finalists:
+        for key in confirm.CONFIRM_KEYS:
+            for name in (key, keys.lo_key(key), keys.hi_key(key)):
+                assert len(mc.get_metric_history(run.info.run_id, name)) == 1, (run.info.run_name, name)
+    parent = mc.search_runs([exp.experiment_id], f"tags.`{Tag.ROLE}` = 'parent'")[0]
+    assert parent.info.status == "FINISHED" and "best/objective_lo" in parent.data.metrics
+    assert any(" done in " in line and ", confirm " in line for line in out.splitlines())  # its phase
+
+
+def test_the_stage_interrupted_after_one_finalist_confirms_only_the_rest_when_run_again(tmp_path):
+    """run_stage on a real MLflow store with stand-in measurements: a Ctrl-C during the second
+    finalist, then the stage again, measures each finalist once and logs one point per metric."""
+    from sweep import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mc = tracking.client(uri)
+    exp = mc.create_experiment("e")
+    parent = mc.create_run(exp, tags={Tag.ROLE: "parent"}).info.run_id
+    rows, results = [], {}
+    # (trial, validation accuracy, GAN-test): a front of three points, and one dominated point
+    for i, (acc, gan) in enumerate(((0.9, 0.5), (0.7, 0.7), (0.5, 0.9), (0.4, 0.4))):
+        run = mc.create_run(exp, tags={Tag.PARENT: parent, Tag.ROLE: "trial", Tag.TRIAL_ID: f"t{i}", Tag.KEY: f"k{i}",
+                                       Tag.CHECKPOINT: "checkpoints/best.pt", Tag.POINT: f"p{i}"})  # fmt: skip
+        metrics = {"point": f"p{i}", keys.VAL_ACC: acc, keys.GAN_TEST: gan, keys.OBJECTIVE: (acc + gan) / 2}
+        rows.append({"trial_id": f"t{i}", "status": Status.FINISHED, "error": None, "metrics": metrics})
+        results[run.info.run_id] = {"test_acc": acc, "test_images": 400, "gan_test": gan - 0.05, "samples": 1024}
+    cfg = SweepConfig(name="e")
+    calls: list[str] = []
+
+    def remote(work, stop_at: int | None = None):
+        calls.append(work.args[1])  # the finalist's run id
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return json.dumps(results[work.args[1]])
+
+    def stage(stop_at=None):
+        return confirm.run_stage(cfg, uri, exp, parent, rows, "t0", lambda r: r["metrics"][keys.OBJECTIVE],
+                                 lambda r: r["metrics"]["point"], "judge-run", lambda w: remote(w, stop_at))  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        stage(stop_at=2)
+    first = calls[0]
+    done = stage()
+    assert [c.finalist.point for c in done] == ["p0", "p1", "p2"]  # the best, then the front; p3 is dominated
+    assert calls.count(first) == 1 and len(calls) == 2 + 2  # interrupted: 2 calls; again: the other two
+    assert [c.reused for c in done] == [c.finalist.run_id == first for c in done]
+    for c in done:
+        assert c.gan_test.value == pytest.approx(results[c.finalist.run_id]["gan_test"], abs=1 / 1024)  # a count
+        for key in confirm.CONFIRM_KEYS:
+            for name in (key, keys.lo_key(key), keys.hi_key(key)):
+                assert len(mc.get_metric_history(c.finalist.run_id, name)) == 1, (c.finalist.point, name)
+        assert mc.get_run(c.finalist.run_id).data.tags[Tag.CONFIRM_SAMPLE_SEED] == str(cfg.confirm_sample_seed)
