@@ -37,9 +37,10 @@ from sweep import ctrlc, seams, tracking
 from sweep.config import CONFIRM_SAMPLES, ObjectiveConfig, SweepConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import OBJECTIVES, accuracy_key
+from sweep.objective import objective_interval as sweep_objective_interval
 from sweep.record import Role, Status, Tag
 from trainer import keys
-from trainer.stats import Interval, combine, not_separable_from, proportion
+from trainer.stats import Interval, not_separable_from, proportion
 
 # The metrics this stage logs in a finalist's run, each with its _lo/_hi.
 CONFIRM_KEYS = (keys.CONFIRM_GAN_TEST, keys.CONFIRM_TEST_ACC, keys.CONFIRM_OBJECTIVE)
@@ -74,20 +75,18 @@ class Confirmed:
 
 
 def objective_interval(cfg: ObjectiveConfig, acc: Interval, gan: Interval | None) -> Interval | None:
-    """The objective of confirmed parts with its 95 % interval (propagated by trainer.stats.combine).
-
-    ``accuracy`` and ``gan_test`` are the part itself (its Wilson interval); ``weighted`` is
-    exact for independent parts; ``harmonic`` is the delta method. None where the objective is not
-    a function of accuracy and GAN-test (the ground-truth objectives) or lacks its GAN-test part.
+    """The objective of confirmed parts with its 95 % interval, by :func:`sweep.objective.objective_interval`
+    (one definition for the selection and the confirmed objective): the confirmed test accuracy
+    stands in for the accuracy the objective reads. None where the objective is not a function of
+    accuracy and GAN-test (the ground-truth objectives) or lacks its GAN-test part.
     """
-    if cfg.name == "accuracy":
-        return acc
-    if cfg.name not in OBJECTIVES or gan is None:
+    if cfg.name not in OBJECTIVES or (gan is None and cfg.name != "accuracy"):
         return None
-    if cfg.name == "gan_test":
-        return gan
-    fn = OBJECTIVES[cfg.name]
-    return combine(lambda a, g: fn(a, g, cfg.weight), [acc, gan], bounds=(0.0, 1.0))
+    metrics: dict[str, object] = {}
+    for key, part in ((accuracy_key(cfg), acc), (keys.GAN_TEST, gan)):
+        if part is not None:
+            metrics.update({key: part.value, keys.lo_key(key): part.lo, keys.hi_key(key): part.hi})
+    return sweep_objective_interval(cfg, metrics)
 
 
 def candidates(
