@@ -33,7 +33,7 @@ from sweep.judge_stage import ensure_judge
 from sweep.loading import load_sweep_config, preset_names
 from sweep.paths import resolve_artifact_root, resolve_storage_path, resolve_tracking_uri
 from sweep.objective import WORST
-from sweep.points import apply_point, grid_points, point_name
+from sweep.points import grid_points, point_names
 from sweep.record import Status
 from sweep.trial import SweepContext
 from trainer import keys
@@ -415,7 +415,8 @@ def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
 def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_id: str, judge_run: str | None) -> int:
     cfg, uri, storage, args = plan.cfg, plan.uri, plan.storage, plan.args
     base = _absolute_paths(cfg)
-    points = {point_name(apply_point(base, p), p): p for p in grid_points(cfg.search)}
+    grid = grid_points(cfg.search)
+    points = {p.key: p for p in grid}  # keyed by identity: two points that print alike stay two
     ctx = SweepContext(
         sweep=cfg.name,
         tracking_uri=uri,
@@ -426,6 +427,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         judge_run=judge_run,
         threads=cfg.trial_threads,
         points=points if cfg.search.method == "grid" else {},
+        names=point_names(base, grid) if cfg.search.method == "grid" else {},
         seed=cfg.search.seeds[0],
     )
     study = _study_storage(cfg, storage) if cfg.search.method == "optuna" else ""
@@ -447,7 +449,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         row["status"] = _status_of(row)
     if plan.ray.interrupted() or ctrlc.pressed():  # Tune caught the Ctrl-C, stopped the trials and saved its state
         total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
-        raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.points), total))
+        raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.names.values()), total))
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
     _print_summary(rows)
     failed = sum(r["status"] == Status.FAILED for r in rows)

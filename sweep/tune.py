@@ -37,8 +37,8 @@ from sweep import warmstart  # noqa: E402
 from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
-from sweep.points import apply_point, grid_points, point_name  # noqa: E402
-from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
+from sweep.points import grid_points  # noqa: E402
+from sweep.trial import POINT, POINT_KEY, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
 # Ray picks a reachable node IP on Linux and binds its gRPC servers (GCS, raylet, workers, the
@@ -297,14 +297,14 @@ class SearchSetup:
 
 
 def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> SearchSetup:
-    """The grid over the point names, or Optuna over ``search.space``."""
+    """The grid over the point keys (never their display names), or Optuna over ``search.space``."""
     if cfg.search.method == "grid":
-        names = list(points)
+        ids = list(points)
         if cfg.scheduler.kind == "asha":
             # ASHA judges each trial against those that reached a rung before it; a grid in
             # config order (often worst λ first) would never be cut, so run it shuffled.
-            random.Random(0).shuffle(names)
-        return SearchSetup({POINT: tune.grid_search(names)}, None, 1, keys.OBJECTIVE)
+            random.Random(0).shuffle(ids)
+        return SearchSetup({POINT_KEY: tune.grid_search(ids)}, None, 1, keys.OBJECTIVE)
     objectives = cfg.search.objectives
     return SearchSetup(
         param_space={},
@@ -403,11 +403,8 @@ class TrialProgress(tune.Callback):
 
 
 def trial_name(ctx: SweepContext, config: dict[str, Any]) -> str:
-    """The point's display name of a Tune trial config (grid name, or Optuna's sampled point)."""
-    if POINT in config:
-        return str(config[POINT])
-    point = ctx.point_of(config)
-    return point_name(apply_point(ctx.base, point), point)
+    """The point's display name of a Tune trial config (a grid point's key, or Optuna's sampled point)."""
+    return ctx.name_of(ctx.point_of(config))
 
 
 def _scheduler(cfg: SweepConfig) -> Any:
