@@ -97,6 +97,46 @@ def check_name(name: str, resume: bool, ray_state: bool, parent_id: str | None, 
         raise PreflightError(f"--resume: no sweep {name!r} to resume (no Ray results at {where})")
 
 
+# Keys a resumed sweep may change. Each says where results go or how the end is reported, never
+# what a trial computes or how Tune schedules it:
+# - tracking.*: the MLflow store the parent run was just found in (a server's new address, an
+#   artifact root moved); the runs continued are the ones found there.
+# - analysis: whether Table 2 / the Pareto front are written at the end; the trials are unaffected.
+# Everything else is refused: the trainer, search, objective and judge decide what each trial
+# computes (mixed results), and Tune restores scheduler, resources and retries from its own saved
+# state, so a changed value there would be silently ignored.
+RESUMABLE_CHANGES = ("tracking.", "analysis")
+NOT_RECORDED = "(not recorded)"
+
+
+def config_changes(stored: Mapping[str, str], current: Mapping[str, object]) -> list[str]:
+    """``key: old -> new`` for every key of the flattened config whose value differs from the
+    stored one (the parent run's params: strings, cut at MLflow's 6000 characters)."""
+    changes = []
+    for key in sorted(set(stored) | set(current)):
+        if key.startswith(RESUMABLE_CHANGES):
+            continue
+        old = stored.get(key, NOT_RECORDED)
+        new = str(current[key])[:6000] if key in current else NOT_RECORDED
+        if old != new:
+            changes.append(f"{key}: {old} -> {new}")
+    return changes
+
+
+def check_resume_config(name: str, parent_id: str, stored: Mapping[str, str], current: Mapping[str, object]) -> None:
+    """``--resume`` continues the sweep it started: a changed config would mix trials trained with
+    different settings under one parent, so any difference refuses it before a trial is touched."""
+    if not stored:  # a driver killed between the parent's creation and its params: nothing to compare
+        return
+    changes = config_changes(stored, current)
+    if changes:
+        raise PreflightError(
+            f"--resume: the config of sweep {name!r} differs from the one it started with (MLflow parent "
+            f"run {parent_id}): {'; '.join(changes)}. Resume with the original settings, or start a new "
+            "sweep with another --name"
+        )
+
+
 def node_limits(nodes: list[Mapping[str, float]]) -> dict[str, float]:
     """Per resource, the most any single node (up now, or addable per SWEEP_NODE_RESOURCES) offers."""
     limits: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}

@@ -37,7 +37,7 @@ from sweep.points import grid_points, point_names
 from sweep.record import Status
 from sweep.trial import SweepContext
 from trainer import keys
-from trainer.config import ConfigError
+from trainer.config import ConfigError, flatten
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
@@ -298,6 +298,9 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
             # under the lock, the lock file counts only if a driver made it before this one
             started = ray_tune.can_restore(sweep_dir) or (held.existed if held else lock.started(sweep_dir))
             preflight.check_name(cfg.name, args.resume, started, parent, sweep_dir)
+            if args.resume and parent is not None:  # the same config, or nothing is touched
+                stored = tracking.stored_config(tracking.client(uri), parent)
+                preflight.check_resume_config(cfg.name, parent, stored, flatten(cfg.model_dump(mode="json")))
             return parent
 
         held = None

@@ -138,6 +138,11 @@ def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
     return _first_run(mc, experiment, f"tags.`{Tag.SWEEP}` = {filter_value(sweep)} and tags.`{Tag.ROLE}` = '{Role.PARENT}'")
 
 
+def stored_config(mc: MlflowClient, parent_id: str) -> dict[str, str]:
+    """The flattened config a sweep's parent run was created with (its params, as strings)."""
+    return dict(mc.get_run(parent_id).data.params)
+
+
 def start_parent(
     mc: MlflowClient, experiment_id: str, sweep: str, params: Mapping[str, Any], config_file: Path
 ) -> str:
