@@ -103,3 +103,32 @@ def test_every_pair_of_grid_values_yields_two_names(lams):
     base, points = _base_and_points([f"search.grid.loss.lam={list(lams)}", "search.grid.loss.mu=[1.0e-3]",
                                      "search.points=[]"])  # fmt: skip
     assert len(set(point_names(base, points).values())) == 2
+
+
+@pytest.mark.slow  # a tiny two-trial sweep on CPU (about a minute on an idle 2-core machine)
+@pytest.mark.timeout(600)
+def test_points_that_print_alike_both_run_under_distinct_names_and_a_quoted_value_finishes(tmp_path, monkeypatch):
+    """The issue's repro, with a quote in a string value of the grid: two trials, two runs with
+    the right λ each, exit 0, the parent FINISHED with its best run tagged."""
+    from mlflow import MlflowClient
+
+    from helpers import TINY, child_runs, run_sweep
+    from sweep import tracking
+    from sweep.record import Tag
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    data_dir = str(tmp_path / "it's")
+    sets = [*TINY, *ALIKE, f"tracking.uri={uri}", f"storage_path={tmp_path / 'ray'}", "experiment=alike",
+            "trainer.epochs=1", "judge=null", "trainer.eval.enabled=false", "objective.name=accuracy",
+            "analysis=false", f'search.grid.data.data_dir=["{data_dir}"]']  # fmt: skip
+    assert run_sweep(["--name", "alike", *sum((["--set", s] for s in sets), [])]) == 0
+    mc = MlflowClient(uri)
+    parent = tracking.find_parent(mc, "alike", "alike")
+    runs = child_runs(uri, "alike", parent)
+    assert sorted(float(r.data.params["loss.lam"]) for r in runs) == [1e-3, 1.2e-3]
+    by_lam = {float(r.data.params["loss.lam"]): r.info.run_name for r in runs}
+    assert by_lam[1e-3].startswith("sm λ1e-3 μ1e-3 ") and by_lam[1.2e-3].startswith("sm λ1.2e-3 μ1e-3 ")
+    assert all(data_dir in name for name in by_lam.values())
+    tags = mc.get_run(parent).data.tags
+    assert mc.get_run(parent).info.status == "FINISHED" and tags[str(Tag.BEST_RUN)] in {r.info.run_id for r in runs}
