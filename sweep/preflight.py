@@ -12,6 +12,7 @@ import json
 import math
 import os
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -75,6 +76,66 @@ def check_ray_address(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as e:
         raise PreflightError(f"--address: no Ray cluster answers at {address} ({e}); start it or fix the address") from None
+
+
+# Ray's longest socket path under its temp root: <root>/ray/session_<date>_<microseconds>_<pid>/
+# sockets/plasma_store, with a 7-digit pid (Linux's largest) -- 68 bytes after the root.
+RAY_SOCKET_TAIL = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+SOCKET_PATH_MAX = 107  # bytes of an AF_UNIX socket path on Linux (108 with the final NUL)
+# SQLAlchemy's driver module per MLflow database URI scheme -> the pip package that provides it
+DB_DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "MySQLdb": "mysqlclient",
+              "pymysql": "PyMySQL", "pyodbc": "pyodbc", "pymssql": "pymssql"}  # fmt: skip
+
+
+def check_ray_local(address: str | None, environ: Mapping[str, str] | None = None) -> None:
+    """A local Ray (no ``--address``) must be able to start: its socket paths under the temp
+    folder must fit AF_UNIX's 107 bytes, and its auth token must be writable under HOME."""
+    if address and address != "local":
+        return
+    env = os.environ if environ is None else environ
+    var = "RAY_TMPDIR" if "RAY_TMPDIR" in env else "TMPDIR" if "TMPDIR" in env else None
+    root = env[var] if var else "/tmp"
+    length = len(root.encode()) + RAY_SOCKET_TAIL
+    if var and length > SOCKET_PATH_MAX:
+        raise PreflightError(
+            f"{var}={root} is too long for Ray: its socket paths would be {length} bytes, over the "
+            f"{SOCKET_PATH_MAX} a Unix socket allows; set RAY_TMPDIR to a folder of at most "
+            f"{SOCKET_PATH_MAX - RAY_SOCKET_TAIL} bytes (e.g. export RAY_TMPDIR=/tmp) or a shorter TMPDIR"
+        )
+    if env.get("RAY_AUTH_MODE", "token").lower() != "token" or env.get("RAY_AUTH_TOKEN"):
+        return
+    token = Path(env.get("RAY_AUTH_TOKEN_PATH") or Path(env.get("HOME") or Path.home()) / ".ray" / "auth_token")
+    if token.is_file():
+        return
+    here = token.parent
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:  # a probe, not os.access: root passes that on read-only mounts and immutable folders
+        os.rmdir(tempfile.mkdtemp(prefix=".sweep-probe-", dir=here))
+    except OSError as e:
+        raise PreflightError(
+            f"Ray writes its auth token to {token}, but {here} is not writable ({e.strerror}); make it "
+            "writable, or set HOME to a writable folder"
+        ) from None
+
+
+def check_db_driver(uri: str) -> None:
+    """A database tracking URI (postgresql://, mysql://, mssql://) needs its Python driver installed."""
+    if not uri.startswith(("postgresql", "mysql", "mssql")):
+        return
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(uri).get_dialect().import_dbapi()
+    except ModuleNotFoundError as e:
+        module = (e.name or "").split(".")[0]
+        package = DB_DRIVERS.get(module, module)
+        raise PreflightError(
+            f"tracking.uri: {uri.split(':', 1)[0]} needs the Python package {package!r}, which is not installed "
+            f"(pip install '{package}')"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - a malformed URL
+        raise PreflightError(f"tracking.uri: {uri.split('@')[-1]!r} is not a database URL MLflow can use ({e})") from None
 
 
 def sqlite_missing(uri: str) -> bool:

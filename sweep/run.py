@@ -9,7 +9,8 @@ Bad input (config, flags, missing data, trials packed beyond a GPU's memory, unr
 resources no node has, a name that exists without --resume) prints one message and exits with
 status 2 before anything is written.
 Ctrl-C in any stage stops the trials, closes the MLflow runs as KILLED (resumable), prints one line
-with what was kept and the command that continues, and exits with status 130.
+with what was kept and the command that continues, and exits with status 130; SIGTERM and SIGHUP
+do the same and exit with 143 and 129 (128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from trainer import keys
 from trainer.config import ConfigError, flatten
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it); SIGTERM 143, SIGHUP 129
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -257,7 +258,8 @@ class Interrupted(Exception):
         if self.cfg is None:
             return f"interrupted {self.message}; run it again with the same command"
         verb = "continue with" if self.resume else "start it again with"
-        return f"sweep {self.cfg.name!r} interrupted {self.message}; {verb}: {_command(self.cfg, self.cli, self.resume)}"
+        by = "" if ctrlc.signal_number() == signal.SIGINT else f"by {ctrlc.cause()} "
+        return f"sweep {self.cfg.name!r} interrupted {by}{self.message}; {verb}: {_command(self.cfg, self.cli, self.resume)}"
 
 
 def _quietly(fn: Any) -> None:
@@ -283,10 +285,12 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
         preflight.check_dataset(cfg.trainer.data)
         preflight.check_packing(cfg)  # trials per GPU × estimated memory, before Ray starts
         preflight.check_tracking(uri)
+        preflight.check_db_driver(uri)
         stores.check_tracking_store(uri, artifact_root)
         stores.check_storage(storage)
         stores.bound_http_retries()
         preflight.check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))
+        preflight.check_ray_local(args.address or os.environ.get("RAY_ADDRESS"))
         from sweep import tune as ray_tune  # Ray is imported only once the input is known good
 
         sweep_dir = f"{storage.rstrip('/')}/{cfg.name}"
@@ -343,11 +347,14 @@ def _prepare_locked(
     with phases("ray start"):
         try:
             ray_tune.start(args.address)
+            ctrlc.install_stop_signals()  # ray.init replaced the SIGTERM handler
         except ConnectionError as e:
             raise preflight.PreflightError(
                 f"--address: cannot join the Ray cluster ({e}); is it up, and does this shell have its "
                 "auth token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token)?"
             ) from None
+        except OSError as e:  # what the checks above cannot foresee; nothing is written yet
+            raise preflight.PreflightError(f"Ray could not start ({type(e).__name__}: {e})") from None
     try:
         preflight.check_resources(cfg, ray_tune.nodes())
     except preflight.PreflightError:
@@ -391,7 +398,7 @@ def _interrupt(plan: Plan, mc: Any, experiment_id: str, parent_id: str, kept: st
     cfg, args = plan.cfg, plan.args
     if not kept and not plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{cfg.name}"):
         kept = "before Ray saved any trial: only the MLflow parent run was kept"
-    note = f"Interrupted (Ctrl-C){': ' + kept if kept else ''}. Continue with `{_command(cfg, args)}`."
+    note = f"Interrupted ({ctrlc.cause()}){': ' + kept if kept else ''}. Continue with `{_command(cfg, args)}`."
     _quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
     return Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
 
@@ -486,14 +493,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = "ray start" in phases.seconds or "checks" in phases.seconds  # the checks had passed
         where = "while Ray started" if started else "during the checks"
         return _interrupted(Interrupted(_config_or_none(args), args, f"{where}: nothing was written"))
+    discard = False
     try:
         return execute(plan, phases)
     except Interrupted as e:
         return _interrupted(e)
+    except Exception:
+        discard = _nothing_kept(plan)
+        if discard:  # e.g. the dataset's download failed in the judge stage
+            print(f"sweep {plan.cfg.name!r} failed before any trial ran and kept nothing; once the cause below "
+                  "is fixed, the same command starts it again", file=sys.stderr, flush=True)  # fmt: skip
+        raise
     finally:
         _quietly(plan.ray.stop)
         if plan.lock is not None:
-            plan.lock.release()
+            plan.lock.release(discard=discard)  # nothing kept: the name is free again
+
+
+def _nothing_kept(plan: Plan) -> bool:
+    """Whether a sweep that crashed left neither an MLflow parent run nor Ray state (its lock's
+    mark alone would make the name look taken)."""
+    if plan.parent_id is not None or plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{plan.cfg.name}"):
+        return False
+    try:
+        return tracking.find_parent(tracking.client(plan.uri), plan.cfg.experiment_name, plan.cfg.name) is None
+    except Exception:  # noqa: BLE001 - the store may be what failed: keep the mark then
+        return False
 
 
 def _config_or_none(args: argparse.Namespace) -> SweepConfig | None:
@@ -505,7 +530,7 @@ def _config_or_none(args: argparse.Namespace) -> SweepConfig | None:
 
 def _interrupted(e: Interrupted) -> int:
     print(f"\n{e.line()}", flush=True)
-    return EXIT_INTERRUPTED
+    return 128 + ctrlc.signal_number()  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
 
 
 if __name__ == "__main__":

@@ -49,3 +49,60 @@ def test_non_finite_numbers_anywhere_are_refused_naming_the_key(sets, key, tmp_p
     line = _refused(capsys, args)
     assert key in line and "finite" in line, line
     _nothing_written(tmp_path)
+
+
+def _args(tmp_path, *sets: str) -> list[str]:
+    return sum((["--set", s] for s in [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *sets]), [])
+
+
+def test_a_storage_path_that_cannot_be_created_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = _refused(capsys, _args(tmp_path, "storage_path=/proc/forbidden/results"))
+    assert "storage_path" in line and "/proc/forbidden/results" in line, line
+    _nothing_written(tmp_path)
+
+
+def test_a_database_uri_without_its_driver_names_the_package(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") or importlib.util.find_spec("psycopg2"):
+        pytest.skip("a PostgreSQL driver is installed here")
+    monkeypatch.chdir(tmp_path)
+    args = ["--set", "tracking.uri=postgresql://user:secret@127.0.0.1:1/mlflow"]
+    line = _refused(capsys, args)
+    # SQLAlchemy's default PostgreSQL driver (psycopg 3 in SQLAlchemy 2.1, psycopg2 before), by package
+    assert "pip install 'psycopg" in line and "secret" not in line, line
+    _nothing_written(tmp_path)
+
+
+def test_a_read_only_home_is_refused_before_ray_and_leaves_the_name_free(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", "/proc/1")  # a folder nobody, root included, can create files in
+    line = _refused(capsys, _args(tmp_path, f"storage_path={tmp_path / 'ray'}"))
+    assert "auth token" in line and "/proc/1" in line and "HOME" in line, line
+    assert not (tmp_path / "ray").exists()  # no lock left: the plain rerun is not "already exists"
+
+
+def test_a_tmpdir_too_long_for_ray_sockets_is_refused_naming_the_fix(tmp_path, capsys, monkeypatch):
+    from sweep.preflight import RAY_SOCKET_TAIL, SOCKET_PATH_MAX
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    deep = "/scratch/" + "d" * (SOCKET_PATH_MAX - RAY_SOCKET_TAIL)  # one folder level past the limit
+    monkeypatch.setenv("TMPDIR", deep)
+    line = _refused(capsys, _args(tmp_path, f"storage_path={tmp_path / 'ray'}"))
+    assert f"TMPDIR={deep}" in line and "RAY_TMPDIR" in line and str(SOCKET_PATH_MAX) in line, line
+    assert not (tmp_path / "ray").exists()
+
+
+def test_the_socket_tail_matches_the_path_ray_builds():
+    """The fixed part counted after the temp root is Ray's own layout (session name from the date
+    to the microsecond and the pid), checked against a path built the way Ray's node does."""
+    import datetime
+
+    from sweep.preflight import RAY_SOCKET_TAIL
+
+    session = f"session_{datetime.datetime(2026, 12, 31, 23, 59, 59, 999999).strftime('%Y-%m-%d_%H-%M-%S_%f')}_{4194304}"
+    assert RAY_SOCKET_TAIL == len(f"/ray/{session}/sockets/plasma_store")
