@@ -8,6 +8,7 @@ tracking URI, so driver and Ray workers on other nodes agree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -478,9 +479,30 @@ def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Map
         staged = path.parent / f"stage-{key}" / JUDGE_FILE
         staged.parent.mkdir(parents=True, exist_ok=True)
         staged.write_bytes(path.read_bytes())
+    mc.set_tag(run.info.run_id, str(Tag.JUDGE_SHA256), sha256(staged))  # before the weights: never unverifiable
     mc.log_artifact(run.info.run_id, str(staged))
     finish(mc, run.info.run_id)
     return run.info.run_id
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def judge_checksum(mc: MlflowClient, run_id: str) -> str | None:
+    """The sha256 a judge run's ``judge.pt`` was logged with; None for judges logged before the tag."""
+    return mc.get_run(run_id).data.tags.get(Tag.JUDGE_SHA256)
+
+
+def retire_judge(mc: MlflowClient, run_id: str, reason: str) -> None:
+    """Mark a judge run whose weights are lost or corrupt FAILED, so :func:`find_judge` skips it."""
+    mc.set_tag(run_id, str(Tag.NOTE), f"Retired: {reason}"[:5000])
+    finish(mc, run_id, failed=True)
 
 
 def download(mc: MlflowClient, run_id: str, artifact: str, dst: Path) -> Path:
