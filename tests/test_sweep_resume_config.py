@@ -77,3 +77,22 @@ def test_the_unchanged_config_passes_after_a_round_trip_through_mlflow(tmp_path)
     # the store moved (another tracking URI) is not a change that refuses
     moved = {**flatten(cfg.model_dump(mode="json")), "tracking.uri": "http://elsewhere:5000"}
     preflight.check_resume_config(NAME, parent, stored, moved)
+
+
+def test_a_first_attempt_that_failed_before_any_trial_leaves_the_name_free(tmp_path, capsys, monkeypatch):
+    """E.g. CIFAR's download failing offline in the judge stage: the plain rerun is not refused
+    as "already exists", it meets the same cause again."""
+    from sweep import judge_stage
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("offline: cannot download the dataset")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(judge_stage, "train_and_log", offline)
+    args = ["--name", "first", *_sets(tmp_path, "trainer.data.train_size=256")]
+    for attempt in range(2):
+        with pytest.raises(RuntimeError, match="offline"):
+            run_sweep(args)
+        err = capsys.readouterr().err
+        assert "failed before any trial ran and kept nothing" in err and "already exists" not in err, err
+    assert not (tmp_path / "ray" / "first").exists()
