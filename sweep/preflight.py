@@ -227,6 +227,38 @@ def check_resources(cfg: SweepConfig, nodes: list[Mapping[str, float]]) -> None:
             )
     if cfg.trainer.device.startswith("cuda") and cfg.resources.gpus == 0:
         raise PreflightError("trainer.device is cuda but resources.gpus is 0; Ray would hide every GPU")
+    if cfg.resources.gpus == 0 or cfg.trainer.device.startswith("cpu"):
+        check_host_memory(cfg, max((float(n.get("memory", 0.0)) for n in nodes), default=0.0))
+
+
+def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
+    """A CPU trial must fit the memory of the largest node (``node_bytes``: Ray's ``memory``
+    resource, bytes; 0: unknown, not checked).
+
+    Each distinct trial config is bounded from below by trainer.memory (dataset and model, no
+    activations; milliseconds); where that bound is above a tenth of the node, the full estimate
+    (with activations, ``peak_bytes``, seconds) decides.
+    """
+    if node_bytes <= 0:
+        return
+    from trainer.memory import GIB, estimate_memory, memory_key, resident_bytes  # torch
+
+    base = cfg.trainer.model_dump()
+    configs = {memory_key(c): c for c in [cfg.trainer, *(apply_point(base, p) for p in grid_points(cfg.search))]}
+    for c in configs.values():
+        try:
+            need, what = resident_bytes(c), "dataset and model alone"
+        except RuntimeError as e:  # a tensor size beyond 64 bits: far beyond any node
+            raise PreflightError(f"trainer.model.width={c.model.width:g}: the model is too large to build ({e}); "
+                                 "lower trainer.model.width") from None  # fmt: skip
+        if 10 * need > node_bytes and need <= node_bytes:
+            need, what = estimate_memory(c).peak_bytes, "with its activations"
+        if need > node_bytes:
+            raise PreflightError(
+                f"a CPU trial needs about {need / GIB:,.1f} GiB ({what}; trainer.model.width={c.model.width:g}, "
+                f"trainer.batch_size={c.batch_size}) but the largest Ray node has {node_bytes / GIB:,.1f} GiB of "
+                "memory; lower trainer.model.width or trainer.batch_size"
+            )
 
 
 def trials_per_gpu(gpus: float) -> int:

@@ -106,3 +106,42 @@ def test_the_socket_tail_matches_the_path_ray_builds():
 
     session = f"session_{datetime.datetime(2026, 12, 31, 23, 59, 59, 999999).strftime('%Y-%m-%d_%H-%M-%S_%f')}_{4194304}"
     assert RAY_SOCKET_TAIL == len(f"/ray/{session}/sockets/plasma_store")
+
+
+@pytest.mark.parametrize("width, words", [("1.0e6", ["too large to build"]), ("40.0", ["87.5 GiB", "dataset and model"])])
+def test_a_cpu_trial_beyond_the_node_memory_is_refused(width, words):
+    from sweep.loading import load_sweep_config
+    from sweep.preflight import PreflightError, check_resources
+
+    cfg = load_sweep_config("quickstart", [f"trainer.model.width={width}"])
+    with pytest.raises(PreflightError) as e:
+        check_resources(cfg, [{"CPU": 2.0, "memory": 16.0 * 2**30}])
+    for word in words:
+        assert word in str(e.value) and "trainer.model.width" in str(e.value)
+
+
+def test_the_cpu_memory_bound_is_the_dataset_plus_parameters_gradients_and_momentum():
+    """resident_bytes against a hand count: the quickstart model's parameters x 4 bytes x 3
+    (weights, gradients, momentum) plus buffers, plus the dataset's float32 images and int64 labels."""
+    import torch
+
+    from sweep.loading import load_sweep_config
+    from trainer.memory import data_bytes, resident_bytes
+    from trainer.models import build_model
+
+    cfg = load_sweep_config("quickstart", []).trainer
+    model = build_model(cfg.model.arch, 10, 1, cfg.model.width, cfg.model.beta, 8)
+    params = sum(p.numel() for p in model.parameters()) * 4
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert cfg.optim.momentum > 0 and cfg.data.dataset == "digits"
+    assert resident_bytes(cfg) == data_bytes(cfg.data) + 3 * params + buffers
+    assert torch.get_default_device().type == "cpu"  # the meta device did not leak
+
+
+def test_a_trial_that_fits_passes_and_an_unknown_node_memory_is_not_checked():
+    from sweep.loading import load_sweep_config
+    from sweep.preflight import check_resources
+
+    cfg = load_sweep_config("quickstart", [])
+    check_resources(cfg, [{"CPU": 2.0, "memory": 16.0 * 2**30}])
+    check_resources(load_sweep_config("quickstart", ["trainer.model.width=40.0"]), [{"CPU": 2.0}])
