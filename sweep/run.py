@@ -403,6 +403,24 @@ def _interrupt(plan: Plan, mc: Any, experiment_id: str, parent_id: str, kept: st
     return Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
 
 
+def _ray_lost(plan: Plan, experiment_id: str, parent_id: str, cause: str) -> None:
+    """The local Ray died under the trials (a killed raylet): close the runs as KILLED, print one
+    line with the cause and the command that continues, exit 1. Runs on the watching thread,
+    because Ray's core worker ends the process soon after without returning to Python."""
+    cfg, args = plan.cfg, plan.args
+    try:
+        note = f"Stopped: {cause}. Continue with `{_command(cfg, args)}`."
+        tracking.interrupt_parent(tracking.client(plan.uri), experiment_id, parent_id, note)
+        kept = "its runs are closed as KILLED, ended trials and per-epoch checkpoints kept"
+    except Exception as e:  # noqa: BLE001 - the line and the exit must happen regardless
+        kept = f"its runs could not be closed ({type(e).__name__}); ended trials and checkpoints kept"
+    if ctrlc.pressed():  # e.g. SIGHUP to the whole process group: Ray's processes died of it too
+        cause = f"{cause} after {ctrlc.cause()}"
+    print(f"\nsweep {cfg.name!r} stopped: {cause}; {kept}; continue with: {_command(cfg, args)}", flush=True)
+    plan.ray.kill_local()
+    os._exit(128 + ctrlc.signal_number() if ctrlc.pressed() else 1)
+
+
 def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
     """What an interrupted Tune run kept, by point: ended, mid-training, not started.
 
@@ -453,7 +471,11 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
     with phases("trials"):
         # A sweep killed before Tune saved its state resumes as a fresh Tuner under the same parent.
         restore = args.resume and plan.ray.can_restore(f"{storage.rstrip('/')}/{cfg.name}")
-        rows = plan.ray.fit(cfg, ctx, storage, study, restore)
+        stop_watching = plan.ray.watch_local(lambda cause: _ray_lost(plan, experiment_id, parent_id, cause))
+        try:
+            rows = plan.ray.fit(cfg, ctx, storage, study, restore)
+        finally:
+            stop_watching()
     seams.kill_point("fitted")
     for row in rows:
         row["status"] = _status_of(row)

@@ -133,6 +133,38 @@ def stop() -> None:
     _loopback(False)
 
 
+def watch_local(on_lost: Callable[[str], None], every: float = 0.5) -> Callable[[], None]:
+    """Call ``on_lost(cause)`` from a thread when a process of the local Ray instance this driver
+    started dies (a killed raylet or GCS); returns the function that stops watching.
+
+    Ray's core worker ends the driver's process a few seconds after its raylet is lost, without
+    returning to Python, so the driver's own clean-up must run from here. Joined clusters
+    (``--address``) are not watched: their processes are not this driver's.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not node.head:
+        return lambda: None
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            dead = node.dead_processes()
+            if dead and not stop.is_set():
+                kind, process = dead[0]
+                on_lost(f"Ray's {kind} process died (exit status {process.returncode})")
+                return
+
+    threading.Thread(target=loop, name="sweep-ray-watch", daemon=True).start()
+    return stop.set
+
+
+def kill_local() -> None:
+    """Kill what is left of the local Ray instance at once (after :func:`watch_local` saw it die)."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None and node.head:
+        node.kill_all_processes(check_alive=False, allow_graceful=False)
+
+
 def nodes() -> list[dict[str, float]]:
     """Resources of every live node (CPU, GPU, ...)."""
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]

@@ -110,3 +110,28 @@ def test_sigterm_in_the_judge_stage_exits_143(tmp_path):
     _assert_clean(out)
     (line,) = [line for line in out.splitlines() if " interrupted " in line]
     assert line.startswith("sweep 'judged' interrupted by SIGTERM in the judge stage")
+
+
+@pytest.mark.slow  # ~1-2 min on an idle 2-core machine: the local raylet killed mid-trial
+@pytest.mark.timeout(600)
+def test_a_killed_raylet_ends_with_one_line_the_resume_command_and_exit_1(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc, log = _start(_args(uri, "lost"), tmp_path)
+    deadline = time.time() + 300
+    while "epoch 1/2" not in log.read_text():
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.2)
+    (raylet,) = [p for p in _session(proc.pid) if p.name() == "raylet"]
+    raylet.kill()
+    assert proc.wait(timeout=240) == 1, log.read_text()
+    out = log.read_text()
+    lines = [line for line in out.splitlines() if line.startswith("sweep 'lost' stopped")]
+    assert len(lines) == 1 and "Ray" in lines[0] and " --resume" in lines[0], out
+    _none_running(uri, "lost")
+    ended = time.time()
+    while _session(proc.pid) and time.time() - ended < 10:
+        time.sleep(0.5)
+    left = _session(proc.pid)
+    for p in left:
+        p.kill()
+    assert not left, [p.name() for p in left]
