@@ -255,10 +255,10 @@ class Interrupted(Exception):
 
     def line(self) -> str:
         """The one line the driver prints: what was kept and the exact command that continues."""
-        if self.cfg is None:
-            return f"interrupted {self.message}; run it again with the same command"
-        verb = "continue with" if self.resume else "start it again with"
         by = "" if ctrlc.signal_number() == signal.SIGINT else f"by {ctrlc.cause()} "
+        if self.cfg is None:
+            return f"interrupted {by}{self.message}; run it again with the same command"
+        verb = "continue with" if self.resume else "start it again with"
         return f"sweep {self.cfg.name!r} interrupted {by}{self.message}; {verb}: {_command(self.cfg, self.cli, self.resume)}"
 
 
