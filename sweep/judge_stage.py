@@ -2,7 +2,13 @@
 
 Before any trial starts the driver looks for a finished run tagged ``judge.key = <key>`` in the
 MLflow experiment ``judges``; if there is none it trains the judge once and logs it there as
-artifact ``judge.pt``. Trials download it from MLflow, so workers on other nodes get it too.
+artifact ``judge.pt``, tagged with its sha256. Trials download it from MLflow, so workers on
+other nodes get it too.
+
+A judge whose weights cannot be fetched or do not match their checksum (deleted or overwritten in
+the store) is a cache miss: its run is marked FAILED and the judge is trained again, once. Two
+sweeps on one machine that need the same judge train it once: the second waits for the first
+(a lock per judge key in the node's temp folder).
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep import ctrlc, tracking
+from sweep import ctrlc, lock, tracking
 from sweep.config import SweepConfig, judge_config
 from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT
 from trainer import keys
@@ -132,29 +139,64 @@ def ensure_judge(
     if "://" not in jc.data.data_dir:  # Ray trials run in their own folders
         jc.data.data_dir = str(Path(jc.data.data_dir).resolve())
     key = jc.key()
-    run_id = tracking.find_judge(tracking.client(uri), key)
-    if run_id:
-        print(f"judge {key}: found in MLflow (experiment {JUDGES_EXPERIMENT}, run {run_id})", flush=True)
-        return run_id
-    where = "in a Ray task" if remote else "here"
-    print(f"judge {key}: not in MLflow yet, training it once {where} ({jc.arch}, {jc.epochs} epochs) ...", flush=True)
-    if remote is None:
-        run_id = train_and_log(jc, uri, artifact_root, "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device)
-    else:
-        run_id = remote(functools.partial(train_and_log, jc, uri, artifact_root, cfg.trainer.device))
+    mc = tracking.client(uri)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with lock.beside(CACHE / f"judge-{key}"):  # another sweep training this judge: wait, then find it
+        while run_id := tracking.find_judge(mc, key):
+            problem = verify_judge(uri, run_id)
+            if problem is None:
+                print(f"judge {key}: found in MLflow (experiment {JUDGES_EXPERIMENT}, run {run_id})", flush=True)
+                return run_id
+            print(f"judge {key}: run {run_id} is unusable ({problem}); marking it failed and training the judge "
+                  "again", flush=True)  # fmt: skip
+            tracking.retire_judge(mc, run_id, problem)
+        where = "in a Ray task" if remote else "here"
+        print(f"judge {key}: not in MLflow yet, training it once {where} ({jc.arch}, {jc.epochs} epochs) ...",
+              flush=True)  # fmt: skip
+        if remote is None:
+            run_id = train_and_log(jc, uri, artifact_root, "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device)
+        else:
+            run_id = remote(functools.partial(train_and_log, jc, uri, artifact_root, cfg.trainer.device))
     print(f"judge {key}: stored in MLflow (experiment {JUDGES_EXPERIMENT}, run {run_id})", flush=True)
     return run_id
 
 
+class JudgeUnusable(RuntimeError):
+    """A judge run's weights cannot be fetched, or differ from the checksum logged with them."""
+
+
+def verify_judge(uri: str, run_id: str) -> str | None:
+    """Why the judge of ``run_id`` cannot be used (fetched into this node's cache and checked), or None."""
+    from trainer.checkpoint import read_judge
+
+    try:
+        path = fetch_judge(uri, run_id)
+        read_judge(path)  # judges logged before the checksum tag: at least a readable judge file
+    except Exception as e:  # noqa: BLE001 - any failure to fetch or read makes it a cache miss
+        return str(e) if isinstance(e, JudgeUnusable) else f"{type(e).__name__}: {e}"
+    return None
+
+
 def fetch_judge(uri: str, run_id: str) -> Path:
-    """The judge's local path on this node, downloaded from MLflow once per node."""
+    """The judge's local path on this node, downloaded from MLflow once per node and checked
+    against the sha256 its run was tagged with; raises JudgeUnusable when it cannot be."""
+    mc = tracking.client(uri)
+    expected = tracking.judge_checksum(mc, run_id)
     target = CACHE / run_id / JUDGE_FILE
-    if target.is_file():
+    if target.is_file() and (expected is None or tracking.sha256(target) == expected):
         return target
     # Download beside the target and rename: concurrent trials on a node never see half a file.
     CACHE.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="dl-", dir=CACHE))
-    local = tracking.download(tracking.client(uri), run_id, JUDGE_FILE, staging)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(local, target)
+    try:
+        try:
+            local = tracking.download(mc, run_id, JUDGE_FILE, staging)
+        except Exception as e:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+            raise JudgeUnusable(f"cannot fetch its {JUDGE_FILE}: {type(e).__name__}: {e}") from e
+        if expected is not None and tracking.sha256(local) != expected:
+            raise JudgeUnusable(f"its {JUDGE_FILE} differs from the one logged when it was trained (sha256)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # no empty dl-* folder left behind
     return target

@@ -8,8 +8,9 @@ offending key.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from sweep.config import SweepConfig, judge_config
 from sweep.points import check_points
@@ -46,6 +47,27 @@ def _get(data: Mapping[str, Any], dotted: str) -> dict[str, Any]:
     return dict(node) if isinstance(node, Mapping) else {}
 
 
+def _non_finite(value: Any, key: str) -> Iterator[tuple[str, float]]:
+    """Every ``(dotted key, value)`` under ``value`` that is an infinite or NaN float."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield key, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _non_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, f"{key}[{i}]")
+
+
+def check_finite(data: Mapping[str, Any]) -> None:
+    """Refuse ``inf``/``nan`` anywhere in the config (base, grid, space, points, judge): no setting
+    of the sweep means an infinite number, and one would crash a trial or the names much later."""
+    bad = list(_non_finite(data, ""))
+    if bad:
+        named = ", ".join(f"{key}={value}" for key, value in bad)
+        raise ConfigError(f"{named}: not a finite number; every number of a sweep config must be finite")
+
+
 def load_sweep_config(
     source: str | Path | Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
@@ -69,7 +91,9 @@ def load_sweep_config(
             set_dotted(data, key, value)
     if name is not None:
         data["name"] = name
+    check_finite(data)  # before the schema, so the message names the number, not a bound it breaks
     cfg = validate(SweepConfig, data)
+    check_finite(cfg.model_dump())  # strings the schema read as numbers ("inf" in YAML 1.1 lists)
     if cfg.judge is not None:
         judge_config(cfg)  # validate now; the judge is trained later
     check_points(cfg)

@@ -45,28 +45,63 @@ def apply_point(base: Mapping[str, Any], point: Point) -> TrainConfig:
     return validate(TrainConfig, data, prefix="trainer")
 
 
-def _fmt(value: Any) -> str:
-    """Floats in one significant digit with a bare exponent (``1e-4``, ``1e12``): names stay short
-    enough for the MLflow runs table's default column."""
+MAX_DIGITS = 17  # significant digits that tell any two distinct floats apart (IEEE 754 double)
+OPTUNA_DIGITS = 3  # a sampled point's name: 3 significant digits (its run's params hold the exact values)
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    """Floats in ``digits`` significant digits with a bare exponent (``1e-4``, ``1.2e-3``, ``1e12``):
+    names stay short enough for the MLflow runs table's default column."""
     if not isinstance(value, float):
         return str(value)
     if value == 0:
         return "0"
-    mantissa, exponent = f"{value:.0e}".split("e")
+    mantissa, exponent = f"{value:.{max(0, digits - 1)}e}".split("e")
+    if "." in mantissa:  # 1.20e-3 -> 1.2e-3: trailing zeros add no information
+        mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
 
 
-def point_name(cfg: TrainConfig, point: Point) -> str:
-    """A display name: ``sm λ1e-5 μ1e-3 s0`` (loss kind, its weights, other varied keys, seed)."""
+def point_name(cfg: TrainConfig, point: Point, digits: int = 1) -> str:
+    """A display name: ``sm λ1e-5 μ1e-3 s0`` (loss kind, its weights, other varied keys, seed),
+    floats in ``digits`` significant digits. Never an identity: that is :attr:`Point.key`."""
     parts = [LOSS_NAMES[cfg.loss.kind].abbrev]
     shown = {f"loss.{w}" for w in KIND_WEIGHTS[cfg.loss.kind]}
     for key in sorted(shown):
-        parts.append(f"{SYMBOLS[key]}{_fmt(getattr(cfg.loss, key.split('.')[1]))}")
+        parts.append(f"{SYMBOLS[key]}{_fmt(getattr(cfg.loss, key.split('.')[1]), digits)}")
     for key, value in point.overrides:
         if key not in shown and key not in ("loss.preset", "loss.kind", "loss.lam", "loss.mu"):
-            parts.append(f"{SYMBOLS[key]}{_fmt(value)}" if key in SYMBOLS else f"{key}={_fmt(value)}")
+            shown_value = _fmt(value, digits)
+            parts.append(f"{SYMBOLS[key]}{shown_value}" if key in SYMBOLS else f"{key}={shown_value}")
     parts.append(f"s{point.seed}")
     return " ".join(parts)
+
+
+def point_names(base: Mapping[str, Any], points: list[Point]) -> dict[str, str]:
+    """Display names by point key, unique within ``points``.
+
+    Each point keeps the short (one-digit) name unless another point of the sweep prints alike;
+    the points that collide get more significant digits until they differ (``λ1.2e-3`` beside
+    ``λ1e-3``). Points that differ in no shown value (e.g. an unshown key) get their key appended.
+    """
+    configs = {p.key: apply_point(base, p) for p in points}
+    names: dict[str, str] = {}
+    pending = list(points)
+    for digits in range(1, MAX_DIGITS + 1):
+        by_name: dict[str, list[Point]] = {}
+        for p in pending:
+            by_name.setdefault(point_name(configs[p.key], p, digits), []).append(p)
+        pending = []
+        for name, group in by_name.items():
+            if len(group) == 1 and name not in names.values():
+                names[group[0].key] = name
+            else:
+                pending += group
+        if not pending:
+            return names
+    for p in pending:  # alike in every shown value: the key tells them apart
+        names[p.key] = f"{point_name(configs[p.key], p, MAX_DIGITS)} #{p.key[:6]}"
+    return names
 
 
 def grid_points(search: SearchConfig) -> list[Point]:

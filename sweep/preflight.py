@@ -12,6 +12,7 @@ import json
 import math
 import os
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -106,6 +107,66 @@ def check_ray_address(address: str | None) -> None:
         raise PreflightError(f"--address: no Ray cluster answers at {address} ({e}); start it or fix the address") from None
 
 
+# Ray's longest socket path under its temp root: <root>/ray/session_<date>_<microseconds>_<pid>/
+# sockets/plasma_store, with a 7-digit pid (Linux's largest) -- 68 bytes after the root.
+RAY_SOCKET_TAIL = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+SOCKET_PATH_MAX = 107  # bytes of an AF_UNIX socket path on Linux (108 with the final NUL)
+# SQLAlchemy's driver module per MLflow database URI scheme -> the pip package that provides it
+DB_DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "MySQLdb": "mysqlclient",
+              "pymysql": "PyMySQL", "pyodbc": "pyodbc", "pymssql": "pymssql"}  # fmt: skip
+
+
+def check_ray_local(address: str | None, environ: Mapping[str, str] | None = None) -> None:
+    """A local Ray (no ``--address``) must be able to start: its socket paths under the temp
+    folder must fit AF_UNIX's 107 bytes, and its auth token must be writable under HOME."""
+    if address and address != "local":
+        return
+    env = os.environ if environ is None else environ
+    var = "RAY_TMPDIR" if "RAY_TMPDIR" in env else "TMPDIR" if "TMPDIR" in env else None
+    root = env[var] if var else "/tmp"
+    length = len(root.encode()) + RAY_SOCKET_TAIL
+    if var and length > SOCKET_PATH_MAX:
+        raise PreflightError(
+            f"{var}={root} is too long for Ray: its socket paths would be {length} bytes, over the "
+            f"{SOCKET_PATH_MAX} a Unix socket allows; set RAY_TMPDIR to a folder of at most "
+            f"{SOCKET_PATH_MAX - RAY_SOCKET_TAIL} bytes (e.g. export RAY_TMPDIR=/tmp) or a shorter TMPDIR"
+        )
+    if env.get("RAY_AUTH_MODE", "token").lower() != "token" or env.get("RAY_AUTH_TOKEN"):
+        return
+    token = Path(env.get("RAY_AUTH_TOKEN_PATH") or Path(env.get("HOME") or Path.home()) / ".ray" / "auth_token")
+    if token.is_file():
+        return
+    here = token.parent
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:  # a probe, not os.access: root passes that on read-only mounts and immutable folders
+        os.rmdir(tempfile.mkdtemp(prefix=".sweep-probe-", dir=here))
+    except OSError as e:
+        raise PreflightError(
+            f"Ray writes its auth token to {token}, but {here} is not writable ({e.strerror}); make it "
+            "writable, or set HOME to a writable folder"
+        ) from None
+
+
+def check_db_driver(uri: str) -> None:
+    """A database tracking URI (postgresql://, mysql://, mssql://) needs its Python driver installed."""
+    if not uri.startswith(("postgresql", "mysql", "mssql")):
+        return
+    try:
+        from sqlalchemy.engine import make_url
+
+        make_url(uri).get_dialect().import_dbapi()
+    except ModuleNotFoundError as e:
+        module = (e.name or "").split(".")[0]
+        package = DB_DRIVERS.get(module, module)
+        raise PreflightError(
+            f"tracking.uri: {uri.split(':', 1)[0]} needs the Python package {package!r}, which is not installed "
+            f"(pip install '{package}')"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - a malformed URL
+        raise PreflightError(f"tracking.uri: {uri.split('@')[-1]!r} is not a database URL MLflow can use ({e})") from None
+
+
 def sqlite_missing(uri: str) -> bool:
     """True when ``uri`` is a sqlite store whose file does not exist yet (so it holds no runs)."""
     return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists()
@@ -124,6 +185,46 @@ def check_name(name: str, resume: bool, ray_state: bool, parent_id: str | None, 
         )
     if resume and not ray_state and not parent_id:  # a parent alone: killed before Tune saved state
         raise PreflightError(f"--resume: no sweep {name!r} to resume (no Ray results at {where})")
+
+
+# Keys a resumed sweep may change. Each says where results go or how the end is reported, never
+# what a trial computes or how Tune schedules it:
+# - tracking.*: the MLflow store the parent run was just found in (a server's new address, an
+#   artifact root moved); the runs continued are the ones found there.
+# - analysis: whether Table 2 / the Pareto front are written at the end; the trials are unaffected.
+# Everything else is refused: the trainer, search, objective and judge decide what each trial
+# computes (mixed results), and Tune restores scheduler, resources and retries from its own saved
+# state, so a changed value there would be silently ignored.
+RESUMABLE_CHANGES = ("tracking.", "analysis")
+NOT_RECORDED = "(not recorded)"
+
+
+def config_changes(stored: Mapping[str, str], current: Mapping[str, object]) -> list[str]:
+    """``key: old -> new`` for every key of the flattened config whose value differs from the
+    stored one (the parent run's params: strings, cut at MLflow's 6000 characters)."""
+    changes = []
+    for key in sorted(set(stored) | set(current)):
+        if key.startswith(RESUMABLE_CHANGES):
+            continue
+        old = stored.get(key, NOT_RECORDED)
+        new = str(current[key])[:6000] if key in current else NOT_RECORDED
+        if old != new:
+            changes.append(f"{key}: {old} -> {new}")
+    return changes
+
+
+def check_resume_config(name: str, parent_id: str, stored: Mapping[str, str], current: Mapping[str, object]) -> None:
+    """``--resume`` continues the sweep it started: a changed config would mix trials trained with
+    different settings under one parent, so any difference refuses it before a trial is touched."""
+    if not stored:  # a driver killed between the parent's creation and its params: nothing to compare
+        return
+    changes = config_changes(stored, current)
+    if changes:
+        raise PreflightError(
+            f"--resume: the config of sweep {name!r} differs from the one it started with (MLflow parent "
+            f"run {parent_id}): {'; '.join(changes)}. Resume with the original settings, or start a new "
+            "sweep with another --name"
+        )
 
 
 def node_limits(nodes: list[Mapping[str, float]]) -> dict[str, float]:
@@ -155,6 +256,38 @@ def check_resources(cfg: SweepConfig, nodes: list[Mapping[str, float]]) -> None:
             )
     if cfg.trainer.device.startswith("cuda") and cfg.resources.gpus == 0:
         raise PreflightError("trainer.device is cuda but resources.gpus is 0; Ray would hide every GPU")
+    if cfg.resources.gpus == 0 or cfg.trainer.device.startswith("cpu"):
+        check_host_memory(cfg, max((float(n.get("memory", 0.0)) for n in nodes), default=0.0))
+
+
+def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
+    """A CPU trial must fit the memory of the largest node (``node_bytes``: Ray's ``memory``
+    resource, bytes; 0: unknown, not checked).
+
+    Each distinct trial config is bounded from below by trainer.memory (dataset and model, no
+    activations; milliseconds); where that bound is above a tenth of the node, the full estimate
+    (with activations, ``peak_bytes``, seconds) decides.
+    """
+    if node_bytes <= 0:
+        return
+    from trainer.memory import GIB, estimate_memory, memory_key, resident_bytes  # torch
+
+    base = cfg.trainer.model_dump()
+    configs = {memory_key(c): c for c in [cfg.trainer, *(apply_point(base, p) for p in grid_points(cfg.search))]}
+    for c in configs.values():
+        try:
+            need, what = resident_bytes(c), "dataset and model alone"
+        except RuntimeError as e:  # a tensor size beyond 64 bits: far beyond any node
+            raise PreflightError(f"trainer.model.width={c.model.width:g}: the model is too large to build ({e}); "
+                                 "lower trainer.model.width") from None  # fmt: skip
+        if 10 * need > node_bytes and need <= node_bytes:
+            need, what = estimate_memory(c).peak_bytes, "with its activations"
+        if need > node_bytes:
+            raise PreflightError(
+                f"a CPU trial needs about {need / GIB:,.1f} GiB ({what}; trainer.model.width={c.model.width:g}, "
+                f"trainer.batch_size={c.batch_size}) but the largest Ray node has {node_bytes / GIB:,.1f} GiB of "
+                "memory; lower trainer.model.width or trainer.batch_size"
+            )
 
 
 def trials_per_gpu(gpus: float) -> int:

@@ -49,6 +49,7 @@ class Tag(StrEnum):
     SELECTION_SPLIT = "trial.selection_split"
     JUDGE_KEY = "judge.key"  # judges experiment and trials: what the judge was trained with
     JUDGE_ARCH = "judge.arch"  # trials: the judge's architecture (vgg11_released, vgg11)
+    JUDGE_SHA256 = "judge.sha256"  # judges experiment: sha256 of judge.pt, checked before it is used
     WARM_START = "sweep.warm_start"  # parent: comma-separated run ids the search started from
     # A finalist's run: what its confirm/* metrics were measured on (sweep.confirm).
     CONFIRM_SAMPLE_SEED = "confirm.sample_seed"  # seed of the fresh samples' starting noise

@@ -10,7 +10,8 @@ Bad input (config, flags, missing data, trials packed beyond a GPU's memory, unr
 resources no node has, a name that exists without --resume) prints one message and exits with
 status 2 before anything is written.
 Ctrl-C in any stage stops the trials, closes the MLflow runs as KILLED (resumable), prints one line
-with what was kept and the command that continues, and exits with status 130.
+with what was kept and the command that continues, and exits with status 130; SIGTERM and SIGHUP
+do the same and exit with 143 and 129 (128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ from sweep.judge_stage import ensure_judge
 from sweep.loading import load_sweep_config, preset_names
 from sweep.paths import resolve_artifact_root, resolve_storage_path, resolve_tracking_uri
 from sweep.objective import WORST
-from sweep.points import apply_point, grid_points, point_name
+from sweep.points import grid_points, point_names
 from sweep.record import BEST_METRIC_PREFIX, BEST_SELECTION_PREFIX, Status
 from sweep.trial import SweepContext
 from trainer import keys
-from trainer.config import ConfigError
+from trainer.config import ConfigError, flatten
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it); SIGTERM 143, SIGHUP 129
 
 # --smoke: any preset as a few-minute CPU run through its real code paths (its dataset, model,
 # loss, grid or search, judge, evaluations and analysis), every size cut down. The --set flags
@@ -396,10 +397,11 @@ class Interrupted(Exception):
 
     def line(self) -> str:
         """The one line the driver prints: what was kept and the exact command that continues."""
+        by = "" if ctrlc.signal_number() == signal.SIGINT else f"by {ctrlc.cause()} "
         if self.cfg is None:
-            return f"interrupted {self.message}; run it again with the same command"
+            return f"interrupted {by}{self.message}; run it again with the same command"
         verb = "continue with" if self.resume else "start it again with"
-        return f"sweep {self.cfg.name!r} interrupted {self.message}; {verb}: {_command(self.cfg, self.cli, self.resume)}"
+        return f"sweep {self.cfg.name!r} interrupted {by}{self.message}; {verb}: {_command(self.cfg, self.cli, self.resume)}"
 
 
 def _quietly(fn: Any) -> None:
@@ -425,10 +427,12 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
         preflight.check_dataset(cfg.trainer.data)
         preflight.check_packing(cfg)  # trials per GPU × estimated memory, before Ray starts
         preflight.check_tracking(uri)
+        preflight.check_db_driver(uri)
         stores.check_tracking_store(uri, artifact_root)
         stores.check_storage(storage)
         stores.bound_http_retries()
         preflight.check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))
+        preflight.check_ray_local(args.address or os.environ.get("RAY_ADDRESS"))
         from sweep import tune as ray_tune  # Ray is imported only once the input is known good
 
         sweep_dir = f"{storage.rstrip('/')}/{cfg.name}"
@@ -440,6 +444,9 @@ def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
             # under the lock, the lock file counts only if a driver made it before this one
             started = ray_tune.can_restore(sweep_dir) or (held.existed if held else lock.started(sweep_dir))
             preflight.check_name(cfg.name, args.resume, started, parent, sweep_dir)
+            if args.resume and parent is not None:  # the same config, or nothing is touched
+                stored = tracking.stored_config(tracking.client(uri), parent)
+                preflight.check_resume_config(cfg.name, parent, stored, flatten(cfg.model_dump(mode="json")))
             return parent
 
         held = None
@@ -482,11 +489,14 @@ def _prepare_locked(
     with phases("ray start"):
         try:
             ray_tune.start(args.address)
+            ctrlc.install_stop_signals()  # ray.init replaced the SIGTERM handler
         except ConnectionError as e:
             raise preflight.PreflightError(
                 f"--address: cannot join the Ray cluster ({e}); is it up, and does this shell have its "
                 "auth token (RAY_AUTH_TOKEN_PATH, default ~/.ray/auth_token)?"
             ) from None
+        except OSError as e:  # what the checks above cannot foresee; nothing is written yet
+            raise preflight.PreflightError(f"Ray could not start ({type(e).__name__}: {e})") from None
     try:
         preflight.check_resources(cfg, ray_tune.nodes())
     except preflight.PreflightError:
@@ -534,9 +544,27 @@ def _interrupt(plan: Plan, mc: Any, experiment_id: str, parent_id: str, kept: st
     cfg, args = plan.cfg, plan.args
     if not kept and not plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{cfg.name}"):
         kept = "before Ray saved any trial: only the MLflow parent run was kept"
-    note = f"Interrupted (Ctrl-C){': ' + kept if kept else ''}. Continue with `{_command(cfg, args)}`."
+    note = f"Interrupted ({ctrlc.cause()}){': ' + kept if kept else ''}. Continue with `{_command(cfg, args)}`."
     _quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
     return Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
+
+
+def _ray_lost(plan: Plan, experiment_id: str, parent_id: str, cause: str) -> None:
+    """The local Ray died under the trials (a killed raylet): close the runs as KILLED, print one
+    line with the cause and the command that continues, exit 1. Runs on the watching thread,
+    because Ray's core worker ends the process soon after without returning to Python."""
+    cfg, args = plan.cfg, plan.args
+    try:
+        note = f"Stopped: {cause}. Continue with `{_command(cfg, args)}`."
+        tracking.interrupt_parent(tracking.client(plan.uri), experiment_id, parent_id, note)
+        kept = "its runs are closed as KILLED, ended trials and per-epoch checkpoints kept"
+    except Exception as e:  # noqa: BLE001 - the line and the exit must happen regardless
+        kept = f"its runs could not be closed ({type(e).__name__}); ended trials and checkpoints kept"
+    if ctrlc.pressed():  # e.g. SIGHUP to the whole process group: Ray's processes died of it too
+        cause = f"{cause} after {ctrlc.cause()}"
+    print(f"\nsweep {cfg.name!r} stopped: {cause}; {kept}; continue with: {_command(cfg, args)}", flush=True)
+    plan.ray.kill_local()
+    os._exit(128 + ctrlc.signal_number() if ctrlc.pressed() else 1)
 
 
 def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
@@ -561,7 +589,8 @@ def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
 def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_id: str, judge_run: str | None) -> int:
     cfg, uri, storage, args = plan.cfg, plan.uri, plan.storage, plan.args
     base = _absolute_paths(cfg)
-    points = {point_name(apply_point(base, p), p): p for p in grid_points(cfg.search)}
+    grid = grid_points(cfg.search)
+    points = {p.key: p for p in grid}  # keyed by identity: two points that print alike stay two
     ctx = SweepContext(
         sweep=cfg.name,
         tracking_uri=uri,
@@ -572,6 +601,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         judge_run=judge_run,
         threads=cfg.trial_threads,
         points=points if cfg.search.method == "grid" else {},
+        names=point_names(base, grid) if cfg.search.method == "grid" else {},
         seed=cfg.search.seeds[0],
     )
     study = _study_storage(cfg, storage) if cfg.search.method == "optuna" else ""
@@ -587,13 +617,17 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
     with phases("trials"):
         # A sweep killed before Tune saved its state resumes as a fresh Tuner under the same parent.
         restore = args.resume and plan.ray.can_restore(f"{storage.rstrip('/')}/{cfg.name}")
-        rows = plan.ray.fit(cfg, ctx, storage, study, restore)
+        stop_watching = plan.ray.watch_local(lambda cause: _ray_lost(plan, experiment_id, parent_id, cause))
+        try:
+            rows = plan.ray.fit(cfg, ctx, storage, study, restore)
+        finally:
+            stop_watching()
     seams.kill_point("fitted")
     for row in rows:
         row["status"] = _status_of(row)
     if plan.ray.interrupted() or ctrlc.pressed():  # Tune caught the Ctrl-C, stopped the trials and saved its state
         total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
-        raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.points), total))
+        raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.names.values()), total))
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
     confirmed: list[confirm.Confirmed] = []
     best = best_row(rows)
@@ -639,14 +673,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = "ray start" in phases.seconds or "checks" in phases.seconds  # the checks had passed
         where = "while Ray started" if started else "during the checks"
         return _interrupted(Interrupted(_config_or_none(args), args, f"{where}: nothing was written"))
+    discard = False
     try:
         return execute(plan, phases)
     except Interrupted as e:
         return _interrupted(e)
+    except Exception:
+        discard = _nothing_kept(plan)
+        if discard:  # e.g. the dataset's download failed in the judge stage
+            print(f"sweep {plan.cfg.name!r} failed before any trial ran and kept nothing; once the cause below "
+                  "is fixed, the same command starts it again", file=sys.stderr, flush=True)  # fmt: skip
+        raise
     finally:
         _quietly(plan.ray.stop)
         if plan.lock is not None:
-            plan.lock.release()
+            plan.lock.release(discard=discard)  # nothing kept: the name is free again
+
+
+def _nothing_kept(plan: Plan) -> bool:
+    """Whether a sweep that crashed left neither an MLflow parent run nor Ray state (its lock's
+    mark alone would make the name look taken)."""
+    if plan.parent_id is not None or plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{plan.cfg.name}"):
+        return False
+    try:
+        return tracking.find_parent(tracking.client(plan.uri), plan.cfg.experiment_name, plan.cfg.name) is None
+    except Exception:  # noqa: BLE001 - the store may be what failed: keep the mark then
+        return False
 
 
 def _config_or_none(args: argparse.Namespace) -> SweepConfig | None:
@@ -658,7 +710,7 @@ def _config_or_none(args: argparse.Namespace) -> SweepConfig | None:
 
 def _interrupted(e: Interrupted) -> int:
     print(f"\n{e.line()}", flush=True)
-    return EXIT_INTERRUPTED
+    return 128 + ctrlc.signal_number()  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
 
 
 if __name__ == "__main__":

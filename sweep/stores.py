@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from sweep.preflight import PreflightError
@@ -48,6 +49,11 @@ def check_folder_writable(path: Path, what: str, fix: str) -> None:
         raise PreflightError(f"{what}: {here} is not a folder; {fix}")
     if not os.access(here, os.W_OK | os.X_OK):
         raise PreflightError(f"{what}: folder {here} is not writable; {fix}")
+    if here != path:  # it will be created: try (root passes os.access even where mkdir fails, /proc)
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".sweep-probe-", dir=here))
+        except OSError as e:
+            raise PreflightError(f"{what}: {path} cannot be created in {here} ({e.strerror}); {fix}") from None
 
 
 def check_sqlite(uri: str) -> None:

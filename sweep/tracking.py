@@ -8,6 +8,7 @@ tracking URI, so driver and Ray workers on other nodes agree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -56,20 +57,6 @@ def client(uri: str) -> MlflowClient:
         with lock.beside(Path(uri[len("sqlite:///"):])):
             return MlflowClient(tracking_uri=uri)
     return MlflowClient(tracking_uri=uri)
-
-
-def filter_value(value: str) -> str:
-    """``value`` quoted for an MLflow search filter.
-
-    MLflow's filter grammar has no escape: it strips the outer quotes of a string literal and
-    takes the rest as is, so a value holding ``'`` is quoted with ``"`` and vice versa (names
-    holding both are refused by the config).
-    """
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    raise ValueError(f"{value!r} holds both kinds of quote; MLflow's search filters cannot express it")
 
 
 def git_commit() -> str:
@@ -128,14 +115,28 @@ def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def _first_run_in(mc: MlflowClient, experiment_id: str, query: str) -> str | None:
-    runs = mc.search_runs([experiment_id], query, max_results=1)
-    return runs[0].info.run_id if runs else None
+def _tagged(runs: list[Run], tag: str, value: str) -> str | None:
+    """The id of the first of ``runs`` whose tag ``tag`` is ``value``, or None.
+
+    User values (sweep and point names) are compared here, never written into a search filter:
+    MLflow's filter grammar has no escape, so a name holding a quote could not be looked up.
+    Filters hold only constants and run ids (hex).
+    """
+    return next((r.info.run_id for r in runs if r.data.tags.get(tag) == value), None)
 
 
 def find_parent(mc: MlflowClient, experiment: str, sweep: str) -> str | None:
     """The parent run id of sweep ``sweep`` in ``experiment``, or None."""
-    return _first_run(mc, experiment, f"tags.`{Tag.SWEEP}` = {filter_value(sweep)} and tags.`{Tag.ROLE}` = '{Role.PARENT}'")
+    exp = mc.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    parents = search_all(mc, exp.experiment_id, f"tags.`{Tag.ROLE}` = '{Role.PARENT}'")
+    return _tagged(parents, Tag.SWEEP, sweep)
+
+
+def stored_config(mc: MlflowClient, parent_id: str) -> dict[str, str]:
+    """The flattened config a sweep's parent run was created with (its params, as strings)."""
+    return dict(mc.get_run(parent_id).data.params)
 
 
 def parent_name(sweep: str) -> str:
@@ -234,10 +235,8 @@ def finish_parent(
     now = int(time.time() * 1000)
     metrics = [Metric(f"{COUNT_METRIC_PREFIX}{k}", float(v), now, 0) for k, v in (counts or {}).items()]
     if best:
-        best_run = _first_run_in(
-            mc, mc.get_run(run_id).info.experiment_id,
-            f"tags.`{Tag.PARENT}` = '{run_id}' and tags.`{Tag.POINT}` = '{best['point']}'",
-        )  # fmt: skip
+        children = search_all(mc, mc.get_run(run_id).info.experiment_id, f"tags.`{Tag.PARENT}` = '{run_id}'")
+        best_run = _tagged(children, Tag.POINT, str(best["point"]))
         tags.update({Tag.BEST_POINT: best["point"], Tag.BEST_RUN: best_run or ""})
         for key, short in ((keys.OBJECTIVE, "objective"), (keys.VAL_ACC, "val_acc"), (keys.TEST_ACC, "test_acc"),
                            (keys.GAN_TEST, "gan_test")):
@@ -500,9 +499,30 @@ def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Map
         staged = path.parent / f"stage-{key}" / JUDGE_FILE
         staged.parent.mkdir(parents=True, exist_ok=True)
         staged.write_bytes(path.read_bytes())
+    mc.set_tag(run.info.run_id, str(Tag.JUDGE_SHA256), sha256(staged))  # before the weights: never unverifiable
     mc.log_artifact(run.info.run_id, str(staged))
     finish(mc, run.info.run_id)
     return run.info.run_id
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def judge_checksum(mc: MlflowClient, run_id: str) -> str | None:
+    """The sha256 a judge run's ``judge.pt`` was logged with; None for judges logged before the tag."""
+    return mc.get_run(run_id).data.tags.get(Tag.JUDGE_SHA256)
+
+
+def retire_judge(mc: MlflowClient, run_id: str, reason: str) -> None:
+    """Mark a judge run whose weights are lost or corrupt FAILED, so :func:`find_judge` skips it."""
+    mc.set_tag(run_id, str(Tag.NOTE), f"Retired: {reason}"[:5000])
+    finish(mc, run_id, failed=True)
 
 
 def download(mc: MlflowClient, run_id: str, artifact: str, dst: Path) -> Path:

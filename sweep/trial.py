@@ -18,14 +18,16 @@ from sweep import recovery, tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import objective_interval, objective_value, worst_value
-from sweep.points import Point, apply_point, point_name
+from sweep.points import OPTUNA_DIGITS, Point, apply_point, point_name
 from sweep.record import CURVES, IMAGES, Status
 from trainer import keys
 from trainer.config import flatten
 
 STATE_FILE = "sweep_state.json"  # beside the trainer's last.pt in every Tune checkpoint
-# The columns Tune sees besides the trainer's metrics (the reporter shows a few of them).
+# The column Tune sees besides the trainer's metrics: the point's display name.
 POINT = "point"
+# A grid trial's Tune config: the point's key (its identity; names are for display only).
+POINT_KEY = "point_key"
 
 
 @dataclass
@@ -40,14 +42,21 @@ class SweepContext:
     objective: ObjectiveConfig
     judge_run: str | None  # MLflow run holding judge.pt, or None (no GAN-test)
     threads: int  # torch threads per trial
-    points: dict[str, Point] = field(default_factory=dict)  # grid: trial name -> point
+    points: dict[str, Point] = field(default_factory=dict)  # grid: point key -> point
+    names: dict[str, str] = field(default_factory=dict)  # grid: point key -> display name, unique
     seed: int = 0  # optuna: the one seed
 
     def point_of(self, config: Mapping[str, Any]) -> Point:
-        """The point of a Tune config: a grid name, or Optuna's sampled dotted keys."""
-        if POINT in config:
-            return self.points[config[POINT]]
+        """The point of a Tune config: a grid point's key, or Optuna's sampled dotted keys."""
+        if POINT_KEY in config:
+            return self.points[config[POINT_KEY]]
         return Point(tuple(sorted(config.items())), self.seed)
+
+    def name_of(self, point: Point) -> str:
+        """The point's display name: the grid's unique one, else (Optuna) 3 significant digits."""
+        if point.key in self.names:
+            return self.names[point.key]
+        return point_name(apply_point(self.base, point), point, OPTUNA_DIGITS)
 
 
 def _upload_folder(path: Path) -> str:
@@ -73,7 +82,7 @@ def run_trial(
     torch.set_num_threads(ctx.threads)
     point = ctx.point_of(config)
     cfg = apply_point(ctx.base, point)
-    name = point_name(cfg, point)
+    name = ctx.name_of(point)
     mlrun = tracking.TrialRun(ctx.tracking_uri, ctx.experiment_id, ctx.parent_id, ctx.sweep, point.key)
 
     work = Path(tempfile.mkdtemp(prefix=f"sweep-trial-{point.key}-"))

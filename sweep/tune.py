@@ -37,8 +37,8 @@ from sweep import warmstart  # noqa: E402
 from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
-from sweep.points import apply_point, grid_points, point_name  # noqa: E402
-from sweep.trial import POINT, SweepContext, run_trial  # noqa: E402
+from sweep.points import grid_points  # noqa: E402
+from sweep.trial import POINT, POINT_KEY, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
 # Ray picks a reachable node IP on Linux and binds its gRPC servers (GCS, raylet, workers, the
@@ -131,6 +131,38 @@ def start(address: str | None) -> None:
 def stop() -> None:
     ray.shutdown()
     _loopback(False)
+
+
+def watch_local(on_lost: Callable[[str], None], every: float = 0.5) -> Callable[[], None]:
+    """Call ``on_lost(cause)`` from a thread when a process of the local Ray instance this driver
+    started dies (a killed raylet or GCS); returns the function that stops watching.
+
+    Ray's core worker ends the driver's process a few seconds after its raylet is lost, without
+    returning to Python, so the driver's own clean-up must run from here. Joined clusters
+    (``--address``) are not watched: their processes are not this driver's.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not node.head:
+        return lambda: None
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            dead = node.dead_processes()
+            if dead and not stop.is_set():
+                kind, process = dead[0]
+                on_lost(f"Ray's {kind} process died (exit status {process.returncode})")
+                return
+
+    threading.Thread(target=loop, name="sweep-ray-watch", daemon=True).start()
+    return stop.set
+
+
+def kill_local() -> None:
+    """Kill what is left of the local Ray instance at once (after :func:`watch_local` saw it die)."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None and node.head:
+        node.kill_all_processes(check_alive=False, allow_graceful=False)
 
 
 def nodes() -> list[dict[str, float]]:
@@ -297,14 +329,14 @@ class SearchSetup:
 
 
 def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> SearchSetup:
-    """The grid over the point names, or Optuna over ``search.space``."""
+    """The grid over the point keys (never their display names), or Optuna over ``search.space``."""
     if cfg.search.method == "grid":
-        names = list(points)
+        ids = list(points)
         if cfg.scheduler.kind == "asha":
             # ASHA judges each trial against those that reached a rung before it; a grid in
             # config order (often worst λ first) would never be cut, so run it shuffled.
-            random.Random(0).shuffle(names)
-        return SearchSetup({POINT: tune.grid_search(names)}, None, 1, keys.OBJECTIVE)
+            random.Random(0).shuffle(ids)
+        return SearchSetup({POINT_KEY: tune.grid_search(ids)}, None, 1, keys.OBJECTIVE)
     objectives = cfg.search.objectives
     return SearchSetup(
         param_space={},
@@ -408,11 +440,8 @@ class TrialProgress(tune.Callback):
 
 
 def trial_name(ctx: SweepContext, config: dict[str, Any]) -> str:
-    """The point's display name of a Tune trial config (grid name, or Optuna's sampled point)."""
-    if POINT in config:
-        return str(config[POINT])
-    point = ctx.point_of(config)
-    return point_name(apply_point(ctx.base, point), point)
+    """The point's display name of a Tune trial config (a grid point's key, or Optuna's sampled point)."""
+    return ctx.name_of(ctx.point_of(config))
 
 
 def _scheduler(cfg: SweepConfig) -> Any:

@@ -99,8 +99,6 @@ def test_a_name_with_a_quote_is_found_in_mlflow_and_its_printed_commands_paste_a
     parent = tracking.start_parent(mc, exp, name, {"a": 1}, tmp_path / "sweep.yaml")
     assert tracking.find_parent(mc, name, name) == parent != other
     assert tracking.find_parent(mc, name, 'say "hi"') is None  # the other quote works too
-    with pytest.raises(ValueError):
-        tracking.filter_value("both ' and \"")
 
     from sweep.run import _print_next_steps
 

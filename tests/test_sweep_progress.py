@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sweep.config import ObjectiveConfig
-from sweep.trial import POINT, SweepContext
+from sweep.points import Point
+from sweep.trial import POINT_KEY, SweepContext
 from trainer import keys
 
 
@@ -19,9 +20,11 @@ class FakeTrial:
 def test_objective_shows_a_dash_until_the_first_evaluation_and_trials_by_point(capsys):
     from sweep.tune import TrialProgress
 
-    ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1)
+    pa, pb = Point((("loss.lam", 1e-3), ("loss.mu", 1e-4)), 0), Point((("loss.preset", "baseline"),), 0)
+    ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1, points={pa.key: pa, pb.key: pb},
+                       names={pa.key: "sm λ1e-3 μ1e-4 s0", pb.key: "base s0"})  # fmt: skip
     progress = TrialProgress(ctx, epochs=4, total=2, every=0.0)
-    a, b = FakeTrial("t0", {POINT: "sm λ1e-3 μ1e-4 s0"}), FakeTrial("t1", {POINT: "base s0"})
+    a, b = FakeTrial("t0", {POINT_KEY: pa.key}), FakeTrial("t1", {POINT_KEY: pb.key})
     trials = [a, b]
     progress.on_step_begin(0, trials)
     # Epoch 1: validation accuracy (what selects) is logged every epoch, the objective (needs GAN-test) only at evaluations.

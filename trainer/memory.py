@@ -158,6 +158,20 @@ def _line(points: list[tuple[int, int]], batch: int) -> int:
     return max(0, round(v1 + slope * (batch - b1)))
 
 
+def _model(cfg: TrainConfig, device: str) -> nn.Module:
+    """The run's model, created on ``device`` (meta: no memory, so any width can be counted)."""
+    _, _, channels, size, classes = dataset_shape(cfg.data)
+    with torch.device(device):
+        return build_model(cfg.model.arch, classes, channels, cfg.model.width, cfg.model.beta, size)
+
+
+def resident_bytes(cfg: TrainConfig) -> int:
+    """A lower bound of the run's memory in bytes, in milliseconds: the dataset and the model's
+    parameters, gradients and momentum (no activations). A trial whose bound exceeds a node's
+    memory cannot run there on any device."""
+    return data_bytes(cfg.data) + model_bytes(_model(cfg, "meta"), cfg.optim.momentum > 0)
+
+
 def estimate_memory(cfg: TrainConfig, device: str = "meta") -> MemoryEstimate:
     """Estimate the GPU memory of ``trainer.run(cfg)`` from probe steps on ``device`` (meta: shapes
     only, fast; cpu: the same counts from real arithmetic, for tests)."""
@@ -168,7 +182,7 @@ def estimate_memory(cfg: TrainConfig, device: str = "meta") -> MemoryEstimate:
 def _estimate(cfg: TrainConfig, device: str) -> MemoryEstimate:
     _, test, channels, size, classes = dataset_shape(cfg.data)
     torch.manual_seed(0)
-    model = build_model(cfg.model.arch, classes, channels, cfg.model.width, cfg.model.beta, size).to(device)
+    model = _model(cfg, device)
     generator = torch.Generator().manual_seed(0)
 
     def probe(batch: int, train: bool) -> tuple[int, int]:

@@ -1,0 +1,147 @@
+"""Bad input and environment refused up front: exit 2, one line naming the problem, nothing
+written (non-finite numbers, and the other refusals of the faults table in docs/sweep.md)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import run_sweep
+
+
+def _refused(capsys, args: list[str], limit_s: float = 30.0) -> str:
+    """Run the driver in process; it must exit 2 within ``limit_s`` with one error line, which is returned."""
+    started = time.time()
+    code = run_sweep(args)
+    seconds = time.time() - started
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert seconds < limit_s, f"refused after {seconds:.1f} s"
+    assert "Traceback" not in captured.err + captured.out
+    lines = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def _nothing_written(folder: Path) -> None:
+    for name in ("mlruns", "sweep_results", "mlflow.db"):
+        assert not (folder / name).exists(), name
+
+
+@pytest.mark.parametrize(
+    "sets, key",
+    [
+        (["search.grid.loss.lam=[.inf]"], "search.grid.loss.lam[0]=inf"),
+        (["search.grid.loss.mu=[1.0e-3, .nan]"], "search.grid.loss.mu[1]=nan"),
+        (["trainer.optim.lr=-.inf"], "trainer.optim.lr=-inf"),
+        (["search.points=[{loss.preset: baseline, optim.lr: .inf}]"], "search.points[0].optim.lr=inf"),
+        (["search.method=optuna", "search.seeds=[0]", "search.grid={}", "search.points=[]",
+          "search.space.loss.lam={low: 1.0e-4, high: .inf}"], "search.space.loss.lam.high=inf"),
+        (["judge.lr=.nan"], "judge.lr=nan"),
+    ],
+    ids=["grid inf", "grid nan", "base -inf", "point", "optuna space", "judge"],
+)
+def test_non_finite_numbers_anywhere_are_refused_naming_the_key(sets, key, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = sum((["--set", s] for s in [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *sets]), [])
+    line = _refused(capsys, args)
+    assert key in line and "finite" in line, line
+    _nothing_written(tmp_path)
+
+
+def _args(tmp_path, *sets: str) -> list[str]:
+    return sum((["--set", s] for s in [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *sets]), [])
+
+
+def test_a_storage_path_that_cannot_be_created_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = _refused(capsys, _args(tmp_path, "storage_path=/proc/forbidden/results"))
+    assert "storage_path" in line and "/proc/forbidden/results" in line, line
+    _nothing_written(tmp_path)
+
+
+def test_a_database_uri_without_its_driver_names_the_package(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") or importlib.util.find_spec("psycopg2"):
+        pytest.skip("a PostgreSQL driver is installed here")
+    monkeypatch.chdir(tmp_path)
+    args = ["--set", "tracking.uri=postgresql://user:secret@127.0.0.1:1/mlflow"]
+    line = _refused(capsys, args)
+    # SQLAlchemy's default PostgreSQL driver (psycopg 3 in SQLAlchemy 2.1, psycopg2 before), by package
+    assert "pip install 'psycopg" in line and "secret" not in line, line
+    _nothing_written(tmp_path)
+
+
+def test_a_read_only_home_is_refused_before_ray_and_leaves_the_name_free(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", "/proc/1")  # a folder nobody, root included, can create files in
+    line = _refused(capsys, _args(tmp_path, f"storage_path={tmp_path / 'ray'}"))
+    assert "auth token" in line and "/proc/1" in line and "HOME" in line, line
+    assert not (tmp_path / "ray").exists()  # no lock left: the plain rerun is not "already exists"
+
+
+def test_a_tmpdir_too_long_for_ray_sockets_is_refused_naming_the_fix(tmp_path, capsys, monkeypatch):
+    from sweep.preflight import RAY_SOCKET_TAIL, SOCKET_PATH_MAX
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    deep = "/scratch/" + "d" * (SOCKET_PATH_MAX - RAY_SOCKET_TAIL)  # one folder level past the limit
+    monkeypatch.setenv("TMPDIR", deep)
+    line = _refused(capsys, _args(tmp_path, f"storage_path={tmp_path / 'ray'}"))
+    assert f"TMPDIR={deep}" in line and "RAY_TMPDIR" in line and str(SOCKET_PATH_MAX) in line, line
+    assert not (tmp_path / "ray").exists()
+
+
+def test_the_socket_tail_matches_the_path_ray_builds():
+    """The fixed part counted after the temp root is Ray's own layout (session name from the date
+    to the microsecond and the pid), checked against a path built the way Ray's node does."""
+    import datetime
+
+    from sweep.preflight import RAY_SOCKET_TAIL
+
+    session = f"session_{datetime.datetime(2026, 12, 31, 23, 59, 59, 999999).strftime('%Y-%m-%d_%H-%M-%S_%f')}_{4194304}"
+    assert RAY_SOCKET_TAIL == len(f"/ray/{session}/sockets/plasma_store")
+
+
+@pytest.mark.parametrize("width, words", [("1.0e6", ["too large to build"]), ("40.0", ["87.5 GiB", "dataset and model"])])
+def test_a_cpu_trial_beyond_the_node_memory_is_refused(width, words):
+    from sweep.loading import load_sweep_config
+    from sweep.preflight import PreflightError, check_resources
+
+    cfg = load_sweep_config("quickstart", [f"trainer.model.width={width}"])
+    with pytest.raises(PreflightError) as e:
+        check_resources(cfg, [{"CPU": 2.0, "memory": 16.0 * 2**30}])
+    for word in words:
+        assert word in str(e.value) and "trainer.model.width" in str(e.value)
+
+
+def test_the_cpu_memory_bound_is_the_dataset_plus_parameters_gradients_and_momentum():
+    """resident_bytes against a hand count: the quickstart model's parameters x 4 bytes x 3
+    (weights, gradients, momentum) plus buffers, plus the dataset's float32 images and int64 labels."""
+    import torch
+
+    from sweep.loading import load_sweep_config
+    from trainer.memory import data_bytes, resident_bytes
+    from trainer.models import build_model
+
+    cfg = load_sweep_config("quickstart", []).trainer
+    model = build_model(cfg.model.arch, 10, 1, cfg.model.width, cfg.model.beta, 8)
+    params = sum(p.numel() for p in model.parameters()) * 4
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    assert cfg.optim.momentum > 0 and cfg.data.dataset == "digits"
+    assert resident_bytes(cfg) == data_bytes(cfg.data) + 3 * params + buffers
+    assert torch.get_default_device().type == "cpu"  # the meta device did not leak
+
+
+def test_a_trial_that_fits_passes_and_an_unknown_node_memory_is_not_checked():
+    from sweep.loading import load_sweep_config
+    from sweep.preflight import check_resources
+
+    cfg = load_sweep_config("quickstart", [])
+    check_resources(cfg, [{"CPU": 2.0, "memory": 16.0 * 2**30}])
+    check_resources(load_sweep_config("quickstart", ["trainer.model.width=40.0"]), [{"CPU": 2.0}])
