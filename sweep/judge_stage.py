@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep import ctrlc, tracking
+from sweep import ctrlc, seams, tracking
 from sweep.config import SweepConfig, judge_config
 from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT
 from trainer import keys
@@ -56,7 +56,11 @@ def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: 
 
     with tempfile.TemporaryDirectory(prefix="sweep-judge-") as tmp:  # MLflow is the judge's home
         path = train_judge(jc, tmp, device=device, report=EpochPrinter(jc.epochs))
-        return tracking.log_judge(tracking.client(uri), artifact_root, jc.key(), flatten(jc), Path(path))
+        mc = tracking.client(uri)
+        run_id = tracking.start_judge(mc, artifact_root, jc.key())
+        seams.kill_point("judge")  # the judge's run exists, its weights are not logged yet
+        tracking.store_judge(mc, run_id, jc.key(), flatten(jc), Path(path))
+        return run_id
 
 
 def ensure_judge(
