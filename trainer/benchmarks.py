@@ -454,6 +454,8 @@ def throughput(
                                                          os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     rows = []
     for n in per_device:
+        # Each trial in its own process (the command line's hidden --trial-worker, which prints
+        # measure_trial's dict as its last line), so n of them share the device as n trials would.
         procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "trainer.bench", "--trial-worker", json.dumps(cfg),
