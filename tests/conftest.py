@@ -90,7 +90,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90  # first start creates the database (seconds on a busy CPU)
+    # The first start creates the database: seconds on an idle machine, but over 90 s was seen with
+    # two workers starting servers at once on 2 heavily loaded cores.
+    deadline = time.time() + 300
     while True:
         try:
             with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
