@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep import ctrlc, lock, tracking
+from sweep import ctrlc, seams, tracking
+from sweep.paths import beside
 from sweep.config import SweepConfig, judge_config
 from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT
 from trainer import keys
@@ -118,7 +119,11 @@ def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: 
     print(plan(jc, device), flush=True)
     with tempfile.TemporaryDirectory(prefix="sweep-judge-") as tmp:  # MLflow is the judge's home
         path = train_judge(jc, tmp, device=device, report=EpochPrinter(jc.epochs))
-        return tracking.log_judge(tracking.client(uri), artifact_root, jc.key(), flatten(jc), Path(path))
+        mc = tracking.client(uri)
+        run_id = tracking.start_judge(mc, artifact_root, jc.key())
+        seams.kill_point("judge")  # the judge's run exists, its weights are not logged yet
+        tracking.store_judge(mc, run_id, jc.key(), flatten(jc), Path(path))
+        return run_id
 
 
 def ensure_judge(
@@ -141,7 +146,7 @@ def ensure_judge(
     key = jc.key()
     mc = tracking.client(uri)
     CACHE.mkdir(parents=True, exist_ok=True)
-    with lock.beside(CACHE / f"judge-{key}"):  # another sweep training this judge: wait, then find it
+    with beside(CACHE / f"judge-{key}"):  # another sweep training this judge: wait, then find it
         while run_id := tracking.find_judge(mc, key):
             problem = verify_judge(uri, run_id)
             if problem is None:

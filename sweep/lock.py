@@ -9,9 +9,6 @@ name some driver has started, so a plain rerun is refused and ``--resume`` conti
 
 Storage on a remote URI (``s3://...``) has no OS lock; there the sweep relies on one driver per
 cluster (the cluster's head runs the jobs).
-
-The same module serialises the first creation of a local sqlite MLflow store (two drivers of
-different names starting at once in a fresh folder would both try to create its tables).
 """
 
 from __future__ import annotations
@@ -21,8 +18,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_FILE = ".sweep.lock"  # inside the sweep's results folder
@@ -118,14 +113,3 @@ def acquire(sweep_dir: str, name: str) -> SweepLock | None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     return SweepLock(fd, path, created)
-
-
-@contextmanager
-def beside(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (waiting for it) while the block runs."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

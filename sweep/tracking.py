@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweep import lock, seams
+from sweep.paths import beside
 from sweep.record import (
     BEST_CHECKPOINT,
     BEST_METRIC_PREFIX,
@@ -54,7 +54,7 @@ def client(uri: str) -> MlflowClient:
     happens under a lock beside the database file.
     """
     if uri.startswith("sqlite:///"):
-        with lock.beside(Path(uri[len("sqlite:///"):])):
+        with beside(Path(uri[len("sqlite:///"):])):
             return MlflowClient(tracking_uri=uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -487,22 +487,32 @@ def find_judge(mc: MlflowClient, key: str) -> str | None:
 
 def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Mapping[str, Any], path: Path) -> str:
     """Store a trained judge as artifact ``judge.pt`` of a new run in experiment ``judges``."""
+    run_id = start_judge(mc, artifact_root, key)
+    store_judge(mc, run_id, key, params, path)
+    return run_id
+
+
+def start_judge(mc: MlflowClient, artifact_root: str | None, key: str) -> str:
+    """Create the run that will hold judge ``key`` (weights still to come: :func:`store_judge`)."""
     exp_id = ensure_experiment(mc, JUDGES_EXPERIMENT, artifact_root)
     # A driver killed while logging a judge left its run RUNNING without weights: close it.
     for stale in search_all(mc, exp_id, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'RUNNING'"):
         finish(mc, stale.info.run_id, failed=True)
     run = mc.create_run(exp_id, run_name=f"judge-{key}", tags=_tags({Tag.JUDGE_KEY: key, Tag.COMMIT: git_commit()}))
-    seams.kill_point("judge")
-    log_params(mc, run.info.run_id, params)
+    return run.info.run_id
+
+
+def store_judge(mc: MlflowClient, run_id: str, key: str, params: Mapping[str, Any], path: Path) -> None:
+    """Log the judge's config and weights (artifact ``judge.pt``) to run ``run_id`` and close it."""
+    log_params(mc, run_id, params)
     staged = path.parent / JUDGE_FILE
     if path.name != JUDGE_FILE:
         staged = path.parent / f"stage-{key}" / JUDGE_FILE
         staged.parent.mkdir(parents=True, exist_ok=True)
         staged.write_bytes(path.read_bytes())
-    mc.set_tag(run.info.run_id, str(Tag.JUDGE_SHA256), sha256(staged))  # before the weights: never unverifiable
-    mc.log_artifact(run.info.run_id, str(staged))
-    finish(mc, run.info.run_id)
-    return run.info.run_id
+    mc.set_tag(run_id, str(Tag.JUDGE_SHA256), sha256(staged))  # before the weights: never unverifiable
+    mc.log_artifact(run_id, str(staged))
+    finish(mc, run_id)
 
 
 def sha256(path: Path) -> str:

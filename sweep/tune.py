@@ -425,7 +425,7 @@ class TrialProgress(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended.add(trial.trial_id)
         result = self.last.get(trial.trial_id, {})
-        status = result.get(keys.STATUS) or "stopped"
+        status = result.get(keys.STATUS) or keys.Status.STOPPED
         if status == keys.Status.RUNNING:
             status = keys.Status.STOPPED  # ended before its last epoch: the scheduler stopped it
         self._print(trials, self.name(trial),

@@ -1,10 +1,25 @@
-"""Shared fixtures: one real ``mlflow server`` on loopback, and one finished tiny sweep on it.
+"""Shared fixtures, and how the suite stays fast. Which fixture to use for what:
 
-``mlflow_server`` starts the server once per test session (sqlite backend, proxied artifacts in
-a temporary folder); ``tiny_sweep`` runs ``python -m sweep.run``'s ``main`` once on it with a
-miniature grid on a digits subset (two score-matching points, the baseline and one point that
-diverges), so tests of the sweep and of the analysis can read a real MLflow store of the
-sweep's layout without paying for a sweep each.
+``tiny_sweep``      one finished tiny grid sweep (a digits subset; two score-matching points, the
+                    baseline and one point that diverges) on ``mlflow_server``, made once per test
+                    session (per worker under ``-n``). Use it whenever a test only *reads* a
+                    finished sweep: its MLflow runs, artifacts, analysis files, UI view. Never
+                    write to it; a test that writes makes its own sweep in ``tmp_path``.
+``mlflow_server``   one real ``mlflow server`` on loopback for the session (sqlite backend, proxied
+                    artifacts). Use it for in-process sweeps that write (Optuna, warm start,
+                    budget, resume): give each its own ``--name``/experiment and
+                    ``storage_path=tmp_path``, so tests never see each other's runs. The judge of
+                    the tiny config is trained once on it and found by its key afterwards.
+``tmp_path``        a fresh folder. Every kill, Ctrl-C and fault test uses its own (with its own
+                    sqlite store when it kills a driver), never a shared fixture.
+
+The suite runs on two pytest-xdist workers (pyproject's ``addopts``: ``-n 2 --dist loadgroup``;
+``-n 0`` runs it in one process). The hooks below make that safe and quick: every test that uses
+``tiny_sweep`` is put in one xdist group, so only one worker builds the sweep; tests marked
+``slow`` are started first, so the longest ones do not end up alone at the end of the run. A test
+that must not share a worker with the tiny sweep's readers, or that needs to run after another
+test, says so with ``@pytest.mark.xdist_group("name")`` (tests of one group run in one worker, in
+file order). ``pytest -q -m "not slow"`` is the fast loop while editing.
 """
 
 from __future__ import annotations
@@ -20,6 +35,24 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, TINY_POINTS, free_port, run_sweep
+
+
+TINY_SWEEP_GROUP = "tiny_sweep"  # the xdist group of every reader of the session's tiny sweep
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Readers of ``tiny_sweep`` in one xdist group; ``slow`` tests, then the tiny sweep's readers,
+    first (longest work first keeps both workers busy to the end; the order is stable otherwise)."""
+    for item in items:
+        if "tiny_sweep" in getattr(item, "fixturenames", ()) and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(TINY_SWEEP_GROUP))
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if "tiny_sweep" in getattr(item, "fixturenames", ()) else 2
+
+    items.sort(key=rank)  # sort is stable: file order within each rank
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +90,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90  # first start creates the database (seconds on a busy CPU)
+    # The first start creates the database: seconds on an idle machine, but over 90 s was seen with
+    # two workers starting servers at once on 2 heavily loaded cores.
+    deadline = time.time() + 300
     while True:
         try:
             with urllib.request.urlopen(uri + "/health", timeout=2) as resp:

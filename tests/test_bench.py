@@ -1,4 +1,5 @@
-"""trainer.bench's checks and whole-trial throughput, tiny, on CPU (figures are not asserted)."""
+"""trainer.benchmarks (measurements) and trainer.bench (its command line), tiny, on CPU: figures are
+not asserted."""
 
 import json
 
@@ -6,16 +7,8 @@ import pytest
 import torch
 
 from trainer import keys
-from trainer.bench import (
-    LAYOUT_VARIANTS,
-    bench,
-    format_throughput,
-    grad_norm_check,
-    main,
-    precision_check,
-    throughput,
-    trial_config,
-)
+from trainer.bench import format_throughput, main
+from trainer.benchmarks import LAYOUT_VARIANTS, bench, grad_norm_check, precision_check, throughput, trial_config
 from trainer.config import ConfigError, load_config
 from trainer.memory import GIB, estimate_memory
 

@@ -328,7 +328,8 @@ analysis: false
 """
 
 
-@pytest.mark.slow  # ~60-90 s: a Ray head, two fake GPU nodes and a sweep
+@pytest.mark.slow  # ~60-90 s idle, over 5 min on 2 loaded cores: a Ray head, two fake GPU nodes, a sweep
+@pytest.mark.timeout(900)
 def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ray_temp_dir):
     from mlflow.tracking import MlflowClient
 

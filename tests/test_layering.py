@@ -1,4 +1,5 @@
-"""trainer/ is a library: its modules import each other without cycles and import no sweep tooling."""
+"""Layering: trainer/ is a library (no cycles, no sweep tooling); statuses are spelled only by their
+owners; the MLflow record (sweep/record.py, sweep/tracking.py) imports nothing of the driver."""
 
 from __future__ import annotations
 
@@ -94,4 +95,96 @@ def test_every_module_imports_in_a_fresh_interpreter_without_sweep_tooling():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=TRAINER.parent, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+# --- One owner per fact: statuses, and the record's layer -------------------------------------
+
+ROOT = TRAINER.parent
+STATUS_OWNERS = {ROOT / "trainer" / "keys.py", ROOT / "sweep" / "record.py"}
+
+
+def status_literals(source: str, words: set[str]) -> list[tuple[int, str]]:
+    """String constants in ``source`` that spell a status: the word alone, or quoted inside a
+    longer string (an MLflow filter such as ``"tags.x = 'diverged'"``). Docstrings and comments
+    are prose, not code, and are not checked."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            text = node.value
+            if text in words or any(f"{q}{w}{q}" in text for w in words for q in "'\""):
+                found.append((node.lineno, text))
+    return found
+
+
+def test_status_literal_check_finds_planted_literals():
+    from trainer.keys import Status
+
+    words = {str(s) for s in Status}
+    planted = (
+        '"""A module docstring may say \'diverged\'."""\n'
+        'x = "diverged"\n'
+        'y = f"status = \'finished\' and {x}"\n'
+        'z = "a diverged trial"  # "stopped"\n'
+        'def f():\n    """Returns \'failed\'."""\n    return "running"\n'
+    )
+    assert [line for line, _ in status_literals(planted, words)] == [2, 3, 7]
+
+
+def test_no_status_literal_outside_its_owners():
+    from trainer.keys import Status
+
+    words = {str(s) for s in Status}
+    assert words >= {"running", "finished", "diverged", "stopped", "failed"}
+    checked = 0
+    for package in ("trainer", "sweep", "analysis"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path in STATUS_OWNERS:
+                continue
+            checked += 1
+            hits = status_literals(path.read_text(), words)
+            assert not hits, f"{path.relative_to(ROOT)}: status literal(s) {hits}; use trainer.keys.Status"
+    assert checked > 30  # the packages were read
+
+
+def sweep_imports(module: str) -> set[str]:
+    """The modules of ``sweep`` that ``sweep/<module>.py`` imports at run time, at any depth;
+    imports under ``if TYPE_CHECKING:`` (type hints only) are left out."""
+    tree = ast.parse((ROOT / "sweep" / f"{module}.py").read_text())
+    hints_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                  and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in hints_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("sweep.")}
+        elif isinstance(node, ast.ImportFrom) and node.module == "sweep":  # from sweep import lock
+            found |= {f"sweep.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module.startswith("sweep."):
+            found.add(node.module)
+    return found
+
+
+def test_the_record_and_its_writer_import_nothing_of_the_driver():
+    # record.py names what a trial is stored under; tracking.py is the one MLflow writer. Neither
+    # may know the driver: record imports no sweep module, tracking only record and the paths
+    # helper, and the paths helper none at run time.
+    assert sweep_imports("record") == set()
+    assert sweep_imports("tracking") <= {"sweep.record", "sweep.paths"}
+    assert "sweep.record" in sweep_imports("tracking")  # the imports were read
+    assert sweep_imports("paths") == set()
+    assert sweep_imports("run") >= {"sweep.tracking", "sweep.seams"}  # the checker sees both forms
+    # In a fresh interpreter: importing the writer brings in no other sweep module, even indirectly.
+    code = (
+        "import sys, sweep.tracking\n"
+        "extra = sorted(m for m in sys.modules if m.startswith('sweep.')"
+        " and m not in ('sweep.tracking', 'sweep.record', 'sweep.paths'))\n"
+        "assert not extra, extra\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr

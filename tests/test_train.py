@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from trainer import keys
 from trainer.__main__ import main
-from trainer.bench import VARIANTS, bench
+from trainer.benchmarks import VARIANTS, bench
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, load_config
 from trainer.data import load_dataset

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(value, float):
             print(f"  {key:<40} {value:.6g}")
     print(f"checkpoint: {out / 'checkpoints' / 'last.pt'}")
-    return 1 if metrics[keys.STATUS] == "diverged" else 0
+    return 1 if metrics[keys.STATUS] == keys.Status.DIVERGED else 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trainer.checkpoint import CHECKPOINT, JUDGE_FORMAT, load_checkpoint, read_judge, save_checkpoint
 from trainer.config import Arch, ConfigError, DataConfig, TrainConfig, check_arch_fits, parse_override, set_dotted, validate
 from trainer.data import load_dataset
-from trainer.keys import STATUS, TEST_ACC
+from trainer.keys import STATUS, TEST_ACC, Status
 from trainer.train import Report, run
 
 
@@ -99,7 +99,7 @@ def _train(cfg: JudgeConfig, device: str, report: Report | None = None) -> dict[
     train_cfg = train_config(cfg, device)
     with tempfile.TemporaryDirectory(prefix="judge-") as tmp:
         metrics = run(train_cfg, report=report, checkpoint_dir=tmp)
-        if metrics[STATUS] != "finished":
+        if metrics[STATUS] != Status.FINISHED:
             raise RuntimeError(f"judge training ended as {metrics[STATUS]!r}; lower judge.lr")
         state = load_checkpoint(Path(tmp) / CHECKPOINT)["model"]
     data = load_dataset(cfg.data, "cpu")  # for its shape: classes, channels, image size

@@ -267,7 +267,8 @@ def _run(
     training = Training.build(cfg, data, device)
     model, optimizer = training.model, training.optimizer
 
-    start_epoch, metrics = 0, {keys.STATUS: "running"}
+    # Statuses are stored as plain str (.value): checkpoints are read with weights_only=True.
+    start_epoch, metrics = 0, {keys.STATUS: keys.Status.RUNNING.value}
     path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     if path is not None and path.is_file():
         state = load_checkpoint(path)
@@ -283,7 +284,7 @@ def _run(
         train_metrics = train_one_epoch(model, data, optimizer, cfg, training.generators)
         training.scheduler.step()
         if _diverged(train_metrics, model):
-            metrics = {**train_metrics, keys.LR: lr, keys.EPOCH: epoch, keys.STATUS: "diverged"}
+            metrics = {**train_metrics, keys.LR: lr, keys.EPOCH: epoch, keys.STATUS: keys.Status.DIVERGED.value}
             if report is not None:
                 report(metrics, {})
             return metrics
@@ -306,7 +307,7 @@ def _run(
             )
             metrics.update(eval_metrics)
         metrics[keys.EPOCH] = epoch
-        metrics[keys.STATUS] = "finished" if epoch == cfg.epochs else "running"
+        metrics[keys.STATUS] = (keys.Status.FINISHED if epoch == cfg.epochs else keys.Status.RUNNING).value
 
         if path is not None:
             save_checkpoint(path, training.checkpoint(cfg, epoch, metrics))
