@@ -317,7 +317,9 @@ SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
 }
 
 
-def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
+def _optuna(cfg: SweepConfig, study_storage: str | optuna.storages.BaseStorage) -> ResumableOptunaSearch:
+    """The searcher of an Optuna sweep; ``study_storage`` is an RDB URL (or, for the replay
+    benchmark, a storage object such as Optuna's in-memory one)."""
     search = cfg.search
     space = warmstart.distributions(search)
     seeds = []
@@ -335,8 +337,8 @@ def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
         points_to_evaluate=seeds or None,
         sampler=SAMPLERS[search.sampler](search.sampler_seed, search.startup_trials),
         study_name=cfg.name,
-        storage=optuna.storages.RDBStorage(study_storage),
-        budget=EpochBudget(search.max_epochs_total, cfg.max_epochs) if search.max_epochs_total else None,
+        storage=optuna.storages.RDBStorage(study_storage) if isinstance(study_storage, str) else study_storage,
+        budget=EpochBudget(search.max_epochs_total, min(cfg.max_epochs, cfg.trainer.epochs)) if search.max_epochs_total else None,
     )
 
 

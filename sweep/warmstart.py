@@ -49,7 +49,8 @@ class WarmTrial:
     sweep: str
     status: str  # finished | diverged
     params: dict[str, float]  # searched key -> value
-    values: list[float]  # one per search.objectives, in order
+    values: list[float]  # one per search.objectives, in order (stopped: the last evaluated one)
+    epoch: int | None = None  # stopped: the epoch it reached (its value's step)
 
 
 def distributions(search: SearchConfig) -> dict[str, optuna.distributions.FloatDistribution]:
@@ -163,10 +164,13 @@ def seed_study(cfg: SweepConfig, study_name: str, storage: str, trials: list[War
     for t in trials:
         if t.run_id in present:
             continue
-        study.add_trial(optuna.trial.create_trial(
-            params=t.params, distributions=space, values=t.values,
-            user_attrs={SOURCE_ATTR: t.run_id, "warm_start.sweep": t.sweep, "warm_start.status": t.status},
-        ))
+        attrs = {SOURCE_ATTR: t.run_id, "warm_start.sweep": t.sweep, "warm_start.status": t.status}
+        if t.status == Status.STOPPED:  # as the searcher tells Optuna of a trial the scheduler stopped
+            trial = optuna.trial.create_trial(params=t.params, distributions=space, state=optuna.trial.TrialState.PRUNED,
+                                              intermediate_values={int(t.epoch or 0): t.values[0]}, user_attrs=attrs)
+        else:
+            trial = optuna.trial.create_trial(params=t.params, distributions=space, values=t.values, user_attrs=attrs)
+        study.add_trial(trial)
         added += 1
     return added
 
