@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from analysis.hypervolume import hypervolume_2d
+from analysis.hypervolume import chance_reference, hypervolume_2d
 from sweep.objective import objective_value, worst_value
 from sweep.replay.table import Table, read_table
 from trainer import keys
@@ -180,8 +180,7 @@ def _grid_proposer(table: Table, rng: random.Random) -> Callable[[str], Any]:
 
 def chance(table: Table) -> tuple[float, float]:
     """The hypervolume's reference: chance on both axes, (1/K, 1/K)."""
-    k = int(table.meta.get("classes", 10))
-    return 1.0 / k, 1.0 / k
+    return chance_reference(int(table.meta["classes"]))
 
 
 def replay(table: Table, method: str, replay_seed: int, budget: int) -> Search:
@@ -402,6 +401,9 @@ def data_facts(table: Table) -> None:
 
 def main(table_path: Path, seeds: int, out: Path) -> int:
     """``python -m sweep.replay run``: replay every method, write table, CSV and picture."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per study created, 100 of them
     table = read_table(table_path)
     data_facts(table)
     report = run_all(table, seeds)
