@@ -83,7 +83,7 @@ def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, sour
         f"search.space.loss.lam={{low: {lo_l!r}, high: {hi_l!r}, log: true}}",
         f"search.space.loss.mu={{low: {lo_m!r}, high: {hi_m!r}, log: true}}",
         f"search.max_epochs_total={budget}", f"search.sampler={'random' if method.startswith('random') else 'tpe'}",
-        f"search.sampler_seed={sampler_seed}", "search.startup_trials=5",
+        f"search.sampler_seed={sampler_seed}",  # search.startup_trials: the default (10), as a live sweep
         "scheduler.kind=asha", f"scheduler.grace_period={table.eval_every}", "scheduler.reduction_factor=3",
         "analysis=false",
     ]  # fmt: skip
