@@ -139,3 +139,31 @@ def test_objective_interval_is_the_weighted_wilson_interval():
     assert iv.value == pytest.approx(0.5 * a.value + 0.5 * g.value)  # at whole counts of images and samples
     # Independent parts: the half-widths add in quadrature (weights 1/2).
     assert iv.half_width == pytest.approx(math.hypot(a.half_width / 2, g.half_width / 2), rel=0.15)
+
+
+def test_a_failed_cell_ends_its_trial_as_failed():
+    import optuna
+
+    from sweep import tune as sweep_tune
+
+    table = _tiny_table()
+    for seed in (0, 1):
+        table.cells[(1e-4, 1e-5)][seed] = {"status": "failed", "acc": [0.5], "gan": {}}
+    assert table.metrics(1e-4, 1e-5, 0, 2)[keys.STATUS] == "failed"
+    cfg = bench.sweep_config(table, "tpe+asha", 10 * EPOCHS, 0)
+    scheduler = sweep_tune._scheduler(cfg)
+    scheduler.set_search_properties(keys.OBJECTIVE, "max")
+    searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
+    asked = []
+
+    def propose(tid: str):  # one trial, at the failing cell
+        if asked:
+            return "FINISHED"
+        asked.append(searcher.suggest(tid))
+        return {"loss.lam": 1e-4, "loss.mu": 1e-5}
+
+    run = bench.drive(table, 0, propose, cfg.objective, searcher, scheduler)
+    assert [t["status"] for t in run.trials] == ["failed"] and run.spent[-1] == 2
+    # The ledger counts the epoch reported; the epoch that raised reported nothing.
+    assert searcher.budget.spent == 1 and not searcher.budget.running
+    assert [t.state for t in searcher._ot_study.trials] == [optuna.trial.TrialState.FAIL]

@@ -140,6 +140,18 @@ def drive(
             t["epoch"] += 1
             spent += 1
             metrics = table.metrics(*t["cell"], train_seed, t["epoch"])
+            if metrics[keys.STATUS] == keys.Status.FAILED:  # the trial raised: Tune's failure path
+                if scheduler is not None:
+                    scheduler.on_trial_error(None, t["trial"])
+                if searcher is not None:
+                    searcher.on_trial_complete(tid, None, error=True)
+                del running[tid]
+                out.trials.append({"cell": t["cell"], "status": keys.Status.FAILED.value, "epoch": t["epoch"],
+                                   "objective": t["objective"], "spent": spent})
+                out.spent.append(spent)
+                out.best.append(best)
+                out.hv.append(hv)
+                continue
             value = objective_value(objective_cfg, metrics)
             if value is not None:  # as sweep.trial: the last evaluation's objective until the next
                 t["objective"] = value

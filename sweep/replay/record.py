@@ -86,7 +86,11 @@ def record(
 
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="replay-record-") as tmp:
-            run(tc, report=report, out_dir=tmp)
+            try:
+                run(tc, report=report, out_dir=tmp)
+            except Exception as e:  # noqa: BLE001 - a live sweep counts such a trial as failed; so does the table
+                status["value"] = "failed"
+                print(f"  failed after {len(acc)} epoch(s): {type(e).__name__}: {e}", flush=True)
         row = {"lam": lam, "mu": mu, "seed": seed, "status": status["value"], "acc": acc,
                "gan": {str(k): v for k, v in gan.items()}, "seconds": round(time.perf_counter() - start, 2)}
         with partial.open("a") as f:

@@ -1,8 +1,8 @@
 """The recorded table of the replay benchmark: learning curves of a λ×μ grid, per training seed.
 
 A cell is one (λ, μ, seed) training run: its validation accuracy after every epoch, GAN-test at
-its evaluation epochs, and whether it diverged (then ``acc`` holds the epochs before the
-divergence). :meth:`Table.metrics` returns what the trainer reported at an epoch, in the
+its evaluation epochs, and whether it finished, diverged or failed (the trainer raised; then
+``acc`` holds the epochs reported before the divergence or the failure). :meth:`Table.metrics` returns what the trainer reported at an epoch, in the
 trainer's keys, so a replayed trial feeds the same numbers to the same objective code as a live
 one.
 """
@@ -58,13 +58,14 @@ class Table:
     def last_epoch(self, lam: float, mu: float, seed: int) -> int:
         """The last epoch the run reported: ``epochs``, or the one it diverged at."""
         row = self.cells[(lam, mu)][seed]
-        return self.epochs if row["status"] == "finished" else len(row["acc"]) + 1
+        return self.epochs if row["status"] == "finished" else len(row["acc"]) + 1  # the epoch it ended in
 
     def metrics(self, lam: float, mu: float, seed: int, epoch: int) -> dict[str, Any]:
         """What the trainer reported after ``epoch`` (1-based) of this cell."""
         row = self.cells[(lam, mu)][seed]
-        if row["status"] == "diverged" and epoch > len(row["acc"]):
-            return {keys.EPOCH: epoch, keys.STATUS: keys.Status.DIVERGED.value}
+        if row["status"] in ("diverged", "failed") and epoch > len(row["acc"]):
+            # diverged: the trainer's report of that epoch; failed: the trial raised during it
+            return {keys.EPOCH: epoch, keys.STATUS: row["status"]}
         out: dict[str, Any] = {
             keys.EPOCH: epoch,
             keys.STATUS: (keys.Status.FINISHED if epoch == self.epochs else keys.Status.RUNNING).value,
