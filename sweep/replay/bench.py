@@ -368,7 +368,7 @@ def plot(report: Report, path: Path) -> None:
             (line,) = ax.plot(x, mean, label=method)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15)
     axes[0].set(xlabel="trial-epochs spent (% of the grid's)", ylabel="best objective − grid's best",
-                title="Best finished objective", ylim=(-0.3, 0.02))
+                title="Best finished objective", ylim=(-0.1, 0.01))
     axes[1].set(xlabel="trial-epochs spent (% of the grid's)", ylabel="hypervolume / grid's",
                 title="Hypervolume above chance (1/K, 1/K)", ylim=(0, 1.05))
     for ax in axes:
