@@ -185,6 +185,12 @@ def run_task(fn: Callable[[], str], cfg: SweepConfig) -> str:
     return ray.get(ref)
 
 
+# Tune's words for a scheduler's decision and for a searcher with nothing more to propose, for the
+# replay benchmark (sweep.replay.bench), which makes Tune's calls without importing Ray itself.
+STOP, CONTINUE = tune.schedulers.TrialScheduler.STOP, tune.schedulers.TrialScheduler.CONTINUE
+FINISHED = Searcher.FINISHED
+
+
 # Private attributes of Ray's OptunaSearch that ResumableOptunaSearch relies on; pyproject.toml
 # pins Ray to the versions this was checked against, and a test fails first if one disappears.
 OPTUNA_SEARCH_INTERNALS = ("_ot_trials", "_ot_study", "_completed_trials")

@@ -111,8 +111,7 @@ def drive(
 ) -> Search:
     """Run trials proposed by ``propose(trial_id)`` (a config, None to wait, or "FINISHED") on the
     recorded curves, making the Tune controller's calls to ``scheduler`` and ``searcher``."""
-    from ray.tune.schedulers import TrialScheduler
-    from ray.tune.search import Searcher
+    from sweep.tune import CONTINUE, FINISHED, STOP
 
     acc_key = table.meta.get("accuracy", keys.VAL_ACC)
     out = out or Search("", 0, train_seed)
@@ -123,7 +122,7 @@ def drive(
         while proposing and len(running) < concurrency:
             tid = f"t{n:04d}"
             config = propose(tid)
-            if config is None or config == Searcher.FINISHED:
+            if config is None or config == FINISHED:
                 proposing = config is None
                 break
             n += 1
@@ -157,9 +156,9 @@ def drive(
                 t["objective"] = value
             result = {**metrics, keys.OBJECTIVE: t["objective"], "training_iteration": t["epoch"]}
             done = metrics[keys.STATUS] in (keys.Status.FINISHED, keys.Status.DIVERGED)
-            decision = TrialScheduler.STOP if done else (
-                scheduler.on_trial_result(None, t["trial"], result) if scheduler is not None else TrialScheduler.CONTINUE)
-            if decision == TrialScheduler.STOP:
+            decision = STOP if done else (
+                scheduler.on_trial_result(None, t["trial"], result) if scheduler is not None else CONTINUE)
+            if decision == STOP:
                 if scheduler is not None:
                     scheduler.on_trial_complete(None, t["trial"], result)
                 if searcher is not None:
@@ -185,7 +184,7 @@ def _grid_proposer(table: Table, rng: random.Random) -> Callable[[str], Any]:
 
     def propose(tid: str) -> Any:
         cell = next(queue, None)
-        return "FINISHED" if cell is None else {"loss.lam": cell[0], "loss.mu": cell[1]}
+        return "FINISHED" if cell is None else {"loss.lam": cell[0], "loss.mu": cell[1]}  # Tune's FINISHED
 
     return propose
 
