@@ -167,3 +167,16 @@ def test_a_failed_cell_ends_its_trial_as_failed():
     # The ledger counts the epoch reported; the epoch that raised reported nothing.
     assert searcher.budget.spent == 1 and not searcher.budget.running
     assert [t.state for t in searcher._ot_study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
+    from sweep.replay.__main__ import TABLE
+
+    table = read_table(TABLE)
+    assert table.meta["command"].startswith("python -m sweep.replay record")
+    assert len(table.lams) == len(table.mus) == 6 and table.seeds == [0, 1, 2]
+    assert all(set(by_seed) == {0, 1, 2} for by_seed in table.cells.values())  # every cell on every seed
+    cfg = bench.sweep_config(table, "tpe+asha", 216, 0).objective
+    for seed in table.seeds:
+        truth = bench.grid_truth(table, seed, cfg)
+        assert 0 < truth["best"] <= 1 and truth["hv"] > 0
