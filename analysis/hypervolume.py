@@ -4,9 +4,17 @@ Both metrics are maximized (a minimized metric is negated first, as in :mod:`ana
 A point ``p`` dominates the box ``[r_x, p_x] × [r_y, p_y]`` above the reference point ``r``; the
 hypervolume of a set of points is the area of the union of their boxes. It grows when any point
 of the front moves outwards, so one number compares two sweeps' fronts, provided both use the
-same reference point. For accuracy and GAN-test (fractions in [0, 1]) the reference point is
-(0, 0) and the hypervolume is a fraction of the unit square: 1 would be a model with 100 %
-accuracy and 100 % GAN-test.
+same reference point. For accuracy and GAN-test (fractions in [0, 1]) the analysis's reference
+point is (0, 0) and the hypervolume is a fraction of the unit square: 1 would be a model with
+100 % accuracy and 100 % GAN-test.
+
+Why (0, 0) and not chance, (1/K, 1/K) for K classes: it is the reference of every hypervolume
+already logged on sweeps' parent runs (``pareto/hypervolume``), so fronts of earlier and later
+sweeps stay comparable, and it needs no K (the frame of several sweeps may mix datasets). Its cost:
+a model at chance on one metric still earns area from the other. Where a number judges a search
+against a grid on one dataset (the replay benchmark, :mod:`sweep.replay.bench`), the reference is
+:func:`chance_reference`, under which only better-than-chance models count; the CLI takes it as
+``--reference 0.1 0.1`` (K = 10).
 
 Optuna computes hypervolumes too, but only in a private module (``optuna._hypervolume``) whose
 name and signature may change with any release; in two dimensions the exact computation is a
@@ -25,6 +33,13 @@ from analysis.pareto import default_minimize, front_axes, point_front
 from analysis.runs import LOWER_IS_BETTER, AnalysisError, column_name, metric_column
 
 DEFAULT_REFERENCE = (0.0, 0.0)  # fractions in [0, 1], both maximized: the worst possible point
+
+
+def chance_reference(num_classes: int) -> tuple[float, float]:
+    """(1/K, 1/K): accuracy and GAN-test of guessing among ``num_classes`` classes."""
+    if num_classes < 2:
+        raise ValueError(f"chance needs at least 2 classes, not {num_classes}")
+    return 1.0 / num_classes, 1.0 / num_classes
 
 
 def hypervolume_2d(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,

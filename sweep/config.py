@@ -93,7 +93,8 @@ class SearchConfig(_Strict):
     n_trials: int = Field(20, ge=1)  # trials Optuna proposes (grid points seeded first count too)
     objectives: list[str] = [keys.OBJECTIVE]  # one metric, or several for a multi-objective front
     sampler_seed: int = 0  # seed of Optuna's sampler
-    sampler: Literal["tpe", "nsga2"] = "tpe"  # Optuna's TPESampler or NSGAIISampler (docs/sweep.md)
+    # Optuna's TPESampler (multivariate, constant liar), RandomSampler or NSGAIISampler (docs/sweep.md)
+    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
     # Completed trials (warm-start ones included) the sampler draws at random before it models:
     # TPE's n_startup_trials, NSGA-II's population_size (at least 2). Optuna's TPE default is 10.
     startup_trials: int = Field(10, ge=1)
@@ -305,6 +306,12 @@ class SweepConfig(_Strict):
                 raise ValueError("search.warm_start: a sweep is named twice")
             if len(self.search.objectives) > 1 and self.scheduler.kind == "asha":
                 raise ValueError("scheduler.kind: asha needs a single objective, not search.objectives")
+        if self.scheduler.kind == "fifo" and self.scheduler.max_t not in (None, self.trainer.epochs):
+            # FIFO ignores max_t: every trial trains trainer.epochs, which the budget must reserve.
+            raise ValueError(
+                f"scheduler.max_t ({self.scheduler.max_t}) is ASHA's; FIFO trains every trial for "
+                f"trainer.epochs ({self.trainer.epochs}): set trainer.epochs instead, or scheduler.kind: asha"
+            )
         if self.scheduler.kind == "asha":
             every = self.trainer.eval.every
             # Rungs sit at grace_period * rf^k epochs; the objective is fresh only at eval epochs.

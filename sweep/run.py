@@ -655,7 +655,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
     seams.kill_point("analysis")
     print(f"\nsweep {cfg.name!r} done in {phases.summary()}: {len(rows)} trials, {failed} failed")
     _print_next_steps(cfg, uri, parent_id, storage, args, experiment_id)
-    return 1 if failed else 0
+    return 1 if failed or plan.ray.stalled() else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

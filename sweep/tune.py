@@ -16,6 +16,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -216,29 +217,43 @@ def run_task(fn: Callable[[], str], cfg: SweepConfig) -> str:
     return ray.get(ref)
 
 
+# Tune's words for a scheduler's decision and for a searcher with nothing more to propose, for the
+# replay benchmark (sweep.replay.bench), which makes Tune's calls without importing Ray itself.
+STOP, CONTINUE = tune.schedulers.TrialScheduler.STOP, tune.schedulers.TrialScheduler.CONTINUE
+FINISHED = Searcher.FINISHED
+
+
 # Private attributes of Ray's OptunaSearch that ResumableOptunaSearch relies on; pyproject.toml
 # pins Ray to the versions this was checked against, and a test fails first if one disappears.
 OPTUNA_SEARCH_INTERNALS = ("_ot_trials", "_ot_study", "_completed_trials")
 
 
 class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that survives ``fail_stale_optuna_trials``.
+    """OptunaSearch that survives ``fail_stale_optuna_trials``, keeps an epoch budget, and tells
+    Optuna which trials the scheduler stopped.
 
     A resumed Tune trial keeps the Optuna trial it was given, which the resume marked failed;
     Optuna refuses reports on finished trials and the stock searcher would crash the sweep. This
-    one skips those reports and, when the trial completes, records its result as a new complete
-    Optuna trial with the same parameters, so the sampler still learns from it. It reads the
-    private state in :data:`OPTUNA_SEARCH_INTERNALS`: Ray offers no public way to do this.
+    one skips those reports and, when the trial completes, records its result as a new Optuna
+    trial with the same parameters, so the sampler still learns from it. It reads the private
+    state in :data:`OPTUNA_SEARCH_INTERNALS`: Ray offers no public way to do this.
+
+    Multi-fidelity: each result's objective is an intermediate value at its ``epoch``; a trial
+    that ends before its last epoch without diverging (ASHA stopped it) enters the study as
+    PRUNED with those values, not COMPLETE with an early value as if it were final. TPE ranks
+    pruned trials below complete ones, by the epoch they reached and then their last value.
 
     With a ``budget`` (:class:`sweep.budget.EpochBudget`) it proposes a trial only when the
     budget can pay for all its epochs, waits while running trials may hand epochs back, and
     tells Tune it is finished once none can; the budget is pickled with the searcher, so a
-    resumed sweep keeps its account.
+    resumed sweep keeps its account. :meth:`release_lost` settles trials Tune ended without
+    telling the searcher (the actor-reuse failure path).
     """
 
     def __init__(self, *args: Any, budget: EpochBudget | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.budget = budget
+        self._intermediate: dict[str, dict[int, float]] = {}  # trial id -> epoch -> objective
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.budget is not None and trial_id not in self._ot_trials:
@@ -252,35 +267,97 @@ class ResumableOptunaSearch(OptunaSearch):
         failed = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         return ot is not None and ot.number in {t.number for t in failed}
 
+    def _note(self, trial_id: str, result: dict) -> None:
+        """Keep the result's objective as the intermediate value at its epoch (one objective only)."""
+        if isinstance(self.metric, list) or result.get(self.metric) is None or result.get(keys.EPOCH) is None:
+            return
+        if not hasattr(self, "_intermediate"):  # a searcher pickled before this attribute existed
+            self._intermediate = {}
+        self._intermediate.setdefault(trial_id, {})[int(result[keys.EPOCH])] = float(result[self.metric])
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.budget is not None:
             self.budget.result(trial_id, result.get(keys.EPOCH))
-        if not self._was_failed(trial_id):
-            super().on_trial_result(trial_id, result)
+        epoch = result.get(keys.EPOCH)
+        fresh = epoch is not None and int(epoch) not in getattr(self, "_intermediate", {}).get(trial_id, {})
+        self._note(trial_id, result)
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials or self._was_failed(trial_id):
+            return
+        if fresh and not isinstance(self.metric, list) and result.get(self.metric) is not None:
+            self._ot_trials[trial_id].report(float(result[self.metric]), int(epoch))  # step: the epoch, as ASHA's
+
+    def _outcome(self, result: dict | None, error: bool) -> tuple[optuna.trial.TrialState, list[float] | None]:
+        """The Optuna state and values of an ended trial's last result."""
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics] if result and not error else None
+        if not values or any(v is None for v in values):
+            return (optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED), None
+        stopped = result.get(keys.STATUS) in (keys.Status.RUNNING, keys.Status.STOPPED)  # before its last epoch
+        if stopped and not isinstance(self.metric, list):  # the scheduler stopped it
+            return optuna.trial.TrialState.PRUNED, None
+        return optuna.trial.TrialState.COMPLETE, [float(v) for v in values]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if self.budget is not None:
             self.budget.end(trial_id, (result or {}).get(keys.EPOCH))
-        if trial_id in self._completed_trials or not self._was_failed(trial_id):
-            return super().on_trial_complete(trial_id, result, error)
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        reported = set(getattr(self, "_intermediate", {}).get(trial_id, {}))
+        if result and not error:
+            self._note(trial_id, result)
+        state, values = self._outcome(result, error)
+        steps = getattr(self, "_intermediate", {}).pop(trial_id, {})
         ot = self._ot_trials[trial_id]
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        values = [result.get(m) for m in metrics] if result and not error else []
-        if values and all(v is not None for v in values):
-            self._ot_study.add_trial(
-                optuna.trial.create_trial(params=ot.params, distributions=ot.distributions, values=values)
-            )
+        if self._was_failed(trial_id):
+            if state != optuna.trial.TrialState.FAIL:
+                self._ot_study.add_trial(optuna.trial.create_trial(
+                    params=ot.params, distributions=ot.distributions, values=values, state=state,
+                    intermediate_values=steps or None,
+                ))
+        else:
+            if state == optuna.trial.TrialState.PRUNED and result and result.get(keys.EPOCH) is not None:
+                # The stopping result reaches only on_trial_complete (Tune skips on_trial_result).
+                epoch = int(result[keys.EPOCH])
+                if epoch in steps and epoch not in reported:
+                    ot.report(steps[epoch], epoch)
+            try:
+                self._ot_study.tell(ot, values, state=state)
+            except Exception as exc:  # noqa: BLE001 - as Ray's own searcher: a NaN value is logged, not fatal
+                logging.getLogger(__name__).warning("optuna: %s", exc)
         self._completed_trials.add(trial_id)
 
+    def release_lost(self, ended: dict[str, tuple[dict, bool]]) -> list[str]:
+        """Settle trials Tune ended (``ended``: trial id -> (last result, errored)) without
+        telling the searcher, e.g. when reusing an actor failed: their reservation returns to the
+        budget and their Optuna trial is told its end. Returns their ids."""
+        lost = [t for t in ended if t in self._ot_trials and t not in self._completed_trials]
+        for trial_id in lost:
+            result, error = ended[trial_id]
+            self.on_trial_complete(trial_id, result or None, error=error)
+        return lost
 
-# search.sampler -> Optuna sampler for (seed, startup trials); both handle one objective and several.
+
+def _tpe(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    """TPE that models λ and μ jointly (multivariate) and, while trials run, proposes as if each
+    running trial had scored the worst so far (constant_liar), so concurrent proposals spread out
+    instead of all coming from one model."""
+    with warnings.catch_warnings():  # both options are "experimental" in Optuna 4-5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+
+
+# search.sampler -> Optuna sampler for (seed, startup trials); tpe and random handle one objective
+# and several, nsga2 several. random is the baseline the replay benchmark compares TPE with.
 SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
-    "tpe": lambda seed, startup: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+    "tpe": _tpe,
+    "random": lambda seed, startup: optuna.samplers.RandomSampler(seed=seed),
     "nsga2": lambda seed, startup: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(startup, 2)),
 }
 
 
-def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
+def _optuna(cfg: SweepConfig, study_storage: str | optuna.storages.BaseStorage) -> ResumableOptunaSearch:
+    """The searcher of an Optuna sweep; ``study_storage`` is an RDB URL (or, for the replay
+    benchmark, a storage object such as Optuna's in-memory one)."""
     search = cfg.search
     space = warmstart.distributions(search)
     seeds = []
@@ -298,8 +375,8 @@ def _optuna(cfg: SweepConfig, study_storage: str) -> Any:
         points_to_evaluate=seeds or None,
         sampler=SAMPLERS[search.sampler](search.sampler_seed, search.startup_trials),
         study_name=cfg.name,
-        storage=optuna.storages.RDBStorage(study_storage),
-        budget=EpochBudget(search.max_epochs_total, cfg.max_epochs) if search.max_epochs_total else None,
+        storage=optuna.storages.RDBStorage(study_storage) if isinstance(study_storage, str) else study_storage,
+        budget=EpochBudget(search.max_epochs_total, min(cfg.max_epochs, cfg.trainer.epochs)) if search.max_epochs_total else None,
     )
 
 
@@ -357,11 +434,14 @@ class TrialProgress(tune.Callback):
     ``  sm λ1e-3 μ1e-4 s0    epoch 2/4  objective 0.677  acc 0.869   [3/10 trials done, ETA ~1 min 10 s]``
 
     The objective shows ``-`` until the trial's first evaluation (Tune sees the worst value
-    before it); the ETA extrapolates this session's epochs per second over the epochs left.
+    before it); the ETA extrapolates this session's epochs per second over the epochs left: those
+    of the trials still to run (``total`` of ``epochs`` each), or with a ``budget``
+    (:class:`sweep.budget.EpochBudget`) the trial-epochs it has left, whichever is fewer.
     """
 
-    def __init__(self, ctx: SweepContext, epochs: int, total: int, every: float = 10.0) -> None:
-        self.ctx, self.epochs, self.total, self.every = ctx, epochs, total, every
+    def __init__(self, ctx: SweepContext, epochs: int, total: int, every: float = 10.0,
+                 budget: EpochBudget | None = None) -> None:
+        self.ctx, self.epochs, self.total, self.every, self.budget = ctx, epochs, total, every, budget
         self.ended: set[str] = set()  # trials that completed or failed for good
         self.names: dict[str, str] = {}
         self.last: dict[str, dict[str, Any]] = {}  # trial id -> its last result
@@ -380,6 +460,8 @@ class TrialProgress(tune.Callback):
         left = sum(self.epochs - int(self.last.get(t.trial_id, {}).get(keys.EPOCH, 0))
                    for t in trials if t.trial_id not in self.ended)
         left += self.epochs * (total - len(trials))  # not created yet (a searcher's later trials)
+        if self.budget is not None:  # ASHA stops most trials early: the budget bounds what is left
+            left = min(left, self.budget.untrained())
         if self.epochs_seen < 2 or not left:
             return ""
         return f", ETA ~{_duration((time.time() - self.started) / self.epochs_seen * left)}"
@@ -439,6 +521,57 @@ class TrialProgress(tune.Callback):
         self._print(trials, self.name(trial), "failed (no retries left)")
 
 
+LIVE = ("PENDING", "RUNNING", "PAUSED")  # Tune's trial statuses of a trial not yet ended
+ENDED = ("TERMINATED", "ERROR")
+
+
+class Watchdog(tune.Callback, tune.stopper.Stopper):
+    """Keeps an Optuna search's budget true to what Tune did, and ends a sweep that idles.
+
+    After every step of Tune's loop it settles the trials Tune ended without telling the searcher
+    (a failed actor reuse ends a trial that way; :meth:`ResumableOptunaSearch.release_lost`), and
+    it tells the budget when Tune restarts a trial. When nothing runs and the searcher proposes
+    nothing for ``idle_s`` seconds although the budget can pay for a trial, it prints a line and
+    stops the sweep (as Tune's stopper) instead of waiting forever.
+    """
+
+    def __init__(self, searcher: ResumableOptunaSearch, idle_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.searcher, self.idle_s, self.clock = searcher, idle_s, clock
+        self.idle_since: float | None = None
+        self.fired = False
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.searcher.budget is not None:
+            self.searcher.budget.recovering(trial.trial_id)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        ended = {t.trial_id: (dict(t.last_result or {}), t.status == "ERROR") for t in trials if t.status in ENDED}
+        for trial_id in self.searcher.release_lost(ended):
+            print(f"  trial {trial_id} ended without a result for the searcher; its epochs are settled", flush=True)
+        budget = self.searcher.budget
+        if any(t.status in LIVE for t in trials) or (budget is not None and not budget.can_start()):
+            self.idle_since = None
+            return
+        now = self.clock()
+        if self.idle_since is None:
+            self.idle_since = now
+        elif now - self.idle_since >= self.idle_s and not self.fired:
+            self.fired = True
+            left = f"{budget.left()} of {budget.total} trial-epochs left" if budget is not None else "no budget set"
+            print(f"search: nothing has run for {now - self.idle_since:.0f} s and the searcher proposes nothing "
+                  f"({left}); ending the sweep", flush=True)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False  # stops no single trial
+
+    def stop_all(self) -> bool:
+        return self.fired
+
+
+_WATCHDOG: list[Watchdog] = []  # the last fit's watchdog, for stalled()
+
+
 def trial_name(ctx: SweepContext, config: dict[str, Any]) -> str:
     """The point's display name of a Tune trial config (a grid point's key, or Optuna's sampled point)."""
     return ctx.name_of(ctx.point_of(config))
@@ -470,6 +603,9 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
         )
     else:
         search = search_setup(cfg, list(ctx.points), study_storage)
+        watchdog = Watchdog(search.search_alg) if isinstance(search.search_alg, ResumableOptunaSearch) else None
+        _WATCHDOG[:] = [watchdog] if watchdog else []
+        budget = search.search_alg.budget if watchdog else None
         tuner = tune.Tuner(
             trainable,
             param_space=search.param_space,
@@ -489,8 +625,10 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[
                     _KillSeams(),
-                    TrialProgress(ctx, cfg.max_epochs, search.num_samples * max(1, len(ctx.points))),
+                    TrialProgress(ctx, cfg.max_epochs, search.num_samples * max(1, len(ctx.points)), budget=budget),
+                    *([watchdog] if watchdog else []),
                 ],
+                stop=watchdog,
                 verbose=0,  # TrialProgress prints instead of Tune's status tables
             ),
         )
@@ -514,6 +652,11 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
             }
         )
     return out
+
+
+def stalled() -> bool:
+    """Whether the last :func:`fit` was ended by its watchdog (nothing ran, nothing was proposed)."""
+    return bool(_WATCHDOG) and _WATCHDOG[0].fired
 
 
 def interrupted() -> bool:

@@ -9,8 +9,12 @@ What a trial enters with is what Tune would have told Optuna had it run in this 
 objectives computed from its last logged metrics with *this* sweep's objective config; a diverged
 trial enters with :data:`sweep.objective.WORST` on every objective (every objective is a
 maximized fraction), so the sampler learns where not to go (Optuna's samplers skip FAIL
-trials). Stopped, failed and running trials are left out: they have no final value. The source
-runs are not copied, so the analysis of the earlier sweep still shows them, diverged or not.
+trials). A trial the scheduler stopped enters as PRUNED with its last logged objective at the
+epoch it reached, as the searcher tells Optuna of this sweep's stopped trials (one objective
+only; Optuna has no pruned trials in a multi-objective study). Failed and running trials are left
+out: they have no value. A trial of another loss than this sweep's (the baseline point) is skipped
+with a note: it lies outside the searched space. The source runs are not copied, so the analysis
+of the earlier sweep still shows them, diverged or not.
 
 Each added trial carries the user attribute :data:`SOURCE_ATTR` (its MLflow run id); a resumed
 sweep skips runs already in the study, so nothing is added twice.
@@ -50,7 +54,8 @@ class WarmTrial:
     sweep: str
     status: str  # finished | diverged
     params: dict[str, float]  # searched key -> value
-    values: list[float]  # one per search.objectives, in order
+    values: list[float]  # one per search.objectives, in order (stopped: the last evaluated one)
+    epoch: int | None = None  # stopped: the epoch it reached (its value's step)
 
 
 def distributions(search: SearchConfig) -> dict[str, optuna.distributions.FloatDistribution]:
@@ -130,10 +135,15 @@ def collect(cfg: SweepConfig, uri: str) -> tuple[list[WarmTrial], int]:
         if parent_id is None:
             raise _refuse(f"no sweep named {sweep!r} in MLflow experiment {experiment!r}")
         _check_judge(cfg, mc.get_run(parent_id), sweep)
+        skipped = 0
         for run in tracking.search_all(mc, exp.experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'"):
             status = run.data.tags.get(Tag.STATUS)
-            if status not in ENTERED:
+            pruned = status == Status.STOPPED and len(search.objectives) == 1 and _stopped_value(cfg, run) is not None
+            if status not in ENTERED and not pruned:
                 left_out += 1
+                continue
+            if run.data.params.get("loss.kind", cfg.trainer.loss.kind) != cfg.trainer.loss.kind:
+                skipped += 1  # a point of another loss (the baseline): outside this search's space
                 continue
             missing = [k for k in space if k not in run.data.params]
             if missing:
@@ -145,8 +155,22 @@ def collect(cfg: SweepConfig, uri: str) -> tuple[list[WarmTrial], int]:
                 if not space[k].low <= value <= space[k].high:
                     raise _refuse(f"run {run.info.run_id} ({run.info.run_name}) has {k}={value:g}, outside "
                                   f"search.space.{k} [{space[k].low:g}, {space[k].high:g}]")
-            trials.append(WarmTrial(run.info.run_id, sweep, str(status), searched, _values(cfg, run, str(status))))
+            if pruned:
+                trials.append(WarmTrial(run.info.run_id, sweep, str(status), searched, [_stopped_value(cfg, run)],
+                                        epoch=int(run.data.metrics.get(keys.EPOCH, 0))))
+            else:
+                trials.append(WarmTrial(run.info.run_id, sweep, str(status), searched, _values(cfg, run, str(status))))
+        if skipped:
+            print(f"warm start: skipped {skipped} trial(s) of sweep {sweep!r} with another loss than "
+                  f"{cfg.trainer.loss.kind} (such as the baseline point): they are outside this search's space",
+                  flush=True)
     return trials, left_out
+
+
+def _stopped_value(cfg: SweepConfig, run: Run) -> float | None:
+    """The last evaluated objective of a trial the scheduler stopped (None before its first)."""
+    value = run.data.metrics.get(keys.OBJECTIVE)
+    return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
 def seed_study(cfg: SweepConfig, study_name: str, storage: str, trials: list[WarmTrial]) -> int:
@@ -164,10 +188,13 @@ def seed_study(cfg: SweepConfig, study_name: str, storage: str, trials: list[War
     for t in trials:
         if t.run_id in present:
             continue
-        study.add_trial(optuna.trial.create_trial(
-            params=t.params, distributions=space, values=t.values,
-            user_attrs={SOURCE_ATTR: t.run_id, "warm_start.sweep": t.sweep, "warm_start.status": t.status},
-        ))
+        attrs = {SOURCE_ATTR: t.run_id, "warm_start.sweep": t.sweep, "warm_start.status": t.status}
+        if t.status == Status.STOPPED:  # as the searcher tells Optuna of a trial the scheduler stopped
+            trial = optuna.trial.create_trial(params=t.params, distributions=space, state=optuna.trial.TrialState.PRUNED,
+                                              intermediate_values={int(t.epoch or 0): t.values[0]}, user_attrs=attrs)
+        else:
+            trial = optuna.trial.create_trial(params=t.params, distributions=space, values=t.values, user_attrs=attrs)
+        study.add_trial(trial)
         added += 1
     return added
 
@@ -196,4 +223,5 @@ def enter(cfg: SweepConfig, mc: MlflowClient, parent_id: str, study_name: str, s
     diverged = sum(t.status == Status.DIVERGED for t in trials)
     print(f"warm start: {len(trials)} trial(s) of {', '.join(cfg.search.warm_start)} in the study "
           f"({diverged} diverged, {added} added now, {len(trials) - added} there already; "
-          f"{left_out} stopped/failed/running left out); none will run again", flush=True)
+          f"{sum(t.status == Status.STOPPED for t in trials)} stopped ones as pruned, {left_out} failed/running "
+          "left out); none will run again", flush=True)

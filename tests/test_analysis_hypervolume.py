@@ -84,3 +84,14 @@ def test_minimized_metric_needs_a_reference_and_is_measured_below_it():
         front_hypervolume(trials, "test_acc", "fisher_divergence")
     # Negated: points (1, -0.8) and (0.5, -0.2) against (0, -1): 1·0.2 + 0.5·0.6.
     assert front_hypervolume(trials, "test_acc", "fisher_divergence", reference=(0.0, 1.0)) == pytest.approx(0.5)
+
+
+def test_chance_reference_counts_only_better_than_chance():
+    from analysis.hypervolume import chance_reference, hypervolume_2d
+
+    ref = chance_reference(10)
+    assert ref == (0.1, 0.1)
+    # One point at (0.6, 0.5): the box above chance is 0.5 × 0.4; a point at chance adds nothing.
+    assert hypervolume_2d([0.6, 0.1], [0.5, 0.9], ref) == pytest.approx(0.5 * 0.4)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        chance_reference(1)

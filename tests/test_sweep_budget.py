@@ -100,3 +100,138 @@ def test_sweep_stops_proposing_when_the_budget_is_spent(mlflow_server, tmp_path)
     runs = child_runs(uri, "budget-test", parent)
     epochs = sum(int(r.data.metrics[keys.EPOCH]) for r in runs)
     assert len(runs) == 2 and epochs == 4
+
+
+# Each path a trial can take through Tune, driven through the searcher's hooks as Tune calls them.
+
+
+def test_fifo_with_a_shorter_max_t_is_refused():
+    """FIFO ignores max_t: 3 epochs would be trained where the budget reserved 1."""
+    with pytest.raises(ConfigError, match=r"scheduler.max_t \(1\) is ASHA's"):
+        load_sweep_config("quickstart", ["scheduler.kind=fifo", "scheduler.max_t=1", "trainer.epochs=3"])
+
+
+def test_a_restart_from_scratch_pays_for_its_epochs_again():
+    b = EpochBudget(total=20, per_trial=4)
+    b.start("a")
+    for epoch in (1, 2, 3):
+        b.result("a", epoch)
+    b.recovering("a")  # no checkpoint: it starts over at epoch 1
+    for epoch in (1, 2, 3, 4):
+        b.result("a", epoch)
+    assert b.trained["a"] == 7 and b.committed() == 7
+    b.end("a", 4)  # the last result again, from on_trial_complete
+    assert b.spent == 7 and not b.running
+
+
+def test_a_restart_from_a_checkpoint_pays_only_for_new_epochs():
+    b = EpochBudget(total=20, per_trial=4)
+    b.start("a")
+    b.result("a", 1)
+    b.result("a", 2)
+    b.recovering("a")
+    b.result("a", 3)  # restored from epoch 2's checkpoint
+    b.end("a", 4)  # Tune hands the stopping result to on_trial_complete only
+    assert b.spent == 4
+
+
+def test_a_restart_from_scratch_after_one_epoch_is_counted():
+    b = EpochBudget(total=20, per_trial=4)
+    b.start("a")
+    b.result("a", 1)
+    b.recovering("a")
+    b.result("a", 1)  # the same epoch number again, but trained again
+    b.end("a", 1)
+    assert b.spent == 2
+
+
+def test_an_old_pickled_budget_still_loads():
+    b = EpochBudget.__new__(EpochBudget)
+    b.__setstate__({"total": 10, "per_trial": 4, "running": {"a": 2}, "spent": 3})
+    assert b.trained == {"a": 2} and b.committed() == 3 + 2 + 2
+
+
+def test_an_errored_trial_releases_its_reservation(tmp_path):
+    search = _searcher(tmp_path, EpochBudget(8, 4))
+    search.suggest("a")
+    search.suggest("b")
+    assert search.suggest("c") is None  # 8 reserved: wait
+    search.on_trial_result("a", {keys.OBJECTIVE: 0.1, keys.EPOCH: 1, keys.STATUS: "running"})
+    search.on_trial_complete("a", None, error=True)  # Tune's failure path: no result
+    assert search.budget.spent == 1 and search.budget.committed() == 5
+    assert search.suggest("c") is None  # 5 + 4 > 8 still
+    study = search._ot_study
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+class _Trial:
+    def __init__(self, trial_id: str, status: str, last_result: dict | None = None) -> None:
+        self.trial_id, self.status, self.last_result = trial_id, status, last_result or {}
+
+
+def test_a_failed_actor_reuse_releases_the_trial_through_the_watchdog(tmp_path):
+    """Tune ends the trial (ERROR) without calling the searcher; the watchdog settles it."""
+    from sweep.tune import Watchdog
+
+    search = _searcher(tmp_path, EpochBudget(8, 4))
+    search.suggest("a")
+    search.suggest("b")
+    search.on_trial_result("b", {keys.OBJECTIVE: 0.5, keys.EPOCH: 1, keys.STATUS: "running"})
+    assert search.suggest("c") is None
+    dog = Watchdog(search, idle_s=30, clock=lambda: 0.0)
+    dog.on_step_end(0, [_Trial("a", "ERROR"), _Trial("b", "RUNNING")])
+    assert search.budget.running.keys() == {"b"} and search.budget.spent == 0
+    assert search.suggest("c") is not None  # a's 4 epochs paid for c
+    assert search._ot_study.trials[0].state == optuna.trial.TrialState.FAIL
+    dog.on_step_end(1, [_Trial("a", "ERROR"), _Trial("b", "RUNNING"), _Trial("c", "PENDING")])
+    assert len(search._ot_study.trials) == 3  # nothing settled twice
+
+
+def test_the_watchdog_ends_a_sweep_that_idles(tmp_path, capsys):
+    from sweep.tune import Watchdog
+
+    now = [0.0]
+    search = _searcher(tmp_path, EpochBudget(8, 4))
+    dog = Watchdog(search, idle_s=60, clock=lambda: now[0])
+    dog.on_step_end(0, [_Trial("x", "RUNNING")])
+    now[0] = 100.0
+    dog.on_step_end(1, [_Trial("x", "RUNNING")])
+    assert not dog.stop_all()  # something runs: not idle
+    dog.on_step_end(2, [])
+    now[0] = 159.0
+    dog.on_step_end(3, [])
+    assert not dog.stop_all()
+    now[0] = 160.0
+    dog.on_step_end(4, [])
+    assert dog.stop_all() and not dog("x", {})
+    assert "nothing has run for 60 s and the searcher proposes nothing (8 of 8 trial-epochs left)" in capsys.readouterr().out
+
+
+def test_the_watchdog_waits_while_the_budget_is_spent(tmp_path):
+    """Nothing running and nothing affordable is the end of the search, not a stall."""
+    from sweep.tune import Watchdog
+
+    now = [0.0]
+    search = _searcher(tmp_path, EpochBudget(4, 4))
+    search.suggest("a")
+    search.on_trial_complete("a", {keys.OBJECTIVE: 0.5, keys.EPOCH: 4, keys.STATUS: "finished"})
+    dog = Watchdog(search, idle_s=1, clock=lambda: now[0])
+    for now[0] in (0.0, 10.0, 20.0):
+        dog.on_step_end(0, [_Trial("a", "TERMINATED", {keys.EPOCH: 4})])
+    assert not dog.stop_all()
+
+
+def test_the_eta_counts_the_budget_left(monkeypatch):
+    from sweep.trial import SweepContext
+    from sweep.tune import TrialProgress
+
+    b = EpochBudget(total=10, per_trial=4)
+    b.start("a")
+    b.result("a", 2)
+    progress = TrialProgress(SweepContext("s", "", "", "", {}, None, None, 1), epochs=4, total=40, budget=b)
+    progress.started, progress.epochs_seen = 1.0, 2  # 2 epochs seen
+    progress.last = {"a": {keys.EPOCH: 2}}
+    monkeypatch.setattr("sweep.tune.time.time", lambda: 21.0)  # 20 s for 2 epochs: 10 s per epoch
+    eta = progress._eta([_Trial("a", "RUNNING")])
+    # n_trials alone: 2 + 39 x 4 = 158 epochs left; the budget: 10 - 2 = 8 -> 80 s.
+    assert eta == ", ETA ~1 min 20 s"

@@ -30,7 +30,7 @@ SOURCE = [
     (1e-3, 1e-4, Status.FINISHED, 0.6, 0.4),
     (3e-3, 1e-3, Status.FINISHED, 0.7, 0.2),
     (1e-2, 1e-2, Status.DIVERGED, None, None),
-    (1e-5, 1e-4, Status.STOPPED, 0.3, 0.3),  # no final value: left out
+    (1e-5, 1e-4, Status.STOPPED, 0.3, 0.3),  # stopped by the scheduler at epoch 1: enters as PRUNED
     (2e-5, 2e-4, Status.FAILED, None, None),  # left out
 ]
 
@@ -42,7 +42,7 @@ def _write_sweep(uri: str, name: str, rows, extra_sets: tuple[str, ...] = ()) ->
     exp_id, parent = tracking.open_parent(mc, EXPERIMENT, None, name, cfg.model_dump(mode="json"), None)
     ids = {}
     for i, (lam, mu, status, acc, gan) in enumerate(rows):
-        point = Point((("loss.lam", lam), ("loss.mu", mu)), 0)
+        point = Point((("loss.lam", lam), ("loss.mu", mu)) if lam is not None else (("loss.preset", "baseline"),), 0)
         trial = tracking.TrialRun(uri, exp_id, parent, name, point.key)
         params = flatten(apply_point(cfg.trainer.model_dump(), point))
         ids[(lam, mu)] = trial.open(f"sm {i}", f"t{i}", params, selection_split=cfg.objective.split)
@@ -70,14 +70,17 @@ def test_warm_start_adds_finished_and_diverged_trials_once_and_reruns_none(mlflo
     uri = mlflow_server.uri
     ids = _write_sweep(uri, "src", SOURCE)
     entered = {ids[(lam, mu)]: (lam, mu, status, acc, gan) for lam, mu, status, acc, gan in SOURCE
-               if status in (Status.FINISHED, Status.DIVERGED)}
+               if status in (Status.FINISHED, Status.DIVERGED, Status.STOPPED)}
 
     assert _sweep(uri, tmp_path, "warm", "src") == 0
     study = _study(tmp_path, "warm")
     warm = {t.user_attrs[warmstart.SOURCE_ATTR]: t for t in study.trials if warmstart.SOURCE_ATTR in t.user_attrs}
-    assert set(warm) == set(entered)  # exactly the finished and the diverged runs
+    assert set(warm) == set(entered)  # exactly the finished, diverged and stopped runs
     for run_id, (lam, mu, status, acc, gan) in entered.items():
         t = warm[run_id]
+        if status == Status.STOPPED:  # as the searcher tells Optuna of a trial ASHA stopped
+            assert t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values == {1: 0.5 * acc + 0.5 * gan}
+            continue
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert t.params == pytest.approx({"loss.lam": lam, "loss.mu": mu})
         assert t.value == pytest.approx(0.0 if status == Status.DIVERGED else 0.5 * acc + 0.5 * gan)
@@ -91,7 +94,8 @@ def test_warm_start_adds_finished_and_diverged_trials_once_and_reruns_none(mlflo
     assert (1e-4, 1e-4) in ran  # the grid point that is not a warm one still goes first
     for lam, mu in ran:
         assert not any(warmstart.same_point({"a": lam, "b": mu}, {"a": w[0], "b": w[1]}) for w in entered.values())
-    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == len(entered) + 2
+    complete = [e for e in entered.values() if e[2] != Status.STOPPED]
+    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == len(complete) + 2
     # The parent run says which runs it learned from; the earlier sweep still shows its diverged trial.
     assert set(mc.get_run(parent).data.tags[Tag.WARM_START].split(",")) == set(entered)
     source = child_runs(uri, EXPERIMENT, tracking.find_parent(mc, EXPERIMENT, "src"))
@@ -103,6 +107,17 @@ def test_warm_start_adds_finished_and_diverged_trials_once_and_reruns_none(mlflo
     sources = [t.user_attrs[warmstart.SOURCE_ATTR] for t in study.trials if warmstart.SOURCE_ATTR in t.user_attrs]
     assert sorted(sources) == sorted(entered)
     assert len(child_runs(uri, EXPERIMENT, parent)) == 2  # and nothing ran again
+
+
+def test_baseline_point_of_a_source_is_skipped_with_a_note(mlflow_server, capsys):
+    uri = mlflow_server.uri
+    ids = _write_sweep(uri, "with-baseline", [SOURCE[0], (None, None, Status.FINISHED, 0.9, 0.1), SOURCE[3]])
+    cfg = load_sweep_config("quickstart", [*SEARCH, f"tracking.uri={uri}", "search.warm_start=[with-baseline]"], "w")
+    trials, left_out = warmstart.collect(cfg, uri)
+    assert sorted(t.run_id for t in trials) == sorted([ids[(1e-3, 1e-4)], ids[(1e-5, 1e-4)]]) and left_out == 0
+    stopped = next(t for t in trials if t.status == Status.STOPPED)
+    assert stopped.epoch == 1 and stopped.values == [pytest.approx(0.3)]
+    assert "skipped 1 trial(s) of sweep 'with-baseline' with another loss than score_matching" in capsys.readouterr().out
 
 
 def test_seed_study_twice_adds_each_run_once(tmp_path):

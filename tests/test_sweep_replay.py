@@ -1,0 +1,182 @@
+"""The replay benchmark on a tiny table of curves: the live sweep's searcher, budget and ASHA
+replayed against known curves, fast."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sweep.replay import bench
+from sweep.replay.table import Table, read_table, write_table
+from trainer import keys
+
+LAMS = [1e-6, 1e-4, 1e-2]
+MUS = [1e-5, 1e-3]
+EPOCHS, EVERY = 4, 2
+
+
+def _tiny_table() -> Table:
+    """Accuracy and GAN-test rise with the epoch; the best cell is (1e-4, 1e-3) on every seed; a
+    slow starter (1e-6, 1e-3) ends second; (1e-2, 1e-3) diverges at epoch 2."""
+    rows = []
+    for seed in (0, 1):
+        for i, lam in enumerate(LAMS):
+            for j, mu in enumerate(MUS):
+                quality = {(1, 1): 0.9, (0, 1): 0.8}.get((i, j), 0.5 + 0.05 * (i + j) + 0.01 * seed)
+                slow = (i, j) == (0, 1)
+                acc = [quality * (0.3 if slow and e < 3 else 0.7 + 0.1 * e) / 1.1 for e in range(1, EPOCHS + 1)]
+                gan = {e: quality * (0.2 if slow and e < 3 else 0.6 + 0.1 * e) / 1.0 for e in (2, 4)}
+                diverged = (i, j) == (2, 1)
+                rows.append({"lam": lam, "mu": mu, "seed": seed, "status": "diverged" if diverged else "finished",
+                             "acc": acc[:1] if diverged else acc, "gan": {} if diverged else gan})
+    meta = {"command": "test", "accuracy": keys.VAL_ACC, "samples": 256, "classes": 10, "val_images": 144}
+    return Table.from_rows(rows, EPOCHS, EVERY, meta)
+
+
+def test_table_reports_what_the_trainer_did(tmp_path):
+    table = _tiny_table()
+    write_table(table, tmp_path / "t.json.gz")
+    table = read_table(tmp_path / "t.json.gz")
+    m = table.metrics(1e-4, 1e-3, 0, 2)
+    assert m[keys.STATUS] == "running" and keys.GAN_TEST in m and m[keys.EPOCH] == 2
+    assert keys.GAN_TEST not in table.metrics(1e-4, 1e-3, 0, 1)
+    assert table.metrics(1e-4, 1e-3, 0, 4)[keys.STATUS] == "finished"
+    assert table.metrics(1e-2, 1e-3, 0, 2)[keys.STATUS] == "diverged"
+    assert table.last_epoch(1e-2, 1e-3, 0) == 2
+
+
+def test_nearest_cell_in_log_space():
+    table = _tiny_table()
+    assert bench.nearest(table, {"loss.lam": 2e-5, "loss.mu": 5e-4}) == (1e-4, 1e-3)  # log10: -4.7 -> -4
+    assert bench.nearest(table, {"loss.lam": 5e-6, "loss.mu": 2e-5}) == (1e-6, 1e-5)
+
+
+def test_grid_replay_runs_every_cell_and_finds_the_best():
+    table = _tiny_table()
+    grid_epochs = len(LAMS) * len(MUS) * EPOCHS
+    run = bench.replay(table, "grid", 0, grid_epochs)
+    assert len(run.trials) == 6 and run.spent[-1] == 5 * EPOCHS + 2  # the diverged cell stops at 2
+    assert run.best[-1] == pytest.approx(bench.grid_truth(table, run.train_seed, bench.sweep_config(
+        table, "grid", grid_epochs, 0).objective)["best"])
+    assert run.at(run.spent[-1])[1] > 0
+
+
+@pytest.mark.parametrize("method", ["grid+asha", "random+asha", "tpe+asha", "tpe+asha warm"])
+def test_searches_stay_within_the_budget_and_asha_stops_trials(method):
+    table = _tiny_table()
+    budget = 3 * EPOCHS + 1
+    run = bench.replay(table, method, 1, budget if method != "grid+asha" else 10**6)
+    if method != "grid+asha":
+        assert run.spent[-1] <= budget  # the real EpochBudget held
+        assert run.spent[-1] + EPOCHS > budget or not run.idle  # it stopped when no trial fit
+    assert not run.idle
+    statuses = {t["status"] for t in run.trials}
+    assert "running" in statuses or method != "grid+asha"  # ASHA stopped some at its rung (epoch 2)
+    assert all(t["epoch"] in (EVERY, EPOCHS) or t["status"] == "diverged" for t in run.trials)
+
+
+def test_stopped_trials_reach_the_study_as_pruned():
+    import optuna
+
+    from sweep import tune as sweep_tune
+
+    table = _tiny_table()
+    cfg = bench.sweep_config(table, "tpe+asha", 10 * EPOCHS, 3)
+    scheduler = sweep_tune._scheduler(cfg)
+    scheduler.set_search_properties(keys.OBJECTIVE, "max")
+    searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
+    run = bench.drive(table, 0, searcher.suggest, cfg.objective, searcher, scheduler)
+    states = [t.state for t in searcher._ot_study.trials]
+    stopped = sum(t["status"] == "running" for t in run.trials)
+    assert stopped and states.count(optuna.trial.TrialState.PRUNED) == stopped
+    pruned = [t for t in searcher._ot_study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert all(set(t.intermediate_values) == {1, 2} for t in pruned)  # each epoch, keyed by epoch
+
+
+def test_warm_start_source_enters_as_complete_and_pruned():
+    import optuna
+
+    table = _tiny_table()
+    source = bench.replay_source(table, 5, 1, 6 * EPOCHS)
+    assert {t.status for t in source} >= {"finished", "stopped"}
+    cfg = bench.sweep_config(table, "tpe+asha warm", 10, 0)
+    storage = optuna.storages.InMemoryStorage()
+    from sweep import warmstart
+
+    assert warmstart.seed_study(cfg, cfg.name, storage, source) == len(source)
+    study = optuna.load_study(study_name=cfg.name, storage=storage)
+    states = {t.state for t in study.trials}
+    assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+
+
+def test_report_scores_against_the_grid(tmp_path):
+    table = _tiny_table()
+    report = bench.run_all(table, seeds=3)
+    rows = {r["method"]: r for r in bench.summary_rows(report)}
+    assert set(rows) == set(bench.METHODS)
+    # The grid spends all its epochs and ends at its own best: gap 0, hypervolume share 1.
+    assert rows["grid"]["gap@1"].value == pytest.approx(0.0)
+    assert rows["grid"]["hv@1"].value == pytest.approx(1.0)
+    for r in rows.values():
+        assert 0 <= r["best_exact"] <= r["best_not_separable"] <= 1 and r["idle"] == 0
+        assert r["hv@1"].value <= 1 + 1e-9
+    bench.plot(report, tmp_path / "p.png")
+    bench.write_csv(report, tmp_path / "c.csv")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert len((tmp_path / "c.csv").read_text().splitlines()) == 1 + len(bench.METHODS) * 3 * 5
+    assert "tpe+asha" in bench.markdown(report)
+
+
+def test_objective_interval_is_the_weighted_wilson_interval():
+    from trainer.stats import wilson
+
+    table = _tiny_table()
+    cfg = bench.sweep_config(table, "tpe+asha", 100, 0).objective
+    m = table.metrics(1e-4, 1e-3, 0, EPOCHS)
+    iv = bench.objective_interval(table, (1e-4, 1e-3), 0, cfg)
+    a, g = wilson(round(m[keys.VAL_ACC] * 144), 144), wilson(round(m[keys.GAN_TEST] * 256), 256)
+    assert iv.value == pytest.approx(0.5 * a.value + 0.5 * g.value)  # at whole counts of images and samples
+    # Independent parts: the half-widths add in quadrature (weights 1/2).
+    assert iv.half_width == pytest.approx(math.hypot(a.half_width / 2, g.half_width / 2), rel=0.15)
+
+
+def test_a_failed_cell_ends_its_trial_as_failed():
+    import optuna
+
+    from sweep import tune as sweep_tune
+
+    table = _tiny_table()
+    for seed in (0, 1):
+        table.cells[(1e-4, 1e-5)][seed] = {"status": "failed", "acc": [0.5], "gan": {}}
+    assert table.metrics(1e-4, 1e-5, 0, 2)[keys.STATUS] == "failed"
+    cfg = bench.sweep_config(table, "tpe+asha", 10 * EPOCHS, 0)
+    scheduler = sweep_tune._scheduler(cfg)
+    scheduler.set_search_properties(keys.OBJECTIVE, "max")
+    searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
+    asked = []
+
+    def propose(tid: str):  # one trial, at the failing cell
+        if asked:
+            return "FINISHED"
+        asked.append(searcher.suggest(tid))
+        return {"loss.lam": 1e-4, "loss.mu": 1e-5}
+
+    run = bench.drive(table, 0, propose, cfg.objective, searcher, scheduler)
+    assert [t["status"] for t in run.trials] == ["failed"] and run.spent[-1] == 2
+    # The ledger counts the epoch reported; the epoch that raised reported nothing.
+    assert searcher.budget.spent == 1 and not searcher.budget.running
+    assert [t.state for t in searcher._ot_study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
+    from sweep.replay.__main__ import TABLE
+
+    table = read_table(TABLE)
+    assert table.meta["command"].startswith("python -m sweep.replay record")
+    assert len(table.lams) == len(table.mus) == 6 and table.seeds == [0, 1, 2]
+    assert all(set(by_seed) == {0, 1, 2} for by_seed in table.cells.values())  # every cell on every seed
+    cfg = bench.sweep_config(table, "tpe+asha", 216, 0).objective
+    for seed in table.seeds:
+        truth = bench.grid_truth(table, seed, cfg)
+        assert 0 < truth["best"] <= 1 and truth["hv"] > 0
