@@ -21,8 +21,7 @@ import pandas as pd
 
 from analysis.hypervolume import DEFAULT_REFERENCE, describe_reference, front_hypervolume
 from analysis.pareto import error_bars, default_minimize, export_columns, front_axes, interval_note, point_front
-from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, load, metric_column, \
-    select_parent, sweeps
+from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, load, select_parent, sweeps
 
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -55,7 +54,6 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
         if not names:
             raise AnalysisError(f"no sweep (parent run) in MLflow experiment {experiment!r}")
     frames = {name: load(experiment, tracking_uri, select_parent(experiment, tracking_uri, name)) for name in names}
-    first = next(iter(frames.values()))
     xc, yc = front_axes(pd.concat(frames.values()), x, y)  # one split and judge across the sweeps
     minimize = default_minimize(xc, yc) if minimize is None else minimize
     minimized = {column_name(m) for m in minimize}

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.pareto import default_minimize, front_axes, point_front
-from analysis.runs import LOWER_IS_BETTER, AnalysisError, column_name, metric_column
+from analysis.runs import LOWER_IS_BETTER, AnalysisError, column_name
 
 DEFAULT_REFERENCE = (0.0, 0.0)  # fractions in [0, 1], both maximized: the worst possible point
 

@@ -507,7 +507,7 @@ def _prepare_locked(
 
 def execute(plan: Plan, phases: Phases) -> int:
     """Judge, parent run, trials, analysis; returns 0, or 1 when some trials failed."""
-    cfg, uri, storage, args = plan.cfg, plan.uri, plan.storage, plan.args
+    cfg, uri, args = plan.cfg, plan.uri, plan.args
     mc = tracking.client(uri)
     # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
     remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None

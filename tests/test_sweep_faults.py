@@ -10,7 +10,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import time
 from argparse import Namespace
 from contextlib import contextmanager

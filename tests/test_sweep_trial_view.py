@@ -8,7 +8,7 @@ from typing import Any
 from sweep import trial as trial_module
 from sweep.config import ObjectiveConfig
 from sweep.points import Point
-from sweep.trial import POINT, SweepContext, run_trial
+from sweep.trial import POINT_KEY, SweepContext, run_trial
 from trainer import keys
 
 
@@ -54,9 +54,9 @@ def test_a_diverged_trial_reports_the_accuracies_the_ui_shows_and_its_pictures_n
     point = Point((("loss.lam", 1e-3), ("loss.mu", 1e-4)), 0)
     base = {"loss": {"kind": "score_matching"}, "device": "cpu"}
     ctx = SweepContext("s", "sqlite://", "1", "p", base, ObjectiveConfig(name="accuracy"), None, 1,
-                       points={"sm λ1e-3 μ1e-4 s0": point})
+                       points={point.key: point}, names={point.key: "sm λ1e-3 μ1e-4 s0"})
     reported = []
-    run_trial(ctx, {POINT: "sm λ1e-3 μ1e-4 s0"}, "t0", None, lambda result, ckpt: reported.append(result))
+    run_trial(ctx, {POINT_KEY: point.key}, "t0", None, lambda result, ckpt: reported.append(result))
     assert seen["label"] == "sm λ1e-3 μ1e-4 s0"
     # MLflow's last values of the accuracies are epoch 1's; Tune's last result (the summary's) too.
     last_logged = {k: v for m in FakeRun.logged for k, v in m.items() if k in (keys.VAL_ACC, keys.TEST_ACC)}
