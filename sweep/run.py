@@ -17,6 +17,7 @@ do the same and exit with 143 and 129 (128 + the signal's number).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -45,7 +46,8 @@ EXIT_USAGE = 2  # bad input: nothing was started or written
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it); SIGTERM 143, SIGHUP 129
 
 # --smoke: any preset as a few-minute CPU run through its real code paths (its dataset, model,
-# loss, grid or search, judge, evaluations and analysis), every size cut down. The --set flags
+# loss, grid or search, judge, evaluations and analysis), every size cut down and the grid to its
+# corners (each axis's first and last value). The --set flags
 # given with it apply after these, so any of them can be changed.
 SMOKE = (
     "resources.gpus=0", "trainer.device=cpu",
@@ -97,7 +99,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default="quickstart", help=f"a YAML file or a preset: {', '.join(names)}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--smoke", action="store_true",
-                   help="cut the preset down to a few-minute CPU run (data, width, epochs, judge, evaluation sizes)")
+                   help="cut the preset down to a few-minute CPU run (data, width, epochs, judge, evaluation sizes, "
+                        "the grid's corners)")
     p.add_argument("--name", help="the sweep's name (default: the config's name)")
     p.add_argument("--resume", action="store_true", help="continue the sweep of this name after a crash or kill")
     p.add_argument("--address", help="Ray cluster to use ('auto' or HOST:PORT; default: RAY_ADDRESS, else a local one)")
@@ -116,6 +119,9 @@ def smoke_overrides(cfg: SweepConfig) -> list[str]:
             sets.append(f"search.max_epochs_total={4 * 2}")  # 4 trials of trainer.epochs=2
     if cfg.scheduler.kind == "asha":
         sets += SMOKE_ASHA
+    for axis, values in cfg.search.grid.items():
+        if len(values) > 2:  # the grid's corners: each axis's first and last value (json is YAML)
+            sets.append(f"search.grid.{axis}={json.dumps([values[0], values[-1]])}")
     return sets
 
 

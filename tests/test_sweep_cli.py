@@ -40,7 +40,10 @@ def test_smoke_cuts_every_preset_to_a_small_cpu_run_and_set_still_wins(preset):
     # What the preset is about stays: dataset, architecture, loss, search.
     assert (t.data.dataset, t.model.arch, t.loss.kind) == (full.trainer.data.dataset, full.trainer.model.arch,
                                                            full.trainer.loss.kind)
-    assert small.search.method == full.search.method and small.search.grid == full.search.grid
+    assert small.search.method == full.search.method and small.search.points == full.search.points
+    # The grid keeps its corners: each axis's first and last value.
+    assert small.search.grid == {axis: values if len(values) <= 2 else [values[0], values[-1]]
+                                 for axis, values in full.search.grid.items()}
     if full.judge is not None:
         assert small.judge["epochs"] == 2 and small.judge["width"] == 0.0625
     if full.search.method == "optuna":
