@@ -234,17 +234,26 @@ def _fmt_iv(iv: Any) -> str:
     return "-" if iv is None else str(iv)
 
 
+def _with_interval(m: dict[str, Any], key: str, value: Any) -> str:
+    """``0.625 [0.538, 0.705]``: ``value`` (metric ``key`` of a trial's last result) with its logged
+    95 % interval; ``-`` for None."""
+    lo, hi = m.get(keys.lo_key(key)), m.get(keys.hi_key(key))
+    if not isinstance(value, float) or lo is None or hi is None:
+        return _fmt(value)
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def _print_summary(rows: list[dict[str, Any]], confirmed: Sequence[confirm.Confirmed] = ()) -> None:
     print("\nTrials, best first by the selection objective (val/test = validation/test accuracy, gan = GAN-test,"
-          " objective = eval/objective; the numbers that selected):")  # fmt: skip
-    print(f"  {'point':32s} {'status':9s} {'epoch':>5s} {'val':>6s} {'test':>6s} {'gan':>6s} {'objective':>9s}")
+          " objective = eval/objective; the numbers that selected, with their 95 % intervals):")  # fmt: skip
+    print(f"  {'point':24s} {'status':9s} {'epoch':>5s} {'val':>6s} {'test':>6s} {'gan':>21s} {'objective':>21s}")
     ranked = sorted(rows, key=lambda r: (_objective(r) is None, -(_objective(r) or 0.0), _point(r)))
     for row in ranked:
         m = row["metrics"]
         print(
-            f"  {_point(row):32s} {row['status']:9s} {_fmt(m.get(keys.EPOCH)):>5s} "
-            f"{_fmt(m.get(keys.VAL_ACC)):>6s} {_fmt(m.get(keys.TEST_ACC)):>6s} {_fmt(m.get(keys.GAN_TEST)):>6s} "
-            f"{_fmt(_objective(row)):>9s}"
+            f"  {_point(row):24s} {row['status']:9s} {_fmt(m.get(keys.EPOCH)):>5s} "
+            f"{_fmt(m.get(keys.VAL_ACC)):>6s} {_fmt(m.get(keys.TEST_ACC)):>6s} {_with_interval(m, keys.GAN_TEST, m.get(keys.GAN_TEST)):>21s} "
+            f"{_with_interval(m, keys.OBJECTIVE, _objective(row)):>21s}"
         )
         if row["error"]:
             print(f"      error: {row['error']}")

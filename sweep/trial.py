@@ -119,6 +119,7 @@ def run_trial(
         if value is not None:  # logged at evaluation epochs only, so its history is real
             state["objective"] = logged[keys.OBJECTIVE] = value
             interval = objective_interval(ctx.objective, metrics)  # beside it, same step; ranks by value
+            state["objective_interval"] = None if interval is None else [interval.lo, interval.hi]
             if interval is not None:
                 logged[keys.lo_key(keys.OBJECTIVE)], logged[keys.hi_key(keys.OBJECTIVE)] = interval.lo, interval.hi
         mlrun.log_metrics(logged, step=epoch)
@@ -142,6 +143,8 @@ def run_trial(
         else:
             last["accuracy"] = {k: metrics[k] for k in (keys.VAL_ACC, keys.TEST_ACC) if k in metrics}
         result.update({keys.OBJECTIVE: state["objective"], keys.STATUS: str(status), POINT: name})
+        if state.get("objective_interval"):  # the latest objective's interval, for the driver's summary
+            result[keys.lo_key(keys.OBJECTIVE)], result[keys.hi_key(keys.OBJECTIVE)] = state["objective_interval"]
         report(result, None if status == Status.DIVERGED else ckpt)
 
     try:

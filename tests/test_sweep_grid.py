@@ -135,7 +135,10 @@ def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(caps
 
     _print_summary([
         row("a s0", Status.FINISHED, 0.4), row("b s0", Status.DIVERGED, 0.0, 1, False),
-        row("c s0", Status.FINISHED, 0.9), row("d s0", Status.STOPPED, None, 1, False),
+        {**row("c s0", Status.FINISHED, 0.9), "metrics": {**row("c s0", Status.FINISHED, 0.9)["metrics"],
+         keys.lo_key(keys.OBJECTIVE): 0.85, keys.hi_key(keys.OBJECTIVE): 0.93,
+         keys.lo_key(keys.GAN_TEST): 0.41, keys.hi_key(keys.GAN_TEST): 0.59}},
+        row("d s0", Status.STOPPED, None, 1, False),
         row("e s0", Status.STOPPED, 0.95, 2),  # stopped early: shown, but not the best point
         {"trial_id": "f", "status": Status.STOPPED, "error": None,  # accuracy logged, no evaluation yet
          "metrics": {"point": "f s0", keys.EPOCH: 1, keys.TEST_ACC: 0.3, keys.OBJECTIVE: 0.0}},
@@ -145,6 +148,8 @@ def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(caps
     assert lines == ["e", "c", "a", "b", "d", "f"]  # best objective first, never-evaluated last
     assert "Best point: c s0, selection objective 0.900 (the draw that chose it; not confirmed" in out
     assert "Diverged: b s0" in out and "Stopped: d s0, e s0, f s0" in out
+    c_line = next(line for line in out.splitlines() if line.startswith("  c s0"))
+    assert c_line.endswith("0.500 [0.410, 0.590]  0.900 [0.850, 0.930]")  # GAN-test and objective intervals
     for name in ("d s0", "f s0"):
         line = next(line for line in out.splitlines() if line.startswith(f"  {name}"))
         assert line.split()[-1] == "-"  # no evaluation yet: no objective, not 0
