@@ -351,3 +351,29 @@ def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_
     assert len(child_runs(uri, "retrain-test", parent.info.run_id)) == len(runs)
     # Nothing new measured: no second point for any confirm/*_seeds metric.
     assert {k: len(mc.get_metric_history(best.info.run_id, k)) for k in logged} == logged
+
+
+def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a_failure_in_its_place(tmp_path):
+    from sweep import tune
+
+    def stamp(i: int) -> str:  # nested: Ray pickles it by value (the tests folder is not on a worker's path)
+        import time as clock
+
+        start = clock.time()
+        clock.sleep(0.5)
+        return json.dumps([i, start, clock.time()])
+
+    def fail() -> str:
+        raise RuntimeError("retrain broke")
+
+    cfg = SweepConfig.model_validate({"name": "t", "max_concurrent_trials": 1, "failure": {"max_failures": 0}})
+    tune.start(None)
+    try:
+        results = tune.run_tasks([lambda: stamp(0), fail, lambda: stamp(2), lambda: stamp(3)], cfg)
+    finally:
+        tune.stop()
+    assert isinstance(results[1], Exception) and "retrain broke" in str(results[1])
+    spans = [json.loads(r) for r in results if not isinstance(r, Exception)]
+    assert [s[0] for s in spans] == [0, 2, 3]  # in the order given
+    spans.sort(key=lambda s: s[1])
+    assert all(a[2] <= b[1] for a, b in zip(spans, spans[1:])), spans  # one at a time: no overlap
