@@ -329,6 +329,11 @@ def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_
         expected = _t_interval([best.data.metrics[key], retrained.data.metrics[key]])
         got = tuple(best.data.metrics[k] for k in (seeds_key, keys.lo_key(seeds_key), keys.hi_key(seeds_key)))
         assert got == pytest.approx(expected), seeds_key
+    from analysis.runs import load
+
+    frame = load("retrain-test", uri, parent.info.run_id).set_index("run_id")
+    for col in ("confirm_objective_seeds", "confirm_objective_seeds_lo", "confirm_test_acc_seeds_hi"):
+        assert frame.loc[best.info.run_id, col] == pytest.approx(best.data.metrics[col.replace("confirm_", "confirm/")])
     # What the sweep reports is the mean over the seeds, said so.
     assert parent.data.metrics["best/objective"] == pytest.approx(best.data.metrics[keys.CONFIRM_OBJECTIVE_SEEDS])
     assert "mean of 2 training seeds" in parent.data.tags[Tag.NOTE]
