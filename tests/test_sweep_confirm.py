@@ -145,10 +145,12 @@ def test_the_tiny_sweeps_finalists_carry_confirmed_numbers_from_a_fresh_sample_s
     assert "Best point: **" in note and "(95 % interval; confirmed on " in note
 
 
-def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path) -> int:
-    """Run the driver to its end (or its kill), then end what it left behind (its local Ray)."""
+def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path, extra: tuple[str, ...] = (),
+           kill_when=None) -> int:  # fmt: skip
+    """Run the driver to its end (or its kill), then end what it left behind (its local Ray).
+    ``kill_when()``: polled while it runs; true kills the driver's process group (SIGKILL)."""
     sets = [*TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "max_concurrent_trials=1", "analysis=false",
-            "search.points=[{loss.preset: baseline}]"]  # fmt: skip
+            "search.points=[{loss.preset: baseline}]", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop(seams.ENV_KILL_AT, None)
     if kill_at:
@@ -162,11 +164,14 @@ def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path) -> int:
             family.update(psutil.Process(proc.pid).children(recursive=True))
         except psutil.Error:  # a child ended while being listed
             pass
+        if kill_when is not None and kill_when():
+            break
         time.sleep(0.3)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    proc.wait(timeout=60)
     for p in family:
         try:
             p.kill()
@@ -382,3 +387,38 @@ def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a
     assert [s[0] for s in spans] == [0, 2, 3]  # in the order given
     spans.sort(key=lambda s: s[1])
     assert all(a[2] <= b[1] for a, b in zip(spans, spans[1:])), spans  # one at a time: no overlap
+
+
+@pytest.mark.slow  # two driver starts (each starts a local Ray), trials and a retrain
+@pytest.mark.timeout(1300)
+def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(tmp_path):
+    extra = ("confirm.top_k=1", "confirm.train_seeds=1", "trainer.epochs=4")  # 4 epochs: time to catch it
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    retrains = f"tags.`{Tag.TRIAL_ID}` LIKE '{confirm.RETRAIN_TRIAL_PREFIX}%'"
+
+    first = tmp_path / "killed.log"
+
+    def retraining() -> bool:
+        if "confirm: retraining" not in first.read_text():  # before it, the driver may still be creating the store
+            return False
+        exp = mlflow.MlflowClient(uri).get_experiment_by_name("conf")
+        found = mlflow.MlflowClient(uri).search_runs([exp.experiment_id], retrains)
+        return any(r.data.tags.get(Tag.STATUS) == Status.RUNNING and keys.EPOCH in r.data.metrics for r in found)
+
+    assert _drive(tmp_path, False, None, first, extra, kill_when=retraining) == -signal.SIGKILL, first.read_text()[-3000:]
+    mc = mlflow.MlflowClient(uri)
+    exp = mc.get_experiment_by_name("conf")
+    killed = mc.search_runs([exp.experiment_id], retrains)
+    assert len(killed) == 1 and killed[0].data.tags[Tag.STATUS] != Status.FINISHED  # killed mid-training
+    again = tmp_path / "resumed.log"
+    assert _drive(tmp_path, True, None, again, extra) == 0, again.read_text()[-3000:]
+    out = again.read_text()
+    assert "1 trial(s) to train" in out  # the unfinished retrain, and nothing else
+    trials = mc.search_runs([exp.experiment_id], f"tags.`{Tag.ROLE}` = 'trial'")
+    retrained = [r for r in trials if r.data.tags[Tag.KEY] == killed[0].data.tags[Tag.KEY]]
+    assert len(retrained) == 1 and retrained[0].data.tags[Tag.STATUS] == Status.FINISHED  # no duplicate run
+    assert len(trials) == 3 + 1  # two grid points and the baseline, and the retrain
+    history = mc.get_metric_history(retrained[0].info.run_id, keys.EPOCH)
+    assert sorted(m.step for m in history) == list(range(1, 5))  # each epoch once
+    best = next(r for r in trials if keys.CONFIRM_OBJECTIVE_SEEDS in r.data.metrics)
+    assert len(mc.get_metric_history(best.info.run_id, keys.CONFIRM_OBJECTIVE_SEEDS)) == 1
