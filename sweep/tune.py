@@ -207,13 +207,17 @@ def _call(fn: Callable[[], str]) -> str:
 
 def run_task(fn: Callable[[], str], cfg: SweepConfig) -> str:
     """Run ``fn()`` once as a Ray task with a trial's resources, retried as often as a trial."""
-    ref = _call.options(
+    return ray.get(_as_trial(cfg).remote(fn))
+
+
+def _as_trial(cfg: SweepConfig) -> Any:
+    """The task ``_call`` with a trial's resources and retries."""
+    return _call.options(
         num_cpus=cfg.resources.cpus,
         num_gpus=cfg.resources.gpus,
         max_retries=cfg.failure.max_failures,  # -1: forever, as Tune's max_failures
         retry_exceptions=True,  # like a trial: an exception retries too, not only a lost worker
-    ).remote(fn)
-    return ray.get(ref)
+    )
 
 
 def run_tasks(fns: Sequence[Callable[[], str]], cfg: SweepConfig) -> list[str | Exception]:
@@ -221,12 +225,7 @@ def run_tasks(fns: Sequence[Callable[[], str]], cfg: SweepConfig) -> list[str | 
     ``max_concurrent_trials`` at a time (0: as many as the cluster's resources allow, as for the
     trials); each retried as often as a trial. Returns the results in order, an exception in place
     of a task that failed for good, so one failure does not lose the others' work."""
-    remote = _call.options(
-        num_cpus=cfg.resources.cpus,
-        num_gpus=cfg.resources.gpus,
-        max_retries=cfg.failure.max_failures,
-        retry_exceptions=True,
-    )
+    remote = _as_trial(cfg)
     limit = cfg.max_concurrent_trials or len(fns)
     refs: list[Any] = []
     running: list[Any] = []
