@@ -405,7 +405,8 @@ def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(
         found = mlflow.MlflowClient(uri).search_runs([exp.experiment_id], retrains)
         return any(r.data.tags.get(Tag.STATUS) == Status.RUNNING and keys.EPOCH in r.data.metrics for r in found)
 
-    assert _drive(tmp_path, False, None, first, extra, kill_when=retraining) == -signal.SIGKILL, first.read_text()[-3000:]
+    code = _drive(tmp_path, False, None, first, extra, kill_when=retraining)
+    assert code == -signal.SIGKILL, first.read_text()[-3000:]
     mc = mlflow.MlflowClient(uri)
     exp = mc.get_experiment_by_name("conf")
     killed = mc.search_runs([exp.experiment_id], retrains)
