@@ -74,20 +74,26 @@ METRICS: dict[str, str] = {
     "confirm_gan_test": keys.CONFIRM_GAN_TEST,
     "confirm_test_acc": keys.CONFIRM_TEST_ACC,
     "confirm_objective": keys.CONFIRM_OBJECTIVE,
+    # With confirm.train_seeds: a retrained finalist's confirmed numbers, mean over its training seeds.
+    "confirm_gan_test_seeds": keys.CONFIRM_GAN_TEST_SEEDS,
+    "confirm_test_acc_seeds": keys.CONFIRM_TEST_ACC_SEEDS,
+    "confirm_objective_seeds": keys.CONFIRM_OBJECTIVE_SEEDS,
     "epochs_done": keys.EPOCH,  # completed epochs
 }
 # Columns logged with a 95 % interval (trainer.stats): their ends are the columns <col>_lo, <col>_hi.
 INTERVALS = ("val_acc", "test_acc", "gan_test", "objective", "score_alignment", "fisher_divergence",
              "fisher_divergence_rel", "sample_loglik", "sample_loglik_start", "sample_loglik_flat",
-             "confirm_gan_test", "confirm_test_acc", "confirm_objective")
+             "confirm_gan_test", "confirm_test_acc", "confirm_objective", "confirm_gan_test_seeds",
+             "confirm_test_acc_seeds", "confirm_objective_seeds")
 CONFIRMED = {"gan_test": "confirm_gan_test", "test_acc": "confirm_test_acc", "objective": "confirm_objective"}
 # Metrics where smaller is better; every other metric is maximized.
 LOWER_IS_BETTER = frozenset({"val_loss", "test_loss", "train_loss", "fisher_divergence", "fisher_divergence_rel",
                              "fisher_divergence_rel_floor"})
 # Fractions in [0, 1] shown as percentages.
-PERCENT = frozenset({"val_acc", "test_acc", "gan_test", "train_acc", "confirm_gan_test", "confirm_test_acc"})
+PERCENT = frozenset({"val_acc", "test_acc", "gan_test", "train_acc", "confirm_gan_test", "confirm_test_acc",
+                     "confirm_gan_test_seeds", "confirm_test_acc_seeds"})
 # Columns measured on the test set: reported, never used to rank or choose on trials selected on val.
-TEST_COLUMNS = frozenset({"test_acc", "test_loss", "confirm_test_acc"})
+TEST_COLUMNS = frozenset({"test_acc", "test_loss", "confirm_test_acc", "confirm_test_acc_seeds"})
 LABELS: dict[str, str] = {
     "val_acc": "validation accuracy (%)",
     "val_loss": "validation loss",
@@ -107,6 +113,9 @@ LABELS: dict[str, str] = {
     "confirm_gan_test": "confirmed GAN-test (%)",
     "confirm_test_acc": "confirmed test accuracy (%)",
     "confirm_objective": "confirmed objective",
+    "confirm_gan_test_seeds": "confirmed GAN-test, mean over training seeds (%)",
+    "confirm_test_acc_seeds": "confirmed test accuracy, mean over training seeds (%)",
+    "confirm_objective_seeds": "confirmed objective, mean over training seeds",
 }
 
 # A run's MLflow status, for runs without the tag trial.status.

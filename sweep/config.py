@@ -225,17 +225,15 @@ class ConfirmConfig(_Strict):
     # Seed of those samples' starting noise; None: CONFIRM_SEED_OFFSET + the largest trainer seed.
     # Never a seed of search.seeds: a trial's own evaluation drew its samples with its seed.
     sample_seed: int | None = Field(None, ge=0)
-    # New training seeds per finalist (0: off). Each is a full extra trial: N x top_k more trials.
-    # Not available yet: only 0 is accepted (the stage confirms each finalist's own training seed).
+    # New training seeds per finalist (0: off): each finalist is trained again from scratch with
+    # each of them (see SweepConfig.confirm_train_seeds), each retrain confirmed like the finalist,
+    # and the finalist reported as the mean over its seeds. Each is a full extra trial: N x top_k more.
     train_seeds: int = Field(0, ge=0)
 
-    @field_validator("train_seeds")
-    @classmethod
-    def _check_train_seeds(cls, v: int) -> int:
-        if v:
-            raise ValueError("retraining finalists with new seeds is not available yet; use 0 (the default), or "
-                             "search.seeds for several seeds of every point")
-        return v
+
+# The new training seeds of confirm.train_seeds start here: far above the seeds a grid usually
+# lists (0, 1, 2, ...), so a retrain is never a trial the sweep already ran.
+RETRAIN_SEED_START = 1000
 
 
 class SweepConfig(_Strict):
@@ -376,6 +374,19 @@ class SweepConfig(_Strict):
         if self.confirm.sample_seed is not None:
             return self.confirm.sample_seed
         return CONFIRM_SEED_OFFSET + max(self.search.seeds)
+
+    def confirm_train_seeds(self) -> list[int]:
+        """The new training seeds of ``confirm.train_seeds``: the first N integers from
+        RETRAIN_SEED_START up that are neither in ``search.seeds`` nor the confirmation's sample
+        seed (a trial's own evaluation draws its samples with its training seed)."""
+        taken = {*self.search.seeds, self.confirm_sample_seed}
+        out: list[int] = []
+        seed = RETRAIN_SEED_START
+        while len(out) < self.confirm.train_seeds:
+            if seed not in taken:
+                out.append(seed)
+            seed += 1
+        return out
 
     @property
     def experiment_name(self) -> str:

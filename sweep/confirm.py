@@ -20,12 +20,22 @@ its parts), logged in the finalist's own MLflow run with the tags ``confirm.samp
 point; the confirmed numbers are what the sweep reports about it, and the finalists whose
 confirmed objective intervals overlap the best's are named as not separable from it.
 
+With ``confirm.train_seeds: N`` each finalist is also trained again from scratch with N new
+training seeds (:meth:`sweep.config.SweepConfig.confirm_train_seeds`): each retrain is one more
+trial of the same point with another seed (its own :attr:`sweep.points.Point.key`, its own MLflow
+child run under the parent), run to the end as a Ray task with a trial's resources, and confirmed
+exactly like the finalist. The finalist is then reported by the mean over its training seeds (its
+own and the retrains') with Student's t interval (``trainer.stats.seeds_interval``), logged in
+its run as ``confirm/*_seeds``.
+
 A finalist whose run already holds its ``confirm/*`` numbers from the same sample seed is not
-measured again, so a sweep killed during the stage resumes it where it stopped.
+measured again, and a retrain whose run ended is not trained again, so a sweep killed during the
+stage resumes it where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import tempfile
@@ -38,12 +48,19 @@ from sweep.config import CONFIRM_SAMPLES, ObjectiveConfig, SweepConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import OBJECTIVES, accuracy_key
 from sweep.objective import objective_interval as sweep_objective_interval
+from sweep.points import Point
 from sweep.record import Role, Status, Tag
+from sweep.trial import POINT_KEY, SweepContext, run_trial
 from trainer import keys
-from trainer.stats import Interval, not_separable_from, proportion
+from trainer.stats import Interval, not_separable_from, proportion, seeds_interval
 
 # The metrics this stage logs in a finalist's run, each with its _lo/_hi.
 CONFIRM_KEYS = (keys.CONFIRM_GAN_TEST, keys.CONFIRM_TEST_ACC, keys.CONFIRM_OBJECTIVE)
+# With confirm.train_seeds: the same over the finalist's training seeds (mean, t interval).
+SEEDS_KEYS = {keys.CONFIRM_GAN_TEST: keys.CONFIRM_GAN_TEST_SEEDS, keys.CONFIRM_TEST_ACC: keys.CONFIRM_TEST_ACC_SEEDS,
+              keys.CONFIRM_OBJECTIVE: keys.CONFIRM_OBJECTIVE_SEEDS}  # fmt: skip
+# Tag trial.id of a retrain (it is no Tune trial): settling Tune's statuses leaves its run alone.
+RETRAIN_TRIAL_PREFIX = "confirm-"
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,11 @@ class Confirmed:
     test_images: int  # n of test_acc
     sample_seed: int
     reused: bool = False  # read back from its run (measured by an earlier attempt of the stage)
+    # The training seeds the three intervals are over: () for the finalist's own run alone (Wilson
+    # and propagated intervals); with confirm.train_seeds, its own seed and the retrains' that
+    # finished (the mean over them, Student's t interval), and ``own`` its own run's confirmation.
+    train_seeds: tuple[int, ...] = ()
+    own: Confirmed | None = None
 
 
 def objective_interval(cfg: ObjectiveConfig, acc: Interval, gan: Interval | None) -> Interval | None:
@@ -246,13 +268,17 @@ def run_stage(
     point_of: Callable[[Mapping[str, Any]], str],
     judge_run: str | None,
     remote: Callable[[Callable[[], str]], str] | None = None,
+    ctx: SweepContext | None = None,
+    run_many: Callable[[list[Callable[[], str]]], list[str | Exception]] | None = None,
 ) -> list[Confirmed]:
     """Confirm the finalists among Tune's result ``rows`` (see :func:`candidates` and
     :func:`finalists`; ``best_trial``: the best point's Tune trial id); returns them in finalist
-    order.
+    order, with ``confirm.train_seeds`` as the mean over their training seeds.
 
     ``remote`` runs ``fn() -> str`` as a Ray task with a trial's resources (a GPU sweep); without
-    it the measurements run here, on the driver.
+    it the measurements run here, on the driver. With ``confirm.train_seeds``: ``ctx`` is the
+    trials' context (the retrains run with it, their points added) and ``run_many`` runs several
+    ``fn() -> str`` as Ray tasks in parallel (:func:`sweep.tune.run_tasks`).
     """
     seed, mc = cfg.confirm_sample_seed, tracking.client(uri)
     found = tracking.child_runs(mc, experiment_id, parent_id)
@@ -261,7 +287,6 @@ def run_stage(
     if not chosen:
         print("confirm: no finished trial to confirm", flush=True)
         return []
-    device = "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device
     samples = cfg.confirm.samples
     print(
         f"confirm: re-scoring {len(chosen)} finalist(s) (the best point and the accuracy/GAN-test front) on fresh "
@@ -271,24 +296,171 @@ def run_stage(
     out = []
     for finalist in chosen:
         ctrlc.check()
-        done = _reused(runs[finalist.run_id], finalist, seed) if finalist.run_id in runs else None
-        if done is None:
-            if finalist.checkpoint is None:
-                print(f"confirm: {finalist.point}: its run names no checkpoint; not confirmed", flush=True)
+        done = _confirm_one(cfg, uri, runs.get(finalist.run_id), finalist, judge_run, remote)
+        if done is not None:
+            out.append(done)
+    if cfg.confirm.train_seeds and out:
+        if ctx is None or run_many is None:
+            raise ValueError("confirm.train_seeds needs the sweep's context and a way to run tasks")
+        out = _with_retrains(cfg, uri, experiment_id, parent_id, rows, out, ctx, judge_run, remote, run_many)
+    return out
+
+
+def _confirm_one(
+    cfg: SweepConfig,
+    uri: str,
+    run: Any | None,
+    finalist: Candidate,
+    judge_run: str | None,
+    remote: Callable[[Callable[[], str]], str] | None,
+) -> Confirmed | None:
+    """One run's confirmation: read back from ``run`` when measured with this sample seed, else
+    measured and logged in it. None when the run names no checkpoint."""
+    seed, mc = cfg.confirm_sample_seed, tracking.client(uri)
+    device = "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device
+    done = _reused(run, finalist, seed) if run is not None else None
+    if done is None:
+        if finalist.checkpoint is None:
+            print(f"confirm: {finalist.point}: its run names no checkpoint; not confirmed", flush=True)
+            return None
+        work = functools.partial(
+            rescore, uri, finalist.run_id, finalist.checkpoint, judge_run, cfg.confirm.samples, seed, device,
+            cfg.trial_threads,
+        )  # fmt: skip
+        done = measured(json.loads(remote(work) if remote else work()), finalist, cfg.objective, seed)
+        tracking.log_confirmation(
+            mc, finalist.run_id, metrics_of(done),
+            {Tag.CONFIRM_SAMPLE_SEED: seed, Tag.CONFIRM_SAMPLES: done.samples,
+             Tag.CONFIRM_TEST_IMAGES: done.test_images},
+        )  # fmt: skip
+        seams.kill_point("confirm")
+    earlier = " (confirmed earlier)" if done.reused else ""
+    print(f"confirm: {finalist.point}: {describe(done)}{earlier}", flush=True)
+    return done
+
+
+def retrain_name(name: str, point: Point, seed: int) -> str:
+    """The finalist's display name with its seed replaced: ``sm λ1e-3 μ1e-4 s0`` -> ``… s1000``."""
+    head, sep, tail = name.rpartition(f" s{point.seed}")
+    return f"{head} s{seed}{tail}" if sep else f"{name} s{seed}"
+
+
+def retrain(ctx: SweepContext, key: str) -> str:
+    """Train the point ``ctx.points[key]`` to the end in its own child run (a Ray task, or here);
+    returns its final status as JSON. No scheduler watches it: the report keeps the last metrics."""
+    last: dict[str, Any] = {}
+    final = run_trial(ctx, {POINT_KEY: key}, RETRAIN_TRIAL_PREFIX + key, None, lambda m, _ckpt: last.update(m))
+    return json.dumps({"status": str(final.get(keys.STATUS, last.get(keys.STATUS, "")))})
+
+
+def over_seeds(confirmations: Sequence[Confirmed], seeds: Sequence[int]) -> Confirmed:
+    """The first (the finalist's own) confirmation with its three numbers replaced by the mean over
+    ``confirmations`` (one per training seed, ``seeds`` in the same order) and Student's t 95 %
+    interval (``trainer.stats.seeds_interval``); a part is None unless every seed has it."""
+
+    def mean(part: Callable[[Confirmed], Interval | None]) -> Interval | None:
+        values = [part(c) for c in confirmations]
+        return None if any(v is None for v in values) else seeds_interval([v.value for v in values if v is not None])
+
+    own = confirmations[0]
+    acc = mean(lambda c: c.test_acc)
+    assert acc is not None  # every confirmation has a test accuracy
+    return dataclasses.replace(
+        own, test_acc=acc, gan_test=mean(lambda c: c.gan_test), objective=mean(lambda c: c.objective),
+        train_seeds=tuple(seeds), own=own,
+    )  # fmt: skip
+
+
+def seeds_metrics_of(c: Confirmed) -> dict[str, float]:
+    """The ``confirm/*_seeds`` metrics of an aggregate over seeds, each with its ``_lo``/``_hi``."""
+    return {k.replace(key, SEEDS_KEYS[key], 1): v for key in CONFIRM_KEYS for k, v in metrics_of(c).items()
+            if k in (key, keys.lo_key(key), keys.hi_key(key))}  # fmt: skip
+
+
+def _ended(run: Any | None) -> bool:
+    return run is not None and run.data.tags.get(Tag.STATUS) in (Status.FINISHED, Status.DIVERGED)
+
+
+def _with_retrains(
+    cfg: SweepConfig,
+    uri: str,
+    experiment_id: str,
+    parent_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    confirmed: list[Confirmed],
+    ctx: SweepContext,
+    judge_run: str | None,
+    remote: Callable[[Callable[[], str]], str] | None,
+    run_many: Callable[[list[Callable[[], str]]], list[str | Exception]],
+) -> list[Confirmed]:
+    """Retrain each confirmed finalist with the new training seeds, confirm each retrain, and
+    return the finalists with their numbers as the mean over their seeds."""
+    mc, seeds = tracking.client(uri), cfg.confirm_train_seeds()
+    configs = {row["trial_id"]: row.get("config") for row in rows}
+    planned: dict[str, list[Point]] = {}  # finalist run id -> its retrain points
+    points: dict[str, Point] = {}
+    names: dict[str, str] = {}
+    own_seed: dict[str, int] = {}
+    for c in confirmed:
+        config = configs.get(c.finalist.trial_id)
+        if config is None:
+            print(f"confirm: {c.finalist.point}: Tune kept no config for its trial; not retrained", flush=True)
+            continue
+        own = ctx.point_of(config)
+        own_seed[c.finalist.run_id] = own.seed
+        for seed in seeds:
+            p = Point(own.overrides, seed)  # the same point, another seed: its own key and run
+            points[p.key], names[p.key] = p, retrain_name(c.finalist.point, own, seed)
+            planned.setdefault(c.finalist.run_id, []).append(p)
+    by_key = {run.data.tags.get(Tag.KEY): run for run in tracking.child_runs(mc, experiment_id, parent_id)}
+    todo = [k for k in points if not _ended(by_key.get(k))]
+    earlier = len(points) - len(todo)
+    print(
+        f"confirm: retraining {len(planned)} finalist(s) with {len(seeds)} new training seed(s) "
+        f"({', '.join(map(str, seeds))}): {len(todo)} trial(s) to train"
+        + (f", {earlier} trained before" if earlier else "") + " ...",
+        flush=True,
+    )
+    ctrlc.check()
+    results = run_many([functools.partial(retrain, dataclasses.replace(ctx, points=points, names=names), key)
+                        for key in todo]) if todo else []  # fmt: skip
+    for key, result in zip(todo, results):
+        if isinstance(result, Exception):
+            reason = str(result).strip().splitlines()[-1] if str(result).strip() else type(result).__name__
+            print(f"confirm: {names[key]}: retraining failed ({reason})", flush=True)
+    ctrlc.check()
+    by_key = {run.data.tags.get(Tag.KEY): run for run in tracking.child_runs(mc, experiment_id, parent_id)}
+    out = []
+    for c in confirmed:
+        confirmations, used = [c], [own_seed.get(c.finalist.run_id)]
+        for p in planned.get(c.finalist.run_id, []):
+            run = by_key.get(p.key)
+            status = run.data.tags.get(Tag.STATUS) if run is not None else "not run"
+            if run is None or status != Status.FINISHED:
+                print(f"confirm: {names[p.key]}: {status}; left out of the mean over seeds", flush=True)
                 continue
-            work = functools.partial(
-                rescore, uri, finalist.run_id, finalist.checkpoint, judge_run, samples, seed, device, cfg.trial_threads
-            )
-            done = measured(json.loads(remote(work) if remote else work()), finalist, cfg.objective, seed)
-            tracking.log_confirmation(
-                mc, finalist.run_id, metrics_of(done),
-                {Tag.CONFIRM_SAMPLE_SEED: seed, Tag.CONFIRM_SAMPLES: done.samples,
-                 Tag.CONFIRM_TEST_IMAGES: done.test_images},
+            m, tags = run.data.metrics, run.data.tags
+            retrained = Candidate(
+                run_id=run.info.run_id, trial_id=tags.get(Tag.TRIAL_ID, ""), key=p.key, point=names[p.key],
+                checkpoint=tags.get(Tag.CHECKPOINT), objective=float(m.get(keys.OBJECTIVE, float("nan"))),
+                accuracy=m.get(accuracy_key(cfg.objective)), gan_test=m.get(keys.GAN_TEST),
             )  # fmt: skip
-            seams.kill_point("confirm")
-        out.append(done)
-        earlier = " (confirmed earlier)" if done.reused else ""
-        print(f"confirm: {finalist.point}: {describe(done)}{earlier}", flush=True)
+            ctrlc.check()
+            done = _confirm_one(cfg, uri, run, retrained, judge_run, remote)
+            if done is not None:
+                confirmations.append(done)
+                used.append(p.seed)
+        if len(confirmations) < 2:
+            out.append(c)
+            continue
+        agg = over_seeds(confirmations, [s for s in used if s is not None])
+        logged = mc.get_run(c.finalist.run_id).data.metrics
+        metrics = seeds_metrics_of(agg)
+        if any(logged.get(k) != v for k, v in metrics.items()):  # once: a resumed stage logs no second point
+            seeds_tag = {Tag.CONFIRM_TRAIN_SEEDS: ",".join(map(str, agg.train_seeds))}
+            tracking.log_confirmation(mc, c.finalist.run_id, metrics, seeds_tag)
+        print(f"confirm: {c.finalist.point}: {describe(agg)}", flush=True)
+        out.append(agg)
     return out
 
 
@@ -297,10 +469,20 @@ def describe(c: Confirmed) -> str:
     parts = []
     if c.objective is not None:
         parts.append(f"objective {c.objective}")
+    if c.train_seeds:
+        parts.append(f"test acc {c.test_acc}")
+        if c.gan_test is not None:
+            parts.append(f"GAN-test {c.gan_test}")
+        return ", ".join(parts) + f" ({seeds_phrase(c)}); selection objective {c.finalist.objective:.3f}"
     parts.append(f"test acc {c.test_acc} (n={c.test_images})")
     if c.gan_test is not None:
         parts.append(f"GAN-test {c.gan_test} (n={c.samples})")
     return ", ".join(parts) + f"; selection objective {c.finalist.objective:.3f}"
+
+
+def seeds_phrase(c: Confirmed) -> str:
+    """``mean of 2 training seeds (0, 1000), t interval`` for an aggregate over seeds."""
+    return f"mean of {len(c.train_seeds)} training seeds ({', '.join(map(str, c.train_seeds))}), t interval"
 
 
 def not_separable(best: Confirmed, others: Sequence[Confirmed]) -> list[str] | None:

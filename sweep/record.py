@@ -55,6 +55,7 @@ class Tag(StrEnum):
     CONFIRM_SAMPLE_SEED = "confirm.sample_seed"  # seed of the fresh samples' starting noise
     CONFIRM_SAMPLES = "confirm.samples"  # samples confirm/gan_test is a fraction of
     CONFIRM_TEST_IMAGES = "confirm.test_images"  # test images confirm/test_acc is a fraction of
+    CONFIRM_TRAIN_SEEDS = "confirm.train_seeds"  # the training seeds confirm/*_seeds are the mean over
 
 
 class SelectionSplit(StrEnum):

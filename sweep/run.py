@@ -209,8 +209,10 @@ def best_line(best: dict[str, Any] | None, confirmed: Sequence[confirm.Confirmed
         return (f"Best point: {name}, selection objective {_fmt(_objective(best))} (the draw that chose it; "
                 f"not confirmed on fresh draws){end}")  # fmt: skip
     fresh = f"{c.samples} new samples, seed {c.sample_seed}, and " if c.gan_test is not None else ""
+    # Retrained (confirm.train_seeds): the mean over the training seeds, each seed's run confirmed alike.
+    how = f"{confirm.seeds_phrase(c)}; each" if c.train_seeds else "95 % interval;"
     text = (
-        f"Best point: {name}, objective {c.objective} (95 % interval; confirmed on {fresh}{c.test_images} "
+        f"Best point: {name}, objective {c.objective} ({how} confirmed on {fresh}{c.test_images} "
         f"test images; selected by objective {c.finalist.objective:.3f} on the selection draw)"
     )
     others = confirm.not_separable(c, confirmed) or []
@@ -222,6 +224,10 @@ def best_line(best: dict[str, Any] | None, confirmed: Sequence[confirm.Confirmed
 
 def _print_confirmed(confirmed: Sequence[confirm.Confirmed]) -> None:
     print("\nFinalists confirmed on fresh draws (value [95 % interval]; selection = the objective that chose them):")
+    retrained = [c for c in confirmed if c.train_seeds]
+    if retrained:
+        print("  (retrained with confirm.train_seeds: the mean over each finalist's training seeds, Student's t "
+              "interval over the seeds)")
     print(f"  {'point':32s} {'selection':>9s}  {'objective':21s} {'test acc':21s} gan")
     for c in confirmed:
         print(
@@ -651,7 +657,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         with phases("confirm"):
             confirmed = confirm.run_stage(
                 cfg, uri, experiment_id, parent_id, rows, best["trial_id"] if best else None, _objective, _point,
-                judge_run, remote,
+                judge_run, remote, ctx, lambda fns: plan.ray.run_tasks(fns, cfg),
             )  # fmt: skip
         ctrlc.check()
     _print_summary(rows, confirmed)

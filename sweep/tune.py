@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 # Progress is printed by this module's Tune callback (TrialProgress), so Tune's own output is off
 # (verbose=0, and the classic output, which honours it); the checkpoint-sync warning fires on
@@ -208,13 +208,40 @@ def _call(fn: Callable[[], str]) -> str:
 
 def run_task(fn: Callable[[], str], cfg: SweepConfig) -> str:
     """Run ``fn()`` once as a Ray task with a trial's resources, retried as often as a trial."""
-    ref = _call.options(
+    return ray.get(_as_trial(cfg).remote(fn))
+
+
+def _as_trial(cfg: SweepConfig) -> Any:
+    """The task ``_call`` with a trial's resources and retries."""
+    return _call.options(
         num_cpus=cfg.resources.cpus,
         num_gpus=cfg.resources.gpus,
         max_retries=cfg.failure.max_failures,  # -1: forever, as Tune's max_failures
         retry_exceptions=True,  # like a trial: an exception retries too, not only a lost worker
-    ).remote(fn)
-    return ray.get(ref)
+    )
+
+
+def run_tasks(fns: Sequence[Callable[[], str]], cfg: SweepConfig) -> list[str | Exception]:
+    """Run each ``fn()`` as a Ray task with a trial's resources, in parallel, at most
+    ``max_concurrent_trials`` at a time (0: as many as the cluster's resources allow, as for the
+    trials); each retried as often as a trial. Returns the results in order, an exception in place
+    of a task that failed for good, so one failure does not lose the others' work."""
+    remote = _as_trial(cfg)
+    limit = cfg.max_concurrent_trials or len(fns)
+    refs: list[Any] = []
+    running: list[Any] = []
+    for fn in fns:
+        if len(running) >= limit:
+            _, running = ray.wait(running, num_returns=1)  # a slot frees when one ends
+        refs.append(remote.remote(fn))
+        running.append(refs[-1])
+    out: list[str | Exception] = []
+    for ref in refs:
+        try:
+            out.append(ray.get(ref))
+        except ray.exceptions.RayError as e:
+            out.append(e)
+    return out
 
 
 # Tune's words for a scheduler's decision and for a searcher with nothing more to propose, for the
@@ -647,6 +674,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
         out.append(
             {
                 "trial_id": metrics.get("trial_id") or Path(result.path).name,
+                "config": dict(result.config or {}),  # the point: SweepContext.point_of
                 "metrics": metrics,
                 "error": str(result.error).strip().splitlines()[-1] if result.error else None,
             }

@@ -39,7 +39,7 @@ CASES = [
     (["--set", "confirm.sample_seed=0"], ["confirm.sample_seed", "fresh draws"]),  # the trials' seed
     (["--set", "confirm.top_k=0"], ["confirm.top_k"]),
     (["--set", "confirm.sampels=64"], ["confirm.sampels", "unknown key"]),
-    (["--set", "confirm.train_seeds=2"], ["confirm.train_seeds", "not available"]),
+    (["--set", "confirm.train_seeds=-1"], ["confirm.train_seeds", "greater than or equal to 0"]),
 ]
 
 

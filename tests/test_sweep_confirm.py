@@ -145,10 +145,12 @@ def test_the_tiny_sweeps_finalists_carry_confirmed_numbers_from_a_fresh_sample_s
     assert "Best point: **" in note and "(95 % interval; confirmed on " in note
 
 
-def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path) -> int:
-    """Run the driver to its end (or its kill), then end what it left behind (its local Ray)."""
+def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path, extra: tuple[str, ...] = (),
+           kill_when=None) -> int:  # fmt: skip
+    """Run the driver to its end (or its kill), then end what it left behind (its local Ray).
+    ``kill_when()``: polled while it runs; true kills the driver's process group (SIGKILL)."""
     sets = [*TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "max_concurrent_trials=1", "analysis=false",
-            "search.points=[{loss.preset: baseline}]"]  # fmt: skip
+            "search.points=[{loss.preset: baseline}]", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop(seams.ENV_KILL_AT, None)
     if kill_at:
@@ -162,11 +164,14 @@ def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path) -> int:
             family.update(psutil.Process(proc.pid).children(recursive=True))
         except psutil.Error:  # a child ended while being listed
             pass
+        if kill_when is not None and kill_when():
+            break
         time.sleep(0.3)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    proc.wait(timeout=60)
     for p in family:
         try:
             p.kill()
@@ -246,3 +251,175 @@ def test_the_stage_interrupted_after_one_finalist_confirms_only_the_rest_when_ru
             for name in (key, keys.lo_key(key), keys.hi_key(key)):
                 assert len(mc.get_metric_history(c.finalist.run_id, name)) == 1, (c.finalist.point, name)
         assert mc.get_run(c.finalist.run_id).data.tags[Tag.CONFIRM_SAMPLE_SEED] == str(cfg.confirm_sample_seed)
+
+
+# Student's t upper 97.5 % points from a printed table, by degrees of freedom.
+T975 = {1: 12.706204736, 2: 4.302652730}
+
+
+def _t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean ± t·sd/√n computed by hand (sd with n − 1)."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = T975[n - 1] * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def test_the_mean_over_training_seeds_is_a_t_interval_of_each_seeds_confirmed_numbers():
+    seeds = [
+        _confirmed("a", "sm a s0", (0.70, 0.66, 0.74)),
+        _confirmed("b", "sm a s1000", (0.75, 0.71, 0.79)),
+        _confirmed("c", "sm a s1001", (0.80, 0.77, 0.83)),
+    ]
+    seeds[2] = confirm.Confirmed(seeds[2].finalist, Interval(0.9, 0.87, 0.93), None, seeds[2].objective,
+                                 samples=0, test_images=360, sample_seed=100_000)  # fmt: skip
+    agg = confirm.over_seeds(seeds, [0, 1000, 1001])
+    assert (agg.objective.value, agg.objective.lo, agg.objective.hi) == pytest.approx(_t_interval([0.7, 0.75, 0.8]))
+    assert (agg.test_acc.value, agg.test_acc.lo, agg.test_acc.hi) == pytest.approx(_t_interval([0.81, 0.81, 0.9]))
+    assert agg.gan_test is None  # one seed lacks it: no mean of the others passed off as all three
+    assert agg.finalist is seeds[0].finalist and agg.own is seeds[0] and agg.train_seeds == (0, 1000, 1001)
+    logged = confirm.seeds_metrics_of(agg)
+    assert logged[keys.CONFIRM_OBJECTIVE_SEEDS] == agg.objective.value
+    assert logged[keys.hi_key(keys.CONFIRM_TEST_ACC_SEEDS)] == agg.test_acc.hi
+    assert keys.CONFIRM_GAN_TEST_SEEDS not in logged and not any(k in logged for k in confirm.CONFIRM_KEYS)
+    assert "mean of 3 training seeds (0, 1000, 1001), t interval" in confirm.describe(agg)
+
+
+def test_new_training_seeds_are_fixed_and_never_a_seed_the_sweep_already_used():
+    cfg = SweepConfig.model_validate({"name": "s", "search": {"seeds": [0, 1000, 1002]},
+                                      "confirm": {"train_seeds": 3, "sample_seed": 1003}})  # fmt: skip
+    assert cfg.confirm_train_seeds() == [1001, 1004, 1005]
+    assert SweepConfig(name="s").confirm_train_seeds() == []
+    point = confirm.Point((("loss.lam", 1e-3),), 0)
+    assert confirm.retrain_name("sm λ1e-3 μ1e-4 s0", point, 1000) == "sm λ1e-3 μ1e-4 s1000"
+    assert confirm.retrain_name("sm λ1e-3 μ1e-4 s0 #abc123", point, 1000) == "sm λ1e-3 μ1e-4 s1000 #abc123"
+
+
+def _retrain_sweep(uri: str, storage: Path, name: str, resume: bool = False) -> int:
+    from helpers import run_sweep
+
+    sets = [*TINY, f"tracking.uri={uri}", f"storage_path={storage}", "experiment=retrain-test", "analysis=false",
+            "confirm.top_k=1", "confirm.train_seeds=1"]  # fmt: skip
+    return run_sweep(["--name", name, *sum((["--set", s] for s in sets), []), *(["--resume"] if resume else [])])
+
+
+@pytest.mark.slow  # two trials, one retrain and a resume: over 30 s on 2 shared cores
+@pytest.mark.timeout(900)
+def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_retrains_only_the_unfinished(
+    mlflow_server, tmp_path, capsys
+):
+    from sweep.loading import load_sweep_config
+    from sweep.points import Point, grid_points
+
+    uri, name = mlflow_server.uri, "retrain"
+    assert _retrain_sweep(uri, tmp_path, name) == 0
+    out = capsys.readouterr().out
+    mc = mlflow.MlflowClient(uri)
+    from sweep import tracking
+
+    parent = mc.get_run(tracking.find_parent(mc, "retrain-test", name))
+    runs = child_runs(uri, "retrain-test", parent.info.run_id)
+    grid = grid_points(load_sweep_config("quickstart", TINY).search)
+    assert len(runs) == len(grid) + 1  # the grid's trials and one retrain
+    best = next(r for r in runs if r.info.run_id == parent.data.tags[Tag.BEST_RUN])
+    own = next(p for p in grid if p.key == best.data.tags[Tag.KEY])
+    twin = Point(own.overrides, 1000)  # the same point with the first new seed: its own identity
+    retrained = next(r for r in runs if r.data.tags[Tag.KEY] == twin.key)
+    assert retrained.info.run_id != best.info.run_id and retrained.data.params["seed"] == "1000"
+    assert retrained.data.tags[Tag.STATUS] == Status.FINISHED and retrained.info.run_name.endswith(" s1000")
+    assert retrained.data.tags[Tag.CONFIRM_SAMPLE_SEED] == best.data.tags[Tag.CONFIRM_SAMPLE_SEED]  # confirmed alike
+    assert best.data.tags[Tag.CONFIRM_TRAIN_SEEDS] == f"{own.seed},1000"
+    for key, seeds_key in confirm.SEEDS_KEYS.items():
+        expected = _t_interval([best.data.metrics[key], retrained.data.metrics[key]])
+        got = tuple(best.data.metrics[k] for k in (seeds_key, keys.lo_key(seeds_key), keys.hi_key(seeds_key)))
+        assert got == pytest.approx(expected), seeds_key
+    from analysis.runs import load
+
+    frame = load("retrain-test", uri, parent.info.run_id).set_index("run_id")
+    for col in ("confirm_objective_seeds", "confirm_objective_seeds_lo", "confirm_test_acc_seeds_hi"):
+        assert frame.loc[best.info.run_id, col] == pytest.approx(best.data.metrics[col.replace("confirm_", "confirm/")])
+    # What the sweep reports is the mean over the seeds, said so.
+    assert parent.data.metrics["best/objective"] == pytest.approx(best.data.metrics[keys.CONFIRM_OBJECTIVE_SEEDS])
+    assert "mean of 2 training seeds" in parent.data.tags[Tag.NOTE]
+    line = next(line for line in out.splitlines() if line.startswith("Best point:"))
+    assert "mean of 2 training seeds" in line and "t interval" in line
+
+    # A retrain that did not end (as after a kill mid-training) is trained again on --resume, in
+    # a run that replaces its old one; a finished one is not. Identity by key, never by name.
+    mc.set_tag(retrained.info.run_id, Tag.STATUS, Status.RUNNING)
+    assert _retrain_sweep(uri, tmp_path, name, resume=True) == 0
+    out = capsys.readouterr().out
+    assert "1 trial(s) to train" in out
+    after = child_runs(uri, "retrain-test", parent.info.run_id)
+    assert len(after) == len(runs) and [r.data.tags[Tag.KEY] for r in after].count(twin.key) == 1
+    logged = {k: len(mc.get_metric_history(best.info.run_id, k)) for k in confirm.seeds_metrics_of(
+        confirm.over_seeds([_confirmed("a", "a", (0.5, 0.4, 0.6))] * 2, [0, 1]))}  # fmt: skip
+    assert _retrain_sweep(uri, tmp_path, name, resume=True) == 0
+    out = capsys.readouterr().out
+    assert "0 trial(s) to train, 1 trained before" in out and "(confirmed earlier)" in out
+    assert len(child_runs(uri, "retrain-test", parent.info.run_id)) == len(runs)
+    # Nothing new measured: no second point for any confirm/*_seeds metric.
+    assert {k: len(mc.get_metric_history(best.info.run_id, k)) for k in logged} == logged
+
+
+def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a_failure_in_its_place(tmp_path):
+    from sweep import tune
+
+    def stamp(i: int) -> str:  # nested: Ray pickles it by value (the tests folder is not on a worker's path)
+        import time as clock
+
+        start = clock.time()
+        clock.sleep(0.5)
+        return json.dumps([i, start, clock.time()])
+
+    def fail() -> str:
+        raise RuntimeError("retrain broke")
+
+    cfg = SweepConfig.model_validate({"name": "t", "max_concurrent_trials": 1, "failure": {"max_failures": 0}})
+    tune.start(None)
+    try:
+        results = tune.run_tasks([lambda: stamp(0), fail, lambda: stamp(2), lambda: stamp(3)], cfg)
+    finally:
+        tune.stop()
+    assert isinstance(results[1], Exception) and "retrain broke" in str(results[1])
+    spans = [json.loads(r) for r in results if not isinstance(r, Exception)]
+    assert [s[0] for s in spans] == [0, 2, 3]  # in the order given
+    spans.sort(key=lambda s: s[1])
+    assert all(a[2] <= b[1] for a, b in zip(spans, spans[1:])), spans  # one at a time: no overlap
+
+
+@pytest.mark.slow  # two driver starts (each starts a local Ray), trials and a retrain
+@pytest.mark.timeout(1300)
+def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(tmp_path):
+    extra = ("confirm.top_k=1", "confirm.train_seeds=1", "trainer.epochs=4")  # 4 epochs: time to catch it
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    retrains = f"tags.`{Tag.TRIAL_ID}` LIKE '{confirm.RETRAIN_TRIAL_PREFIX}%'"
+
+    first = tmp_path / "killed.log"
+
+    def retraining() -> bool:
+        if "confirm: retraining" not in first.read_text():  # before it, the driver may still be creating the store
+            return False
+        exp = mlflow.MlflowClient(uri).get_experiment_by_name("conf")
+        found = mlflow.MlflowClient(uri).search_runs([exp.experiment_id], retrains)
+        return any(r.data.tags.get(Tag.STATUS) == Status.RUNNING and keys.EPOCH in r.data.metrics for r in found)
+
+    code = _drive(tmp_path, False, None, first, extra, kill_when=retraining)
+    assert code == -signal.SIGKILL, first.read_text()[-3000:]
+    mc = mlflow.MlflowClient(uri)
+    exp = mc.get_experiment_by_name("conf")
+    killed = mc.search_runs([exp.experiment_id], retrains)
+    assert len(killed) == 1 and killed[0].data.tags[Tag.STATUS] != Status.FINISHED  # killed mid-training
+    again = tmp_path / "resumed.log"
+    assert _drive(tmp_path, True, None, again, extra) == 0, again.read_text()[-3000:]
+    out = again.read_text()
+    assert "1 trial(s) to train" in out  # the unfinished retrain, and nothing else
+    trials = mc.search_runs([exp.experiment_id], f"tags.`{Tag.ROLE}` = 'trial'")
+    retrained = [r for r in trials if r.data.tags[Tag.KEY] == killed[0].data.tags[Tag.KEY]]
+    assert len(retrained) == 1 and retrained[0].data.tags[Tag.STATUS] == Status.FINISHED  # no duplicate run
+    assert len(trials) == 3 + 1  # two grid points and the baseline, and the retrain
+    history = mc.get_metric_history(retrained[0].info.run_id, keys.EPOCH)
+    assert sorted(m.step for m in history) == list(range(1, 5))  # each epoch once
+    best = next(r for r in trials if keys.CONFIRM_OBJECTIVE_SEEDS in r.data.metrics)
+    assert len(mc.get_metric_history(best.info.run_id, keys.CONFIRM_OBJECTIVE_SEEDS)) == 1

@@ -99,3 +99,8 @@ def hi_key(key: str) -> str:
 CONFIRM_GAN_TEST = "confirm/gan_test"  # GAN-test on fresh samples from another sample seed
 CONFIRM_TEST_ACC = "confirm/test_acc"  # test accuracy of the selected checkpoint
 CONFIRM_OBJECTIVE = "confirm/objective"  # the objective from the confirmed parts
+# With confirm.train_seeds: the finalist's confirmed numbers as the mean over its training seeds
+# (its own and the retrains'), each with Student's t interval over those seeds (_lo/_hi).
+CONFIRM_GAN_TEST_SEEDS = "confirm/gan_test_seeds"
+CONFIRM_TEST_ACC_SEEDS = "confirm/test_acc_seeds"
+CONFIRM_OBJECTIVE_SEEDS = "confirm/objective_seeds"
