@@ -113,20 +113,39 @@ logging.getLogger("ray.tune.tune").addFilter(INTERRUPT)
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
+class StartTimeout(Exception):
+    """Ray's local node did not register within Ray's fixed 30 s, twice (an overloaded machine)."""
+
+
 def start(address: str | None) -> None:
     """Connect to the cluster at ``address`` (or RAY_ADDRESS), else start a private local one
-    that listens on loopback only."""
+    that listens on loopback only.
+
+    Ray waits a fixed 30 s for a new local node to register and then raises a bare Exception; on a
+    loaded machine that is a passing state, so a local start is tried once more before
+    :class:`StartTimeout` says so.
+    """
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         _loopback(True)
-    # log_to_driver=False keeps trainer chatter off the terminal; Tune still prints each trial's
-    # error and the path of its full traceback.
-    ray.init(
-        address=address,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-        include_dashboard=False if address == "local" else None,  # a laptop sweep needs no dashboard
-    )
+    for attempt in (1, 2):
+        try:
+            # log_to_driver=False keeps trainer chatter off the terminal; Tune still prints each
+            # trial's error and the path of its full traceback.
+            ray.init(
+                address=address,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                include_dashboard=False if address == "local" else None,  # a laptop sweep needs no dashboard
+            )
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e):
+                raise
+            ray.shutdown()
+            if attempt == 2:
+                raise StartTimeout(str(e)) from None
+            print("ray: the local node did not start within Ray's 30 s (a busy machine?); trying once more", flush=True)
 
 
 def stop() -> None:
