@@ -86,6 +86,29 @@ def test_no_tune_checkpoint_and_nothing_usable_in_mlflow(store, tmp_path):
     assert runs[0].data.tags[Tag.RESTARTED] == note and again.attempt == 2
 
 
+def test_a_searcher_restored_from_before_a_proposal_proposes_the_same_point(tmp_path):
+    # Why the fallback above matters for Optuna: Tune restores the searcher pickled with its last
+    # state, and a proposal made after that save comes again, so its point (and run) come back.
+    from sweep.tune import ResumableOptunaSearch, fail_stale_optuna_trials
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
+
+    def searcher() -> ResumableOptunaSearch:
+        return ResumableOptunaSearch(space=space, metric=keys.OBJECTIVE, mode="max", study_name="s",
+                                     storage=optuna.storages.RDBStorage(url),
+                                     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))  # fmt: skip
+
+    first = searcher()
+    first.suggest("t1")
+    first.save(str(tmp_path / "searcher.pkl"))  # Tune's last saved state
+    lost = first.suggest("t2")  # proposed, trained, logged; the driver killed before the next save
+    fail_stale_optuna_trials("s", url)  # what --resume does first
+    again = searcher()
+    again.restore(str(tmp_path / "searcher.pkl"))
+    assert again.suggest("t3") == lost
+
+
 # --- whole sweeps, stopped and resumed (slow) ------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
