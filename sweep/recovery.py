@@ -6,6 +6,12 @@ every ``--resume``, forever. Instead the trial falls back to the previous good c
 ``checkpoints/last.pt`` it uploaded to MLflow at its last evaluation, and when that one is
 missing or unreadable too, it starts again from scratch. Each fallback is recorded in the trial's
 MLflow tag ``trial.restarted``.
+
+A trial Tune hands no checkpoint at all is usually new. But when the driver was killed after a
+trial logged epochs and before Tune saved its state again, the resumed Tune does not know those
+epochs; a resumed Optuna search then proposes the same point again (its sampler restored from
+the same saved state). When the point's MLflow run already holds epochs, the trial continues from
+that run's ``last.pt`` the same way instead of replacing the run.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ def _epoch(path: Path) -> int:
     return int(load_checkpoint(path)["epoch"])
 
 
-def _from_mlflow(mlrun: tracking.TrialRun, target: Path) -> tuple[int | None, str]:
-    """Download the run's MLflow last.pt to ``target``; its epoch (None if unusable) and a note."""
-    run = mlrun.find()
+def _from_mlflow(mlrun: tracking.TrialRun, target: Path, run: Any = None) -> tuple[int | None, str]:
+    """Download the run's MLflow last.pt to ``target``; its epoch (None if unusable) and a note.
+    ``run``: the point's MLflow run if already looked up (an ``mlflow.entities.Run``)."""
+    run = run or mlrun.find()
     if run is None:
         return None, "no MLflow run to fall back to"
     with tempfile.TemporaryDirectory(prefix="sweep-fallback-") as tmp:
@@ -48,10 +55,10 @@ def restore_checkpoint(restore: Path | None, ckpt: Path, mlrun: tracking.TrialRu
 
     Returns ``(resumed, note)``: ``resumed`` is False when the trial starts from scratch (``ckpt``
     left empty), ``note`` says why the trial does not simply continue from ``restore`` (None when
-    it does, or when there was nothing to restore).
+    it does, or when it is new: no ``restore`` and no epochs of its point in MLflow).
     """
     if restore is None:
-        return False, None
+        return _without_tune_checkpoint(ckpt, mlrun)
     shutil.copytree(restore, ckpt, dirs_exist_ok=True)
     try:
         _epoch(ckpt / CHECKPOINT)
@@ -64,6 +71,19 @@ def restore_checkpoint(restore: Path | None, ckpt: Path, mlrun: tracking.TrialRu
         return True, f"{problem}; {note}"
     for child in ckpt.iterdir():  # nothing usable: start from scratch, with no stale state either
         shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return False, f"{problem}; {note}; started again from scratch"
+
+
+def _without_tune_checkpoint(ckpt: Path, mlrun: tracking.TrialRun) -> tuple[bool, str | None]:
+    """Tune has no checkpoint for this trial: continue from MLflow's last.pt if the point's run
+    already holds epochs (see the module's docstring), else start fresh (a new trial: no note)."""
+    run = mlrun.find()
+    if run is None or mlrun.last_epoch(run.info.run_id) == 0:
+        return False, None
+    problem = "Tune held no checkpoint of the epochs MLflow holds"
+    epoch, note = _from_mlflow(mlrun, ckpt / CHECKPOINT, run)
+    if epoch is not None:
+        return True, f"{problem}; {note}"
     return False, f"{problem}; {note}; started again from scratch"
 
 

@@ -420,6 +420,10 @@ class TrialRun:
         # The trainer reports its epoch as a metric every epoch, so its history has every step.
         return max((m.step for m in self.mc.get_metric_history(run_id, keys.EPOCH)), default=0)
 
+    def last_epoch(self, run_id: str) -> int:
+        """The last epoch run ``run_id`` holds metrics of (0: none)."""
+        return self._last_step(run_id)
+
     def holds(self, step: int) -> bool:
         """Whether the run already holds the metrics of epoch ``step`` (logged by an earlier attempt)."""
         return step <= self.logged_step

@@ -90,7 +90,8 @@ def run_trial(
     ckpt.mkdir()
     best.mkdir()
     state: dict[str, Any] = {"best": None, "objective": worst_value(ctx.objective)}
-    # An unreadable checkpoint falls back to MLflow's last.pt, else to a fresh start (its run replaced).
+    # An unreadable or missing checkpoint (when MLflow holds epochs of the point) falls back to
+    # MLflow's last.pt, else to a fresh start (its run replaced).
     resumed, note = recovery.restore_checkpoint(restore, ckpt, mlrun)
     if resumed:
         state = recovery.read_state(ckpt / STATE_FILE, state)
