@@ -38,11 +38,12 @@ class EpochBudget:
     restarting: set[str] = field(default_factory=set)  # trials Tune is restarting after a failure
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # A searcher pickled before ``trained`` existed (an upgrade mid-sweep): its running trials
-        # count the epochs they train from here on, a trial's worth of epochs at most each.
         state.setdefault("trained", {})
         state.setdefault("restarting", set())
         self.__dict__.update(state)
+        # A searcher pickled before ``trained`` existed counted epochs reached, which is as good.
+        for trial_id, epoch in self.running.items():
+            self.trained.setdefault(trial_id, epoch)
 
     def committed(self) -> int:
         """Epochs spent plus those the running trials trained and may still train."""

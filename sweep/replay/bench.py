@@ -237,7 +237,7 @@ def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int)
     searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
     run = drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler)
     return [
-        WarmTrial(run_id=f"source-{i}", sweep="source", status=t["status"] if t["status"] != "running" else "stopped",
+        WarmTrial(run_id=f"source-{i}", sweep="source", status=t["status"] if t["status"] != keys.Status.RUNNING else keys.Status.STOPPED,
                   params={"loss.lam": t["cell"][0], "loss.mu": t["cell"][1]}, values=[t["objective"]],
                   epoch=t["epoch"])
         for i, t in enumerate(run.trials)
@@ -251,7 +251,7 @@ def grid_truth(table: Table, train_seed: int, objective_cfg: Any) -> dict[str, A
     front = []
     for (lam, mu), by_seed in table.cells.items():
         row = by_seed[train_seed]
-        if row["status"] != "finished":
+        if row["status"] != keys.Status.FINISHED:
             continue
         m = table.metrics(lam, mu, train_seed, table.epochs)
         finals[(lam, mu)] = objective_value(objective_cfg, m)

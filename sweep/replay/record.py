@@ -73,11 +73,11 @@ def record(
         tc.eval.judge = str(judge)
         acc: list[float] = []
         gan: dict[int, float] = {}
-        status = {"value": "finished"}
+        status = {"value": str(keys.Status.FINISHED)}
 
         def report(metrics: dict[str, Any], files: dict[str, str]) -> None:
             if metrics[keys.STATUS] == keys.Status.DIVERGED:
-                status["value"] = "diverged"
+                status["value"] = str(keys.Status.DIVERGED)
                 return
             acc.append(float(metrics[acc_key]))
             if keys.GAN_TEST in metrics:
@@ -88,7 +88,7 @@ def record(
             try:
                 run(tc, report=report, out_dir=tmp)
             except Exception as e:  # noqa: BLE001 - a live sweep counts such a trial as failed; so does the table
-                status["value"] = "failed"
+                status["value"] = str(keys.Status.FAILED)
                 print(f"  failed after {len(acc)} epoch(s): {type(e).__name__}: {e}", flush=True)
         row = {"lam": lam, "mu": mu, "seed": seed, "status": status["value"], "acc": acc,
                "gan": {str(k): v for k, v in gan.items()}, "seconds": round(time.perf_counter() - start, 2)}

@@ -58,12 +58,12 @@ class Table:
     def last_epoch(self, lam: float, mu: float, seed: int) -> int:
         """The last epoch the run reported: ``epochs``, or the one it diverged at."""
         row = self.cells[(lam, mu)][seed]
-        return self.epochs if row["status"] == "finished" else len(row["acc"]) + 1  # the epoch it ended in
+        return self.epochs if row["status"] == keys.Status.FINISHED else len(row["acc"]) + 1  # the epoch it ended in
 
     def metrics(self, lam: float, mu: float, seed: int, epoch: int) -> dict[str, Any]:
         """What the trainer reported after ``epoch`` (1-based) of this cell."""
         row = self.cells[(lam, mu)][seed]
-        if row["status"] in ("diverged", "failed") and epoch > len(row["acc"]):
+        if row["status"] in (keys.Status.DIVERGED, keys.Status.FAILED) and epoch > len(row["acc"]):
             # diverged: the trainer's report of that epoch; failed: the trial raised during it
             return {keys.EPOCH: epoch, keys.STATUS: row["status"]}
         out: dict[str, Any] = {
