@@ -39,8 +39,10 @@ def test_grad_norm_check_covers_every_method_and_step():
     assert rows[("forward_difference", 1e-1)]["relative_error"] > rows[("forward_difference", 1e-3)]["relative_error"]
 
 
+@pytest.mark.slow  # three trainer processes, each importing torch: half a minute or more on 2 cores
 def test_throughput_runs_one_and_two_trials_per_device():
-    result = throughput((1, 2), device="cpu", epochs=1, train_size=32, batch=16, width=1 / 16)
+    # One torch thread per process: two processes of two threads each on 2 cores only wait on each other.
+    result = throughput((1, 2), device="cpu", epochs=1, train_size=32, batch=16, width=1 / 16, threads=1)
     assert [r["trials"] for r in result["results"]] == [1, 2]
     two = result["results"][1]
     assert len(two["images_per_s_each"]) == 2 and two["images_per_s_sum"] == pytest.approx(sum(two["images_per_s_each"]))

@@ -89,11 +89,13 @@ def test_budget_config_errors(sets, message):
         load_sweep_config("quickstart", [*base, *sets])
 
 
+@pytest.mark.slow  # a 2-trial Optuna sweep end to end (a local Ray, a judge)
 def test_sweep_stops_proposing_when_the_budget_is_spent(mlflow_server, tmp_path):
     """5 trials asked for, 2 epochs each, 5 trial-epochs: only 2 trials fit (4 epochs)."""
     uri = mlflow_server.uri
     sets = [*TINY, f"tracking.uri={uri}", f"storage_path={tmp_path}", "experiment=budget-test",
             "search.method=optuna", "search.n_trials=5", "search.max_epochs_total=5",
+            "confirm.enabled=false", "analysis=false",  # not read here
             "search.space.loss.lam={low: 1.0e-6, high: 1.0e-2}", "search.space.loss.mu={low: 1.0e-5, high: 1.0e-2}"]
     assert run_sweep(["--name", "budget", *sum((["--set", s] for s in sets), [])]) == 0
     parent = tracking.find_parent(mlflow.MlflowClient(uri), "budget-test", "budget")

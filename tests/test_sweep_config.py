@@ -43,7 +43,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("flags,words", CASES, ids=[" ".join(c[0])[:60] for c in CASES])
+# The one case that starts a local Ray (the resources are checked against its nodes) is ``slow``.
+STARTS_RAY = (["--set", "resources.cpus=64"],)
+
+
+@pytest.mark.parametrize("flags,words", [
+    pytest.param(flags, words, id=" ".join(flags)[:60], marks=[pytest.mark.slow] if flags in STARTS_RAY else [])
+    for flags, words in CASES
+])  # fmt: skip
 def test_bad_input_exits_2_naming_the_problem_and_writes_nothing(flags, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad_yaml = tmp_path / "bad.yaml"

@@ -225,6 +225,7 @@ def _create_store(uri: str, barrier, errors) -> None:
         errors.put(f"{type(e).__name__}: {e}"[:300])
 
 
+@pytest.mark.slow  # three fresh Python processes importing MLflow: about a minute on 2 loaded cores
 def test_concurrent_first_use_of_a_fresh_sqlite_store_does_not_crash(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

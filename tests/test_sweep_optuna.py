@@ -39,6 +39,7 @@ def _optuna_sweep(uri: str, storage, name: str, trials: int, objectives: str) ->
         "search.space.loss.lam={low: 1.0e-6, high: 1.0e-2}", "search.space.loss.mu={low: 1.0e-5, high: 1.0e-2}",
         "search.grid.loss.lam=[1.0e-3]", "search.grid.loss.mu=[1.0e-4]",  # evaluated first
         f"search.objectives={objectives}",
+        "confirm.enabled=false", "analysis=false",  # not read here
     ]  # fmt: skip
     code = run_sweep(["--name", name, *sum((["--set", s] for s in sets), [])])
     parent = tracking.find_parent(mlflow.MlflowClient(uri), "optuna-test", name)
@@ -46,6 +47,7 @@ def _optuna_sweep(uri: str, storage, name: str, trials: int, objectives: str) ->
     return code, child_runs(uri, "optuna-test", parent), study
 
 
+@pytest.mark.slow  # an Optuna sweep end to end (a local Ray, a judge, 2-3 trials)
 @pytest.mark.parametrize(
     "objectives,trials", [("[eval/objective]", 3), ("[val/acc, eval/gan_test]", 2)], ids=["single", "multi"]
 )

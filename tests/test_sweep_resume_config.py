@@ -79,6 +79,7 @@ def test_the_unchanged_config_passes_after_a_round_trip_through_mlflow(tmp_path)
     preflight.check_resume_config(NAME, parent, stored, moved)
 
 
+@pytest.mark.slow  # two driver starts, each starting a local Ray before its judge stage fails
 def test_a_first_attempt_that_failed_before_any_trial_leaves_the_name_free(tmp_path, capsys, monkeypatch):
     """E.g. CIFAR's download failing offline in the judge stage: the plain rerun is not refused
     as "already exists", it meets the same cause again."""

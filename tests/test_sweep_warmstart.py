@@ -25,6 +25,8 @@ SEARCH = [
     "search.space.loss.lam={low: 1.0e-6, high: 1.0e-2}", "search.space.loss.mu={low: 1.0e-5, high: 1.0e-2}",
     "search.grid.loss.lam=[1.0e-3, 1.0e-4]", "search.grid.loss.mu=[1.0e-4]",  # 1e-3 is a warm point: skipped
 ]  # fmt: skip
+# What the sweeps of this module do not read: no confirmation stage, no Table 2 / Pareto at the end.
+UNREAD = ["confirm.enabled=false", "analysis=false"]
 # (λ, μ, status, accuracy, GAN-test) of the earlier sweep's trials; the objective is 0.5·acc + 0.5·gan.
 SOURCE = [
     (1e-3, 1e-4, Status.FINISHED, 0.6, 0.4),
@@ -56,8 +58,15 @@ def _write_sweep(uri: str, name: str, rows, extra_sets: tuple[str, ...] = ()) ->
     return ids
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One sqlite MLflow store for the tests that write earlier sweeps but run no trial (each its
+    own sweep names): cheaper than starting the session's MLflow server for them."""
+    return f"sqlite:///{tmp_path_factory.mktemp('warm-store') / 'mlflow.db'}"
+
+
 def _sweep(uri: str, storage, name: str, warm: str, *extra: str) -> int:
-    sets = [*SEARCH, f"tracking.uri={uri}", f"storage_path={storage}", "search.n_trials=2",
+    sets = [*SEARCH, *UNREAD, f"tracking.uri={uri}", f"storage_path={storage}", "search.n_trials=2",
             f"search.warm_start=[{warm}]"]
     return run_sweep(["--name", name, *sum((["--set", s] for s in sets), []), *extra])
 
@@ -66,6 +75,7 @@ def _study(storage, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{storage / (name + '-optuna.db')}")
 
 
+@pytest.mark.slow  # two driver starts of a 2-trial Optuna sweep (each starts a local Ray)
 def test_warm_start_adds_finished_and_diverged_trials_once_and_reruns_none(mlflow_server, tmp_path):
     uri = mlflow_server.uri
     ids = _write_sweep(uri, "src", SOURCE)
@@ -109,8 +119,8 @@ def test_warm_start_adds_finished_and_diverged_trials_once_and_reruns_none(mlflo
     assert len(child_runs(uri, EXPERIMENT, parent)) == 2  # and nothing ran again
 
 
-def test_baseline_point_of_a_source_is_skipped_with_a_note(mlflow_server, capsys):
-    uri = mlflow_server.uri
+def test_baseline_point_of_a_source_is_skipped_with_a_note(store, capsys):
+    uri = store
     ids = _write_sweep(uri, "with-baseline", [SOURCE[0], (None, None, Status.FINISHED, 0.9, 0.1), SOURCE[3]])
     cfg = load_sweep_config("quickstart", [*SEARCH, f"tracking.uri={uri}", "search.warm_start=[with-baseline]"], "w")
     trials, left_out = warmstart.collect(cfg, uri)
@@ -139,8 +149,8 @@ def test_seed_study_twice_adds_each_run_once(tmp_path):
     # A source that selected on test (the paper's setting) has objective values of another kind.
     ("on-test", ("trainer.data.val_size=0", "objective.split=test"), "selected on its test split, this sweep on val"),
 ])  # fmt: skip
-def test_incompatible_sweep_is_refused_before_any_trial(mlflow_server, tmp_path, capsys, warm, extra, message):
-    uri = mlflow_server.uri
+def test_incompatible_sweep_is_refused_before_any_trial(store, tmp_path, capsys, warm, extra, message):
+    uri = store
     if extra is not None:
         _write_sweep(uri, warm, SOURCE[:1], extra)
     name = f"warm-from-{warm}"
