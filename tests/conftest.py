@@ -19,9 +19,9 @@ The suite runs on two pytest-xdist workers (pyproject's ``addopts``: ``-n 2 --di
 ``slow`` are started first, so the longest ones do not end up alone at the end of the run. A test
 that must not share a worker with the tiny sweep's readers, or that needs to run after another
 test, says so with ``@pytest.mark.xdist_group("name")`` (tests of one group run in one worker, in
-file order). Caveat: with pytest 9.2 and pytest-xdist 3.8 the groups are not honoured (xdist
-writes the group into a node-id field pytest 9.2 no longer reads; pytest-xdist issue 1386), so
-each worker may build its own tiny sweep and no test can rely on a group for its order.
+file order). pytest is pinned below 9.2 in the dev extra: with pytest 9.2 and pytest-xdist 3.8
+the groups are not honoured (xdist writes the group into a node-id field pytest 9.2 no longer
+reads; pytest-xdist issue 1386), and each worker would build its own tiny sweep.
 
 ``pytest -q -m "not slow"`` is the fast loop while editing: it starts no Ray. Every test that runs
 a sweep end to end (a local Ray, a judge, trials) is ``slow``: it is marked so, and every reader of
