@@ -32,6 +32,9 @@ class FakeRun:
     def log_checkpoint(self, *args: Any, **kw: Any) -> None:
         pass
 
+    def find(self) -> None:  # no earlier run of this point in MLflow
+        return None
+
     def set_status(self, status: Any) -> None:
         pass
 
