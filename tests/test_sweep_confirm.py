@@ -363,6 +363,7 @@ def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_
     assert {k: len(mc.get_metric_history(best.info.run_id, k)) for k in logged} == logged
 
 
+@pytest.mark.slow  # starts a local Ray
 def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a_failure_in_its_place(tmp_path):
     from sweep import tune
 
