@@ -106,6 +106,25 @@ class _DropMessage(logging.Filter):
 logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
     _DropMessage("Token authentication is enabled")
 )
+class _TempFileRace(logging.Filter):
+    """Drops Tune's error for one benign race: its experiment-state sync copying a temporary file
+    (``.<uuid>-tmp-basic-variant-state-….json``) that Tune's own next save renamed away meanwhile.
+
+    The state is written to a temporary name and renamed; an upload still listing the folder then
+    fails with FileNotFoundError on the vanished name, and the next sync uploads the renamed file
+    (the final save waits for its sync). Every other sync failure (a full disk, S3 down) still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            str(record.msg).startswith("Saving experiment state to storage")
+            and isinstance(error, FileNotFoundError)
+            and "-tmp-" in str(error)
+        )
+
+
+logging.getLogger("ray.tune.execution.experiment_state").addFilter(_TempFileRace())
 INTERRUPT = _TuneInterrupt()
 logging.getLogger("ray.tune.tune").addFilter(INTERRUPT)
 # The result grid reads each trial's result files; never-started trials (a Ctrl-C'd sweep) have
