@@ -145,7 +145,10 @@ def start(address: str | None) -> None:
     :class:`StartTimeout` says so.
     """
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    if address == "local":
+    if address == "local" or _on_loopback(address):
+        # A cluster on this machine's loopback (``ray start --head --node-ip-address=127.0.0.1``):
+        # Ray would otherwise rewrite 127.0.0.1 to the node's network address and wait minutes
+        # for a GCS that does not listen there.
         _loopback(True)
     for attempt in (1, 2):
         try:
@@ -165,6 +168,12 @@ def start(address: str | None) -> None:
             if attempt == 2:
                 raise StartTimeout(str(e)) from None
             print("ray: the local node did not start within Ray's 30 s (a busy machine?); trying once more", flush=True)
+
+
+def _on_loopback(address: str) -> bool:
+    """Whether a HOST:PORT cluster address names this machine's loopback interface."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def stop() -> None:

@@ -10,6 +10,15 @@
                     budget, resume): give each its own ``--name``/experiment and
                     ``storage_path=tmp_path``, so tests never see each other's runs. The judge of
                     the tiny config is trained once on it and found by its key afterwards.
+``ray_cluster``     one local Ray cluster (``ray start --head`` on loopback, token authentication
+                    with the user's token, 2 CPUs as a private start would see) per test session
+                    (per worker), which a test's sweeps join through ``RAY_ADDRESS``: in process,
+                    and in the driver subprocesses that inherit the test's environment. Starting
+                    Ray costs a sweep about a fifth of its CPU time; joining costs a second. Use
+                    it for sweeps whose test is about the sweep's own bookkeeping (resume, kill,
+                    Optuna, budget, confirmation), which is what a user's ``--address`` run does.
+                    Tests of what the driver does with the Ray it starts itself (signals, orphans,
+                    a killed raylet, loopback, Ctrl-C) start their own and do not use it.
 ``tmp_path``        a fresh folder. Every kill, Ctrl-C and fault test uses its own (with its own
                     sqlite store when it kills a driver), never a shared fixture.
 
@@ -32,8 +41,10 @@ the analysis of switch them off (``confirm.enabled=false``, ``analysis=false``).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -41,7 +52,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, TINY_POINTS, free_port, run_sweep
+from helpers import TINY, TINY_POINTS, free_port, run_sweep, stop_session
 
 
 TINY_SWEEP_GROUP = "tiny_sweep"  # the xdist group of every reader of the session's tiny sweep
@@ -120,6 +131,59 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 @dataclass(frozen=True)
+class RayCluster:
+    address: str  # 127.0.0.1:PORT of its GCS
+    env: dict[str, str]  # what a driver needs to join it
+
+
+@pytest.fixture(scope="session")
+def _ray_head() -> RayCluster:
+    """Start the session's Ray head (see ``ray_cluster``) and end it with the session."""
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth, generate_and_save_token
+
+    # Token authentication with the user's token (~/.ray/auth_token), which a private ``ray.init``
+    # in this process also uses (Ray caches the token per process, so the two must agree). A driver
+    # joins with RAY_AUTH_MODE=token in its environment; in this process, which imported Ray before,
+    # Ray's cached config must be told as well: what a private ``ray.init`` here does anyway.
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        generate_and_save_token()
+    _enable_token_auth()
+    env = {"RAY_AUTH_MODE": "token"}
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray-t-"))  # short: Ray's socket paths stay under 108 bytes
+    port = free_port()
+    cmd = [
+        str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+        "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+        "--include-dashboard=false", f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+    ]  # fmt: skip
+    # Loopback only, as the sweep's own local start (sweep.tune.LOOPBACK_ENV).
+    head_env = {**os.environ, **env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    log = open(temp_dir / "head.log", "w")
+    proc = subprocess.Popen(cmd, env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while "Ray runtime started" not in (temp_dir / "head.log").read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            stop_session(proc)
+            raise RuntimeError(f"ray start failed: {(temp_dir / 'head.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    yield RayCluster(address, env)
+    stop_session(proc)
+    log.close()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster(_ray_head: RayCluster, monkeypatch: pytest.MonkeyPatch) -> RayCluster:
+    """The session's Ray cluster, joined by every sweep this test runs (``RAY_ADDRESS``)."""
+    monkeypatch.setenv("RAY_ADDRESS", _ray_head.address)
+    for var, value in _ray_head.env.items():
+        monkeypatch.setenv(var, value)
+    return _ray_head
+
+
+@dataclass(frozen=True)
 class TinySweep:
     tracking_uri: str
     experiment: str
@@ -131,8 +195,11 @@ class TinySweep:
 
 
 @pytest.fixture(scope="session")
-def tiny_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> TinySweep:
-    """One finished tiny grid sweep on the session's MLflow server (4 trials, one diverged)."""
+def tiny_sweep(
+    mlflow_server: MlflowServer, _ray_head: RayCluster, tmp_path_factory: pytest.TempPathFactory
+) -> TinySweep:
+    """One finished tiny grid sweep on the session's MLflow server and Ray cluster (4 trials, one
+    diverged)."""
     from sweep import tracking
 
     storage = tmp_path_factory.mktemp("tiny-sweep")
@@ -140,10 +207,14 @@ def tiny_sweep(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFac
     cwd = os.getcwd()
     os.chdir(storage)  # the sweep writes its analysis under the working folder (out/analysis/...)
     try:
-        code = run_sweep(
-            ["--name", name, "--set", f"tracking.uri={mlflow_server.uri}", "--set", f"storage_path={storage}",
-             "--set", "experiment=tiny-sweep", "--set", TINY_POINTS, *sum((["--set", s] for s in TINY), [])]
-        )  # fmt: skip
+        with pytest.MonkeyPatch.context() as env:  # joins the session's Ray cluster
+            env.setenv("RAY_ADDRESS", _ray_head.address)
+            for var, value in _ray_head.env.items():
+                env.setenv(var, value)
+            code = run_sweep(
+                ["--name", name, "--set", f"tracking.uri={mlflow_server.uri}", "--set", f"storage_path={storage}",
+                 "--set", "experiment=tiny-sweep", "--set", TINY_POINTS, *sum((["--set", s] for s in TINY), [])]
+            )  # fmt: skip
     finally:
         os.chdir(cwd)
     parent = tracking.find_parent(tracking.client(mlflow_server.uri), "tiny-sweep", name)

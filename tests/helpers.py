@@ -7,7 +7,11 @@ them from one place instead of from each other.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -69,3 +73,45 @@ def assert_png(path: Path | str) -> None:
         assert image.width >= 200 and image.height >= 150
         extrema = image.convert("RGB").getextrema()
     assert any(lo < hi for lo, hi in extrema), f"{path} is a single colour"
+
+
+def stop_session(proc: subprocess.Popen) -> None:
+    """End a process started with start_new_session=True and everything it spawned.
+
+    Ray gives raylets and workers their own process groups, but they stay in the session, so the
+    session id finds exactly the processes this test started (``ray stop`` would also end any
+    other Ray on the machine).
+    """
+
+    def members() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[3]) == proc.pid:  # field 6: session id
+                    found.append(int(entry.name))
+        return found
+
+    # SIGKILL, as `ray stop --force` does (a graceful Ray shutdown takes tens of seconds); again
+    # until none is left, since a raylet may start a worker while its siblings die.
+    deadline = time.monotonic() + 15
+    while (alive := [p for p in members() if is_alive(p)]) and time.monotonic() < deadline:
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    proc.wait(5)
+    assert not alive, f"processes of the session survived: {alive}"
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; its parent just has not reaped it

@@ -16,7 +16,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Iterator
 
 import pytest
 import yaml
+from helpers import stop_session
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
@@ -201,48 +201,6 @@ def _http_status(url: str) -> int | None:
         return None
 
 
-def _stop_session(proc: subprocess.Popen) -> None:
-    """End a process started with start_new_session=True and everything it spawned.
-
-    Ray gives raylets and workers their own process groups, but they stay in the session, so the
-    session id finds exactly the processes this test started (``ray stop`` would also end any
-    other Ray on the machine).
-    """
-
-    def members() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[3]) == proc.pid:  # field 6: session id
-                    found.append(int(entry.name))
-        return found
-
-    # SIGKILL, as `ray stop --force` does (a graceful Ray shutdown takes tens of seconds); again
-    # until none is left, since a raylet may start a worker while its siblings die.
-    deadline = time.monotonic() + 15
-    while (alive := [p for p in members() if _alive(p)]) and time.monotonic() < deadline:
-        for pid in alive:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
-    proc.wait(5)
-    assert not alive, f"processes of the fake cluster survived: {alive}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; its parent just has not reaped it
-
-
 @pytest.fixture
 def auth_env(tmp_path: Path) -> dict[str, str]:
     """Token authentication with a fresh token, as `ray get-auth-token --generate` makes."""
@@ -273,7 +231,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     try:
         yield f"http://127.0.0.1:{port}", proc
     finally:
-        _stop_session(proc)
+        stop_session(proc)
 
 
 @pytest.fixture
@@ -404,7 +362,7 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
         # Ray results landed in the shared storage, checkpoints included.
         assert all(list(d.glob("checkpoint_*")) for d in trial_dirs)
     finally:
-        _stop_session(head)
+        stop_session(head)
 
 
 def _ray_list(what: str, dashboard: str, env: dict[str, str], *args: str) -> list[dict]:

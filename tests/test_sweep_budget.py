@@ -90,7 +90,7 @@ def test_budget_config_errors(sets, message):
 
 
 @pytest.mark.slow  # a 2-trial Optuna sweep end to end (a local Ray, a judge)
-def test_sweep_stops_proposing_when_the_budget_is_spent(mlflow_server, tmp_path):
+def test_sweep_stops_proposing_when_the_budget_is_spent(ray_cluster, mlflow_server, tmp_path):
     """5 trials asked for, 2 epochs each, 5 trial-epochs: only 2 trials fit (4 epochs)."""
     uri = mlflow_server.uri
     sets = [*TINY, f"tracking.uri={uri}", f"storage_path={tmp_path}", "experiment=budget-test",

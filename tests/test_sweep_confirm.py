@@ -183,7 +183,7 @@ def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path, extra: 
 
 @pytest.mark.slow  # two driver starts of a 3-trial sweep (each starts a local Ray)
 @pytest.mark.timeout(1300)
-def test_a_driver_killed_during_confirmation_resumes_and_confirms_each_finalist_once(tmp_path):
+def test_a_driver_killed_during_confirmation_resumes_and_confirms_each_finalist_once(ray_cluster, tmp_path):
     first = tmp_path / "killed.log"
     assert _drive(tmp_path, resume=False, kill_at="confirm", log=first) == -signal.SIGKILL, first.read_text()[-3000:]
     mc = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -307,7 +307,7 @@ def _retrain_sweep(uri: str, storage: Path, name: str, resume: bool = False) -> 
 @pytest.mark.slow  # two trials, one retrain and a resume: over 30 s on 2 shared cores
 @pytest.mark.timeout(900)
 def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_retrains_only_the_unfinished(
-    mlflow_server, tmp_path, capsys
+    ray_cluster, mlflow_server, tmp_path, capsys
 ):
     from sweep.loading import load_sweep_config
     from sweep.points import Point, grid_points
@@ -364,7 +364,9 @@ def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_
 
 
 @pytest.mark.slow  # starts a local Ray
-def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a_failure_in_its_place(tmp_path):
+def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a_failure_in_its_place(
+    ray_cluster, tmp_path
+):
     from sweep import tune
 
     def stamp(i: int) -> str:  # nested: Ray pickles it by value (the tests folder is not on a worker's path)
@@ -392,7 +394,7 @@ def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a
 
 @pytest.mark.slow  # two driver starts (each starts a local Ray), trials and a retrain
 @pytest.mark.timeout(1300)
-def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(tmp_path):
+def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(ray_cluster, tmp_path):
     extra = ("confirm.top_k=1", "confirm.train_seeds=1", "trainer.epochs=4")  # 4 epochs: time to catch it
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     retrains = f"tags.`{Tag.TRIAL_ID}` LIKE '{confirm.RETRAIN_TRIAL_PREFIX}%'"

@@ -107,7 +107,7 @@ def test_every_pair_of_grid_values_yields_two_names(lams):
 
 @pytest.mark.slow  # a tiny two-trial sweep on CPU (about a minute on an idle 2-core machine)
 @pytest.mark.timeout(600)
-def test_points_that_print_alike_both_run_under_distinct_names_and_a_quoted_value_finishes(tmp_path, monkeypatch):
+def test_points_that_print_alike_both_run_under_distinct_names_and_a_quoted_value_finishes(ray_cluster, tmp_path, monkeypatch):
     """The issue's repro, with a quote in a string value of the grid: two trials, two runs with
     the right λ each, exit 0, the parent FINISHED with its best run tagged."""
     from mlflow import MlflowClient

@@ -51,7 +51,7 @@ def _optuna_sweep(uri: str, storage, name: str, trials: int, objectives: str) ->
 @pytest.mark.parametrize(
     "objectives,trials", [("[eval/objective]", 3), ("[val/acc, eval/gan_test]", 2)], ids=["single", "multi"]
 )
-def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(mlflow_server, tmp_path, objectives, trials):
+def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(ray_cluster, mlflow_server, tmp_path, objectives, trials):
     name = f"opt-{trials}"
     code, runs, study = _optuna_sweep(mlflow_server.uri, tmp_path, name, trials, objectives)
     assert code == 0

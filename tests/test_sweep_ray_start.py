@@ -64,3 +64,23 @@ def test_the_driver_refuses_in_one_line_with_exit_2(monkeypatch, tmp_path, capsy
     assert "did not start within its 30 s, twice" in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
     assert not (tmp_path / "ray" / "busy").exists() or not any((tmp_path / "ray" / "busy").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [("127.0.0.1:6379", True), ("localhost:6379", True), ("[::1]:6379", True), ("ray://127.0.0.1:10001", True),
+     ("10.0.0.5:6379", False), ("head.example.org:6379", False), ("127.0.0.10:6379", False)],
+)  # fmt: skip
+def test_joining_a_cluster_on_loopback_keeps_ray_on_loopback(monkeypatch, address, loopback):
+    # Ray rewrites a 127.0.0.1 address to the node's network address unless its loopback switch
+    # is on; a head started on loopback does not listen there, and ray.init would wait minutes.
+    from ray._private import ray_constants
+
+    seen: list = []
+    monkeypatch.setattr(sweep_tune.ray, "init", lambda **kw: seen.append(ray_constants.ENABLE_RAY_CLUSTER))
+    monkeypatch.setattr(sweep_tune.ray, "shutdown", lambda: None)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    sweep_tune.start(address)
+    sweep_tune.stop()
+    assert seen == [before and not loopback]
+    assert ray_constants.ENABLE_RAY_CLUSTER == before  # stop() undid it

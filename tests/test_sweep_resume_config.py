@@ -80,7 +80,7 @@ def test_the_unchanged_config_passes_after_a_round_trip_through_mlflow(tmp_path)
 
 
 @pytest.mark.slow  # two driver starts, each starting a local Ray before its judge stage fails
-def test_a_first_attempt_that_failed_before_any_trial_leaves_the_name_free(tmp_path, capsys, monkeypatch):
+def test_a_first_attempt_that_failed_before_any_trial_leaves_the_name_free(ray_cluster, tmp_path, capsys, monkeypatch):
     """E.g. CIFAR's download failing offline in the judge stage: the plain rerun is not refused
     as "already exists", it meets the same cause again."""
     from sweep import judge_stage

@@ -76,7 +76,7 @@ def _study(storage, name: str) -> optuna.Study:
 
 
 @pytest.mark.slow  # two driver starts of a 2-trial Optuna sweep (each starts a local Ray)
-def test_warm_start_adds_finished_and_diverged_trials_once_and_reruns_none(mlflow_server, tmp_path):
+def test_warm_start_adds_finished_and_diverged_trials_once_and_reruns_none(ray_cluster, mlflow_server, tmp_path):
     uri = mlflow_server.uri
     ids = _write_sweep(uri, "src", SOURCE)
     entered = {ids[(lam, mu)]: (lam, mu, status, acc, gan) for lam, mu, status, acc, gan in SOURCE
