@@ -118,6 +118,7 @@ def test_report_scores_against_the_grid(tmp_path):
     # The grid spends all its epochs and ends at its own best: gap 0, hypervolume share 1.
     assert rows["grid"]["gap@1"].value == pytest.approx(0.0)
     assert rows["grid"]["hv@1"].value == pytest.approx(1.0)
+    assert rows["grid"]["heldout@1"].value == pytest.approx(0.0) and rows["grid"]["heldout_ns@1"] == 1.0
     for r in rows.values():
         assert 0 <= r["best_exact"] <= r["best_not_separable"] <= 1 and r["idle"] == 0
         assert r["hv@1"].value <= 1 + 1e-9
@@ -126,6 +127,56 @@ def test_report_scores_against_the_grid(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
     assert len((tmp_path / "c.csv").read_text().splitlines()) == 1 + len(bench.METHODS) * 3 * 5
     assert "tpe+asha" in bench.markdown(report)
+
+
+def test_heldout_scores_the_choice_on_the_other_seeds_against_a_hand_computation():
+    from trainer.stats import wilson
+
+    table = _tiny_table()
+    for seed in (0, 1):  # (1e-6, 1e-5) ends at 0.88 on seed 0, near the best cell's 0.9
+        row = table.cells[(1e-6, 1e-5)][seed]
+        if seed == 0:
+            row["acc"][-1], row["gan"][EPOCHS] = 0.88, 0.88
+    cfg = bench.sweep_config(table, "tpe+asha", 100, 0).objective
+    truth = {s: bench.grid_truth(table, s, cfg) for s in (0, 1)}
+    assert truth[0]["cell"] == truth[1]["cell"] == (1e-4, 1e-3)
+
+    def trial(cell, spent):
+        return {"cell": cell, "status": "finished", "epoch": EPOCHS, "objective": 0.99, "spent": spent}
+
+    # Seed 0 chose the slow starter (0.8 on seed 1) by epoch 5; seed 1 chose (1e-6, 1e-5) by epoch 10.
+    s0 = bench.Search("m", 0, 0, trials=[trial((1e-6, 1e-3), 5)])
+    s1 = bench.Search("m", 1, 1, trials=[trial((1e-6, 1e-5), 10)])
+    report = bench.Report(table, {"m": [s0, s1]}, truth, grid_epochs=24, seconds=0.0)
+
+    def by_hand(q: float) -> tuple[float, float]:  # weighted objective 0.5·acc + 0.5·GAN-test, Wilson parts
+        a, g = wilson(round(q * 144), 144), wilson(round(q * 256), 256)
+        return 0.5 * a.value + 0.5 * g.value, math.hypot(a.half_width / 2, g.half_width / 2)
+
+    best, best_hw = by_hand(0.9)
+    slow, slow_hw = by_hand(0.8)
+    near, near_hw = by_hand(0.88)
+    iv = bench.heldout(table, (1e-6, 1e-3), [1], cfg)
+    assert iv.value == pytest.approx(slow) and iv.half_width == pytest.approx(slow_hw, rel=1e-6)
+    assert slow + slow_hw < best - best_hw and near + near_hw > best - best_hw  # separable / not
+
+    gaps, not_separable = report.heldout_gaps("m", 0.25)  # 6 epochs: seed 1 has chosen nothing yet
+    assert gaps == pytest.approx([slow - best, 0.0 - best]) and not_separable == 0
+    gaps, not_separable = report.heldout_gaps("m", 0.5)
+    assert gaps == pytest.approx([slow - best, near - best]) and not_separable == 1
+    row = bench.summary_rows(report)[0]
+    d1, d2 = slow - best, near - best
+    assert row["heldout@0.5"].value == pytest.approx((d1 + d2) / 2)
+    assert row["heldout@0.5"].half_width == pytest.approx(12.706205 * abs(d1 - d2) / 2)  # t, 1 df
+    assert row["heldout_ns@0.5"] == 0.5
+    # The oracle (best on the mean over both seeds) is the grid's choice on both: gap 0, not separable.
+    assert bench.oracle_cell(table, cfg) == (1e-4, 1e-3)
+    assert report.oracle_gaps() == ([0.0, 0.0], 2)
+    # A cell that diverged on the held-out seed scores the worst value there, with no width.
+    dead = bench.heldout(table, (1e-2, 1e-3), [1], cfg)
+    assert (dead.value, dead.lo, dead.hi) == (0.0, 0.0, 0.0)
+    two = bench.heldout(table, (1e-4, 1e-3), [0, 1], cfg)  # the mean of two equal seeds: width / √2
+    assert two.value == pytest.approx(best) and two.half_width == pytest.approx(best_hw / math.sqrt(2), rel=1e-6)
 
 
 def test_objective_interval_is_the_weighted_wilson_interval():

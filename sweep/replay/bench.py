@@ -21,6 +21,12 @@ a live warm start). The searches get the grid's cost as their budget.
 Scores, per search, against trial-epochs spent: the best objective of the trials that finished
 (reached the last epoch), and the hypervolume of their (accuracy, GAN-test) front above chance
 (1/K, 1/K). The goal compares the search with the grid on the same training seed.
+
+Those scores are read on the training seed whose noisy values chose the cell (a winner's curse).
+The held-out score (:func:`heldout`) reads a choice on the other recorded training seeds instead:
+per search and budget fraction, the held-out objective of its incumbent less that of the grid's
+choice on the same training seed, and whether the two are separable there; beside them the oracle,
+the cell best on the mean over all seeds.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from analysis.hypervolume import chance_reference, hypervolume_2d
 from sweep.objective import objective_value, worst_value
 from sweep.replay.table import Table, read_table
 from trainer import keys
-from trainer.stats import combine, proportion, seeds_interval
+from trainer.stats import Interval, combine, proportion, seeds_interval
 
 METHODS = ("grid", "grid+asha", "random+asha", "tpe+asha", "tpe+asha warm")
 DEFAULT = "tpe+asha"  # the sweep's default search, judged by the goal
@@ -261,13 +267,42 @@ def grid_truth(table: Table, train_seed: int, objective_cfg: Any) -> dict[str, A
             "hv": hypervolume_2d(*zip(*front), reference=chance(table)) if front else 0.0}
 
 
-def objective_interval(table: Table, cell: tuple[float, float], seed: int, objective_cfg: Any):
+def objective_interval(table: Table, cell: tuple[float, float], seed: int, objective_cfg: Any) -> Interval:
     """The 95 % interval of a cell's final objective (Wilson on accuracy and on GAN-test, propagated)."""
     m = table.metrics(*cell, seed, table.epochs)
     acc = proportion(m[table.meta.get("accuracy", keys.VAL_ACC)], int(table.meta["val_images"]))
     gan = proportion(m[keys.GAN_TEST], int(table.meta["samples"]))
     w = objective_cfg.weight
     return combine(lambda a, g: w * a + (1 - w) * g, [acc, gan], bounds=(0.0, 1.0))
+
+
+def final_interval(table: Table, cell: tuple[float, float], seed: int, objective_cfg: Any) -> Interval:
+    """A cell's final objective on one training seed with its 95 % interval; a cell that diverged or
+    failed on that seed scores the worst value there (lo = hi), as its trial would."""
+    if table.cells[cell][seed]["status"] != keys.Status.FINISHED:
+        worst = worst_value(objective_cfg)
+        return Interval(worst, worst, worst)
+    return objective_interval(table, cell, seed, objective_cfg)
+
+
+def heldout(table: Table, cell: tuple[float, float], seeds: list[int], objective_cfg: Any) -> Interval:
+    """The held-out score of a cell: its mean final objective over ``seeds`` (training seeds that did
+    not choose it), with the interval propagated from each seed's (:func:`final_interval`).
+
+    Propagated, not Student's t across those seeds: the table has three training seeds, so a held-out
+    mean has two and t with one degree of freedom is 12.7 standard errors wide. The interval is the
+    evaluation noise of the held-out runs, not the spread between training seeds.
+    """
+    parts = [final_interval(table, cell, s, objective_cfg) for s in seeds]
+    return combine(lambda *v: math.fsum(v) / len(v), parts, bounds=(0.0, 1.0))
+
+
+def oracle_cell(table: Table, objective_cfg: Any) -> tuple[float, float]:
+    """The cell best on the mean final objective over all recorded training seeds."""
+    def mean(cell: tuple[float, float]) -> float:
+        return math.fsum(final_interval(table, cell, s, objective_cfg).value for s in table.seeds) / len(table.seeds)
+
+    return max(table.cells, key=mean)
 
 
 @dataclass
@@ -298,6 +333,42 @@ class Report:
         n = len(runs)
         return {"best_exact": exact / n, "best_not_separable": sep / n, "hv": hv / n}
 
+    def objective_cfg(self) -> Any:
+        return sweep_config(self.table, DEFAULT, self.grid_epochs, 0).objective
+
+    def heldout_gaps(self, method: str, fraction: float) -> tuple[list[float], int]:
+        """Per search of ``method``: the held-out score of its choice once ``fraction`` of the grid's
+        epochs were spent, less the held-out score of the grid's choice on the same training seed
+        (both on the other training seeds, :func:`heldout`); and how many of those choices are not
+        separable from the grid's there. No finished trial yet: the worst value, separable."""
+        cfg = self.objective_cfg()
+        gaps, not_separable = [], 0
+        for s in self.searches[method]:
+            others = [t for t in self.table.seeds if t != s.train_seed]
+            grid = heldout(self.table, self.truth[s.train_seed]["cell"], others, cfg)
+            cell = s.incumbent(fraction * self.grid_epochs)
+            if cell is None:
+                gaps.append(worst_value(cfg) - grid.value)
+                continue
+            mine = heldout(self.table, cell, others, cfg)
+            gaps.append(mine.value - grid.value)
+            not_separable += mine.overlaps(grid)
+        return gaps, not_separable
+
+    def oracle_gaps(self) -> tuple[list[float], int]:
+        """The oracle's row beside :meth:`heldout_gaps`: the cell best on the mean over all training
+        seeds (so not held out itself), on the training seeds of the first method's searches."""
+        cfg = self.objective_cfg()
+        cell = oracle_cell(self.table, cfg)
+        gaps, not_separable = [], 0
+        for s in next(iter(self.searches.values())):
+            others = [t for t in self.table.seeds if t != s.train_seed]
+            grid = heldout(self.table, self.truth[s.train_seed]["cell"], others, cfg)
+            mine = heldout(self.table, cell, others, cfg)
+            gaps.append(mine.value - grid.value)
+            not_separable += mine.overlaps(grid)
+        return gaps, not_separable
+
 
 def run_all(table: Table, seeds: int, methods: tuple[str, ...] = METHODS) -> Report:
     """``seeds`` searches of each method with the grid's cost as budget."""
@@ -324,6 +395,10 @@ def summary_rows(report: Report) -> list[dict[str, Any]]:
                 ratios.append(hv / truth["hv"] if truth["hv"] else math.nan)
             row[f"gap@{f:g}"] = seeds_interval(gaps)
             row[f"hv@{f:g}"] = seeds_interval(ratios)
+        for f in FRACTIONS:
+            gaps, not_separable = report.heldout_gaps(method, f)
+            row[f"heldout@{f:g}"] = seeds_interval(gaps)
+            row[f"heldout_ns@{f:g}"] = not_separable / len(runs)
         row.update(report.goal(method))
         row["idle"] = sum(s.idle for s in runs)
         rows.append(row)
@@ -331,14 +406,24 @@ def summary_rows(report: Report) -> list[dict[str, Any]]:
 
 
 def markdown(report: Report) -> str:
-    """The summary table in Markdown."""
+    """The summary tables in Markdown: scored on the answering training seed, then held out."""
     head = ("| method | best − grid best @25 % | @50 % | HV / grid HV @25 % | @50 % | @100 % | "
             "best @25 %: exact / not separable | HV ≥ 95 % @50 % |")
     lines = [head, "|" + " --- |" * 8]
-    for r in summary_rows(report):
+    rows = summary_rows(report)
+    for r in rows:
         lines.append(
             f"| {r['method']} | {r['gap@0.25']} | {r['gap@0.5']} | {r['hv@0.25']} | {r['hv@0.5']} | {r['hv@1']} | "
             f"{r['best_exact']:.0%} / {r['best_not_separable']:.0%} | {r['hv']:.0%} |")
+    head = ("| method | held-out − grid's choice @25 % | @50 % | @100 % | not separable from the grid's "
+            "choice, held out @25 % | @50 % | @100 % |")
+    lines += ["", head, "|" + " --- |" * 7]
+    for r in rows:
+        lines.append(f"| {r['method']} | " + " | ".join(str(r[f"heldout@{f:g}"]) for f in FRACTIONS) + " | "
+                     + " | ".join(f"{r[f'heldout_ns@{f:g}']:.0%}" for f in FRACTIONS) + " |")
+    gaps, not_separable = report.oracle_gaps()
+    share = f"{not_separable / len(gaps):.0%}"
+    lines.append(f"| oracle (best on all seeds) | {seeds_interval(gaps)} | | | {share} | | |")
     return "\n".join(lines)
 
 
