@@ -231,3 +231,63 @@ def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
     for seed in table.seeds:
         truth = bench.grid_truth(table, seed, cfg)
         assert 0 < truth["best"] <= 1 and truth["hv"] > 0
+
+
+def test_run_takes_a_seed_base_and_overrides_and_refuses_a_bad_one(tmp_path, capsys):
+    from sweep import tune as sweep_tune
+    from sweep.replay.__main__ import main
+
+    table = _tiny_table()
+    write_table(table, tmp_path / "t.json.gz")
+    cfg = bench.sweep_config(table, "tpe+asha", 24, 0, ("scheduler.reduction_factor=2", "search.startup_trials=4"))
+    assert sweep_tune._scheduler(cfg)._reduction_factor == 2 and cfg.search.startup_trials == 4
+    out = tmp_path / "out"
+    args = ["run", "--table", str(tmp_path / "t.json.gz"), "--seeds", "2", "--out", str(out)]
+    assert main([*args, "--seed-base", "7", "--set", "scheduler.reduction_factor=2"]) == 0
+    rows = (out / "replay.csv").read_text().splitlines()[1:]
+    assert {int(r.split(",")[1]) for r in rows} == {7, 8}
+    assert "scheduler.reduction_factor=2" in (out / "replay.md").read_text()
+    bad = tmp_path / "bad"
+    assert main(["run", "--table", str(tmp_path / "t.json.gz"), "--out", str(bad), "--set", "scheduler.reduction_factor=1"]) == 2
+    assert "reduction_factor" in capsys.readouterr().err and not bad.exists()  # refused before writing
+    assert main(["run", "--table", str(tmp_path / "t.json.gz"), "--out", str(bad), "--seeds", "0"]) == 2
+
+
+def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
+    from sweep.replay import pick
+    from trainer.config import ConfigError
+
+    table = _tiny_table()
+    default = pick.current_default(table)
+    rival = bench.Method("random grace=2 rf=2", "random+asha", pick.asha_sets(2, 2))
+    result = pick.pick(table, (10, 3), (20, 3), methods=[default, rival])
+    rows = bench.summary_rows(result.tuning)
+
+    def rule(r):  # the documented order: the goal's weaker share, both shares, the held-out gap
+        return min(r["best_exact"], r["hv"]), r["best_exact"] + r["hv"], r["heldout@0.25"].value
+
+    assert result.picked.label == max(rows, key=rule)["method"]
+    assert {s.replay_seed for runs in result.tuning.searches.values() for s in runs} == {10, 11, 12}
+    assert {s.replay_seed for runs in result.fresh.searches.values() for s in runs} == {20, 21, 22}
+    fresh = set(result.fresh.searches)
+    assert {"grid", default.label, "random grace=2 rf=3"} <= fresh and result.picked.label in fresh
+    with pytest.raises(ConfigError, match="overlap"):
+        pick.pick(table, (10, 3), (12, 3), methods=[default])
+    assert len(pick.candidates(table)) == 2 * 3 * (3 + 3 + 2)  # grace x rf x (tpe, nsga2 sizes, random, qmc)
+    assert any(pick.same_setting(c, default) for c in pick.candidates(table))
+
+
+def test_verdict_needs_a_separable_reading_or_the_goal():
+    from sweep.replay import pick
+    from trainer.stats import Interval
+
+    def row(name, exact, hv, gap, half):
+        return {"method": name, "seeds": 40, "best_exact": exact, "hv": hv,
+                "heldout@0.25": Interval(gap, gap - half, gap + half), "heldout@0.5": Interval(gap, gap - half, gap + half)}
+
+    default = row("d", 0.45, 0.70, -0.010, 0.01)
+    assert "stays" in pick.verdict(row("p", 0.55, 0.75, -0.005, 0.01), default)  # all overlap
+    assert "beats" in pick.verdict(row("p", 0.50, 0.72, 0.010, 0.005), default)  # held-out separable
+    assert "beats" in pick.verdict(row("p", 0.85, 0.85, -0.010, 0.01), default)  # Wilson 34/40 vs 18/40
+    assert "worse" in pick.verdict(row("p", 0.05, 0.70, -0.010, 0.01), default)  # 2/40 vs 18/40
+    assert "is the current default" in pick.verdict(default, default)

@@ -69,4 +69,6 @@ def test_samplers_carry_their_options():
     assert tpe._multivariate and tpe._constant_liar and tpe._n_startup_trials == 5
     assert isinstance(SAMPLERS["random"](7, 5), optuna.samplers.RandomSampler)
     assert isinstance(SAMPLERS["nsga2"](7, 5), optuna.samplers.NSGAIISampler)
+    qmc = SAMPLERS["qmc"](7, 5)
+    assert isinstance(qmc, optuna.samplers.QMCSampler) and qmc._scramble and qmc._seed == 7
 

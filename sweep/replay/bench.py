@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ from analysis.hypervolume import chance_reference, hypervolume_2d
 from sweep.objective import objective_value, worst_value
 from sweep.replay.table import Table, read_table
 from trainer import keys
-from trainer.stats import Interval, combine, proportion, seeds_interval
+from trainer.stats import Interval, combine, proportion, seeds_interval, wilson
 
 METHODS = ("grid", "grid+asha", "random+asha", "tpe+asha", "tpe+asha warm")
 DEFAULT = "tpe+asha"  # the sweep's default search, judged by the goal
@@ -78,12 +78,28 @@ class Search:
         return max(done, key=lambda t: t["objective"])["cell"] if done else None
 
 
-def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, source: str | None = None):
-    """The sweep config a live search of ``method`` over the table's ranges would run."""
+@dataclass(frozen=True)
+class Method:
+    """A replayed method: ``kind`` (one of :data:`METHODS`, which says grid or search, ASHA or not,
+    warm or cold, and the sampler) with ``sets``, KEY=VALUE overrides of its sweep config applied
+    after the kind's own (another sampler, ASHA's grace period ...); ``label`` names it in reports."""
+
+    label: str
+    kind: str
+    sets: tuple[str, ...] = ()
+
+
+def as_method(method: str | Method) -> Method:
+    return method if isinstance(method, Method) else Method(method, method)
+
+
+def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, sets: tuple[str, ...] = ()):
+    """The sweep config a live search of ``method`` (a kind of :data:`METHODS`) over the table's
+    ranges would run, with ``sets`` (KEY=VALUE) applied last."""
     from sweep.loading import load_sweep_config
 
     lo_l, hi_l, lo_m, hi_m = min(table.lams), max(table.lams), min(table.mus), max(table.mus)
-    sets = [
+    overrides = [
         f"trainer.epochs={table.epochs}", f"trainer.eval.every={table.eval_every}",
         "search.method=optuna", "search.grid={}", "search.points=[]", "search.n_trials=100000",
         f"search.space.loss.lam={{low: {lo_l!r}, high: {hi_l!r}, log: true}}",
@@ -91,9 +107,9 @@ def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, sour
         f"search.max_epochs_total={budget}", f"search.sampler={'random' if method.startswith('random') else 'tpe'}",
         f"search.sampler_seed={sampler_seed}",  # search.startup_trials: the default (10), as a live sweep
         "scheduler.kind=asha", f"scheduler.grace_period={table.eval_every}", "scheduler.reduction_factor=3",
-        "analysis=false",
+        "analysis=false", *sets,
     ]  # fmt: skip
-    return load_sweep_config("quickstart", sets, name=f"replay-{method.replace('+', '-').replace(' ', '-')}")
+    return load_sweep_config("quickstart", overrides, name=f"replay-{method.replace('+', '-').replace(' ', '-')}")
 
 
 def nearest(table: Table, params: dict[str, float]) -> tuple[float, float]:
@@ -200,18 +216,20 @@ def chance(table: Table) -> tuple[float, float]:
     return chance_reference(int(table.meta["classes"]))
 
 
-def replay(table: Table, method: str, replay_seed: int, budget: int) -> Search:
+def replay(table: Table, method: str | Method, replay_seed: int, budget: int) -> Search:
     """One search of ``method`` at ``replay_seed`` with ``budget`` trial-epochs."""
     import optuna
 
     from sweep import tune as sweep_tune
     from sweep import warmstart
 
+    spec = as_method(method)
+    method = spec.kind
     rng = random.Random(replay_seed)
     train_seed = rng.choice(table.seeds)
     np.random.seed(replay_seed)  # ASHA draws its bracket with NumPy's global generator
-    out = Search(method, replay_seed, train_seed)
-    cfg = sweep_config(table, method, budget, replay_seed)
+    out = Search(spec.label, replay_seed, train_seed)
+    cfg = sweep_config(table, method, budget, replay_seed, spec.sets)
     scheduler = None
     if method != "grid":
         scheduler = sweep_tune._scheduler(cfg)
@@ -223,21 +241,21 @@ def replay(table: Table, method: str, replay_seed: int, budget: int) -> Search:
     if method.endswith("warm"):
         # The earlier sweep: half the budget, another training seed and sampler seed.
         source_seed = rng.choice([s for s in table.seeds if s != train_seed] or table.seeds)
-        source = replay_source(table, replay_seed + 10_000, source_seed, budget // 2)
+        source = replay_source(table, replay_seed + 10_000, source_seed, budget // 2, spec.sets)
         warmstart.seed_study(cfg, cfg.name, storage, source)
     searcher = sweep_tune._optuna(cfg, storage)
     return drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler,
                  reference=chance(table), out=out)
 
 
-def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int) -> list:
-    """The ended trials of a cold TPE + ASHA search, as warm start reads an earlier sweep's."""
+def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int, sets: tuple[str, ...] = ()) -> list:
+    """The ended trials of a cold TPE + ASHA search (with ``sets``), as warm start reads an earlier sweep's."""
     import optuna
 
     from sweep import tune as sweep_tune
     from sweep.warmstart import WarmTrial
 
-    cfg = sweep_config(table, "tpe+asha", budget, sampler_seed)
+    cfg = sweep_config(table, "tpe+asha", budget, sampler_seed, sets)
     scheduler = sweep_tune._scheduler(cfg)
     scheduler.set_search_properties(keys.OBJECTIVE, "max")
     searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
@@ -370,13 +388,34 @@ class Report:
         return gaps, not_separable
 
 
-def run_all(table: Table, seeds: int, methods: tuple[str, ...] = METHODS) -> Report:
-    """``seeds`` searches of each method with the grid's cost as budget."""
+def grid_epochs_of(table: Table) -> int:
+    """The grid's cost in trial-epochs: every cell to the last epoch (the searches' budget)."""
+    return len(table.lams) * len(table.mus) * table.epochs
+
+
+def check_methods(table: Table, methods: Sequence[str | Method]) -> None:
+    """Build each method's sweep config once, so a bad override is refused (ConfigError) before any
+    search runs."""
+    for m in map(as_method, methods):
+        if m.kind not in METHODS:
+            from trainer.config import ConfigError
+
+            raise ConfigError(f"replay method kind {m.kind!r} is none of {', '.join(METHODS)}")
+        sweep_config(table, m.kind, grid_epochs_of(table), 0, m.sets)
+
+
+def run_all(table: Table, seeds: int, methods: Sequence[str | Method] = METHODS, seed_base: int = 0) -> Report:
+    """``seeds`` searches of each method, at replay seeds ``seed_base`` … ``seed_base + seeds - 1``,
+    with the grid's cost as budget."""
     start = time.perf_counter()
-    grid_epochs = len(table.lams) * len(table.mus) * table.epochs
-    objective_cfg = sweep_config(table, "tpe+asha", grid_epochs, 0).objective
+    check_methods(table, methods)
+    grid_epochs = grid_epochs_of(table)
+    objective_cfg = sweep_config(table, DEFAULT, grid_epochs, 0).objective
     truth = {s: grid_truth(table, s, objective_cfg) for s in table.seeds}
-    searches = {m: [replay(table, m, r, grid_epochs) for r in range(seeds)] for m in methods}
+    searches = {
+        as_method(m).label: [replay(table, m, r, grid_epochs) for r in range(seed_base, seed_base + seeds)]
+        for m in methods
+    }
     return Report(table, searches, truth, grid_epochs, time.perf_counter() - start)
 
 
@@ -412,19 +451,26 @@ def markdown(report: Report) -> str:
     lines = [head, "|" + " --- |" * 8]
     rows = summary_rows(report)
     for r in rows:
+        n = r["seeds"]
         lines.append(
             f"| {r['method']} | {r['gap@0.25']} | {r['gap@0.5']} | {r['hv@0.25']} | {r['hv@0.5']} | {r['hv@1']} | "
-            f"{r['best_exact']:.0%} / {r['best_not_separable']:.0%} | {r['hv']:.0%} |")
+            f"{share(r['best_exact'], n)} / {share(r['best_not_separable'], n)} | {share(r['hv'], n)} |")
     head = ("| method | held-out − grid's choice @25 % | @50 % | @100 % | not separable from the grid's "
             "choice, held out @25 % | @50 % | @100 % |")
     lines += ["", head, "|" + " --- |" * 7]
     for r in rows:
         lines.append(f"| {r['method']} | " + " | ".join(str(r[f"heldout@{f:g}"]) for f in FRACTIONS) + " | "
-                     + " | ".join(f"{r[f'heldout_ns@{f:g}']:.0%}" for f in FRACTIONS) + " |")
+                     + " | ".join(share(r[f"heldout_ns@{f:g}"], r["seeds"]) for f in FRACTIONS) + " |")
     gaps, not_separable = report.oracle_gaps()
-    share = f"{not_separable / len(gaps):.0%}"
-    lines.append(f"| oracle (best on all seeds) | {seeds_interval(gaps)} | | | {share} | | |")
+    lines.append(f"| oracle (best on all seeds) | {seeds_interval(gaps)} | | | "
+                 f"{share(not_separable / len(gaps), len(gaps))} | | |")
     return "\n".join(lines)
+
+
+def share(fraction: float, n: int) -> str:
+    """A share of ``n`` seeds with its 95 % Wilson interval, in percent: "45% [26, 66]"."""
+    iv = wilson(round(fraction * n), n)
+    return f"{iv.value:.0%} [{100 * iv.lo:.0f}, {100 * iv.hi:.0f}]"
 
 
 def plot(report: Report, path: Path) -> None:
@@ -495,20 +541,31 @@ def data_facts(table: Table) -> None:
     table.meta["val_images"] = len(data.val_y) if data.val_y is not None else len(data.test_y)
 
 
-def main(table_path: Path, seeds: int, out: Path) -> int:
-    """``python -m sweep.replay run``: replay every method, write table, CSV and picture."""
+def load(table_path: Path) -> Table:
+    """The recorded table with its data facts, Optuna's per-study lines silenced."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per study created, 100 of them
     table = read_table(table_path)
     data_facts(table)
-    report = run_all(table, seeds)
+    return table
+
+
+def main(table_path: Path, seeds: int, out: Path, seed_base: int = 0, sets: tuple[str, ...] = ()) -> int:
+    """``python -m sweep.replay run``: replay every method, write table, CSV and picture.
+    ``sets`` (KEY=VALUE) override every method's sweep config."""
+    table = load(table_path)
+    methods = [Method(m, m, sets) for m in METHODS]
+    check_methods(table, methods)  # a bad override: refused before anything runs or is written
+    report = run_all(table, seeds, methods, seed_base)
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
+    if sets:
+        text = f"Every method with {' '.join(sets)}.\n\n{text}"
     (out / "replay.md").write_text(text + "\n")
     write_csv(report, out / "replay.csv")
     plot(report, out / "replay.png")
     print(text)
-    print(f"\n{seeds} seeds x {len(report.searches)} methods in {report.seconds:.0f} s; "
-          f"grid: {report.grid_epochs} trial-epochs; wrote {out}/replay.md, replay.csv, replay.png")
+    print(f"\n{seeds} seeds ({seed_base}..{seed_base + seeds - 1}) x {len(report.searches)} methods in "
+          f"{report.seconds:.0f} s; grid: {report.grid_epochs} trial-epochs; wrote {out}/replay.md, replay.csv, replay.png")
     return 0
