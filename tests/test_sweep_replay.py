@@ -175,6 +175,8 @@ def test_heldout_scores_the_choice_on_the_other_seeds_against_a_hand_computation
     # A cell that diverged on the held-out seed scores the worst value there, with no width.
     dead = bench.heldout(table, (1e-2, 1e-3), [1], cfg)
     assert (dead.value, dead.lo, dead.hi) == (0.0, 0.0, 0.0)
+    none = bench.heldout(table, (1e-4, 1e-3), [], cfg)  # a one-seed table holds nothing out
+    assert math.isnan(none.value) and none.overlaps(bench.heldout(table, (1e-6, 1e-3), [1], cfg))
     two = bench.heldout(table, (1e-4, 1e-3), [0, 1], cfg)  # the mean of two equal seeds: width / √2
     assert two.value == pytest.approx(best) and two.half_width == pytest.approx(best_hw / math.sqrt(2), rel=1e-6)
 

@@ -45,6 +45,7 @@ from analysis.hypervolume import chance_reference, hypervolume_2d
 from sweep.objective import objective_value, worst_value
 from sweep.replay.table import Table, read_table
 from trainer import keys
+from trainer.config import ConfigError
 from trainer.stats import Interval, combine, proportion, seeds_interval, wilson
 
 METHODS = ("grid", "grid+asha", "random+asha", "tpe+asha", "tpe+asha warm")
@@ -311,6 +312,8 @@ def heldout(table: Table, cell: tuple[float, float], seeds: list[int], objective
     mean has two and t with one degree of freedom is 12.7 standard errors wide. The interval is the
     evaluation noise of the held-out runs, not the spread between training seeds.
     """
+    if not seeds:  # a table of one training seed has nothing to hold out: never separable
+        return Interval(math.nan, -math.inf, math.inf)
     parts = [final_interval(table, cell, s, objective_cfg) for s in seeds]
     return combine(lambda *v: math.fsum(v) / len(v), parts, bounds=(0.0, 1.0))
 
@@ -398,8 +401,6 @@ def check_methods(table: Table, methods: Sequence[str | Method]) -> None:
     search runs."""
     for m in map(as_method, methods):
         if m.kind not in METHODS:
-            from trainer.config import ConfigError
-
             raise ConfigError(f"replay method kind {m.kind!r} is none of {', '.join(METHODS)}")
         sweep_config(table, m.kind, grid_epochs_of(table), 0, m.sets)
 
