@@ -179,15 +179,16 @@ def main(table_path: Path, out: Path, tuning: tuple[int, int] = TUNING, fresh: t
     table = load(table_path)
     result = pick(table, tuning, fresh)
     seconds = result.tuning.seconds + result.fresh.seconds
-    text = "\n".join([
-        f"Tuning seeds {tuning[0]}..{sum(tuning) - 1} ({len(result.tuning.searches)} candidates; these seeds "
-        "picked, so their figures are no result):", "", tuning_markdown(result.tuning), "",
-        f"Picked: {result.picked.label} ({' '.join(result.picked.sets)}).", "",
-        f"Fresh seeds {fresh[0]}..{sum(fresh) - 1} (the result):", "", markdown(result.fresh), "",
-        result.verdict, "",
-        f"{len(result.tuning.searches)} candidates x {tuning[1]} seeds and {len(result.fresh.searches)} methods x "
-        f"{fresh[1]} seeds in {seconds:.0f} s.",
-    ])  # fmt: skip
+    n_tuned, n_fresh = len(result.tuning.searches), len(result.fresh.searches)
+    text = "\n\n".join([
+        f"Tuning seeds {tuning[0]}..{sum(tuning) - 1} ({n_tuned} candidates; these seeds picked, so their figures are no result):",
+        tuning_markdown(result.tuning),
+        f"Picked: {result.picked.label} ({' '.join(result.picked.sets)}).",
+        f"Fresh seeds {fresh[0]}..{sum(fresh) - 1} (the result):",
+        markdown(result.fresh),
+        result.verdict,
+        f"{n_tuned} candidates x {tuning[1]} seeds and {n_fresh} methods x {fresh[1]} seeds in {seconds:.0f} s.",
+    ])
     out.mkdir(parents=True, exist_ok=True)
     (out / "pick.md").write_text(text + "\n")
     write_csv(result.fresh, out / "fresh.csv")
