@@ -293,3 +293,13 @@ def test_verdict_needs_a_separable_reading_or_the_goal():
     assert "beats" in pick.verdict(row("p", 0.85, 0.85, -0.010, 0.01), default)  # Wilson 34/40 vs 18/40
     assert "worse" in pick.verdict(row("p", 0.05, 0.70, -0.010, 0.01), default)  # 2/40 vs 18/40
     assert "is the current default" in pick.verdict(default, default)
+
+
+def test_pick_refuses_overlapping_seeds_from_the_command_line(tmp_path, capsys):
+    from sweep.replay.__main__ import main
+
+    write_table(_tiny_table(), tmp_path / "t.json.gz")
+    out = tmp_path / "out"
+    argv = ["pick", "--table", str(tmp_path / "t.json.gz"), "--out", str(out), "--tuning-seeds", "0", "5"]
+    assert main([*argv, "--fresh-seeds", "4", "5"]) == 2
+    assert "overlap" in capsys.readouterr().err and not out.exists()
