@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=float, default=0.5, help="search budget as a fraction of the grid's epochs")
-    p.add_argument("--sampler", choices=("tpe", "random", "nsga2"), default="tpe")
+    p.add_argument("--sampler", choices=("tpe", "random", "qmc", "nsga2"), default="tpe")
     p.add_argument("--startup-trials", type=int, default=10,
                    help="search.startup_trials: completed trials (warm ones included) sampled at random first")
     p.add_argument("--workdir", type=Path, help="where the store and logs go (default: a temp dir)")

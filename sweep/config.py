@@ -93,8 +93,9 @@ class SearchConfig(_Strict):
     n_trials: int = Field(20, ge=1)  # trials Optuna proposes (grid points seeded first count too)
     objectives: list[str] = [keys.OBJECTIVE]  # one metric, or several for a multi-objective front
     sampler_seed: int = 0  # seed of Optuna's sampler
-    # Optuna's TPESampler (multivariate, constant liar), RandomSampler or NSGAIISampler (docs/sweep.md)
-    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    # Optuna's TPESampler (multivariate, constant liar), RandomSampler, QMCSampler (scrambled Sobol)
+    # or NSGAIISampler (docs/sweep.md)
+    sampler: Literal["tpe", "random", "qmc", "nsga2"] = "tpe"
     # Completed trials (warm-start ones included) the sampler draws at random before it models:
     # TPE's n_startup_trials, NSGA-II's population_size (at least 2). Optuna's TPE default is 10.
     startup_trials: int = Field(10, ge=1)

@@ -69,4 +69,9 @@ def test_samplers_carry_their_options():
     assert tpe._multivariate and tpe._constant_liar and tpe._n_startup_trials == 5
     assert isinstance(SAMPLERS["random"](7, 5), optuna.samplers.RandomSampler)
     assert isinstance(SAMPLERS["nsga2"](7, 5), optuna.samplers.NSGAIISampler)
+    from sweep.config import SearchConfig
+
+    assert set(SAMPLERS) == set(SearchConfig.model_fields["sampler"].annotation.__args__)  # one name each
+    qmc = SAMPLERS["qmc"](7, 5)
+    assert isinstance(qmc, optuna.samplers.QMCSampler) and qmc._scramble and qmc._seed == 7
 

@@ -21,6 +21,12 @@ a live warm start). The searches get the grid's cost as their budget.
 Scores, per search, against trial-epochs spent: the best objective of the trials that finished
 (reached the last epoch), and the hypervolume of their (accuracy, GAN-test) front above chance
 (1/K, 1/K). The goal compares the search with the grid on the same training seed.
+
+Those scores are read on the training seed whose noisy values chose the cell (a winner's curse).
+The held-out score (:func:`heldout`) reads a choice on the other recorded training seeds instead:
+per search and budget fraction, the held-out objective of its incumbent less that of the grid's
+choice on the same training seed, and whether the two are separable there; beside them the oracle,
+the cell best on the mean over all seeds.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -39,7 +45,8 @@ from analysis.hypervolume import chance_reference, hypervolume_2d
 from sweep.objective import objective_value, worst_value
 from sweep.replay.table import Table, read_table
 from trainer import keys
-from trainer.stats import combine, proportion, seeds_interval
+from trainer.config import ConfigError
+from trainer.stats import Interval, combine, proportion, seeds_interval, wilson
 
 METHODS = ("grid", "grid+asha", "random+asha", "tpe+asha", "tpe+asha warm")
 DEFAULT = "tpe+asha"  # the sweep's default search, judged by the goal
@@ -72,12 +79,28 @@ class Search:
         return max(done, key=lambda t: t["objective"])["cell"] if done else None
 
 
-def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, source: str | None = None):
-    """The sweep config a live search of ``method`` over the table's ranges would run."""
+@dataclass(frozen=True)
+class Method:
+    """A replayed method: ``kind`` (one of :data:`METHODS`, which says grid or search, ASHA or not,
+    warm or cold, and the sampler) with ``sets``, KEY=VALUE overrides of its sweep config applied
+    after the kind's own (another sampler, ASHA's grace period ...); ``label`` names it in reports."""
+
+    label: str
+    kind: str
+    sets: tuple[str, ...] = ()
+
+
+def as_method(method: str | Method) -> Method:
+    return method if isinstance(method, Method) else Method(method, method)
+
+
+def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, sets: tuple[str, ...] = ()):
+    """The sweep config a live search of ``method`` (a kind of :data:`METHODS`) over the table's
+    ranges would run, with ``sets`` (KEY=VALUE) applied last."""
     from sweep.loading import load_sweep_config
 
     lo_l, hi_l, lo_m, hi_m = min(table.lams), max(table.lams), min(table.mus), max(table.mus)
-    sets = [
+    overrides = [
         f"trainer.epochs={table.epochs}", f"trainer.eval.every={table.eval_every}",
         "search.method=optuna", "search.grid={}", "search.points=[]", "search.n_trials=100000",
         f"search.space.loss.lam={{low: {lo_l!r}, high: {hi_l!r}, log: true}}",
@@ -85,9 +108,9 @@ def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, sour
         f"search.max_epochs_total={budget}", f"search.sampler={'random' if method.startswith('random') else 'tpe'}",
         f"search.sampler_seed={sampler_seed}",  # search.startup_trials: the default (10), as a live sweep
         "scheduler.kind=asha", f"scheduler.grace_period={table.eval_every}", "scheduler.reduction_factor=3",
-        "analysis=false",
+        "analysis=false", *sets,
     ]  # fmt: skip
-    return load_sweep_config("quickstart", sets, name=f"replay-{method.replace('+', '-').replace(' ', '-')}")
+    return load_sweep_config("quickstart", overrides, name=f"replay-{method.replace('+', '-').replace(' ', '-')}")
 
 
 def nearest(table: Table, params: dict[str, float]) -> tuple[float, float]:
@@ -194,18 +217,20 @@ def chance(table: Table) -> tuple[float, float]:
     return chance_reference(int(table.meta["classes"]))
 
 
-def replay(table: Table, method: str, replay_seed: int, budget: int) -> Search:
+def replay(table: Table, method: str | Method, replay_seed: int, budget: int) -> Search:
     """One search of ``method`` at ``replay_seed`` with ``budget`` trial-epochs."""
     import optuna
 
     from sweep import tune as sweep_tune
     from sweep import warmstart
 
+    spec = as_method(method)
+    method = spec.kind
     rng = random.Random(replay_seed)
     train_seed = rng.choice(table.seeds)
     np.random.seed(replay_seed)  # ASHA draws its bracket with NumPy's global generator
-    out = Search(method, replay_seed, train_seed)
-    cfg = sweep_config(table, method, budget, replay_seed)
+    out = Search(spec.label, replay_seed, train_seed)
+    cfg = sweep_config(table, method, budget, replay_seed, spec.sets)
     scheduler = None
     if method != "grid":
         scheduler = sweep_tune._scheduler(cfg)
@@ -217,21 +242,21 @@ def replay(table: Table, method: str, replay_seed: int, budget: int) -> Search:
     if method.endswith("warm"):
         # The earlier sweep: half the budget, another training seed and sampler seed.
         source_seed = rng.choice([s for s in table.seeds if s != train_seed] or table.seeds)
-        source = replay_source(table, replay_seed + 10_000, source_seed, budget // 2)
+        source = replay_source(table, replay_seed + 10_000, source_seed, budget // 2, spec.sets)
         warmstart.seed_study(cfg, cfg.name, storage, source)
     searcher = sweep_tune._optuna(cfg, storage)
     return drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler,
                  reference=chance(table), out=out)
 
 
-def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int) -> list:
-    """The ended trials of a cold TPE + ASHA search, as warm start reads an earlier sweep's."""
+def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int, sets: tuple[str, ...] = ()) -> list:
+    """The ended trials of a cold TPE + ASHA search (with ``sets``), as warm start reads an earlier sweep's."""
     import optuna
 
     from sweep import tune as sweep_tune
     from sweep.warmstart import WarmTrial
 
-    cfg = sweep_config(table, "tpe+asha", budget, sampler_seed)
+    cfg = sweep_config(table, "tpe+asha", budget, sampler_seed, sets)
     scheduler = sweep_tune._scheduler(cfg)
     scheduler.set_search_properties(keys.OBJECTIVE, "max")
     searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
@@ -261,13 +286,44 @@ def grid_truth(table: Table, train_seed: int, objective_cfg: Any) -> dict[str, A
             "hv": hypervolume_2d(*zip(*front), reference=chance(table)) if front else 0.0}
 
 
-def objective_interval(table: Table, cell: tuple[float, float], seed: int, objective_cfg: Any):
+def objective_interval(table: Table, cell: tuple[float, float], seed: int, objective_cfg: Any) -> Interval:
     """The 95 % interval of a cell's final objective (Wilson on accuracy and on GAN-test, propagated)."""
     m = table.metrics(*cell, seed, table.epochs)
     acc = proportion(m[table.meta.get("accuracy", keys.VAL_ACC)], int(table.meta["val_images"]))
     gan = proportion(m[keys.GAN_TEST], int(table.meta["samples"]))
     w = objective_cfg.weight
     return combine(lambda a, g: w * a + (1 - w) * g, [acc, gan], bounds=(0.0, 1.0))
+
+
+def final_interval(table: Table, cell: tuple[float, float], seed: int, objective_cfg: Any) -> Interval:
+    """A cell's final objective on one training seed with its 95 % interval; a cell that diverged or
+    failed on that seed scores the worst value there (lo = hi), as its trial would."""
+    if table.cells[cell][seed]["status"] != keys.Status.FINISHED:
+        worst = worst_value(objective_cfg)
+        return Interval(worst, worst, worst)
+    return objective_interval(table, cell, seed, objective_cfg)
+
+
+def heldout(table: Table, cell: tuple[float, float], seeds: list[int], objective_cfg: Any) -> Interval:
+    """The held-out score of a cell: its mean final objective over ``seeds`` (training seeds that did
+    not choose it), with the interval propagated from each seed's (:func:`final_interval`).
+
+    Propagated, not Student's t across those seeds: the table has three training seeds, so a held-out
+    mean has two and t with one degree of freedom is 12.7 standard errors wide. The interval is the
+    evaluation noise of the held-out runs, not the spread between training seeds.
+    """
+    if not seeds:  # a table of one training seed has nothing to hold out: never separable
+        return Interval(math.nan, -math.inf, math.inf)
+    parts = [final_interval(table, cell, s, objective_cfg) for s in seeds]
+    return combine(lambda *v: math.fsum(v) / len(v), parts, bounds=(0.0, 1.0))
+
+
+def oracle_cell(table: Table, objective_cfg: Any) -> tuple[float, float]:
+    """The cell best on the mean final objective over all recorded training seeds."""
+    def mean(cell: tuple[float, float]) -> float:
+        return math.fsum(final_interval(table, cell, s, objective_cfg).value for s in table.seeds) / len(table.seeds)
+
+    return max(table.cells, key=mean)
 
 
 @dataclass
@@ -298,14 +354,69 @@ class Report:
         n = len(runs)
         return {"best_exact": exact / n, "best_not_separable": sep / n, "hv": hv / n}
 
+    def objective_cfg(self) -> Any:
+        return sweep_config(self.table, DEFAULT, self.grid_epochs, 0).objective
 
-def run_all(table: Table, seeds: int, methods: tuple[str, ...] = METHODS) -> Report:
-    """``seeds`` searches of each method with the grid's cost as budget."""
+    def heldout_gaps(self, method: str, fraction: float) -> tuple[list[float], int]:
+        """Per search of ``method``: the held-out score of its choice once ``fraction`` of the grid's
+        epochs were spent, less the held-out score of the grid's choice on the same training seed
+        (both on the other training seeds, :func:`heldout`); and how many of those choices are not
+        separable from the grid's there. No finished trial yet: the worst value, separable."""
+        cfg = self.objective_cfg()
+        gaps, not_separable = [], 0
+        for s in self.searches[method]:
+            others = [t for t in self.table.seeds if t != s.train_seed]
+            grid = heldout(self.table, self.truth[s.train_seed]["cell"], others, cfg)
+            cell = s.incumbent(fraction * self.grid_epochs)
+            if cell is None:
+                gaps.append(worst_value(cfg) - grid.value)
+                continue
+            mine = heldout(self.table, cell, others, cfg)
+            gaps.append(mine.value - grid.value)
+            not_separable += mine.overlaps(grid)
+        return gaps, not_separable
+
+    def oracle_gaps(self) -> tuple[list[float], int]:
+        """The oracle's row beside :meth:`heldout_gaps`: the cell best on the mean over all training
+        seeds (so not held out itself), on the training seeds of the first method's searches."""
+        cfg = self.objective_cfg()
+        cell = oracle_cell(self.table, cfg)
+        gaps, not_separable = [], 0
+        for s in next(iter(self.searches.values())):
+            others = [t for t in self.table.seeds if t != s.train_seed]
+            grid = heldout(self.table, self.truth[s.train_seed]["cell"], others, cfg)
+            mine = heldout(self.table, cell, others, cfg)
+            gaps.append(mine.value - grid.value)
+            not_separable += mine.overlaps(grid)
+        return gaps, not_separable
+
+
+def grid_epochs_of(table: Table) -> int:
+    """The grid's cost in trial-epochs: every cell to the last epoch (the searches' budget)."""
+    return len(table.lams) * len(table.mus) * table.epochs
+
+
+def check_methods(table: Table, methods: Sequence[str | Method]) -> None:
+    """Build each method's sweep config once, so a bad override is refused (ConfigError) before any
+    search runs."""
+    for m in map(as_method, methods):
+        if m.kind not in METHODS:
+            raise ConfigError(f"replay method kind {m.kind!r} is none of {', '.join(METHODS)}")
+        sweep_config(table, m.kind, grid_epochs_of(table), 0, m.sets)
+
+
+def run_all(table: Table, seeds: int, methods: Sequence[str | Method] = METHODS, seed_base: int = 0) -> Report:
+    """``seeds`` searches of each method, at replay seeds ``seed_base`` … ``seed_base + seeds - 1``,
+    with the grid's cost as budget."""
     start = time.perf_counter()
-    grid_epochs = len(table.lams) * len(table.mus) * table.epochs
-    objective_cfg = sweep_config(table, "tpe+asha", grid_epochs, 0).objective
+    check_methods(table, methods)
+    grid_epochs = grid_epochs_of(table)
+    objective_cfg = sweep_config(table, DEFAULT, grid_epochs, 0).objective
     truth = {s: grid_truth(table, s, objective_cfg) for s in table.seeds}
-    searches = {m: [replay(table, m, r, grid_epochs) for r in range(seeds)] for m in methods}
+    searches = {
+        as_method(m).label: [replay(table, m, r, grid_epochs) for r in range(seed_base, seed_base + seeds)]
+        for m in methods
+    }
     return Report(table, searches, truth, grid_epochs, time.perf_counter() - start)
 
 
@@ -324,6 +435,10 @@ def summary_rows(report: Report) -> list[dict[str, Any]]:
                 ratios.append(hv / truth["hv"] if truth["hv"] else math.nan)
             row[f"gap@{f:g}"] = seeds_interval(gaps)
             row[f"hv@{f:g}"] = seeds_interval(ratios)
+        for f in FRACTIONS:
+            gaps, not_separable = report.heldout_gaps(method, f)
+            row[f"heldout@{f:g}"] = seeds_interval(gaps)
+            row[f"heldout_ns@{f:g}"] = not_separable / len(runs)
         row.update(report.goal(method))
         row["idle"] = sum(s.idle for s in runs)
         rows.append(row)
@@ -331,15 +446,32 @@ def summary_rows(report: Report) -> list[dict[str, Any]]:
 
 
 def markdown(report: Report) -> str:
-    """The summary table in Markdown."""
+    """The summary tables in Markdown: scored on the answering training seed, then held out."""
     head = ("| method | best − grid best @25 % | @50 % | HV / grid HV @25 % | @50 % | @100 % | "
             "best @25 %: exact / not separable | HV ≥ 95 % @50 % |")
     lines = [head, "|" + " --- |" * 8]
-    for r in summary_rows(report):
+    rows = summary_rows(report)
+    for r in rows:
+        n = r["seeds"]
         lines.append(
             f"| {r['method']} | {r['gap@0.25']} | {r['gap@0.5']} | {r['hv@0.25']} | {r['hv@0.5']} | {r['hv@1']} | "
-            f"{r['best_exact']:.0%} / {r['best_not_separable']:.0%} | {r['hv']:.0%} |")
+            f"{share(r['best_exact'], n)} / {share(r['best_not_separable'], n)} | {share(r['hv'], n)} |")
+    head = ("| method | held-out − grid's choice @25 % | @50 % | @100 % | not separable from the grid's "
+            "choice, held out @25 % | @50 % | @100 % |")
+    lines += ["", head, "|" + " --- |" * 7]
+    for r in rows:
+        lines.append(f"| {r['method']} | " + " | ".join(str(r[f"heldout@{f:g}"]) for f in FRACTIONS) + " | "
+                     + " | ".join(share(r[f"heldout_ns@{f:g}"], r["seeds"]) for f in FRACTIONS) + " |")
+    gaps, not_separable = report.oracle_gaps()
+    lines.append(f"| oracle (best on all seeds) | {seeds_interval(gaps)} | | | "
+                 f"{share(not_separable / len(gaps), len(gaps))} | | |")
     return "\n".join(lines)
+
+
+def share(fraction: float, n: int) -> str:
+    """A share of ``n`` seeds with its 95 % Wilson interval, in percent: "45% [26, 66]"."""
+    iv = wilson(round(fraction * n), n)
+    return f"{iv.value:.0%} [{100 * iv.lo:.0f}, {100 * iv.hi:.0f}]"
 
 
 def plot(report: Report, path: Path) -> None:
@@ -410,20 +542,31 @@ def data_facts(table: Table) -> None:
     table.meta["val_images"] = len(data.val_y) if data.val_y is not None else len(data.test_y)
 
 
-def main(table_path: Path, seeds: int, out: Path) -> int:
-    """``python -m sweep.replay run``: replay every method, write table, CSV and picture."""
+def load(table_path: Path) -> Table:
+    """The recorded table with its data facts, Optuna's per-study lines silenced."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per study created, 100 of them
     table = read_table(table_path)
     data_facts(table)
-    report = run_all(table, seeds)
+    return table
+
+
+def main(table_path: Path, seeds: int, out: Path, seed_base: int = 0, sets: tuple[str, ...] = ()) -> int:
+    """``python -m sweep.replay run``: replay every method, write table, CSV and picture.
+    ``sets`` (KEY=VALUE) override every method's sweep config."""
+    table = load(table_path)
+    methods = [Method(m, m, sets) for m in METHODS]
+    check_methods(table, methods)  # a bad override: refused before anything runs or is written
+    report = run_all(table, seeds, methods, seed_base)
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
+    if sets:
+        text = f"Every method with {' '.join(sets)}.\n\n{text}"
     (out / "replay.md").write_text(text + "\n")
     write_csv(report, out / "replay.csv")
     plot(report, out / "replay.png")
     print(text)
-    print(f"\n{seeds} seeds x {len(report.searches)} methods in {report.seconds:.0f} s; "
-          f"grid: {report.grid_epochs} trial-epochs; wrote {out}/replay.md, replay.csv, replay.png")
+    print(f"\n{seeds} seeds ({seed_base}..{seed_base + seeds - 1}) x {len(report.searches)} methods in "
+          f"{report.seconds:.0f} s; grid: {report.grid_epochs} trial-epochs; wrote {out}/replay.md, replay.csv, replay.png")
     return 0
