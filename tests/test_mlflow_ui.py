@@ -38,7 +38,7 @@ def _playwright():
 
 def _printed_link(uri: str, experiment_id: str) -> str:
     """The link in the driver's closing "Open the MLflow UI" lines."""
-    from sweep.run import _ui
+    from sweep.driver import _ui
 
     line = _ui(uri, experiment_id)
     assert line.startswith("open http://")

@@ -10,7 +10,7 @@ import pytest
 from helpers import run_sweep
 from sweep import preflight
 from sweep.loading import preset_names
-from sweep.run import load_config, parse_args
+from sweep.cli import load_config, parse_args
 
 
 def test_help_lists_the_presets_examples_and_exit_codes():
@@ -27,6 +27,22 @@ def test_help_lists_the_presets_examples_and_exit_codes():
     for code, words in [("0", "done"), ("1", "failed"), ("2", "refused"), ("130", "Ctrl-C"), ("143", "SIGTERM"),
                         ("129", "SIGHUP")]:
         assert any(code in line.split() and words in line for line in codes.splitlines()), (code, codes)
+
+
+def test_the_command_line_is_answered_before_torch_mlflow_and_ray_are_imported():
+    # --help and a refused flag or config come from sweep.run alone; the driver (sweep.driver)
+    # and its heavy imports load only for a command line that is good.
+    code = (
+        "import sys\n"
+        "from sweep.run import main\n"
+        "for argv in (['--set', 'trainer.epochs=-1'], ['--config', 'nope'], ['--set', 'oops']):\n"
+        "    assert main(argv) == 2, argv\n"
+        "heavy = sorted(m for m in ('torch', 'mlflow', 'ray', 'optuna', 'sweep.driver') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["sweep.run"] * 3, result.stderr
 
 
 @pytest.mark.parametrize("preset", preset_names())
@@ -132,7 +148,7 @@ def test_smoke_trains_a_cifar_presets_judge_and_trials_code_on_a_miniature(tmp_p
 
 
 def test_the_resume_command_keeps_smoke():
-    from sweep.run import _command
+    from sweep.driver import _command
 
     args = parse_args(["--config", "table2", "--smoke", "--set", "trainer.epochs=3"])
     command = _command(load_config(args), args)

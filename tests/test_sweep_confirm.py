@@ -90,7 +90,7 @@ def _confirmed(run_id: str, point: str, objective: tuple[float, float, float]) -
 
 
 def test_summary_reports_confirmed_intervals_and_names_the_points_not_separable_from_the_best(capsys):
-    from sweep.run import _note, _print_summary
+    from sweep.driver import _note, _print_summary
 
     def row(trial_id, point, objective):
         m = {"point": point, keys.EPOCH: 4, keys.OBJECTIVE: objective, keys.VAL_ACC: 0.8, keys.GAN_TEST: 0.7}

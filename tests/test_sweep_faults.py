@@ -99,7 +99,7 @@ def test_a_name_with_a_quote_is_found_in_mlflow_and_its_printed_commands_paste_a
     assert tracking.find_parent(mc, name, name) == parent != other
     assert tracking.find_parent(mc, name, 'say "hi"') is None  # the other quote works too
 
-    from sweep.run import _print_next_steps
+    from sweep.driver import _print_next_steps
 
     monkeypatch.chdir(tmp_path)
     cfg = load_sweep_config("quickstart", [], name=name)

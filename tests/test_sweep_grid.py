@@ -125,7 +125,7 @@ def test_parent_run_carries_the_sweeps_summary(tiny_sweep):
 
 def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(capsys):
     from sweep.record import Status
-    from sweep.run import _print_summary
+    from sweep.driver import _print_summary
 
     def row(point, status, objective=None, epoch=4, evaluated=True):
         m = {"point": point, keys.EPOCH: epoch, keys.OBJECTIVE: 0.0 if objective is None else objective}
