@@ -16,11 +16,11 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from sweep.config import SweepConfig
 from sweep.points import apply_point, grid_points
-from trainer.config import DataConfig
+from trainer.config import DataConfig, TrainConfig
 
 # Largest node an autoscaler may add, e.g. '{"CPU": 4, "GPU": 1}'; set by the cluster so a
 # trial may ask for more than the nodes up right now offer.
@@ -260,6 +260,21 @@ def check_resources(cfg: SweepConfig, nodes: list[Mapping[str, float]]) -> None:
         check_host_memory(cfg, max((float(n.get("memory", 0.0)) for n in nodes), default=0.0))
 
 
+_ESTIMATES: dict[str, Any] = {}  # memory_key -> trainer.memory's estimate, kept for this process
+
+
+def _estimate(cfg: TrainConfig) -> Any:
+    """trainer.memory's estimate of ``cfg``, made once per process for each memory key: it is a
+    pure function of the key (seeded probes on the meta device), and takes seconds for a CIFAR
+    ResNet-18."""
+    from trainer.memory import estimate_memory, memory_key
+
+    key = memory_key(cfg)
+    if key not in _ESTIMATES:
+        _ESTIMATES[key] = estimate_memory(cfg)
+    return _ESTIMATES[key]
+
+
 def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
     """A CPU trial must fit the memory of the largest node (``node_bytes``: Ray's ``memory``
     resource, bytes; 0: unknown, not checked).
@@ -270,7 +285,7 @@ def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
     """
     if node_bytes <= 0:
         return
-    from trainer.memory import GIB, estimate_memory, memory_key, resident_bytes  # torch
+    from trainer.memory import GIB, memory_key, resident_bytes  # torch
 
     base = cfg.trainer.model_dump()
     configs = {memory_key(c): c for c in [cfg.trainer, *(apply_point(base, p) for p in grid_points(cfg.search))]}
@@ -281,7 +296,7 @@ def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
             raise PreflightError(f"trainer.model.width={c.model.width:g}: the model is too large to build ({e}); "
                                  "lower trainer.model.width") from None  # fmt: skip
         if 10 * need > node_bytes and need <= node_bytes:
-            need, what = estimate_memory(c).peak_bytes, "with its activations"
+            need, what = _estimate(c).peak_bytes, "with its activations"
         if need > node_bytes:
             raise PreflightError(
                 f"a CPU trial needs about {need / GIB:,.1f} GiB ({what}; trainer.model.width={c.model.width:g}, "
@@ -313,11 +328,11 @@ def check_packing(cfg: SweepConfig) -> None:
             "GPU memory (set resources.gpu_memory_gib to check it)"
         )
         return
-    from trainer.memory import GIB, estimate_memory, memory_key  # torch: only for GPU sweeps
+    from trainer.memory import GIB, memory_key  # torch: only for GPU sweeps
 
     base = cfg.trainer.model_dump()
     configs = {memory_key(c): c for c in [cfg.trainer, *(apply_point(base, p) for p in grid_points(cfg.search))]}
-    estimate = max((estimate_memory(c) for c in configs.values()), key=lambda e: e.footprint_bytes)
+    estimate = max((_estimate(c) for c in configs.values()), key=lambda e: e.footprint_bytes)
     need = per_gpu * estimate.footprint_bytes / GIB
     if need <= res.gpu_memory_gib:
         return

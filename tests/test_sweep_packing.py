@@ -75,3 +75,14 @@ def test_cifar_presets_pack_what_fits_their_gpus(preset, per_gpu):
     preflight.check_packing(cfg)  # raises if the packing does not fit resources.gpu_memory_gib
     # The IEEE variant the headers point to: one trial per GPU.
     preflight.check_packing(load_sweep_config(preset, ["trainer.loss.precision=ieee", "resources.gpus=1"]))
+
+
+def test_an_estimate_is_made_once_per_memory_key_and_equals_a_fresh_one():
+    # The preflight keeps trainer.memory's estimate per memory key: points differing only in
+    # what the estimate does not read (λ, μ, the learning rate) share one; another batch does not.
+    one = _quickstart_on_gpu("trainer.loss.lam=1.0e-3").trainer
+    other = _quickstart_on_gpu("trainer.loss.lam=1.0e-5", "trainer.optim.lr=0.2").trainer
+    bigger = _quickstart_on_gpu("trainer.batch_size=96").trainer
+    assert preflight._estimate(one) is preflight._estimate(other)
+    assert preflight._estimate(one) == estimate_memory(other)  # the kept value is what a fresh one gives
+    assert preflight._estimate(bigger).footprint_bytes > preflight._estimate(one).footprint_bytes
