@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Sequence
 
 from sweep import confirm, ctrlc, lock, preflight, seams, stores, tracking
-from sweep.cli import fail, load_config
+from sweep.cli import fail
 from sweep.config import SweepConfig
 from sweep.judge_stage import ensure_judge
 from sweep.objective import WORST
@@ -313,15 +313,13 @@ class Plan:
 class Interrupted(Exception):
     """Ctrl-C: ``message`` says what was kept; ``resume`` whether ``--resume`` continues it."""
 
-    def __init__(self, cfg: SweepConfig | None, args: argparse.Namespace, message: str, resume: bool = False):
+    def __init__(self, cfg: SweepConfig, args: argparse.Namespace, message: str, resume: bool = False):
         super().__init__(message)
         self.cfg, self.cli, self.message, self.resume = cfg, args, message, resume  # (Exception owns .args)
 
     def line(self) -> str:
         """The one line the driver prints: what was kept and the exact command that continues."""
         by = "" if ctrlc.signal_number() == signal.SIGINT else f"by {ctrlc.cause()} "
-        if self.cfg is None:
-            return f"interrupted {by}{self.message}; run it again with the same command"
         verb = "continue with" if self.resume else "start it again with"
         return f"sweep {self.cfg.name!r} interrupted {by}{self.message}; {verb}: {_command(self.cfg, self.cli, self.resume)}"
 
@@ -335,13 +333,12 @@ def _quietly(fn: Any) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def prepare(args: argparse.Namespace, phases: Phases) -> Plan:
+def prepare(args: argparse.Namespace, cfg: SweepConfig, phases: Phases) -> Plan:
     """Everything that can refuse the sweep (exit 2): config, names, preflight, Ray, resources.
 
     Raises ConfigError or PreflightError before anything is written; Ray is up on return.
     """
     with phases("checks"):
-        cfg = load_config(args)
         uri = resolve_tracking_uri(cfg)
         local_store = not uri.startswith(("http://", "https://"))
         artifact_root = resolve_artifact_root(cfg) if local_store else None
@@ -587,13 +584,13 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
     return 1 if failed or plan.ray.stalled() else 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the sweep of a parsed command line; returns the exit status (0 done, 1 some trials
-    failed, 2 bad input, 128 + n for signal n)."""
+def run(args: argparse.Namespace, cfg: SweepConfig) -> int:
+    """Run the sweep of a parsed command line and its loaded config (:func:`sweep.cli.load_config`);
+    returns the exit status (0 done, 1 some trials failed, 2 bad input, 128 + n for signal n)."""
     phases = Phases()
     ctrlc.install()
     try:
-        plan = prepare(args, phases)
+        plan = prepare(args, cfg, phases)
     except (ConfigError, preflight.PreflightError) as e:
         return fail(str(e))
     except KeyboardInterrupt:
@@ -601,7 +598,7 @@ def run(args: argparse.Namespace) -> int:
             _quietly(sys.modules["sweep.tune"].stop)
         started = "ray start" in phases.seconds or "checks" in phases.seconds  # the checks had passed
         where = "while Ray started" if started else "during the checks"
-        return _interrupted(Interrupted(_config_or_none(args), args, f"{where}: nothing was written"))
+        return _interrupted(Interrupted(cfg, args, f"{where}: nothing was written"))
     discard = False
     try:
         return execute(plan, phases)
@@ -628,13 +625,6 @@ def _nothing_kept(plan: Plan) -> bool:
         return tracking.find_parent(tracking.client(plan.uri), plan.cfg.experiment_name, plan.cfg.name) is None
     except Exception:  # noqa: BLE001 - the store may be what failed: keep the mark then
         return False
-
-
-def _config_or_none(args: argparse.Namespace) -> SweepConfig | None:
-    try:
-        return load_config(args)
-    except (ConfigError, KeyboardInterrupt):
-        return None
 
 
 def _interrupted(e: Interrupted) -> int:

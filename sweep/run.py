@@ -28,14 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signal n)."""
     args = parse_args(argv)
     try:
-        load_config(args)  # a bad flag, key or value: one line and exit 2 before the heavy imports
+        cfg = load_config(args)  # a bad flag, key or value: one line and exit 2 before the heavy imports
     except ConfigError as e:
         return fail(str(e))
-    from sweep import (
-        driver,  # torch, MLflow and Ray: imported once the command line is good
-    )
+    # torch, MLflow and Ray: imported once the command line is good
+    from sweep import driver
 
-    return driver.run(args)
+    return driver.run(args, cfg)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@
                     Optuna, budget, confirmation), which is what a user's ``--address`` run does.
                     Tests of what the driver does with the Ray it starts itself (signals, orphans,
                     a killed raylet, loopback, Ctrl-C) start their own and do not use it.
+``trial_store``     a sqlite store in ``tmp_path`` with an experiment and a parent run, for tests of
+                    one trial's MLflow run.
 (autouse)           a new MLflow SQLite store made in the test process starts as a copy of an
                     empty one MLflow migrated once per session (milliseconds instead of about
                     2 s of migrations); stores made by driver subprocesses migrate as usual.
@@ -139,6 +141,12 @@ class RayCluster:
     address: str  # 127.0.0.1:PORT of its GCS
     env: dict[str, str]  # what a driver needs to join it
 
+    def join(self, env: pytest.MonkeyPatch) -> None:
+        """Make the sweeps of this process, and the drivers it starts, join this cluster."""
+        env.setenv("RAY_ADDRESS", self.address)
+        for var, value in self.env.items():
+            env.setenv(var, value)
+
 
 @pytest.fixture(scope="session")
 def _ray_head() -> RayCluster:
@@ -181,10 +189,21 @@ def _ray_head() -> RayCluster:
 @pytest.fixture
 def ray_cluster(_ray_head: RayCluster, monkeypatch: pytest.MonkeyPatch) -> RayCluster:
     """The session's Ray cluster, joined by every sweep this test runs (``RAY_ADDRESS``)."""
-    monkeypatch.setenv("RAY_ADDRESS", _ray_head.address)
-    for var, value in _ray_head.env.items():
-        monkeypatch.setenv(var, value)
+    _ray_head.join(monkeypatch)
     return _ray_head
+
+
+@pytest.fixture
+def trial_store(tmp_path: Path) -> tuple[str, str, str]:
+    """A sqlite store in ``tmp_path`` with an experiment and a sweep's parent run, for tests of
+    one trial's run: (tracking URI, experiment id, parent run id)."""
+    from sweep import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mc = tracking.client(uri)
+    exp = tracking.ensure_experiment(mc, "e", (tmp_path / "artifacts").as_uri())
+    (tmp_path / "sweep.yaml").write_text("x: 1\n")
+    return uri, exp, tracking.start_parent(mc, exp, "s", {"a": 1}, tmp_path / "sweep.yaml")
 
 
 @dataclass(frozen=True)
@@ -211,10 +230,8 @@ def tiny_sweep(
     cwd = os.getcwd()
     os.chdir(storage)  # the sweep writes its analysis under the working folder (out/analysis/...)
     try:
-        with pytest.MonkeyPatch.context() as env:  # joins the session's Ray cluster
-            env.setenv("RAY_ADDRESS", _ray_head.address)
-            for var, value in _ray_head.env.items():
-                env.setenv(var, value)
+        with pytest.MonkeyPatch.context() as env:
+            _ray_head.join(env)
             code = run_sweep(
                 ["--name", name, "--set", f"tracking.uri={mlflow_server.uri}", "--set", f"storage_path={storage}",
                  "--set", "experiment=tiny-sweep", "--set", TINY_POINTS, *sum((["--set", s] for s in TINY), [])]

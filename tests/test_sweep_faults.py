@@ -246,16 +246,6 @@ def test_concurrent_first_use_of_a_fresh_sqlite_store_does_not_crash(tmp_path):
 # --- checkpoints and metric steps --------------------------------------------------------------
 
 
-@pytest.fixture
-def trial_store(tmp_path: Path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mc = tracking.client(uri)
-    exp = tracking.ensure_experiment(mc, "e", (tmp_path / "artifacts").as_uri())
-    (tmp_path / "sweep.yaml").write_text("x: 1\n")
-    parent = tracking.start_parent(mc, exp, "s", {"a": 1}, tmp_path / "sweep.yaml")
-    return uri, exp, parent
-
-
 def _checkpoint(path: Path, epoch: int) -> Path:
     save_checkpoint(path, {"model": {}, "config": {}, "epoch": epoch})
     return path

@@ -27,15 +27,6 @@ from trainer.checkpoint import save_checkpoint
 # --- a trial Tune hands no checkpoint (fast) ------------------------------------------------------
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mc = tracking.client(uri)
-    exp = tracking.ensure_experiment(mc, "e", (tmp_path / "artifacts").as_uri())
-    (tmp_path / "sweep.yaml").write_text("x: 1\n")
-    return uri, exp, tracking.start_parent(mc, exp, "s", {"a": 1}, tmp_path / "sweep.yaml")
-
-
 def _logged_run(uri: str, exp: str, parent: str, key: str, epochs: int, last_pt: Path | None) -> tracking.TrialRun:
     """A point's run holding ``epochs`` epochs and, if given, ``last_pt`` uploaded as its last.pt."""
     run = tracking.TrialRun(uri, exp, parent, "s", key=key)
@@ -47,10 +38,10 @@ def _logged_run(uri: str, exp: str, parent: str, key: str, epochs: int, last_pt:
     return run
 
 
-def test_no_tune_checkpoint_but_epochs_in_mlflow_continues_from_mlflows_last_pt(store, tmp_path):
+def test_no_tune_checkpoint_but_epochs_in_mlflow_continues_from_mlflows_last_pt(trial_store, tmp_path):
     # The driver was killed after the trial logged 3 epochs (last.pt of epoch 2 uploaded) and before
     # Tune saved its state: the resumed search proposes the point again, with no checkpoint.
-    uri, exp, parent = store
+    uri, exp, parent = trial_store
     upload = tmp_path / "up" / "last.pt"
     save_checkpoint(upload, {"model": {}, "config": {}, "epoch": 2})
     run = _logged_run(uri, exp, parent, "k", 3, upload)
@@ -65,8 +56,8 @@ def test_no_tune_checkpoint_but_epochs_in_mlflow_continues_from_mlflows_last_pt(
     assert again.run_id == run.run_id and again.attempt == 2 and again.holds(3) and not again.holds(4)
 
 
-def test_no_tune_checkpoint_and_nothing_usable_in_mlflow(store, tmp_path):
-    uri, exp, parent = store
+def test_no_tune_checkpoint_and_nothing_usable_in_mlflow(trial_store, tmp_path):
+    uri, exp, parent = trial_store
     # A new point: nothing to continue, nothing to say.
     fresh = tracking.TrialRun(uri, exp, parent, "s", key="new")
     ckpt = tmp_path / "c1"
