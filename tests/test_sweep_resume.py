@@ -52,7 +52,7 @@ def _wait_for_mid_sweep(uri: str, proc: subprocess.Popen, timeout: float = 240) 
 
 
 @pytest.mark.slow  # ~40 s: a sweep killed mid-trial, then resumed
-def test_kill_driver_then_resume_finishes_every_trial_once(ray_cluster, mlflow_server, tmp_path, monkeypatch):
+def test_kill_driver_then_resume_finishes_every_trial_once(mlflow_server, tmp_path, monkeypatch):
     storage = tmp_path / "ray"
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(
