@@ -240,6 +240,69 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
             shutil.rmtree(restore, ignore_errors=True)
 
 
+class _LostCheckpoint:
+    """Mixed into the trainable's class: restore when the checkpoint Tune's state names is gone.
+
+    Tune's driver deletes a trial's older checkpoint (``num_to_keep``) when it records a new one,
+    but saves its experiment state only every few seconds. A driver killed in between leaves a
+    state naming a deleted checkpoint, and a trial that outlives its killed driver on a shared
+    cluster can do the same; Tune's restore then fails the trial on every retry ("does not exist
+    on storage anymore"). Here the newest checkpoint in the trial's own folder is put where the
+    state says, and the trial continues from it; when there is none, an empty folder is, and
+    :mod:`sweep.recovery` continues the trial from the ``last.pt`` MLflow holds. Either way the
+    named path exists again, so Tune's later deletion of it succeeds.
+    """
+
+    def restore(self, checkpoint_path: Any) -> Any:
+        checkpoint = getattr(checkpoint_path, "checkpoint", None)
+        if checkpoint is not None and not _fs_exists(checkpoint.filesystem, checkpoint.path):
+            _replace_lost(checkpoint.filesystem, checkpoint.path)
+        return super().restore(checkpoint_path)  # type: ignore[misc]
+
+
+def _replace_lost(fs: Any, lost: str) -> None:
+    import pyarrow.fs
+
+    newest = newest_checkpoint(fs, os.path.dirname(lost))
+    logging.getLogger(__name__).warning(
+        "the checkpoint Tune recorded for this trial is gone (%s); continuing from %s",
+        lost,
+        newest or "the last checkpoint in MLflow",
+    )
+    fs.create_dir(lost)
+    if newest is None:
+        return
+    pyarrow.fs.copy_files(newest, lost, source_filesystem=fs, destination_filesystem=fs)
+    fs.delete_dir(newest)  # one checkpoint per trial, as num_to_keep says
+
+
+def _fs_exists(fs: Any, path: str) -> bool:
+    import pyarrow.fs
+
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def newest_checkpoint(fs: Any, trial_dir: str) -> str | None:
+    """The path of the highest-numbered ``checkpoint_NNNNNN`` folder in ``trial_dir``, or None."""
+    import pyarrow.fs
+
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True))
+    except OSError:
+        return None
+    found = [
+        (int(i.base_name.split("_")[1]), i.path)
+        for i in infos
+        if i.type == pyarrow.fs.FileType.Directory
+        and i.base_name.startswith("checkpoint_")
+        and i.base_name.split("_")[1].isdigit()
+    ]
+    return max(found)[1] if found else None
+
+
+_trainable.__mixins__ = (_LostCheckpoint,)  # type: ignore[attr-defined]  # Tune's hook for the class it wraps a function in
+
+
 class _KillSeams(tune.Callback):
     """The driver-side points of :mod:`sweep.seams` (a test seam; a no-op unless its variable is set)."""
 

@@ -16,13 +16,11 @@
                     and in the driver subprocesses that inherit the test's environment. Starting
                     Ray costs a tiny sweep about a third of its CPU time (measured: 39 against
                     26 busy CPU-seconds); joining costs about a second. Use
-                    it for sweeps whose test is about the sweep's own bookkeeping (Optuna, budget,
-                    warm start, confirmation), which is what a user's ``--address`` run does.
-                    Tests of what the driver does with the Ray it starts itself (signals, orphans,
-                    a killed raylet, loopback, Ctrl-C) start their own and do not use it, and so do
-                    tests that kill a driver while trials run: on a shared cluster the trial
-                    outlives its driver for a moment and may replace the Tune checkpoint that the
-                    killed driver's state names (seen once: the resume then failed that trial).
+                    it for sweeps whose test is about the sweep's own bookkeeping (resume, kill,
+                    Optuna, budget, warm start, confirmation), which is what a user's
+                    ``--address`` run does. Tests of what the driver does with the Ray it starts
+                    itself (signals, orphans, a killed raylet, loopback, Ctrl-C) start their own
+                    and do not use it.
 ``trial_store``     a sqlite store in ``tmp_path`` with an experiment and a parent run, for tests of
                     one trial's MLflow run.
 (autouse)           a new MLflow SQLite store made in the test process starts as a copy of an

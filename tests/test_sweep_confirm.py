@@ -394,7 +394,7 @@ def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a
 
 @pytest.mark.slow  # two driver starts (each starts a local Ray), trials and a retrain
 @pytest.mark.timeout(1300)
-def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(tmp_path):
+def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(ray_cluster, tmp_path):
     extra = ("confirm.top_k=1", "confirm.train_seeds=1", "trainer.epochs=4")  # 4 epochs: time to catch it
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     retrains = f"tags.`{Tag.TRIAL_ID}` LIKE '{confirm.RETRAIN_TRIAL_PREFIX}%'"

@@ -72,7 +72,7 @@ def _wait(proc: subprocess.Popen, timeout: float = 400, watch=None) -> int:
 
 @pytest.mark.slow  # seven driver starts of a 2-trial sweep: minutes (each starts a local Ray)
 @pytest.mark.timeout(1500)
-def test_a_driver_killed_at_every_phase_boundary_is_resumed_to_the_end(tmp_path):
+def test_a_driver_killed_at_every_phase_boundary_is_resumed_to_the_end(ray_cluster, tmp_path):
     for i, point in enumerate(seams.POINTS):
         log = tmp_path / f"driver-{i}-{point}.log"
         code = _wait(_drive(tmp_path, resume=i > 0, kill_at=point, log=log))

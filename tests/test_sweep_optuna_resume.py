@@ -161,7 +161,7 @@ def _kill_mid_training(tmp_path: Path, mc: MlflowClient) -> None:
 @pytest.mark.slow  # two driver starts of a 2-trial, 6-epoch Optuna sweep per case: ~1-2.5 min each on 2 cores
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("stop", [_ctrl_c_mid_training, _kill_mid_training], ids=["ctrl-c", "kill-9"])
-def test_interrupted_optuna_trials_continue_from_their_checkpoints_into_the_same_runs(tmp_path, stop):
+def test_interrupted_optuna_trials_continue_from_their_checkpoints_into_the_same_runs(ray_cluster, tmp_path, stop):
     mc = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     stop(tmp_path, mc)
     before = {r.data.tags[Tag.KEY]: r for r in _trials(mc)}

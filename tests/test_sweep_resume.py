@@ -12,8 +12,13 @@ import mlflow
 import psutil
 import pytest
 
+from ray import tune
+from ray.train._internal.session import _TrainingResult
+from ray.tune.trainable.function_trainable import wrap_function
+
 from helpers import TINY, child_runs, run_sweep
 from sweep import tracking
+from sweep import tune as sweep_tune
 from trainer import keys
 
 EPOCHS = 5
@@ -25,6 +30,78 @@ def _args(uri: str, storage, resume: bool = False) -> list[str]:
             "trainer.data.train_size=768",  # epochs long enough to kill the driver mid-trial
             "search.grid.loss.lam=[1.0e-3]", "search.points=[{loss.preset: baseline}]"]  # fmt: skip
     return ["--name", "killed", *sum((["--set", s] for s in sets), []), *(["--resume"] if resume else [])]
+
+
+class _Restored:
+    """Stands for Tune's FunctionTrainable: records what it was asked to restore."""
+
+    got: list = []
+
+    def restore(self, result):
+        self.got.append(result)
+        return "restored"
+
+
+class _Trainable(sweep_tune._LostCheckpoint, _Restored):
+    pass
+
+
+def _result(path) -> _TrainingResult:
+    return _TrainingResult(checkpoint=tune.Checkpoint.from_directory(str(path)), metrics={"epoch": 2})
+
+
+def test_a_checkpoint_that_exists_is_restored_as_tune_recorded_it(tmp_path):
+    (tmp_path / "checkpoint_000002").mkdir()
+    (tmp_path / "checkpoint_000005").mkdir()
+    result, trainable = _result(tmp_path / "checkpoint_000002"), _Trainable()
+    trainable.got = []
+    assert trainable.restore(result) == "restored"
+    assert trainable.got == [result]
+
+
+def test_a_lost_checkpoint_is_replaced_by_the_newest_one_in_the_trial_folder(tmp_path):
+    # Tune's state names checkpoint_000002, which the driver deleted after the trial wrote newer ones
+    for name in ("checkpoint_000003", "checkpoint_000010", "checkpoint_tmp", "other"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint_000010" / "last.pt").write_text("epoch 10")
+    (tmp_path / "checkpoint_000011").write_text("a file, not a checkpoint folder")
+    result, trainable = _result(tmp_path / "checkpoint_000002"), _Trainable()
+    trainable.got = []
+    assert trainable.restore(result) == "restored"
+    assert trainable.got == [result]  # restored where Tune's state says, so Tune can delete it later
+    assert (tmp_path / "checkpoint_000002" / "last.pt").read_text() == "epoch 10"
+    assert not (tmp_path / "checkpoint_000010").exists()  # moved, not copied: one checkpoint kept
+    assert (tmp_path / "checkpoint_000003").is_dir()
+
+
+def test_a_lost_checkpoint_with_none_left_becomes_an_empty_one(tmp_path):
+    # the trial then finds no last.pt in it, and sweep.recovery continues from MLflow's last.pt
+    result, trainable = _result(tmp_path / "checkpoint_000002"), _Trainable()
+    trainable.got = []
+    assert trainable.restore(result) == "restored"
+    assert trainable.got == [result]
+    assert list((tmp_path / "checkpoint_000002").iterdir()) == []
+    assert sweep_tune.newest_checkpoint(result.checkpoint.filesystem, str(tmp_path / "gone")) is None
+
+
+def test_the_sweeps_trainable_class_carries_the_lost_checkpoint_restore():
+    trainable = tune.with_resources(tune.with_parameters(sweep_tune._trainable, ctx=None), {"cpu": 1})
+    cls = wrap_function(trainable)
+    assert cls.restore is not tune.Trainable.restore
+    assert cls.__mro__.index(sweep_tune._LostCheckpoint) < cls.__mro__.index(tune.Trainable)
+
+
+def _lose_named_checkpoints(storage) -> int:
+    """What a killed driver can leave: the checkpoint its saved state names deleted, a newer one kept.
+
+    Every trial folder's ``checkpoint_N`` becomes ``checkpoint_N+1`` (same content), so Tune's state
+    names a checkpoint that no longer exists. Returns how many were moved."""
+    moved = 0
+    for ckpt in sorted(storage.glob("killed/*/checkpoint_*"), reverse=True):
+        index = int(ckpt.name.split("_")[1])
+        ckpt.rename(ckpt.with_name(f"checkpoint_{index + 1:06d}"))
+        moved += 1
+    return moved
 
 
 def _wait_for_mid_sweep(uri: str, proc: subprocess.Popen, timeout: float = 240) -> tuple[set[str], str]:
@@ -52,7 +129,9 @@ def _wait_for_mid_sweep(uri: str, proc: subprocess.Popen, timeout: float = 240) 
 
 
 @pytest.mark.slow  # ~40 s: a sweep killed mid-trial, then resumed
-def test_kill_driver_then_resume_finishes_every_trial_once(mlflow_server, tmp_path, monkeypatch):
+def test_kill_driver_then_resume_finishes_every_trial_once(ray_cluster, mlflow_server, tmp_path, monkeypatch):
+    """Also with the checkpoint named in the killed driver's state lost (Tune deletes the older one
+    when it records a newer, and saves its state only every few seconds)."""
     storage = tmp_path / "ray"
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(
@@ -76,6 +155,7 @@ def test_kill_driver_then_resume_finishes_every_trial_once(mlflow_server, tmp_pa
             driver.kill()
         log.close()
 
+    assert _lose_named_checkpoints(storage) >= 2  # the finished trial's and the interrupted one's
     monkeypatch.chdir(tmp_path)  # resume from the sweep's directory, as the driver printed
     assert run_sweep(_args(mlflow_server.uri, storage, resume=True)) == 0
 
