@@ -3,6 +3,8 @@ size, and the evaluation draws what it measured."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -151,6 +153,22 @@ def test_density_ratio_curve_has_a_title_units_and_a_defined_reference_line():
     assert figures.density_ratios_figure({1e-3: 1.0, 1e-1: 1e6}).axes[0].get_yscale() == "log"
     three = figures.density_ratios_figure({1e-3: 1.0}, images=8, draws=3).axes[0].get_legend().get_texts()[0].get_text()
     assert three == "mean over 8 test images, 3 draws of η ~ N(0, σ²I) each"
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_density_ratios_that_all_overflowed_still_draw_and_say_so(tmp_path, bad):
+    # Seen in a live sweep: a badly trained model's logits overflowed exp() at every σ; the
+    # figure's log σ axis had no finite point to scale by, savefig raised, and the trial failed.
+    sigmas = [1e-4, 1e-3, 1e-2, 1e-1]
+    fig = figures.density_ratios_figure(dict.fromkeys(sigmas, bad), images=4)
+    fig.savefig(tmp_path / "ratios.png")
+    (ax,) = fig.axes
+    low, high = ax.get_xlim()
+    assert low < 1e-4 and high > 1e-1
+    assert "(4 of 4 σ not finite, not drawn)" in ax.get_legend().get_texts()[0].get_text()
+    mixed = figures.density_ratios_figure({1e-4: 1.0, 1e-1: bad}, images=4)
+    mixed.savefig(tmp_path / "mixed.png")
+    assert "(1 of 2 σ not finite" in mixed.axes[0].get_legend().get_texts()[0].get_text()
 
 
 def test_pixel_perturbation_curve_has_a_title_the_fill_and_the_chance_level():

@@ -315,9 +315,13 @@ def density_ratios_figure(
     values = [ratios[s] for s in sigmas]
     over = f"mean over {images} test images" if images is not None else "mean over test images"
     each = "one draw" if draws == 1 else f"{draws} draws"
-    ax.plot(sigmas, values, marker="o", label=f"{over}, {each} of η ~ N(0, σ²I) each")
+    lost = sum(not math.isfinite(v) for v in values)
+    lost_note = f" ({lost} of {len(values)} σ not finite, not drawn)" if lost else ""
+    ax.plot(sigmas, values, marker="o", label=f"{over}, {each} of η ~ N(0, σ²I) each{lost_note}")
     ax.axhline(1.0, color="gray", linewidth=0.8, linestyle="--", label="1: the noise leaves p(x|y) unchanged")
     ax.set_xscale("log")
+    if sigmas:  # the σ axis from the σ measured, also when no ratio is finite (overflowed logits)
+        ax.set_xlim(min(sigmas) / 1.5, max(sigmas) * 1.5)
     # A log axis for ratios spanning decades (1 included), only when every ratio can be drawn on it:
     # a ratio that underflowed to 0 (or a NaN) keeps the linear axis.
     finite = all(math.isfinite(v) and v > 0 for v in values)
