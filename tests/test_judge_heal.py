@@ -93,3 +93,30 @@ def test_two_sweeps_starting_at_once_train_one_judge_once(judged, monkeypatch):
         t.join(timeout=300)
     assert len(results) == 2 and results[0] == results[1] and len(trained) == 1
     assert len(_judges(tracking.client(uri))) == 1
+
+
+def test_the_judge_trains_with_the_trials_thread_count_whatever_the_drivers(judged, tmp_path):
+    """On CPU a judge's weights depend on torch's thread count; trained at the trials' count, the
+    same key gives the same judge on a driver with any setting (naive reference: the same config
+    trained directly at that count)."""
+    import torch
+
+    from sweep.config import judge_config
+    from trainer.checkpoint import read_judge
+    from trainer.judge import train_judge
+
+    cfg, uri, root = judged
+    jc = judge_config(cfg)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run_id = judge_stage.train_and_log(jc, uri, root, "cpu", threads=1)
+        assert torch.get_num_threads() == 2  # the driver's own setting is back
+        torch.set_num_threads(1)
+        direct = train_judge(jc, tmp_path / "direct", device="cpu")
+    finally:
+        torch.set_num_threads(previous)
+    stored = read_judge(_stored(tracking.client(uri), run_id))["state_dict"]
+    reference = read_judge(direct)["state_dict"]
+    assert stored.keys() == reference.keys()
+    assert all(torch.equal(stored[k], reference[k]) for k in stored)
