@@ -103,7 +103,7 @@ def against_table(grid: pd.DataFrame, table: Table, seed: int) -> list[str]:
         lines.append(f"  {'':7s} {lam:7.0e} {mu:7.0e}  {live_acc * n_val:8.0f} / {rec_acc * n_val:3.0f} of {n_val}"
                      f"      {live_gan * n_gan:8.0f} / {rec_gan * n_gan:3.0f} of {n_gan}{status}")
     gaps = (f"; GAN-test differs by at most {max(gan_gaps):.0f} of {n_gan} samples (mean {statistics.mean(gan_gaps):.1f})"
-            if gan_gaps else "")
+            if gan_gaps and max(gan_gaps) > 0 else "")
     lines.append(f"  seed {seed}: {count} cells, status the same in {same_status}; of the {finished} finished in "
                  f"both, validation accuracy identical in {same_acc}, GAN-test identical in {same_gan}{gaps}")
     return lines
@@ -181,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         sizes["replay"], epochs, grace = replay_size(table)
     else:
         epochs, grace = (4, 2) if args.size == "quickstart" else (2, 1)
-    base = [*sizes[args.size], f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"storage_path={root / 'ray'}",
-            f"experiment={EXPERIMENT}", "search.points=[]", "trainer.device=cpu", "analysis=false",
+    base = [*sizes[args.size], f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.artifacts={root / 'mlruns'}",
+            f"storage_path={root / 'ray'}", f"experiment={EXPERIMENT}", "search.points=[]", "trainer.device=cpu",
+            "analysis=false",
             "failure.max_failures=0"]  # a tiny trial's error is deterministic: a retry would repeat it
     grid_cost = len(GRID) ** 2 * epochs
     budget = int(args.budget * grid_cost)
