@@ -50,6 +50,11 @@ def _from_mlflow(mlrun: tracking.TrialRun, target: Path, run: Any = None) -> tup
     return epoch, f"continued from MLflow's {LAST_CHECKPOINT} (epoch {epoch})"
 
 
+# Written by sweep.tune into a Tune checkpoint folder it had to replace (the one Tune's saved state
+# named was gone): why, and from which checkpoint. Read and removed here, so the trial's run says it.
+LOST_NOTE = "sweep_lost_checkpoint.txt"
+
+
 def restore_checkpoint(restore: Path | None, ckpt: Path, mlrun: tracking.TrialRun) -> tuple[bool, str | None]:
     """Fill ``ckpt`` (an empty folder) with the checkpoint to continue from.
 
@@ -60,11 +65,15 @@ def restore_checkpoint(restore: Path | None, ckpt: Path, mlrun: tracking.TrialRu
     if restore is None:
         return _without_tune_checkpoint(ckpt, mlrun)
     shutil.copytree(restore, ckpt, dirs_exist_ok=True)
+    lost = ckpt / LOST_NOTE
+    replaced = lost.read_text().strip() if lost.is_file() else None
+    lost.unlink(missing_ok=True)  # not carried into the trial's next checkpoints
     try:
         _epoch(ckpt / CHECKPOINT)
-        return True, None
+        return True, replaced
     except CheckpointError as e:
-        problem = f"Tune checkpoint unusable ({e})"
+        problem = f"{replaced}; " if replaced else ""
+        problem += f"Tune checkpoint unusable ({e})"
     (ckpt / CHECKPOINT).unlink(missing_ok=True)
     epoch, note = _from_mlflow(mlrun, ckpt / CHECKPOINT)
     if epoch is not None:

@@ -39,6 +39,7 @@ from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
 from sweep.points import grid_points  # noqa: E402
+from sweep.recovery import LOST_NOTE  # noqa: E402
 from sweep.trial import POINT, POINT_KEY, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
@@ -261,19 +262,20 @@ class _LostCheckpoint:
 
 
 def _replace_lost(fs: Any, lost: str) -> None:
+    """Fill the missing folder ``lost`` with the trial folder's newest checkpoint (moved), or leave
+    it empty; a note in it (``recovery.LOST_NOTE``) says which, for the trial's MLflow run."""
     import pyarrow.fs
 
     newest = newest_checkpoint(fs, os.path.dirname(lost))
-    logging.getLogger(__name__).warning(
-        "the checkpoint Tune recorded for this trial is gone (%s); continuing from %s",
-        lost,
-        newest or "the last checkpoint in MLflow",
+    note = f"the Tune checkpoint {os.path.basename(lost)} of this trial was gone; " + (
+        f"continued from {os.path.basename(newest)}" if newest else "none was left in its folder"
     )
     fs.create_dir(lost)
-    if newest is None:
-        return
-    pyarrow.fs.copy_files(newest, lost, source_filesystem=fs, destination_filesystem=fs)
-    fs.delete_dir(newest)  # one checkpoint per trial, as num_to_keep says
+    if newest is not None:
+        pyarrow.fs.copy_files(newest, lost, source_filesystem=fs, destination_filesystem=fs)
+        fs.delete_dir(newest)  # one checkpoint per trial, as num_to_keep says
+    with fs.open_output_stream(f"{lost.rstrip('/')}/{LOST_NOTE}") as f:
+        f.write(note.encode())
 
 
 def _fs_exists(fs: Any, path: str) -> bool:

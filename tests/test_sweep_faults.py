@@ -290,6 +290,33 @@ def test_a_corrupt_tune_checkpoint_falls_back_to_the_mlflow_one_then_to_scratch(
     assert runs[0].data.tags[Tag.RESTARTED] == note
 
 
+def test_a_replaced_lost_checkpoint_says_so_in_the_note_and_is_not_carried_on(trial_store, tmp_path):
+    uri, exp, parent = trial_store
+    run = tracking.TrialRun(uri, exp, parent, "s", key="k")
+    run.open("p", "t1", {})
+    run.log_metrics({keys.EPOCH: 1, keys.TRAIN_LOSS: 1.0}, step=1)
+    run.log_checkpoint(_checkpoint(tmp_path / "up" / "last.pt", 1))
+    said = "the Tune checkpoint checkpoint_000002 of this trial was gone; continued from checkpoint_000003"
+    # sweep.tune moved the newest checkpoint where Tune's state pointed, with its note
+    moved = tmp_path / "moved"
+    _checkpoint(moved / "last.pt", 3)
+    (moved / recovery.LOST_NOTE).write_text(said)
+    ckpt = tmp_path / "ckpt1"
+    ckpt.mkdir()
+    assert recovery.restore_checkpoint(moved, ckpt, tracking.TrialRun(uri, exp, parent, "s", key="k")) == (True, said)
+    assert not (ckpt / recovery.LOST_NOTE).exists()  # the next checkpoints do not repeat it
+    # none was left: an empty folder with the note, and the trial continues from MLflow's last.pt
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / recovery.LOST_NOTE).write_text(said.replace("continued from checkpoint_000003", "none was left"))
+    ckpt = tmp_path / "ckpt2"
+    ckpt.mkdir()
+    resumed, note = recovery.restore_checkpoint(empty, ckpt, tracking.TrialRun(uri, exp, parent, "s", key="k"))
+    assert resumed and note.startswith("the Tune checkpoint checkpoint_000002 of this trial was gone; none was left; ")
+    assert "continued from MLflow's" in note and "(epoch 1)" in note
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt"]
+
+
 def test_a_resumed_trial_never_logs_a_step_mlflow_holds(trial_store):
     uri, exp, parent = trial_store
     run = tracking.TrialRun(uri, exp, parent, "s", key="k")

@@ -17,8 +17,9 @@ from ray.train._internal.session import _TrainingResult
 from ray.tune.trainable.function_trainable import wrap_function
 
 from helpers import TINY, child_runs, run_sweep
-from sweep import tracking
+from sweep import recovery, tracking
 from sweep import tune as sweep_tune
+from sweep.record import Tag
 from trainer import keys
 
 EPOCHS = 5
@@ -70,6 +71,8 @@ def test_a_lost_checkpoint_is_replaced_by_the_newest_one_in_the_trial_folder(tmp
     assert trainable.restore(result) == "restored"
     assert trainable.got == [result]  # restored where Tune's state says, so Tune can delete it later
     assert (tmp_path / "checkpoint_000002" / "last.pt").read_text() == "epoch 10"
+    assert (tmp_path / "checkpoint_000002" / recovery.LOST_NOTE).read_text() == (
+        "the Tune checkpoint checkpoint_000002 of this trial was gone; continued from checkpoint_000010")
     assert not (tmp_path / "checkpoint_000010").exists()  # moved, not copied: one checkpoint kept
     assert (tmp_path / "checkpoint_000003").is_dir()
 
@@ -80,7 +83,7 @@ def test_a_lost_checkpoint_with_none_left_becomes_an_empty_one(tmp_path):
     trainable.got = []
     assert trainable.restore(result) == "restored"
     assert trainable.got == [result]
-    assert list((tmp_path / "checkpoint_000002").iterdir()) == []
+    assert [p.name for p in (tmp_path / "checkpoint_000002").iterdir()] == [recovery.LOST_NOTE]
     assert sweep_tune.newest_checkpoint(result.checkpoint.filesystem, str(tmp_path / "gone")) is None
 
 
@@ -182,6 +185,7 @@ def test_kill_driver_then_resume_finishes_every_trial_once(ray_cluster, mlflow_s
     # first epoch trained (and logged) once, before the kill, and the rest after it.
     run = by_key[interrupted]
     assert run.data.tags["trial.attempts"] == "2"
+    assert "was gone; continued from checkpoint_" in run.data.tags[Tag.RESTARTED]  # the run says why
     history = mc.get_metric_history(run.info.run_id, keys.TRAIN_LOSS)
     assert [m.timestamp < killed_at for m in history if m.step == 1] == [True]
     assert max(m.timestamp for m in history) > killed_at
