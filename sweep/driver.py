@@ -152,14 +152,17 @@ def _with_interval(m: dict[str, Any], key: str, value: Any) -> str:
 
 def _print_summary(rows: list[dict[str, Any]], confirmed: Sequence[confirm.Confirmed] = ()) -> None:
     print("\nTrials, best first by the selection objective (val/test = validation/test accuracy, gan = GAN-test,"
-          " objective = eval/objective; the numbers that selected, with their 95 % intervals):")  # fmt: skip
-    print(f"  {'point':24s} {'status':9s} {'epoch':>5s} {'val':>6s} {'test':>6s} {'gan':>21s} {'objective':>21s}")
+          " objective = eval/objective; each with its 95 % interval; val and gan are what selected, test never"
+          " selects):")  # fmt: skip
+    print(f"  {'point':24s} {'status':9s} {'epoch':>5s} {'val':>21s} {'test':>21s} {'gan':>21s} {'objective':>21s}")
     ranked = sorted(rows, key=lambda r: (_objective(r) is None, -(_objective(r) or 0.0), _point(r)))
     for row in ranked:
         m = row["metrics"]
         print(
             f"  {_point(row):24s} {row['status']:9s} {_fmt(m.get(keys.EPOCH)):>5s} "
-            f"{_fmt(m.get(keys.VAL_ACC)):>6s} {_fmt(m.get(keys.TEST_ACC)):>6s} {_with_interval(m, keys.GAN_TEST, m.get(keys.GAN_TEST)):>21s} "
+            f"{_with_interval(m, keys.VAL_ACC, m.get(keys.VAL_ACC)):>21s} "
+            f"{_with_interval(m, keys.TEST_ACC, m.get(keys.TEST_ACC)):>21s} "
+            f"{_with_interval(m, keys.GAN_TEST, m.get(keys.GAN_TEST)):>21s} "
             f"{_with_interval(m, keys.OBJECTIVE, _objective(row)):>21s}"
         )
         if row["error"]:

@@ -93,7 +93,9 @@ def test_summary_reports_confirmed_intervals_and_names_the_points_not_separable_
     from sweep.driver import _note, _print_summary
 
     def row(trial_id, point, objective):
-        m = {"point": point, keys.EPOCH: 4, keys.OBJECTIVE: objective, keys.VAL_ACC: 0.8, keys.GAN_TEST: 0.7}
+        m = {"point": point, keys.EPOCH: 4, keys.OBJECTIVE: objective, keys.VAL_ACC: 0.8, keys.GAN_TEST: 0.7,
+             keys.lo_key(keys.VAL_ACC): 0.75, keys.hi_key(keys.VAL_ACC): 0.85, keys.TEST_ACC: 0.9,
+             keys.lo_key(keys.TEST_ACC): 0.875, keys.hi_key(keys.TEST_ACC): 0.925}
         return {"trial_id": trial_id, "metrics": m, "status": Status.FINISHED, "error": None}
 
     rows = [row("t-a", "sm a", 0.82), row("t-b", "sm b", 0.80), row("t-c", "base c", 0.78)]
@@ -110,6 +112,9 @@ def test_summary_reports_confirmed_intervals_and_names_the_points_not_separable_
     assert "selected by objective 0.780" in line  # what selected, labelled
     assert line.endswith("not separable from it: sm b")
     assert "  sm b " in out and "0.770 [0.750, 0.790]" in out  # the finalists' table with intervals
+    # every trial's reported accuracies carry their intervals too
+    trial_line = next(line for line in out.splitlines() if line.startswith("  sm a ") and "finished" in line)
+    assert "0.800 [0.750, 0.850]" in trial_line and "0.900 [0.875, 0.925]" in trial_line
     note = _note("s", rows, confirmed)
     assert "**sm a**, objective 0.760 [0.740, 0.780]" in note and "not separable from it: sm b." in note
     assert "as selection measured it: objective 0.820" in note
