@@ -142,7 +142,12 @@ def run_trial(
             # before the divergence. The driver's summary shows the same, not a dash.
             result.update(last["accuracy"])
         else:
-            last["accuracy"] = {k: metrics[k] for k in (keys.VAL_ACC, keys.TEST_ACC) if k in metrics}
+            last["accuracy"] = {  # with their intervals: the summary reports none bare
+                k: metrics[k]
+                for acc in (keys.VAL_ACC, keys.TEST_ACC)
+                for k in (acc, keys.lo_key(acc), keys.hi_key(acc))
+                if k in metrics
+            }
         result.update({keys.OBJECTIVE: state["objective"], keys.STATUS: str(status), POINT: name})
         if state.get("objective_interval"):  # the latest objective's interval, for the driver's summary
             result[keys.lo_key(keys.OBJECTIVE)], result[keys.hi_key(keys.OBJECTIVE)] = state["objective_interval"]

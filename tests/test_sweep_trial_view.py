@@ -48,7 +48,8 @@ def test_a_diverged_trial_reports_the_accuracies_the_ui_shows_and_its_pictures_n
     def fake_run(cfg, report, checkpoint_dir, out_dir):
         seen["label"] = cfg.eval.label
         (checkpoint_dir / "last.pt").write_bytes(b"x")
-        report({keys.EPOCH: 1, keys.STATUS: "running", keys.VAL_ACC: 0.049, keys.TEST_ACC: 0.044}, {})
+        report({keys.EPOCH: 1, keys.STATUS: "running", keys.VAL_ACC: 0.049, keys.TEST_ACC: 0.044,
+                keys.lo_key(keys.VAL_ACC): 0.02, keys.hi_key(keys.VAL_ACC): 0.1}, {})
         report({keys.EPOCH: 2, keys.STATUS: "diverged"}, {})
         return {keys.EPOCH: 2, keys.STATUS: "diverged"}
 
@@ -66,3 +67,5 @@ def test_a_diverged_trial_reports_the_accuracies_the_ui_shows_and_its_pictures_n
     assert last_logged == {keys.VAL_ACC: 0.049, keys.TEST_ACC: 0.044}
     assert reported[-1][keys.STATUS] == "diverged"
     assert {k: reported[-1][k] for k in last_logged} == last_logged
+    # with the interval epoch 1 logged, so the summary's row for the diverged trial is not bare
+    assert (reported[-1][keys.lo_key(keys.VAL_ACC)], reported[-1][keys.hi_key(keys.VAL_ACC)]) == (0.02, 0.1)
