@@ -36,7 +36,8 @@ def _args(uri: str, storage, resume: bool = False) -> list[str]:
 class _Restored:
     """Stands for Tune's FunctionTrainable: records what it was asked to restore."""
 
-    got: list = []
+    def __init__(self):
+        self.got = []
 
     def restore(self, result):
         self.got.append(result)
@@ -55,7 +56,6 @@ def test_a_checkpoint_that_exists_is_restored_as_tune_recorded_it(tmp_path):
     (tmp_path / "checkpoint_000002").mkdir()
     (tmp_path / "checkpoint_000005").mkdir()
     result, trainable = _result(tmp_path / "checkpoint_000002"), _Trainable()
-    trainable.got = []
     assert trainable.restore(result) == "restored"
     assert trainable.got == [result]
 
@@ -67,7 +67,6 @@ def test_a_lost_checkpoint_is_replaced_by_the_newest_one_in_the_trial_folder(tmp
     (tmp_path / "checkpoint_000010" / "last.pt").write_text("epoch 10")
     (tmp_path / "checkpoint_000011").write_text("a file, not a checkpoint folder")
     result, trainable = _result(tmp_path / "checkpoint_000002"), _Trainable()
-    trainable.got = []
     assert trainable.restore(result) == "restored"
     assert trainable.got == [result]  # restored where Tune's state says, so Tune can delete it later
     assert (tmp_path / "checkpoint_000002" / "last.pt").read_text() == "epoch 10"
@@ -80,7 +79,6 @@ def test_a_lost_checkpoint_is_replaced_by_the_newest_one_in_the_trial_folder(tmp
 def test_a_lost_checkpoint_with_none_left_becomes_an_empty_one(tmp_path):
     # the trial then finds no last.pt in it, and sweep.recovery continues from MLflow's last.pt
     result, trainable = _result(tmp_path / "checkpoint_000002"), _Trainable()
-    trainable.got = []
     assert trainable.restore(result) == "restored"
     assert trainable.got == [result]
     assert [p.name for p in (tmp_path / "checkpoint_000002").iterdir()] == [recovery.LOST_NOTE]
