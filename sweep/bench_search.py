@@ -44,6 +44,7 @@ from analysis.runs import AnalysisError, load
 from sweep import tracking
 from sweep.replay.table import Table, read_table
 from trainer import keys
+from trainer.stats import seeds_interval, wilson
 
 EXPERIMENT = "bench-search"
 GRID = [1.0e-2, 1.0e-3, 1.0e-4, 1.0e-5]  # λ and μ of the full grid: 16 points
@@ -154,9 +155,10 @@ def _outcome(frames: list[pd.DataFrame], target: float | None) -> Outcome:
                    float(trials["objective"].max()))
 
 
-def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+def _share(k: int, n: int) -> str:
+    """``k/n`` seeds with the share's Wilson 95 % interval, in percent."""
+    w = wilson(k, n)
+    return f"{k}/{n} seeds ({100 * w.value:.0f} % [{100 * w.lo:.0f}, {100 * w.hi:.0f}])"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,21 +222,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nsearch vs grid on digits ({args.size}: {epochs} epochs per trial, {len(args.seeds)} seeds, "
           f"sampler {args.sampler}); grid {len(GRID)}x{len(GRID)} = {grid_cost} trial-epochs, search budget "
           f"{budget} ({args.budget:.0%}), warm = coarse {len(COARSE)}x{len(COARSE)} grid + search in that budget")
-    print(f"  {'method':6s} {'hypervolume (mean ± sd)':>24s} {'hv / grid':>9s} {'epochs':>7s} "
-          f"{'epochs to grid best (per seed)':>32s}")
+    print(f"  {'method':6s} {'hypervolume [95 % t]':>24s} {'hv / grid [95 % t]':>24s} {'epochs':>7s} "
+          f"{'epochs to grid best (per seed)':>32s}  (intervals: Student's t over seeds; one seed: unbounded)")
     grid_hv = [o.hypervolume for o in results["grid"]]
     for method, outcomes in results.items():
         hv = [o.hypervolume for o in outcomes]
-        ratio = statistics.mean(h / g if g > 0 else float("nan") for h, g in zip(hv, grid_hv))
+        ratio = seeds_interval([h / g if g > 0 else float("nan") for h, g in zip(hv, grid_hv)])
         to_best = ", ".join("never" if o.to_best is None else str(o.to_best) for o in outcomes)
-        print(f"  {method:6s} {_mean_sd(hv):>24s} {ratio:9.2f} {statistics.mean(o.epochs for o in outcomes):7.1f} "
-              f"{to_best:>32s}")
+        print(f"  {method:6s} {seeds_interval(hv)!s:>24s} {ratio!s:>24s} "
+              f"{statistics.mean(o.epochs for o in outcomes):7.1f} {to_best:>32s}")
     for method in [m for m in ("cold", "warm") if m in results]:
         outcomes = results[method]
         hv_ok = sum(o.hypervolume >= g - 1e-12 and o.epochs <= 0.5 * grid_cost for o, g in zip(outcomes, grid_hv))
         best_ok = sum(o.to_best is not None and o.to_best <= 0.25 * grid_cost for o in outcomes)
-        print(f"  goal, {method}: grid's hypervolume with <= 50 % of its epochs in {hv_ok}/{len(outcomes)} seeds; "
-              f"its best objective with <= 25 % in {best_ok}/{len(outcomes)} seeds")
+        print(f"  goal, {method}: grid's hypervolume with <= 50 % of its epochs in {_share(hv_ok, len(outcomes))}; "
+              f"its best objective with <= 25 % in {_share(best_ok, len(outcomes))}")
     if comparison:
         print(f"\nlive grid against the replay's recorded table ({args.table.name}; final epoch {epochs}):")
         print("\n".join(comparison))

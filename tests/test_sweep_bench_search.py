@@ -61,3 +61,28 @@ def test_live_cells_are_compared_with_the_recorded_ones_of_their_seed():
     assert "2 /   3 of 4" in lines[2] and lines[2].endswith("of 4")  # λ=1e-3: 2 of 4 images live, 3 recorded
     assert lines[1].endswith("diverged / finished")  # λ=1e-4, sorted first
     assert "not in the recorded table" in against_table(live, table, seed=7)[0]
+
+
+def test_the_goals_share_of_seeds_carries_its_wilson_interval():
+    from sweep.bench_search import _share
+    from trainer.stats import wilson
+
+    w = wilson(2, 3)
+    assert _share(2, 3) == f"2/3 seeds (67 % [{100 * w.lo:.0f}, {100 * w.hi:.0f}])"
+    assert _share(0, 2).startswith("0/2 seeds (0 % [0, ") and not _share(0, 2).endswith("[0, 0])")
+
+
+def test_the_summary_reports_each_methods_hypervolume_and_ratio_with_intervals(monkeypatch, tmp_path, capsys):
+    import sweep.bench_search as bench
+
+    # Every sweep answers with the same two finished trials (its sweeps are stood in for: this
+    # checks the summary the benchmark prints, not the sweeps, which the sweep's own tests run).
+    frame = trials([("finished", 2, 0.9, 0.5, 0.7), ("finished", 2, 0.6, 0.8, 0.7)])
+    frame["run_name"] = ["a", "b"]
+    monkeypatch.setattr(bench, "_sweep", lambda root, name, sets: frame.copy())
+    bench.main(["--seeds", "0", "1", "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and "[" in line}
+    for method in ("grid", "cold", "warm"):
+        assert "[" in rows[method] and "1.000 [1.000, 1.000]" in rows[method], out  # identical sweeps: ratio 1
+    assert "in 2/2 seeds (100 % [" in out, out
