@@ -25,17 +25,18 @@ from pathlib import Path
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from analysis import default_out_dir, figures, fronts, log_outputs, pareto, table2
-from analysis.hypervolume import DEFAULT_REFERENCE, describe_reference, front_hypervolume
+from analysis import (default_out_dir, figures, fronts, hypervolume_metrics, log_outputs, pareto, sweep_best_run,
+                      table2)
+from analysis.hypervolume import DEFAULT_REFERENCE, BOOTSTRAP_DRAWS, describe_reference, front_hypervolume_interval
 from analysis.runs import (AnalysisError, check_comparable, client, column_name, default_tracking_uri, load,
                            select_parent, selection_notice)
 from sweep import tracking
-from sweep.record import HYPERVOLUME
 
 
 def _table2(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
     stem = "" if args.metric == "objective" else f"{args.metric}_"  # one file per metric
-    paths = table2.write_table2(frame, args.out, args.metric, args.axes, stem=stem)
+    best_run = sweep_best_run(args.parent, args.tracking_uri) if args.parent else None
+    paths = table2.write_table2(frame, args.out, args.metric, args.axes, stem=stem, best_run=best_run)
     print(f"Table 2 (the heatmap's colour: {args.metric}):")
     print(paths[f"{stem}table2.md"].read_text())
     return paths
@@ -46,12 +47,15 @@ def _pareto(frame: pd.DataFrame, args: argparse.Namespace) -> dict[str, Path]:
     stem = "" if args.x is None and args.y == "gan_test" else f"{xc}_{yc}_"  # one file per pair of metrics
     paths = pareto.write_pareto(frame, args.out, args.x, args.y, args.include_stopped, args.minimize, stem=stem)
     front = pd.read_csv(paths[f"{stem}front.csv"])
-    print(f"Pareto front of {xc} and {yc} ({len(front)} point(s), seeds averaged; checkpoints and interval "
-          f"columns in front.csv):")
+    print(f"Pareto front of {xc} and {yc}: {int(front['on_front'].sum())} point(s) on the front of the point "
+          f"estimates, {int(front['candidate'].sum())} not separably dominated (seeds averaged; checkpoints and "
+          f"interval columns in front.csv):")
     print(pareto.front_text(front, xc, yc) + "\n")
     reference = tuple(args.reference) if args.reference else None
-    args.hypervolume = front_hypervolume(frame, args.x, args.y, reference, args.include_stopped, args.minimize)
-    print(f"hypervolume {args.hypervolume:.4f} (reference point {describe_reference(xc, yc, reference)})")
+    args.hypervolume = front_hypervolume_interval(frame, args.x, args.y, reference, args.include_stopped,
+                                                  args.minimize)
+    print(f"hypervolume {args.hypervolume} (reference point {describe_reference(xc, yc, reference)}; 95 % interval "
+          f"by a parametric bootstrap over the points' intervals, {BOOTSTRAP_DRAWS} draws)")
     return paths
 
 
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         parent = args.parent_run_id or select_parent(args.experiment, args.tracking_uri,
                                                      args.sweep[0] if args.sweep else None)
     frame = load(args.experiment, args.tracking_uri, parent)
+    args.parent = parent
     if args.out is None:
         names = frame["sweep"].dropna()
         name = "all" if parent is None else str(names.iloc[0]) if len(names) else parent
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         # sweep/hypervolume names one number: the accuracy/GAN-test front against (0, 0).
         default = args.x is None and column_name(args.y) == "gan_test" and args.reference in (None, list(DEFAULT_REFERENCE))
         if args.command == "pareto" and default and not args.include_stopped:
-            tracking.log_parent_metrics(client(args.tracking_uri), parent, {HYPERVOLUME: args.hypervolume})
+            tracking.log_parent_metrics(client(args.tracking_uri), parent, hypervolume_metrics(args.hypervolume))
     return paths
 
 

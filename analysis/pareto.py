@@ -11,10 +11,15 @@ that had a validation split. Trials that selected on different splits, or whose 
 different judges, are refused (:func:`analysis.runs.check_comparable`).
 
 The exported and drawn front (:func:`write_pareto`) is over points: a point's seeds are averaged
-(:func:`analysis.runs.seed_means`), each number carrying its 95 % interval (Student's t over the
-seeds, or one run's own Wilson/propagated interval) in ``<col>_lo``/``<col>_hi`` columns, and the
-plot draws those intervals as error bars. Where a finalist was confirmed on fresh draws, the
-``confirm_*`` columns stand beside the selection numbers that put it on the front.
+(:func:`analysis.verdicts.point_means`: every seed that ended, a diverged one at the worst value),
+each number carrying its 95 % interval (the pooled run-to-run variance where points have several
+seeds, else one run's own Wilson/propagated interval, the evaluation's only) in
+``<col>_lo``/``<col>_hi`` columns, and the plot draws those intervals as error bars. The front of
+point estimates is one draw of the noise, so beside it stand the points that no other point
+*separably* dominates (:func:`analysis.verdicts.not_dominated`): the candidate front, which
+``front.csv`` flags (``on_front``, ``candidate``) and the plot marks. Where a finalist was
+confirmed on fresh draws, the ``confirm_*`` columns stand beside the selection numbers that put it
+on the front.
 """
 
 from __future__ import annotations
@@ -31,14 +36,15 @@ import pandas as pd
 from matplotlib.text import Annotation
 from matplotlib.transforms import Bbox
 
-from analysis.runs import (CONFIRMED, INTERVALS, LABELS, LOWER_IS_BETTER, PERCENT, SEEDS_INTERVAL, AnalysisError,
-                           check_comparable, check_not_test, column_name, completed, describe, metric_column,
-                           seed_means, selection_accuracy)
+from analysis import verdicts
+from analysis.runs import (CONFIRMED, INTERVALS, LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, check_comparable,
+                           check_not_test, column_name, completed, describe, metric_column, selection_accuracy)
 from sweep.record import LOSS_NAMES, Status
 
 # Columns exported with a front (those present in the frame), then the two metrics; each metric
 # of WITH_INTERVAL is followed by its interval's ends (<col>_lo, <col>_hi).
-FRONT_COLUMNS = ("run_id", "run_name", "sweep", "loss", "lam", "mu", "sigma", "seed", "seeds", "interval",
+FRONT_COLUMNS = ("run_id", "run_name", "sweep", "loss", "lam", "mu", "sigma", "seed", "seeds", "finished_seeds",
+                 "on_front", "candidate", "interval",
                  "status", "epochs", "epochs_done", "val_acc", "test_acc", "gan_test", "objective",
                  "confirm_test_acc", "confirm_gan_test", "confirm_objective", "selection_split", "judge",
                  "judge_arch", "checkpoint_uri")
@@ -127,12 +133,28 @@ def export_columns(front: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 def point_front(frame: pd.DataFrame, x: str, y: str, include_stopped: bool = False,
                 minimize: Collection[str] = ()) -> pd.DataFrame:
     """:func:`pareto_front` over points: each point's seeds averaged first
-    (:func:`analysis.runs.seed_means`, with the intervals of its metrics)."""
-    columns = [c for c in (x, y, *INTERVALS) if c in frame.columns]
-    points = seed_means(frame, columns, include_stopped)
+    (:func:`analysis.verdicts.point_means`, with the intervals of its metrics)."""
+    points = verdicts.point_means(frame, [x, y, *INTERVALS], include_stopped)
     if points.empty:
         return pareto_front(frame, x, y, include_stopped, minimize)  # raises the usual error
     return pareto_front(points, x, y, include_stopped=include_stopped, minimize=minimize)
+
+
+def fronts_with_noise(frame: pd.DataFrame, x: str, y: str, include_stopped: bool = False,
+                      minimize: Collection[str] = ()) -> pd.DataFrame:
+    """The points on the point-estimate front or the candidate front (not separably dominated),
+    best ``x`` first, with boolean columns ``on_front`` and ``candidate``."""
+    points = verdicts.point_means(frame, [x, y, *INTERVALS], include_stopped)
+    front = point_front(frame, x, y, include_stopped, minimize)
+    if points.empty:
+        return front.assign(on_front=True, candidate=True)
+    points = points[points[x].notna() & points[y].notna()]
+    free = verdicts.not_dominated(frame, points["point_key"].tolist(), x, y, list(minimize), include_stopped)
+    out = points.assign(on_front=points["point_key"].isin(set(front["point_key"])),
+                        candidate=points["point_key"].map(free).fillna(False).astype(bool))
+    out = out[out["on_front"] | out["candidate"]]
+    ascending = column_name(x) in {column_name(m) for m in minimize}
+    return out.sort_values(x, ascending=ascending, kind="stable")
 
 
 def place_labels(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
@@ -201,72 +223,97 @@ def error_bars(front: pd.DataFrame, metric: str) -> np.ndarray | None:
 
 
 def interval_note(front: pd.DataFrame) -> str:
-    """Which interval the error bars are: t over seeds, one run's own, or both."""
+    """Which interval the error bars are: pooled over seeds (the training noise counted), or one
+    run's own (the evaluation's only)."""
     kinds = set(front["interval"].dropna()) if "interval" in front.columns else set()
     if not kinds - {""}:
         return "no intervals logged"
-    seeds = f"{SEEDS_INTERVAL} (points with several seeds)" if any(SEEDS_INTERVAL in k for k in kinds) else ""
-    own = "one run's own: Wilson over images/samples" if any(SEEDS_INTERVAL not in k for k in kinds if k) else ""
+    seeds = ("pooled over seeds (training noise counted)" if any(verdicts.SEEDS in k for k in kinds) else "")
+    own = ("one run's own (evaluation noise only)" if any(verdicts.EVALUATION_ONLY in k for k in kinds) else "")
     return "bars: 95 % intervals, " + "; ".join(p for p in (seeds, own) if p)
 
 
 def plot_front(frame: pd.DataFrame, front: pd.DataFrame, x: str, y: str, path: Path,
                include_stopped: bool = False, title: str = "") -> Path:
-    """Scatter every trial, the front highlighted with its 95 % intervals as error bars and joined
-    by its staircase, each front point labelled by name without overlaps; writes a PNG."""
-    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
-    candidate = completed(frame, include_stopped)
-    others = frame[~candidate & frame[x].notna() & frame[y].notna()]
-    pool = frame[candidate & frame[x].notna() & frame[y].notna()]
+    """Scatter every trial; the point-estimate front highlighted with its 95 % intervals as error
+    bars and joined by its staircase; the points no other separably dominates (``front`` rows with
+    ``candidate``) marked beside it; each front or candidate point labelled by name without
+    overlaps; writes a PNG. ``front``: :func:`fronts_with_noise` (or a plain front: all on it)."""
+    fig, ax = plt.subplots(figsize=(7.6, 5.6), dpi=120)
+    counted = completed(frame, include_stopped)
+    others = frame[~counted & frame[x].notna() & frame[y].notna()]
+    pool = frame[counted & frame[x].notna() & frame[y].notna()]
     if len(others):  # the legend lists only markers that appear
         ax.scatter(_axis_values(others[x], x), _axis_values(others[y], y), marker="x", color="0.7",
-                   label="stopped / diverged / running")
+                   label="stopped / diverged / running trial", zorder=1)
     for loss, group in pool.groupby("loss", dropna=False, sort=True):
-        ax.scatter(_axis_values(group[x], x), _axis_values(group[y], y), s=24, alpha=0.7,
-                   label=LOSS_NAMES[loss].short if loss in LOSS_NAMES else str(loss))
-    fx, fy = _axis_values(front[x], x), _axis_values(front[y], y)
-    ax.errorbar(fx, fy, xerr=error_bars(front, x), yerr=error_bars(front, y), fmt="none", ecolor="crimson", alpha=0.5,
-                lw=1, capsize=2, zorder=2)
+        ax.scatter(_axis_values(group[x], x), _axis_values(group[y], y), s=18, alpha=0.6, zorder=4,
+                   label=(LOSS_NAMES[loss].short if loss in LOSS_NAMES else str(loss)) + " trial")
+    on = front[front["on_front"]] if "on_front" in front.columns else front
+    cand = front[front["candidate"] & ~front["on_front"]] if "candidate" in front.columns else front.iloc[:0]
+    fx, fy = _axis_values(on[x], x), _axis_values(on[y], y)
+    shown = pd.concat([on, cand])
+    ax.errorbar(_axis_values(shown[x], x), _axis_values(shown[y], y), xerr=error_bars(shown, x),
+                yerr=error_bars(shown, y), fmt="none", ecolor="crimson", alpha=0.35, lw=1, capsize=2, zorder=2)
     ax.plot(fx, fy, drawstyle="steps-post", color="crimson", lw=1, zorder=2)
-    ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="crimson", lw=1.5, zorder=3, label="Pareto front")
-    ax.margins(0.12)
+    # Open rings drawn under the trials' dots, so a dot on the front stays visible inside its ring.
+    ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="crimson", lw=1.5, zorder=3,
+               label="front of the point estimates")
+    if len(cand):
+        ax.scatter(_axis_values(cand[x], x), _axis_values(cand[y], y), s=90, marker="D", facecolors="none",
+                   edgecolors="darkorange", lw=1.3, zorder=3, label="also not separably dominated")
+    values = [_axis_values(frame[c].dropna(), c) for c in (x, y)]
+    for axis, v, c in ((ax.set_xlim, values[0], x), (ax.set_ylim, values[1], y)):
+        if len(v):
+            pad = max(0.08 * (v.max() - v.min()), 1.0 if c in PERCENT else 0.01)
+            top = 100.0 if c in PERCENT else None  # a fraction's axis ends where the fraction does
+            axis(v.min() - pad, min(v.max() + pad, top + 1) if top is not None else v.max() + pad)
     ax.set_xlabel(LABELS.get(x, x) + (" (lower is better)" if x in LOWER_IS_BETTER else ""))
     ax.set_ylabel(LABELS.get(y, y) + (" (lower is better)" if y in LOWER_IS_BETTER else ""))
     kind = f"{Status.FINISHED} or {Status.STOPPED}" if include_stopped else Status.FINISHED
-    points = "points" if "seeds" in front.columns and (front["seeds"] > 1).any() else "trials"
-    ax.set_title((title or f"Pareto front, {describe(frame)}: {len(front)} {points} of {len(pool)} {kind} trials")
-                 + f"\n{interval_note(front)}", fontsize=9)
+    noun = "points" if "seeds" in front.columns and (front["seeds"] > 1).any() else "trials"
+    n_points = frame[counted]["config_key"].nunique() if "config_key" in frame.columns else len(pool)
+    candidates = int(front["candidate"].sum()) if "candidate" in front.columns else len(on)
+    ax.set_title((title or f"Pareto front, {describe(frame)}: {len(on)} of {n_points} {noun} on the front of "
+                  f"point estimates, {candidates} not separably dominated ({len(pool)} {kind} trials)")
+                 + f"\n{interval_note(front)}", fontsize=8.5, wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    place_labels(ax, fx.tolist(), fy.tolist(), front["run_name"].astype(str).tolist())  # seed_means: no seed
+    place_labels(ax, _axis_values(shown[x], x).tolist(), _axis_values(shown[y], y).tolist(),
+                 shown["run_name"].astype(str).tolist())  # a point's name, without its seed
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
 def front_text(front: pd.DataFrame, x: str, y: str) -> str:
-    """The exported front as a text table: each number with its 95 % interval, ``0.75 [0.70, 0.80]``;
-    the selection numbers under their own names, the confirmed ones (when logged) as ``confirmed ...``."""
+    """The exported fronts as a text table: each number with its 95 % interval, ``0.750 [0.700, 0.800]``;
+    the selection numbers under their own names, the confirmed ones (when logged) as ``confirmed ...``;
+    ``front`` and ``candidate`` say which front a point is on."""
     def with_interval(col: str) -> pd.Series:
         ends = [f"{col}_lo", f"{col}_hi"]
         if not set(ends) <= set(front.columns):
-            return front[col].map(lambda v: f"{v:.3g}")
-        return pd.Series([f"{v:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) and np.isfinite(hi) else f"{v:.3g}"
+            return front[col].map(lambda v: f"{v:.3f}")
+        return pd.Series([f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else f"{v:.3f}"
                           for v, lo, hi in zip(front[col], front[ends[0]], front[ends[1]])], index=front.index)
 
     shown = pd.DataFrame({c: front[c] for c in ("run_name", "status", "lam", "mu", "seeds") if c in front.columns})
+    for flag, name in (("on_front", "front"), ("candidate", "candidate")):
+        if flag in front.columns:
+            shown[name] = front[flag].map({True: "yes", False: "-"})
     for col in dict.fromkeys((x, y, "objective", *CONFIRMED.values())):
         if col in front.columns and front[col].notna().any():
             shown[col.replace("confirm_", "confirmed ")] = with_interval(col)
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
 
 def write_pareto(frame: pd.DataFrame, out_dir: Path, x: str | None = None, y: str = "gan_test",
                  include_stopped: bool = False, minimize: Collection[str] | None = None,
                  stem: str = "") -> dict[str, Path]:
-    """Compute the front over points (:func:`point_front`) and write ``front.parquet``,
-    ``front.csv`` (with interval columns) and ``pareto.png`` (with error bars).
+    """Compute the front over points and the candidate front (:func:`fronts_with_noise`) and write
+    ``front.parquet``, ``front.csv`` (both fronts' points with ``on_front``/``candidate`` flags and
+    interval columns) and ``pareto.png`` (with error bars).
 
     ``stem`` is put before each name (``stem + "front.csv"``) to keep variants apart;
     ``minimize=None`` minimizes the metrics that are better when smaller; ``x=None`` is the
@@ -274,7 +321,7 @@ def write_pareto(frame: pd.DataFrame, out_dir: Path, x: str | None = None, y: st
     """
     xc, yc = front_axes(frame, x, y)
     minimize = default_minimize(xc, yc) if minimize is None else minimize
-    front = point_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
+    front = fronts_with_noise(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
     table = export_columns(front, xc, yc)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

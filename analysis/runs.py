@@ -13,13 +13,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -29,7 +27,7 @@ from mlflow.exceptions import MlflowException
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 from pydantic import ValidationError
 
-from sweep.record import Role, SelectionSplit, Status, Tag, TrialRecord
+from sweep.record import RETRAIN_TRIAL_PREFIX, Role, SelectionSplit, Status, Tag, TrialRecord, items_tag
 from trainer import keys
 from trainer.stats import Interval, seeds_interval
 
@@ -132,6 +130,10 @@ RECORD_TAGS: dict[str, str] = {
     "best_objective": Tag.BEST_OBJECTIVE,
     "selection_split": Tag.SELECTION_SPLIT,
 }
+# Frame column items_<col> -> the metric whose per-item outcomes a run keeps (tag items.<metric>), for
+# paired comparisons (analysis.verdicts); items_epoch: the evaluation they are of.
+ITEMS: dict[str, str] = {col: METRICS[col] for col in ("val_acc", "test_acc", "gan_test", "confirm_test_acc",
+                                                       "confirm_gan_test")}
 ENV_TRACKING = "MLFLOW_TRACKING_URI"
 
 
@@ -242,6 +244,12 @@ def _frame(runs: pd.DataFrame) -> pd.DataFrame:
     })
     for col, key in {**TEXT_PARAMS, **NUMERIC_PARAMS}.items():
         frame[col] = _column(runs, f"params.{key}")
+    for col, key in ITEMS.items():
+        frame[f"items_{col}"] = _column(runs, f"tags.{items_tag(key)}")
+    frame["items_epoch"] = pd.to_numeric(_column(runs, f"tags.{Tag.ITEMS_EPOCH}"), errors="coerce")
+    frame["objective_def"] = _column(runs, f"tags.{Tag.OBJECTIVE}")
+    # A finalist's retrain with a new seed (sweep.confirm), not a trial the search chose.
+    frame["retrain"] = frame["trial_id"].fillna("").astype(str).str.startswith(RETRAIN_TRIAL_PREFIX)
     for col, key in METRICS.items():
         frame[col] = pd.to_numeric(_column(runs, f"metrics.{key}"), errors="coerce")
     for col in INTERVALS:  # logged at the same steps as the metric, so the latest values belong together
@@ -458,38 +466,3 @@ def interval_of(rows: pd.DataFrame, column: str) -> tuple[Interval, str]:
                   for end in ("lo", "hi"))
         return Interval(float(row[column]), lo, hi), OWN_INTERVAL
     return Interval(float("nan"), float("nan"), float("nan")), OWN_INTERVAL
-
-
-def point_name(run_name: str) -> str:
-    """A trial's display name without its seed: ``sm λ1e-3 μ1e-4 s0`` -> ``sm λ1e-3 μ1e-4``."""
-    return re.sub(r"\s+s\d+$", "", str(run_name))
-
-
-def seed_means(frame: pd.DataFrame, columns: Sequence[str], include_stopped: bool = False) -> pd.DataFrame:
-    """One row per point (trials sharing ``config_key``, i.e. all settings but the seed) of the
-    trials that ran to the end: each of ``columns`` is the mean over the point's seeds with its
-    interval (:func:`interval_of`) in ``<col>_lo``/``_hi``; ``seeds`` counts them and
-    ``interval`` says which interval it is. Ids, names and checkpoints are the first seed's
-    (``run_name`` without the seed when there are several); a frame without ``config_key`` has
-    one point per trial.
-    """
-    pool = frame[completed(frame, include_stopped)]
-    group_by = pool["config_key"] if "config_key" in pool.columns else pool["run_id"]
-    rows = []
-    for _, group in pool.groupby(group_by, sort=False):
-        row = group.iloc[0].copy()
-        row["seeds"] = len(group)
-        if len(group) > 1:
-            row["run_name"] = point_name(row["run_name"])
-            row["seed"] = pd.NA
-        kinds = set()
-        for column in dict.fromkeys(columns):
-            if column not in group.columns:
-                continue
-            interval, kind = interval_of(group, column)
-            row[column], row[f"{column}_lo"], row[f"{column}_hi"] = interval.value, interval.lo, interval.hi
-            if np.isfinite(interval.value):
-                kinds.add(kind)
-        row["interval"] = " / ".join(sorted(kinds))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[*frame.columns, "seeds", "interval"]).reset_index(drop=True)

@@ -220,15 +220,17 @@ class ConfirmConfig(_Strict):
 
     enabled: bool = True  # false: no stage; the sweep reports the selection numbers, labelled so
     top_k: int = Field(5, ge=1)  # most finalists re-scored: the best point first, then the front
-    # Generated samples per finalist for confirm/gan_test; None: CONFIRM_SAMPLES, or the test set's
-    # size where that is smaller (the samples' targets are the test labels, one pass over them).
-    samples: int | None = Field(None, ge=1)
+    # Generated samples per finalist for confirm/gan_test, whatever the test set's size: their
+    # targets are the test labels in order, cycled (a smaller test set is gone through again).
+    samples: int = Field(CONFIRM_SAMPLES, ge=1)
     # Seed of those samples' starting noise; None: CONFIRM_SEED_OFFSET + the largest trainer seed.
     # Never a seed of search.seeds: a trial's own evaluation drew its samples with its seed.
     sample_seed: int | None = Field(None, ge=0)
     # New training seeds per finalist (0: off): each finalist is trained again from scratch with
-    # each of them (see SweepConfig.confirm_train_seeds), each retrain confirmed like the finalist,
-    # and the finalist reported as the mean over its seeds. Each is a full extra trial: N x top_k more.
+    # each of them (see SweepConfig.confirm_train_seeds) and confirmed like the finalist; the best
+    # point is then decided on the mean over these new seeds (its own, selected run shown beside,
+    # never averaged in), which takes the training seed's noise out of the verdict. Each is a full
+    # extra trial: N x top_k more. The CPU presets use 2; the GPU presets state their choice.
     train_seeds: int = Field(0, ge=0)
 
 

@@ -1,32 +1,39 @@
-"""The confirmation stage: the finalists re-scored on draws that selection never saw.
+"""The confirmation stage: the finalists re-scored on draws that selection never saw, and the verdict.
 
 Selection (ASHA, Optuna, ``best.pt``, the best point, the front) ranks trials by numbers measured
-on one draw: one set of generated samples per trial. With many trials, the highest of those noisy
-numbers is biased upwards (the winner's curse), so the number that chose a point is not an honest
-measurement of it. After the trials and before the analysis this stage takes the finalists (the
-best point by the selection objective, then the points on the accuracy/GAN-test front by the
-selection numbers, at most ``confirm.top_k``, finished trials only) and, for each, loads the
-checkpoint its run names (``best.pt``) and measures:
+on one draw, and with many trials the highest of those noisy numbers is biased upwards (the
+winner's curse). Two noises make it: the evaluation's (which images, which samples) and the
+training seed's (on the digits table about 2.7 times larger, docs/results.md). After the trials
+this stage takes the finalists (the best point by the selection objective, then the points on the
+accuracy/GAN-test front by the selection numbers, then the next best by the selection objective,
+at most ``confirm.top_k``, finished trials only) and, for each, loads the checkpoint its run names (``best.pt``) and measures:
 
 - ``confirm/gan_test``: GAN-test on ``confirm.samples`` new samples drawn with another seed
-  (``confirm.sample_seed``), judged by the sweep's judge;
+  (``confirm.sample_seed``; targets the test labels in order, cycled), judged by the sweep's judge;
 - ``confirm/test_acc``: test accuracy of that checkpoint;
-- ``confirm/objective``: the sweep's objective of those two (the accuracy the objective reads is
-  the confirmed test accuracy here, not the validation accuracy that selected),
+- ``confirm/objective``: the sweep's objective of those two (the confirmed test accuracy stands in
+  for the accuracy the objective reads),
 
-each with its 95 % interval (``_lo``/``_hi``: Wilson over its n; the objective's propagated from
-its parts), logged in the finalist's own MLflow run with the tags ``confirm.sample_seed``,
-``confirm.samples`` and ``confirm.test_images``. The point that selection chose stays the best
-point; the confirmed numbers are what the sweep reports about it, and the finalists whose
-confirmed objective intervals overlap the best's are named as not separable from it.
+each with its 95 % interval (``_lo``/``_hi``), logged in the finalist's own MLflow run with the tags
+``confirm.sample_seed``, ``confirm.samples``, ``confirm.test_images`` and the per-item outcomes
+(``items.confirm/test_acc``, ``items.confirm/gan_test``: every finalist is scored on the same test
+images and the same samples' targets and starting noise, so two finalists compare paired).
 
-With ``confirm.train_seeds: N`` each finalist is also trained again from scratch with N new
-training seeds (:meth:`sweep.config.SweepConfig.confirm_train_seeds`): each retrain is one more
-trial of the same point with another seed (its own :attr:`sweep.points.Point.key`, its own MLflow
-child run under the parent), run to the end as a Ray task with a trial's resources, and confirmed
-exactly like the finalist. The finalist is then reported by the mean over its training seeds (its
-own and the retrains') with Student's t interval (``trainer.stats.seeds_interval``), logged in
-its run as ``confirm/*_seeds``.
+**The verdict** (:class:`Confirmation`). Without retrains the best point stays the one selection
+chose; its confirmed numbers are fresh draws of the same checkpoint, so they remove the
+evaluation's part of the winner's curse only, and the others are compared with it paired over the
+shared items, Holm-corrected over the k − 1 comparisons (:func:`trainer.compare.versus_best`).
+
+With ``confirm.train_seeds: N`` each finalist is also trained again from scratch with N new seeds
+(:meth:`sweep.config.SweepConfig.confirm_train_seeds`): each retrain is one more trial of the same
+point (its own :attr:`sweep.points.Point.key`, its own MLflow child run), run to the end as a Ray
+task with a trial's resources, and confirmed like the finalist. A finalist is then reported by the
+mean over its *new* seeds only (a diverged retrain counts as the objective's worst value); its own
+selected run is shown beside it and never averaged in. The interval uses the run-to-run variance
+pooled over every finalist's confirmed seeds (:mod:`trainer.pooled`; the selected runs are in the
+variance, where their selection can only widen it). The best point is the finalist with the best
+mean, and since it is picked from the numbers it is compared on, Holm corrects over every pair.
+These means are logged in the finalist's run as ``confirm/*_seeds``.
 
 A finalist whose run already holds its ``confirm/*`` numbers from the same sample seed is not
 measured again, and a retrain whose run ended is not trained again, so a sweep killed during the
@@ -39,28 +46,32 @@ import dataclasses
 import functools
 import json
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from sweep import ctrlc, seams, tracking
-from sweep.config import CONFIRM_SAMPLES, ObjectiveConfig, SweepConfig
+from sweep.config import ObjectiveConfig, SweepConfig
 from sweep.judge_stage import fetch_judge
-from sweep.objective import OBJECTIVES, accuracy_key
+from sweep.objective import OBJECTIVES, accuracy_key, worst_value
 from sweep.objective import objective_interval as sweep_objective_interval
 from sweep.points import Point
-from sweep.record import Role, Status, Tag
+from sweep.record import RETRAIN_TRIAL_PREFIX, Role, Status, Tag, items_tag
 from sweep.trial import POINT_KEY, SweepContext, run_trial
-from trainer import keys
-from trainer.stats import Interval, not_separable_from, proportion, seeds_interval
+from trainer import compare, keys
+from trainer import items as item_codes
+from trainer.compare import Difference, VersusBest
+from trainer.pooled import Pooled, pooled
+from trainer.stats import Interval, proportion, seeds_interval
 
 # The metrics this stage logs in a finalist's run, each with its _lo/_hi.
 CONFIRM_KEYS = (keys.CONFIRM_GAN_TEST, keys.CONFIRM_TEST_ACC, keys.CONFIRM_OBJECTIVE)
-# With confirm.train_seeds: the same over the finalist's training seeds (mean, t interval).
+# With confirm.train_seeds: the same as the mean over the finalist's new seeds (pooled interval).
 SEEDS_KEYS = {keys.CONFIRM_GAN_TEST: keys.CONFIRM_GAN_TEST_SEEDS, keys.CONFIRM_TEST_ACC: keys.CONFIRM_TEST_ACC_SEEDS,
               keys.CONFIRM_OBJECTIVE: keys.CONFIRM_OBJECTIVE_SEEDS}  # fmt: skip
-# Tag trial.id of a retrain (it is no Tune trial): settling Tune's statuses leaves its run alone.
-RETRAIN_TRIAL_PREFIX = "confirm-"
+# The parts a confirmation keeps per item, by metric key, and the name rescore() returns them under.
+ITEM_KEYS = {keys.CONFIRM_TEST_ACC: "test_acc", keys.CONFIRM_GAN_TEST: "gan_test"}
 
 
 @dataclass(frozen=True)
@@ -89,11 +100,37 @@ class Confirmed:
     test_images: int  # n of test_acc
     sample_seed: int
     reused: bool = False  # read back from its run (measured by an earlier attempt of the stage)
-    # The training seeds the three intervals are over: () for the finalist's own run alone (Wilson
-    # and propagated intervals); with confirm.train_seeds, its own seed and the retrains' that
-    # finished (the mean over them, Student's t interval), and ``own`` its own run's confirmation.
+    # Per-item outcomes (trainer.items) by confirm metric key, for paired comparisons.
+    items: Mapping[str, str] = field(default_factory=dict)
+    diverged: bool = False  # a retrain that diverged: its numbers are the worst values
+    # With confirm.train_seeds: the numbers above are the mean over ``retrains`` (the new seeds
+    # ``train_seeds``, pooled interval), and ``own`` is the finalist's own run's confirmation.
     train_seeds: tuple[int, ...] = ()
     own: Confirmed | None = None
+    retrains: tuple[Confirmed, ...] = ()
+    pooled_sd: float | None = None  # the pooled run-to-run sd of the objective behind the interval
+    pooled_df: int | None = None
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What the stage found: the finalists, the best point by the stage's rule, and the verdict."""
+
+    finalists: list[Confirmed]  # in finalist order (the selection's best first)
+    best: Confirmed | None  # with retrains: the best mean over new seeds; else the selection's best
+    verdict: VersusBest[str] | None  # the others against the best, keyed by run id (None: nothing to compare)
+    retrained: bool  # the best was decided on new training seeds
+    pooled: Mapping[str, Pooled] = field(default_factory=dict)  # by confirm metric key, over the finalists' seeds
+
+    def against_best(self) -> list[tuple[Confirmed, Difference, bool]]:
+        """Each other finalist in the verdict: (finalist, best − it, separable)."""
+        if self.verdict is None:
+            return []
+        by_run = {c.finalist.run_id: c for c in self.finalists}
+        return [(by_run[r], d, self.verdict.separable[r]) for r, d in self.verdict.differences.items()]
+
+    def not_separable(self) -> list[Confirmed]:
+        return [c for c, _, separable in self.against_best() if not separable]
 
 
 def objective_interval(cfg: ObjectiveConfig, acc: Interval, gan: Interval | None) -> Interval | None:
@@ -143,8 +180,8 @@ def candidates(
 
 
 def finalists(pool: Mapping[str, Candidate], best_trial: str | None, top_k: int) -> list[Candidate]:
-    """The best point, then the accuracy/GAN-test front by selection objective, at most ``top_k``,
-    each run once (by run id)."""
+    """The best point, then the accuracy/GAN-test front, then the next best by selection objective
+    (the runners-up a verdict on the best needs), at most ``top_k``, each run once (by run id)."""
     from analysis.pareto import front_mask  # the front's one definition (both coordinates maximized)
 
     ordered = sorted(pool.values(), key=lambda c: -c.objective)  # stable: ties keep Tune's order
@@ -152,7 +189,7 @@ def finalists(pool: Mapping[str, Candidate], best_trial: str | None, top_k: int)
     mask = front_mask([float(c.accuracy) for c in measured], [float(c.gan_test) for c in measured]) if measured else []
     on_front = [c for c, keep in zip(measured, mask) if keep]
     chosen: list[Candidate] = []
-    for c in ([pool[best_trial]] if best_trial in pool else []) + on_front:
+    for c in ([pool[best_trial]] if best_trial in pool else []) + on_front + ordered:
         if c.run_id not in {f.run_id for f in chosen} and len(chosen) < top_k:
             chosen.append(c)
     return chosen
@@ -163,18 +200,19 @@ def rescore(
     run_id: str,
     checkpoint: str,
     judge_run: str | None,
-    samples: int | None,
+    samples: int,
     sample_seed: int,
     device: str,
     threads: int = 1,
 ) -> str:
-    """Measure one finalist's checkpoint on fresh draws; returns JSON counts (a Ray task's result).
+    """Measure one finalist's checkpoint on fresh draws; returns JSON counts and per-item outcomes
+    (a Ray task's result).
 
-    ``samples``: None means CONFIRM_SAMPLES or the test set's size where smaller. The samples'
-    targets are the test labels in order, cycled, and their generation follows the trial's own
-    eval config (steps, step size, prior, start), as the trial's evaluation did: only the seed and
-    the number differ. ``threads``: torch threads, as a trial gets (``trial_threads``): on a
-    shared CPU, more threads than cores one's own are many times slower, not faster.
+    ``samples`` samples are generated whatever the test set's size: their targets are the test
+    labels in order, cycled, and their generation follows the trial's own eval config (steps, step
+    size, prior, start), as the trial's evaluation did: only the seed and the number differ.
+    ``threads``: torch threads, as a trial gets (``trial_threads``): on a shared CPU, more threads
+    than cores one's own are many times slower, not faster.
     """
     import os
 
@@ -190,30 +228,32 @@ def rescore(
 
 
 def _rescore(
-    uri: str, run_id: str, checkpoint: str, judge_run: str | None, samples: int | None, sample_seed: int, device: str
+    uri: str, run_id: str, checkpoint: str, judge_run: str | None, samples: int, sample_seed: int, device: str
 ) -> str:
     import torch
 
     from trainer.checkpoint import judge_from_info, read_judge
     from trainer.evaluate import model_from_checkpoint
-    from trainer.evaluation import gan_test, generate_samples
-    from trainer.train import measure
+    from trainer.evaluation import gan_test_items, generate_samples
+    from trainer.train import outcomes
 
     with tempfile.TemporaryDirectory(prefix="sweep-confirm-") as tmp:
         path = tracking.download(tracking.client(uri), run_id, checkpoint, Path(tmp))
         model, tcfg, data = model_from_checkpoint(path, device=device)
     test_x, test_y = data.test_x, data.test_y
-    acc, _ = measure(model, test_x, test_y)
-    out: dict[str, Any] = {"test_acc": acc, "test_images": len(test_y)}
+    correct, _ = outcomes(model, test_x, test_y)
+    out: dict[str, Any] = {"test_acc": correct.sum().item() / max(len(test_y), 1), "test_images": len(test_y),
+                           "items": {"test_acc": item_codes.encode(correct.cpu().numpy())}}  # fmt: skip
     if judge_run is not None:
-        n = samples if samples is not None else min(CONFIRM_SAMPLES, len(test_y))
-        targets = test_y[torch.arange(n, device=test_y.device) % len(test_y)]
+        targets = test_y[torch.arange(samples, device=test_y.device) % len(test_y)]
         drawn = generate_samples(
             model, targets, shape=tuple(test_x.shape[1:]), steps=tcfg.eval.steps, lr=tcfg.eval.step_size,
             prior=tcfg.eval.prior, init_mean=tcfg.eval.init_mean, init_std=tcfg.eval.init_std, seed=sample_seed,
         )  # fmt: skip
         judge = judge_from_info(read_judge(fetch_judge(uri, judge_run)), next(model.parameters()).device)
-        out.update(gan_test=gan_test(drawn, targets, judge), samples=n)
+        accepted = gan_test_items(drawn, targets, judge)
+        out.update(gan_test=accepted.sum().item() / samples, samples=samples)
+        out["items"]["gan_test"] = item_codes.encode(accepted.cpu().numpy())
     return json.dumps(out)
 
 
@@ -230,10 +270,11 @@ def _reused(run: Any, finalist: Candidate, sample_seed: int) -> Confirmed | None
 
     acc = interval(keys.CONFIRM_TEST_ACC)
     assert acc is not None  # checked above
+    codes = {key: tags[items_tag(key)] for key in ITEM_KEYS if items_tag(key) in tags}
     return Confirmed(
         finalist, acc, interval(keys.CONFIRM_GAN_TEST), interval(keys.CONFIRM_OBJECTIVE),
         samples=int(tags.get(Tag.CONFIRM_SAMPLES, 0)), test_images=int(tags.get(Tag.CONFIRM_TEST_IMAGES, 0)),
-        sample_seed=sample_seed, reused=True,
+        sample_seed=sample_seed, reused=True, items=codes,
     )  # fmt: skip
 
 
@@ -241,9 +282,11 @@ def measured(result: Mapping[str, Any], finalist: Candidate, cfg: ObjectiveConfi
     """A :class:`Confirmed` from :func:`rescore`'s counts: Wilson intervals over each n."""
     acc = proportion(result["test_acc"], result["test_images"])
     gan = proportion(result["gan_test"], result["samples"]) if "gan_test" in result else None
+    by_name = result.get("items", {})
+    codes = {key: by_name[name] for key, name in ITEM_KEYS.items() if name in by_name}
     return Confirmed(
         finalist, acc, gan, objective_interval(cfg, acc, gan), samples=int(result.get("samples", 0)),
-        test_images=int(result["test_images"]), sample_seed=sample_seed,
+        test_images=int(result["test_images"]), sample_seed=sample_seed, items=codes,
     )  # fmt: skip
 
 
@@ -270,10 +313,10 @@ def run_stage(
     remote: Callable[[Callable[[], str]], str] | None = None,
     ctx: SweepContext | None = None,
     run_many: Callable[[list[Callable[[], str]]], list[str | Exception]] | None = None,
-) -> list[Confirmed]:
+) -> Confirmation:
     """Confirm the finalists among Tune's result ``rows`` (see :func:`candidates` and
-    :func:`finalists`; ``best_trial``: the best point's Tune trial id); returns them in finalist
-    order, with ``confirm.train_seeds`` as the mean over their training seeds.
+    :func:`finalists`; ``best_trial``: the best point's Tune trial id) and decide the best point
+    (:func:`decide`).
 
     ``remote`` runs ``fn() -> str`` as a Ray task with a trial's resources (a GPU sweep); without
     it the measurements run here, on the driver. With ``confirm.train_seeds``: ``ctx`` is the
@@ -286,11 +329,10 @@ def run_stage(
     chosen = finalists(candidates(rows, found, cfg.objective, objective_of, point_of), best_trial, cfg.confirm.top_k)
     if not chosen:
         print("confirm: no finished trial to confirm", flush=True)
-        return []
-    samples = cfg.confirm.samples
+        return Confirmation([], None, None, retrained=False)
     print(
         f"confirm: re-scoring {len(chosen)} finalist(s) (the best point and the accuracy/GAN-test front) on fresh "
-        f"draws: {samples or f'up to {CONFIRM_SAMPLES}'} new samples with seed {seed}, and the test set ...",
+        f"draws: {cfg.confirm.samples} new samples with seed {seed}, and the test set ...",
         flush=True,
     )
     out = []
@@ -299,11 +341,15 @@ def run_stage(
         done = _confirm_one(cfg, uri, runs.get(finalist.run_id), finalist, judge_run, remote)
         if done is not None:
             out.append(done)
-    if cfg.confirm.train_seeds and out:
+    retrained = bool(cfg.confirm.train_seeds and out)
+    if retrained:
         if ctx is None or run_many is None:
             raise ValueError("confirm.train_seeds needs the sweep's context and a way to run tasks")
         out = _with_retrains(cfg, uri, experiment_id, parent_id, rows, out, ctx, judge_run, remote, run_many)
-    return out
+    result = decide(out, cfg.objective, retrained)
+    if retrained:
+        _log_means(mc, result)
+    return result
 
 
 def _confirm_one(
@@ -331,7 +377,7 @@ def _confirm_one(
         tracking.log_confirmation(
             mc, finalist.run_id, metrics_of(done),
             {Tag.CONFIRM_SAMPLE_SEED: seed, Tag.CONFIRM_SAMPLES: done.samples,
-             Tag.CONFIRM_TEST_IMAGES: done.test_images},
+             Tag.CONFIRM_TEST_IMAGES: done.test_images, **{items_tag(k): v for k, v in done.items.items()}},
         )  # fmt: skip
         seams.kill_point("confirm")
     earlier = " (confirmed earlier)" if done.reused else ""
@@ -353,28 +399,145 @@ def retrain(ctx: SweepContext, key: str) -> str:
     return json.dumps({"status": str(final.get(keys.STATUS, last.get(keys.STATUS, "")))})
 
 
-def over_seeds(confirmations: Sequence[Confirmed], seeds: Sequence[int]) -> Confirmed:
-    """The first (the finalist's own) confirmation with its three numbers replaced by the mean over
-    ``confirmations`` (one per training seed, ``seeds`` in the same order) and Student's t 95 %
-    interval (``trainer.stats.seeds_interval``); a part is None unless every seed has it."""
+def diverged_retrain(finalist: Candidate, cfg: ObjectiveConfig, has_judge: bool) -> Confirmed:
+    """A retrain that diverged, counted as the objective counts it: every number at its worst."""
+    low = worst_value(cfg)
+    zero = Interval(0.0, 0.0, 0.0)
+    objective = Interval(low, low, low) if cfg.name in OBJECTIVES else None
+    return Confirmed(finalist, zero, zero if has_judge else None, objective, samples=0, test_images=0,
+                     sample_seed=-1, diverged=True)  # fmt: skip
 
-    def mean(part: Callable[[Confirmed], Interval | None]) -> Interval | None:
-        values = [part(c) for c in confirmations]
-        return None if any(v is None for v in values) else seeds_interval([v.value for v in values if v is not None])
 
-    own = confirmations[0]
-    acc = mean(lambda c: c.test_acc)
-    assert acc is not None  # every confirmation has a test accuracy
+_PARTS: dict[str, Callable[[Confirmed], Interval | None]] = {
+    keys.CONFIRM_TEST_ACC: lambda c: c.test_acc,
+    keys.CONFIRM_GAN_TEST: lambda c: c.gan_test,
+    keys.CONFIRM_OBJECTIVE: lambda c: c.objective,
+}
+
+
+def seed_values(c: Confirmed, key: str) -> list[float]:
+    """The values of confirm metric ``key`` over a retrained finalist's new seeds (diverged ones at
+    their worst value); [] when a seed lacks it."""
+    values = [_PARTS[key](r) for r in c.retrains]
+    return [] if any(v is None for v in values) else [v.value for v in values if v is not None]
+
+
+def pooled_over(finalists_: Sequence[Confirmed]) -> dict[str, Pooled]:
+    """Per confirm metric, the run-to-run variance pooled over each retrained finalist's confirmed
+    seeds that finished: its own run and its retrains (analysis.verdicts pools the same runs)."""
+    out = {}
+    for key, part in _PARTS.items():
+        groups = []
+        for c in finalists_:
+            runs = [c.own or c, *(r for r in c.retrains if not r.diverged)]
+            values = [part(r) for r in runs]
+            groups.append([v.value for v in values if v is not None])
+        found = pooled(groups)
+        if found is not None:
+            out[key] = found
+    return out
+
+
+def over_retrains(own: Confirmed, retrains: Sequence[Confirmed], seeds: Sequence[int], pools: Mapping[str, Pooled]) -> Confirmed:
+    """``own`` (the finalist's own run's confirmation) with its three numbers replaced by the mean
+    over its ``retrains`` (the new seeds ``seeds``, in the same order), each with the pooled 95 %
+    interval (Student's t over the retrains' own spread where no pooled variance exists); a part
+    is None unless every retrain has it."""
+    agg = dataclasses.replace(own, train_seeds=tuple(seeds), own=own, retrains=tuple(retrains))
+
+    def mean(key: str) -> Interval | None:
+        values = seed_values(agg, key)
+        if not values:
+            return None
+        iv = pools[key].interval(values) if key in pools else seeds_interval(values)
+        return Interval(iv.value, max(iv.lo, 0.0), min(iv.hi, 1.0))  # fractions, and objectives of fractions
+
+    acc = mean(keys.CONFIRM_TEST_ACC)
+    assert acc is not None  # every retrain has a test accuracy
+    sd = pools.get(keys.CONFIRM_OBJECTIVE)
     return dataclasses.replace(
-        own, test_acc=acc, gan_test=mean(lambda c: c.gan_test), objective=mean(lambda c: c.objective),
-        train_seeds=tuple(seeds), own=own,
+        agg, test_acc=acc, gan_test=mean(keys.CONFIRM_GAN_TEST), objective=mean(keys.CONFIRM_OBJECTIVE),
+        pooled_sd=sd.sd if sd else None, pooled_df=sd.df if sd else None,
     )  # fmt: skip
+
+
+def decide(confirmed: Sequence[Confirmed], cfg: ObjectiveConfig, retrained: bool) -> Confirmation:
+    """The best point and the verdict on the others (module docstring).
+
+    Retrained: among finalists with at least one new seed, the best mean objective over the new
+    seeds; A − B of means with the pooled variance; Holm over every pair. Not retrained: the
+    selection's best (the first finalist) keeps its place; A − B paired over the shared items
+    (unpaired where a run kept none); Holm over the k − 1 comparisons with it.
+    """
+    confirmed = list(confirmed)
+    if not confirmed:
+        return Confirmation([], None, None, retrained)
+    with_seeds = [c for c in confirmed if c.retrains]
+    if retrained and with_seeds:  # no retrain finished anywhere: the verdict without them, below
+        pools = pooled_over(with_seeds)
+        if with_seeds[0].objective is None:  # a ground-truth objective: not made of these parts
+            return Confirmation(confirmed, with_seeds[0], None, True, pools)
+        by_run = {c.finalist.run_id: c for c in with_seeds}
+        values = {r: c.objective.value for r, c in by_run.items() if c.objective is not None}
+        pool = pools.get(keys.CONFIRM_OBJECTIVE)
+
+        def of_means(a: str, b: str) -> Difference:
+            va, vb = seed_values(by_run[a], keys.CONFIRM_OBJECTIVE), seed_values(by_run[b], keys.CONFIRM_OBJECTIVE)
+            if pool is not None:
+                return pool.difference(va, vb)
+            return compare.unpaired(seeds_interval(va), seeds_interval(vb))
+
+        verdict = compare.versus_best(values, of_means) if len(values) > 1 else None
+        best = by_run[verdict.best] if verdict else with_seeds[0]
+        return Confirmation(confirmed, best, verdict, True, pools)
+    best = confirmed[0]
+    scored = {c.finalist.run_id: c for c in confirmed if c.objective is not None}
+    if best.finalist.run_id not in scored or len(scored) < 2:
+        return Confirmation(confirmed, best, None, False)
+    parts, formula = _objective_parts(cfg)
+
+    def paired(a: str, b: str) -> Difference:
+        ca, cb = scored[a], scored[b]
+        if all(k in ca.items and k in cb.items for k in parts):
+            xa = [item_codes.decode(ca.items[k]) for k in parts]
+            xb = [item_codes.decode(cb.items[k]) for k in parts]
+            if [len(x) for x in xa] == [len(x) for x in xb]:
+                return compare.paired(xa, xb, formula)
+        assert ca.objective is not None and cb.objective is not None
+        return compare.unpaired(ca.objective, cb.objective)
+
+    values = {r: c.objective.value for r, c in scored.items() if c.objective is not None}
+    verdict = compare.versus_best(values, paired, best=best.finalist.run_id, picked_here=False)
+    return Confirmation(confirmed, best, verdict, False)
+
+
+def _objective_parts(cfg: ObjectiveConfig) -> tuple[list[str], Callable[..., float]]:
+    """The confirm metrics the objective is made of (in its arguments' order) and its formula."""
+    formula = OBJECTIVES[cfg.name]
+    if cfg.name == "accuracy":
+        return [keys.CONFIRM_TEST_ACC], lambda acc: formula(acc, acc, cfg.weight)
+    if cfg.name == "gan_test":
+        return [keys.CONFIRM_GAN_TEST], lambda gan: formula(gan, gan, cfg.weight)
+    return [keys.CONFIRM_TEST_ACC, keys.CONFIRM_GAN_TEST], lambda acc, gan: formula(acc, gan, cfg.weight)
 
 
 def seeds_metrics_of(c: Confirmed) -> dict[str, float]:
     """The ``confirm/*_seeds`` metrics of an aggregate over seeds, each with its ``_lo``/``_hi``."""
     return {k.replace(key, SEEDS_KEYS[key], 1): v for key in CONFIRM_KEYS for k, v in metrics_of(c).items()
             if k in (key, keys.lo_key(key), keys.hi_key(key))}  # fmt: skip
+
+
+def _log_means(mc: Any, result: Confirmation) -> None:
+    """Log each retrained finalist's means over its new seeds in its run, once: a resumed stage
+    that finds the same numbers logs no second point."""
+    for c in result.finalists:
+        if not c.retrains:
+            continue
+        metrics = seeds_metrics_of(c)
+        logged = mc.get_run(c.finalist.run_id).data.metrics
+        if any(logged.get(k) != v for k, v in metrics.items()):
+            tracking.log_confirmation(mc, c.finalist.run_id, metrics,
+                                      {Tag.CONFIRM_TRAIN_SEEDS: ",".join(map(str, c.train_seeds))})  # fmt: skip
 
 
 def _ended(run: Any | None) -> bool:
@@ -394,20 +557,18 @@ def _with_retrains(
     run_many: Callable[[list[Callable[[], str]]], list[str | Exception]],
 ) -> list[Confirmed]:
     """Retrain each confirmed finalist with the new training seeds, confirm each retrain, and
-    return the finalists with their numbers as the mean over their seeds."""
+    return the finalists with their numbers as the mean over their new seeds."""
     mc, seeds = tracking.client(uri), cfg.confirm_train_seeds()
     configs = {row["trial_id"]: row.get("config") for row in rows}
     planned: dict[str, list[Point]] = {}  # finalist run id -> its retrain points
     points: dict[str, Point] = {}
     names: dict[str, str] = {}
-    own_seed: dict[str, int] = {}
     for c in confirmed:
         config = configs.get(c.finalist.trial_id)
         if config is None:
             print(f"confirm: {c.finalist.point}: Tune kept no config for its trial; not retrained", flush=True)
             continue
         own = ctx.point_of(config)
-        own_seed[c.finalist.run_id] = own.seed
         for seed in seeds:
             p = Point(own.overrides, seed)  # the same point, another seed: its own key and run
             points[p.key], names[p.key] = p, retrain_name(c.finalist.point, own, seed)
@@ -430,35 +591,41 @@ def _with_retrains(
             print(f"confirm: {names[key]}: retraining failed ({reason})", flush=True)
     ctrlc.check()
     by_key = {run.data.tags.get(Tag.KEY): run for run in tracking.child_runs(mc, experiment_id, parent_id)}
-    out = []
+    collected: list[tuple[Confirmed, list[Confirmed], list[int]]] = []
     for c in confirmed:
-        confirmations, used = [c], [own_seed.get(c.finalist.run_id)]
+        retrained, used = [], []
         for p in planned.get(c.finalist.run_id, []):
             run = by_key.get(p.key)
             status = run.data.tags.get(Tag.STATUS) if run is not None else "not run"
+            tags = run.data.tags if run is not None else {}
+            m = run.data.metrics if run is not None else {}
+            retrained_candidate = Candidate(
+                run_id=run.info.run_id if run is not None else "", trial_id=tags.get(Tag.TRIAL_ID, ""), key=p.key,
+                point=names[p.key], checkpoint=tags.get(Tag.CHECKPOINT),
+                objective=float(m.get(keys.OBJECTIVE, float("nan"))), accuracy=m.get(accuracy_key(cfg.objective)),
+                gan_test=m.get(keys.GAN_TEST),
+            )  # fmt: skip
+            if status == Status.DIVERGED:
+                print(f"confirm: {names[p.key]}: diverged; counts at the objective's worst value", flush=True)
+                retrained.append(diverged_retrain(retrained_candidate, cfg.objective, judge_run is not None))
+                used.append(p.seed)
+                continue
             if run is None or status != Status.FINISHED:
                 print(f"confirm: {names[p.key]}: {status}; left out of the mean over seeds", flush=True)
                 continue
-            m, tags = run.data.metrics, run.data.tags
-            retrained = Candidate(
-                run_id=run.info.run_id, trial_id=tags.get(Tag.TRIAL_ID, ""), key=p.key, point=names[p.key],
-                checkpoint=tags.get(Tag.CHECKPOINT), objective=float(m.get(keys.OBJECTIVE, float("nan"))),
-                accuracy=m.get(accuracy_key(cfg.objective)), gan_test=m.get(keys.GAN_TEST),
-            )  # fmt: skip
             ctrlc.check()
-            done = _confirm_one(cfg, uri, run, retrained, judge_run, remote)
+            done = _confirm_one(cfg, uri, run, retrained_candidate, judge_run, remote)
             if done is not None:
-                confirmations.append(done)
+                retrained.append(done)
                 used.append(p.seed)
-        if len(confirmations) < 2:
+        collected.append((c, retrained, used))
+    pools = pooled_over([dataclasses.replace(c, own=c, retrains=tuple(r)) for c, r, _ in collected if r])
+    out = []
+    for c, retrained, used in collected:
+        if not retrained:
             out.append(c)
             continue
-        agg = over_seeds(confirmations, [s for s in used if s is not None])
-        logged = mc.get_run(c.finalist.run_id).data.metrics
-        metrics = seeds_metrics_of(agg)
-        if any(logged.get(k) != v for k, v in metrics.items()):  # once: a resumed stage logs no second point
-            seeds_tag = {Tag.CONFIRM_TRAIN_SEEDS: ",".join(map(str, agg.train_seeds))}
-            tracking.log_confirmation(mc, c.finalist.run_id, metrics, seeds_tag)
+        agg = over_retrains(c, retrained, used, pools)
         print(f"confirm: {c.finalist.point}: {describe(agg)}", flush=True)
         out.append(agg)
     return out
@@ -469,11 +636,12 @@ def describe(c: Confirmed) -> str:
     parts = []
     if c.objective is not None:
         parts.append(f"objective {c.objective}")
-    if c.train_seeds:
+    if c.retrains:
         parts.append(f"test acc {c.test_acc}")
         if c.gan_test is not None:
             parts.append(f"GAN-test {c.gan_test}")
-        return ", ".join(parts) + f" ({seeds_phrase(c)}); selection objective {c.finalist.objective:.3f}"
+        own = f"; its own selected run: objective {c.own.objective}" if c.own and c.own.objective else ""
+        return ", ".join(parts) + f" ({seeds_phrase(c)}){own}; selection objective {c.finalist.objective:.3f}"
     parts.append(f"test acc {c.test_acc} (n={c.test_images})")
     if c.gan_test is not None:
         parts.append(f"GAN-test {c.gan_test} (n={c.samples})")
@@ -481,16 +649,7 @@ def describe(c: Confirmed) -> str:
 
 
 def seeds_phrase(c: Confirmed) -> str:
-    """``mean of 2 training seeds (0, 1000), t interval`` for an aggregate over seeds."""
-    return f"mean of {len(c.train_seeds)} training seeds ({', '.join(map(str, c.train_seeds))}), t interval"
-
-
-def not_separable(best: Confirmed, others: Sequence[Confirmed]) -> list[str] | None:
-    """Display names of the other finalists whose confirmed objective interval overlaps the best's;
-    None when the best has no confirmed objective."""
-    if best.objective is None:
-        return None
-    # keyed by run id: display names may repeat
-    pool = {c.finalist.run_id: c for c in others if c is not best and c.objective is not None}
-    overlapping = not_separable_from(best.objective, {r: c.objective for r, c in pool.items()})
-    return [pool[r].finalist.point for r in overlapping]
+    """``mean of 2 new training seeds (1000, 1001), pooled sd 0.035 on 6 d.f.`` for a retrained finalist."""
+    how = (f"pooled sd {c.pooled_sd:.3f} on {c.pooled_df} d.f." if c.pooled_sd is not None
+           else "Student's t over its seeds")  # fmt: skip
+    return f"mean of {len(c.train_seeds)} new training seed(s) ({', '.join(map(str, c.train_seeds))}), {how}"

@@ -20,20 +20,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
-from sweep import confirm, ctrlc, lock, preflight, seams, stores, tracking
+from sweep import confirm, ctrlc, lock, preflight, report, seams, stores, tracking
 from sweep.cli import fail
 from sweep.config import SweepConfig
 from sweep.judge_stage import ensure_judge
-from sweep.objective import WORST
 from sweep.paths import (
     resolve_artifact_root,
     resolve_storage_path,
     resolve_tracking_uri,
 )
 from sweep.points import grid_points, point_names
-from sweep.record import BEST_METRIC_PREFIX, BEST_SELECTION_PREFIX, Status
+from sweep.record import POOLED_PREFIX, Status, Tag
 from sweep.trial import SweepContext
 from trainer import keys
 from trainer.config import ConfigError, flatten
@@ -63,165 +62,7 @@ def _status_of(row: dict[str, Any]) -> Status:
     return Status(status) if status in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else "-" if value is None else str(value)
-
-
-def _objective(row: dict[str, Any]) -> float | None:
-    """The trial's final eval/objective; None when it never evaluated (or never started).
-
-    Tune's last result carries the objective of the trial's latest evaluation, or the worst
-    value before the first one; a diverged trial's worst value is its real objective.
-    """
-    m = row["metrics"]
-    if row["status"] == Status.DIVERGED:
-        return m.get(keys.OBJECTIVE)
-    value = m.get(keys.OBJECTIVE)
-    return value if value is not None and (value != WORST or keys.GAN_TEST in m) else None
-
-
-def _point(row: dict[str, Any]) -> str:
-    return str(row["metrics"].get("point", row["trial_id"]))
-
-
-def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The finished trial with the highest final eval/objective (the selection metric), or None."""
-    done = [r for r in rows if r["status"] == Status.FINISHED and _objective(r) is not None]
-    return max(done, key=lambda r: _objective(r) or 0.0) if done else None
-
-
-def _confirmed_best(best: dict[str, Any] | None, confirmed: Sequence[confirm.Confirmed]) -> confirm.Confirmed | None:
-    """The best point's confirmation (matched by Tune trial id), if it was confirmed."""
-    if best is None:
-        return None
-    return next((c for c in confirmed if c.finalist.trial_id == best["trial_id"]), None)
-
-
-def best_line(best: dict[str, Any] | None, confirmed: Sequence[confirm.Confirmed], md: bool = False) -> str:
-    """What the sweep reports as its result: the best point with its confirmed numbers, and the
-    finalists not separable from it; or, unconfirmed, its selection objective labelled as such.
-    ``md``: the parent's description (Markdown) rather than the terminal."""
-    if best is None:
-        return "No finished trial." if md else "Best point: none (no trial finished)"
-    name = f"**{_point(best)}**" if md else _point(best)
-    c = _confirmed_best(best, confirmed)
-    end = "." if md else ""
-    if c is None or c.objective is None:
-        return (f"Best point: {name}, selection objective {_fmt(_objective(best))} (the draw that chose it; "
-                f"not confirmed on fresh draws){end}")  # fmt: skip
-    fresh = f"{c.samples} new samples, seed {c.sample_seed}, and " if c.gan_test is not None else ""
-    # Retrained (confirm.train_seeds): the mean over the training seeds, each seed's run confirmed alike.
-    how = f"{confirm.seeds_phrase(c)}; each" if c.train_seeds else "95 % interval;"
-    text = (
-        f"Best point: {name}, objective {c.objective} ({how} confirmed on {fresh}{c.test_images} "
-        f"test images; selected by objective {c.finalist.objective:.3f} on the selection draw)"
-    )
-    others = confirm.not_separable(c, confirmed) or []
-    if len(confirmed) < 2:
-        return f"{text}; no other finalist{end}"
-    tail = f"not separable from it: {', '.join(others)}" if others else "separable from every other finalist"
-    return f"{text}; {tail}{end}"
-
-
-def _print_confirmed(confirmed: Sequence[confirm.Confirmed]) -> None:
-    print("\nFinalists confirmed on fresh draws (value [95 % interval]; selection = the objective that chose them):")
-    retrained = [c for c in confirmed if c.train_seeds]
-    if retrained:
-        print("  (retrained with confirm.train_seeds: the mean over each finalist's training seeds, Student's t "
-              "interval over the seeds)")
-    print(f"  {'point':32s} {'selection':>9s}  {'objective':21s} {'test acc':21s} gan")
-    for c in confirmed:
-        print(
-            f"  {c.finalist.point:32s} {c.finalist.objective:9.3f}  {_fmt_iv(c.objective):21s} "
-            f"{_fmt_iv(c.test_acc):21s} {_fmt_iv(c.gan_test)}"
-        )
-
-
-def _fmt_iv(iv: Any) -> str:
-    return "-" if iv is None else str(iv)
-
-
-def _with_interval(m: dict[str, Any], key: str, value: Any) -> str:
-    """``0.625 [0.538, 0.705]``: ``value`` (metric ``key`` of a trial's last result) with its logged
-    95 % interval; ``-`` for None."""
-    lo, hi = m.get(keys.lo_key(key)), m.get(keys.hi_key(key))
-    if not isinstance(value, float) or lo is None or hi is None:
-        return _fmt(value)
-    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def _print_summary(rows: list[dict[str, Any]], confirmed: Sequence[confirm.Confirmed] = ()) -> None:
-    print("\nTrials, best first by the selection objective (val/test = validation/test accuracy, gan = GAN-test,"
-          " objective = eval/objective; each with its 95 % interval; val and gan are what selected, test never"
-          " selects):")  # fmt: skip
-    print(f"  {'point':24s} {'status':9s} {'epoch':>5s} {'val':>21s} {'test':>21s} {'gan':>21s} {'objective':>21s}")
-    ranked = sorted(rows, key=lambda r: (_objective(r) is None, -(_objective(r) or 0.0), _point(r)))
-    for row in ranked:
-        m = row["metrics"]
-        print(
-            f"  {_point(row):24s} {row['status']:9s} {_fmt(m.get(keys.EPOCH)):>5s} "
-            f"{_with_interval(m, keys.VAL_ACC, m.get(keys.VAL_ACC)):>21s} "
-            f"{_with_interval(m, keys.TEST_ACC, m.get(keys.TEST_ACC)):>21s} "
-            f"{_with_interval(m, keys.GAN_TEST, m.get(keys.GAN_TEST)):>21s} "
-            f"{_with_interval(m, keys.OBJECTIVE, _objective(row)):>21s}"
-        )
-        if row["error"]:
-            print(f"      error: {row['error']}")
-    if confirmed:
-        _print_confirmed(confirmed)
-    best = best_row(rows)
-    if best is not None:
-        print(best_line(best, confirmed))
-    for status in (Status.DIVERGED, Status.STOPPED, Status.FAILED):
-        named = sorted(_point(r) for r in rows if r["status"] == status)
-        if named:
-            print(f"{status.capitalize()}: {', '.join(named)}")
-
-
-def best_metrics(
-    best: dict[str, Any], confirmed: Sequence[confirm.Confirmed]
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """The parent's summary of the best point: the mapping ``tracking.finish_parent`` logs as
-    ``best/*`` (its confirmed numbers where confirmed), and the extra parent metrics: the confirmed
-    numbers' ``best/<name>_lo``/``_hi`` and the selection numbers as ``best/selection_<name>``."""
-    m = best["metrics"]
-    summary = {"point": _point(best), **m, keys.OBJECTIVE: _objective(best)}
-    extra: dict[str, float] = {}
-    for key, short in ((keys.OBJECTIVE, "objective"), (keys.TEST_ACC, "test_acc"), (keys.GAN_TEST, "gan_test")):
-        if isinstance(summary.get(key), (int, float)):
-            extra[f"{BEST_SELECTION_PREFIX}{short}"] = float(summary[key])
-    c = _confirmed_best(best, confirmed)
-    if c is not None:
-        for key, short, iv in ((keys.OBJECTIVE, "objective", c.objective), (keys.TEST_ACC, "test_acc", c.test_acc),
-                               (keys.GAN_TEST, "gan_test", c.gan_test)):  # fmt: skip
-            if iv is not None:
-                summary[key] = iv.value
-                extra[keys.lo_key(BEST_METRIC_PREFIX + short)] = iv.lo
-                extra[keys.hi_key(BEST_METRIC_PREFIX + short)] = iv.hi
-    return summary, extra
-
-
-def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    ends = (Status.FINISHED, Status.DIVERGED, Status.STOPPED, Status.FAILED)
-    return {str(s): sum(r["status"] == s for r in rows) for s in ends}
-
-
-def _note(name: str, rows: list[dict[str, Any]], confirmed: Sequence[confirm.Confirmed] = ()) -> str:
-    """The parent run's description in the MLflow UI (Markdown)."""
-    counts = ", ".join(f"{n} {s}" for s, n in _counts(rows).items())
-    text = f"Sweep **{name}**: {len(rows)} trials ({counts})."
-    best = best_row(rows)
-    if best is not None:
-        m = best["metrics"]
-        text += (
-            f" {best_line(best, confirmed, md=True)} Chosen by the final `{keys.OBJECTIVE}`; as selection measured"
-            f" it: objective {_fmt(_objective(best))}, validation accuracy {_fmt(m.get(keys.VAL_ACC))},"
-            f" test accuracy {_fmt(m.get(keys.TEST_ACC))}, GAN-test {_fmt(m.get(keys.GAN_TEST))}."
-        )
-    return text + " Config: `sweep.yaml`; Table 2 and Pareto front: `analysis/` in this run's artifacts."
-
-
-def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str) -> None:
+def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str, best_run: str | None) -> None:
     """Table 2 and Pareto front into the parent run, when the analysis package offers them."""
     try:
         from analysis import default_out_dir, report_sweep
@@ -231,7 +72,7 @@ def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str) -> None:
     out = default_out_dir(cfg.experiment_name, cfg.name).resolve()  # the same folder as the analysis CLI's
     print(f"analysis: Table 2, Pareto front and figures of sweep {cfg.name!r} ...", flush=True)
     try:
-        report_sweep(cfg.experiment_name, parent_id, out, uri)
+        report_sweep(cfg.experiment_name, parent_id, out, uri, best_run=best_run)
     except Exception as e:  # the sweep's results are in MLflow already; a failed report must not hide that
         print(f"analysis: failed ({type(e).__name__}: {e}); run it by hand with the command below")
         return
@@ -503,9 +344,9 @@ def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
     the result grid may lack the last ones); ``total``: the trials the sweep runs.
     """
     done = [r for r in rows if r["status"] in (Status.FINISHED, Status.DIVERGED, Status.FAILED)]
-    begun = sorted(_point(r) for r in rows if r not in done and keys.EPOCH in r["metrics"])
-    unseen = set(points) - {_point(r) for r in rows}
-    fresh = sorted(unseen | {_point(r) for r in rows if r not in done and keys.EPOCH not in r["metrics"]})
+    begun = sorted(report.point_of(r) for r in rows if r not in done and keys.EPOCH in r["metrics"])
+    unseen = set(points) - {report.point_of(r) for r in rows}
+    fresh = sorted(unseen | {report.point_of(r) for r in rows if r not in done and keys.EPOCH not in r["metrics"]})
     parts = [f"during the trials: kept {len(done)} ended trial(s)"]
     if begun:
         parts.append(f"{len(begun)} stopped mid-training, to continue from their last epoch ({', '.join(begun)})")
@@ -558,33 +399,63 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
         raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.names.values()), total))
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
-    confirmed: list[confirm.Confirmed] = []
-    best = best_row(rows)
+    confirmation = confirm.Confirmation([], None, None, retrained=False)
+    selected = report.best_row(rows)
     if cfg.confirm.enabled:
         remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
         with phases("confirm"):
-            confirmed = confirm.run_stage(
-                cfg, uri, experiment_id, parent_id, rows, best["trial_id"] if best else None, _objective, _point,
-                judge_run, remote, ctx, lambda fns: plan.ray.run_tasks(fns, cfg),
+            confirmation = confirm.run_stage(
+                cfg, uri, experiment_id, parent_id, rows, selected["trial_id"] if selected else None,
+                report.objective_of, report.point_of, judge_run, remote, ctx,
+                lambda fns: plan.ray.run_tasks(fns, cfg),
             )  # fmt: skip
         ctrlc.check()
-    _print_summary(rows, confirmed)
+    outcome = report.Outcome(rows, confirmation, cfg.objective.split, _pooled(mc, uri, cfg, parent_id))
+    report.print_summary(outcome)
     failed = sum(r["status"] == Status.FAILED for r in rows)
+    best_run = _run_of(mc, experiment_id, parent_id, outcome.best_trial())
     if cfg.analysis:
         with phases("analysis"):
-            _analysis(cfg, uri, parent_id, storage)
+            _analysis(cfg, uri, parent_id, storage, best_run)
         ctrlc.check()
-    summary, extra = best_metrics(best, confirmed) if best else (None, {})
+    summary, extra = report.best_metrics(outcome)
     if extra:
         tracking.log_parent_metrics(mc, parent_id, extra)
     tracking.finish_parent(
-        mc, parent_id, trials=len(rows), failed=failed, counts=_counts(rows), best=summary,
-        note=_note(cfg.name, rows, confirmed),
+        mc, parent_id, trials=len(rows), failed=failed, counts=report.counts(rows), best=summary or None,
+        best_run=best_run, note=report.note(cfg.name, outcome),
     )  # fmt: skip
     seams.kill_point("analysis")
     print(f"\nsweep {cfg.name!r} done in {phases.summary()}: {len(rows)} trials, {failed} failed")
     _print_next_steps(cfg, uri, parent_id, storage, args, experiment_id)
     return 1 if failed or plan.ray.stalled() else 0
+
+
+def _pooled(mc: Any, uri: str, cfg: SweepConfig, parent_id: str) -> dict[str, Any]:
+    """The training seed's pooled run-to-run variance per column over the sweep's runs (points with
+    >= 2 seeds: several search seeds, or the confirmation's retrains), logged on the parent as
+    ``pooled/<column>_sd`` and ``_df``; {} when no point has two seeds (or no trial finished)."""
+    from analysis.runs import AnalysisError, load
+    from analysis.verdicts import pooled_all
+
+    try:
+        pools = pooled_all(load(cfg.experiment_name, uri, parent_id))
+    except AnalysisError:
+        return {}
+    metrics = {}
+    for column, pool in pools.items():
+        metrics[f"{POOLED_PREFIX}{column}_sd"], metrics[f"{POOLED_PREFIX}{column}_df"] = pool.sd, float(pool.df)
+    if metrics:
+        tracking.log_parent_metrics(mc, parent_id, metrics)
+    return pools
+
+
+def _run_of(mc: Any, experiment_id: str, parent_id: str, trial_id: str | None) -> str | None:
+    """The MLflow run of a Tune trial of this sweep (by the run's tag trial.id, never its name)."""
+    if trial_id is None:
+        return None
+    runs = tracking.child_runs(mc, experiment_id, parent_id)
+    return next((r.info.run_id for r in runs if r.data.tags.get(Tag.TRIAL_ID) == trial_id), None)
 
 
 def run(args: argparse.Namespace, cfg: SweepConfig) -> int:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trainer.keys import Status
 
-__all__ = ["Status", "Tag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT"]
+__all__ = ["Status", "Tag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT", "items_tag"]
 
 
 class Tag(StrEnum):
@@ -55,7 +55,24 @@ class Tag(StrEnum):
     CONFIRM_SAMPLE_SEED = "confirm.sample_seed"  # seed of the fresh samples' starting noise
     CONFIRM_SAMPLES = "confirm.samples"  # samples confirm/gan_test is a fraction of
     CONFIRM_TEST_IMAGES = "confirm.test_images"  # test images confirm/test_acc is a fraction of
-    CONFIRM_TRAIN_SEEDS = "confirm.train_seeds"  # the training seeds confirm/*_seeds are the mean over
+    CONFIRM_TRAIN_SEEDS = "confirm.train_seeds"  # the new training seeds confirm/*_seeds are the mean over
+    # The objective's definition (JSON: name, weight, split), so a reader can recompute it from its
+    # parts: a paired difference of two runs' objectives needs it (trainer.compare.paired).
+    OBJECTIVE = "trial.objective"
+    # Per-item outcomes (trainer.items) of the latest evaluation, tag items_tag(metric key) each;
+    # ITEMS_EPOCH: the epoch they are of. A finalist's confirmation adds those of confirm/*.
+    ITEMS_EPOCH = "items.epoch"
+    # Parent: the pooled run-to-run variance of each metric over points with >= 2 seeds
+    # (trainer.pooled), as metrics pooled/<column>_sd and pooled/<column>_df.
+
+
+def items_tag(metric: str) -> str:
+    """The tag holding a run's per-item outcomes of ``metric`` (a metric key): ``items.val/acc``."""
+    return f"items.{metric}"
+
+
+RETRAIN_TRIAL_PREFIX = "confirm-"  # tag trial.id of a finalist's retrain (sweep.confirm): no Tune trial
+POOLED_PREFIX = "pooled/"  # parent metrics pooled/<frame column>_sd, pooled/<frame column>_df
 
 
 class SelectionSplit(StrEnum):

@@ -79,6 +79,9 @@ def ensure_experiment(mc: MlflowClient, name: str, artifact_root: str | None) ->
     return mc.create_experiment(name, artifact_location=location)
 
 
+MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value
+
+
 def _tags(values: Mapping[str, Any]) -> dict[str, str]:
     # Plain str keys and values: the names are StrEnums, which MLflow's protobufs need not accept.
     return {str(k): str(v) for k, v in values.items()}
@@ -222,21 +225,20 @@ def finish_parent(
     failed: int,
     counts: Mapping[str, int] | None = None,
     best: Mapping[str, Any] | None = None,
+    best_run: str | None = None,
     note: str | None = None,
 ) -> None:
     """Write the sweep's summary on its parent run and close it.
 
     ``counts``: trials per status (metrics ``trials/<status>``); ``best``: the best point's
-    ``point`` and final metrics (tags ``sweep.best_point``/``sweep.best_run``,
-    metrics ``best/objective``, ``best/val_acc``, ``best/test_acc``, ``best/gan_test``); ``note``: the run's
-    description in the MLflow UI (Markdown).
+    ``point`` and final metrics (tag ``sweep.best_point``, metrics ``best/objective``,
+    ``best/val_acc``, ``best/test_acc``, ``best/gan_test``) and ``best_run`` its run id (tag
+    ``sweep.best_run``); ``note``: the run's description in the MLflow UI (Markdown).
     """
     tags: dict[str, Any] = {Tag.TRIALS: trials, Tag.FAILED_TRIALS: failed, Tag.INTERRUPTED: "false"}
     now = int(time.time() * 1000)
     metrics = [Metric(f"{COUNT_METRIC_PREFIX}{k}", float(v), now, 0) for k, v in (counts or {}).items()]
     if best:
-        children = search_all(mc, mc.get_run(run_id).info.experiment_id, f"tags.`{Tag.PARENT}` = '{run_id}'")
-        best_run = _tagged(children, Tag.POINT, str(best["point"]))
         tags.update({Tag.BEST_POINT: best["point"], Tag.BEST_RUN: best_run or ""})
         for key, short in ((keys.OBJECTIVE, "objective"), (keys.VAL_ACC, "val_acc"), (keys.TEST_ACC, "test_acc"),
                            (keys.GAN_TEST, "gan_test")):
@@ -352,6 +354,7 @@ class TrialRun:
         params: Mapping[str, Any],
         judge: str | None = None,
         selection_split: str | None = None,
+        objective: str | None = None,
         from_scratch: bool = False,
         restarted: str | None = None,
     ) -> str:
@@ -359,7 +362,7 @@ class TrialRun:
 
         ``judge`` (the judge's run id) is tagged with the judge's key and architecture, read from
         its run in experiment ``judges``; ``selection_split`` (val or test) is what the objective
-        read.
+        read; ``objective`` its definition (JSON).
 
         A trial continuing from a checkpoint continues its run, and metrics at epochs the run
         already holds are not logged again (Tune may resume from a checkpoint one epoch behind
@@ -406,6 +409,8 @@ class TrialRun:
             tags.update(judge_tags(self.mc, judge))
         if selection_split:
             tags[Tag.SELECTION_SPLIT] = selection_split
+        if objective:
+            tags[Tag.OBJECTIVE] = objective
         self._set_tags(tags)
         return self.run_id
 
@@ -428,8 +433,9 @@ class TrialRun:
         """Whether the run already holds the metrics of epoch ``step`` (logged by an earlier attempt)."""
         return step <= self.logged_step
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Log the finite numeric metrics at ``step`` (the epoch), unless the run holds that step."""
+    def log_metrics(self, metrics: Mapping[str, Any], step: int, tags: Mapping[str, str] | None = None) -> None:
+        """Log the finite numeric metrics at ``step`` (the epoch), and ``tags`` (that epoch's per-item
+        outcomes) in the same batch, unless the run holds that step."""
         if self.holds(step):
             return
         now = int(time.time() * 1000)
@@ -438,7 +444,10 @@ class TrialRun:
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
         ]
-        self.mc.log_batch(self.run_id, metrics=rows)  # log_batch splits into accepted sizes
+        # A tag holds 8,000 characters; outcomes of more items (about 45,000) are not kept: their
+        # comparisons fall back to the unpaired test.
+        kept = [RunTag(k, v) for k, v in _tags(tags or {}).items() if len(v) <= MAX_TAG_CHARS]
+        self.mc.log_batch(self.run_id, metrics=rows, tags=kept)  # log_batch splits into accepted sizes
         self.logged_step = step
 
     def log_files(self, files: Iterable[tuple[Path, str]]) -> None:

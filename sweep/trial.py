@@ -19,7 +19,7 @@ from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import objective_interval, objective_value, worst_value
 from sweep.points import OPTUNA_DIGITS, Point, apply_point, point_name
-from sweep.record import CURVES, IMAGES, Status
+from sweep.record import CURVES, IMAGES, Status, Tag, items_tag
 from trainer import keys
 from trainer.config import flatten
 
@@ -57,6 +57,14 @@ class SweepContext:
         if point.key in self.names:
             return self.names[point.key]
         return point_name(apply_point(self.base, point), point, OPTUNA_DIGITS)
+
+
+def _item_tags(path: str | None, epoch: int) -> dict[str, str]:
+    """The tags of an evaluation's ``items.json`` (trainer.items, by metric key), with its epoch."""
+    if path is None:
+        return {}
+    codes = json.loads(Path(path).read_text())
+    return {**{items_tag(key): code for key, code in codes.items()}, Tag.ITEMS_EPOCH: str(epoch)}
 
 
 def _upload_folder(path: Path) -> str:
@@ -101,6 +109,7 @@ def run_trial(
         flatten(cfg),
         judge=ctx.judge_run,
         selection_split=ctx.objective.split,
+        objective=ctx.objective.model_dump_json(),
         from_scratch=not resumed,
         restarted=note,
     )
@@ -123,7 +132,9 @@ def run_trial(
             state["objective_interval"] = None if interval is None else [interval.lo, interval.hi]
             if interval is not None:
                 logged[keys.lo_key(keys.OBJECTIVE)], logged[keys.hi_key(keys.OBJECTIVE)] = interval.lo, interval.hi
-        mlrun.log_metrics(logged, step=epoch)
+        files = dict(files)
+        outcomes = files.pop("items", None)  # per-item outcomes: kept as tags, not as a file
+        mlrun.log_metrics(logged, step=epoch, tags=_item_tags(outcomes, epoch))
         mlrun.log_files((Path(p), _upload_folder(Path(p))) for p in files.values())
         if status != Status.DIVERGED and (value is not None or status == Status.FINISHED):
             # last.pt at evaluations and at the end: every epoch would upload a ResNet-18

@@ -35,6 +35,8 @@ TINY = [
     "judge.epochs=1",
     "search.grid.loss.lam=[1.0e-3, 1.0e-4]",
     "search.grid.loss.mu=[1.0e-4]",
+    "confirm.train_seeds=0",  # the quickstart retrains its finalists; the retrains have tests of their own
+    "confirm.samples=128",  # more than the 96 test images: their labels are cycled as the samples' targets
 ]
 # Two extra points: the baseline, and one whose learning rate makes the loss overflow.
 TINY_POINTS = "search.points=[{loss.preset: baseline}, {loss.preset: baseline, optim.lr: 1.0e+12}]"

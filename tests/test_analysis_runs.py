@@ -21,6 +21,7 @@ from analysis.__main__ import main
 from analysis.runs import AnalysisError, load, select_parent, sweeps
 from trainer import keys
 from trainer.config import flatten, load_config
+from trainer.stats import t_quantile
 
 SIGMAS = (1e-4, 1e-3, 1e-2)
 FRACTIONS = (0.01, 0.1, 1.0)
@@ -212,19 +213,25 @@ def test_cli_writes_and_logs_to_the_latest_sweep(store, tmp_path, capsys):
     assert {Path(p).name for p in printed} == names and len(printed) == len(names)
     # Besides the paths, the table and the front as text.
     assert "Table 2 (the heatmap's colour: objective):" in text and "| λ ↓ / μ → |" in text
-    assert "Pareto front of test_acc and gan_test (2 point(s), seeds averaged" in text
     # sm λ1e-3 μ1e-4 has two seeds, (0.8, 0.4) and (0.7, 0.5): as a point (0.75, 0.45), which the
     # baseline (0.75, 0.6) dominates. The front, (0.75, 0.6), (0.7, 0.8), dominates 0.75·0.6 + 0.7·0.2.
-    assert "hypervolume 0.5900 (reference point test_acc=0, gan_test=0)" in text.splitlines()
+    # Their run-to-run sd, 0.071 on 1 d.f., separates no dominated point from its dominator: all four
+    # points are on the candidate front.
+    assert "Pareto front of test_acc and gan_test: 2 point(s) on the front of the point estimates, 4 not " \
+           "separably dominated" in text
+    line = next(line for line in text.splitlines() if line.startswith("hypervolume "))
+    assert line.startswith("hypervolume 0.590 [") and "(reference point test_acc=0, gan_test=0; 95 % interval" in line
     logged = MlflowClient(tracking_uri=store.uri).get_run(store.grid).data.metrics
     assert logged["sweep/hypervolume"] == pytest.approx(0.59)
+    assert logged["sweep/hypervolume_lo"] <= 0.59 <= logged["sweep/hypervolume_hi"]
     assert names <= _logged(store.uri, store.grid)
     for png in out.glob("*.png"):
         assert_png(png)
     front = pd.read_csv(out / "front.csv")
     # The stopped trial (0.9/0.9) would dominate everything; it is left out.
-    assert set(front["test_acc"]) == {0.75, 0.7} and set(front["gan_test"]) == {0.6, 0.8}
-    assert front["seeds"].tolist() == [1, 1]
+    on = front[front["on_front"]]
+    assert set(on["test_acc"]) == {0.75, 0.7} and set(on["gan_test"]) == {0.6, 0.8}
+    assert on["seeds"].tolist() == [1, 1] and front["candidate"].all() and len(front) == 4
     table1 = (out / "table1.md").read_text()
     assert table1.index("Baseline ResNet") < table1.index("Grad-Norm") < table1.index("Score-Matching")
 
@@ -237,12 +244,13 @@ def test_report_sweep_writes_and_logs(store, tmp_path):
     # Front of the old sweep: (0.2, 0.3) and (0.3, 0.1): 0.3·0.1 + 0.2·0.2 above (0, 0).
     assert MlflowClient(tracking_uri=store.uri).get_run(store.old).data.metrics["sweep/hypervolume"] == pytest.approx(0.07)
     md = paths["table2.md"].read_text()
-    assert "| **1e-03** | 20.00% / 30.00% |" in md and "- baseline: 30.00% / 10.00%" in md
+    # one seed per point and no point with two: values alone (this store logged no intervals), n stated
+    assert "| **1e-03** | 20.0% / 30.0% (n=1); objective 0.250 |" in md and "- baseline: 30.0% / 10.0% (n=1)" in md
     # Ground-truth metrics logged: a heatmap and a front against accuracy for each.
     for metric in ("score_alignment", "fisher_divergence_rel"):
         assert_png(paths[f"{metric}_table2.png"])
         front = pd.read_csv(paths[f"{metric}_front.csv"])
-        assert front["test_acc"].tolist() == [0.3, 0.2]  # neither dominates the other
+        assert front["test_acc"].tolist() == [0.3, 0.2] and front["on_front"].all()  # neither dominates the other
 
 
 def test_cli_all_trials_default_out_and_no_logging(store, tmp_path, monkeypatch, capsys):
@@ -250,9 +258,16 @@ def test_cli_all_trials_default_out_and_no_logging(store, tmp_path, monkeypatch,
     before = {run: _logged(store.uri, run) for run in (store.old, store.grid)}
     main(["table2", "--experiment", "quick", "--all", "--tracking-uri", store.uri])
     md = (tmp_path / "out" / "analysis" / "quick" / "all" / "table2.md").read_text()
-    # The old sweep's λ=1e-3, μ=1e-4 seed joins the grid sweep's two: n=3.
-    # ± is Student's t over the 3 seeds: t(2)·sd/√3 = 4.303 · 0.3215 / 1.732 = 79.85 points (sd 0.1: 24.84).
-    assert "| **1e-03** | 60.00% / 70.00% | 56.67 ± 79.85% / 40.00 ± 24.84% (n=3) |" in md
+    # The old sweep's λ=1e-3, μ=1e-4 seed joins the grid sweep's two: n=3; its baseline the grid's: n=2.
+    # Pooled by hand: accuracy (0.8, 0.7, 0.2) and (0.75, 0.3): (0.20667 + 0.10125)/3 on 3 d.f.;
+    # GAN-test (0.4, 0.5, 0.3) and (0.6, 0.1): (0.02 + 0.125)/3.
+    sd_acc, sd_gan = np.sqrt(0.30792 / 3), np.sqrt(0.145 / 3)
+    half = lambda sd, n: t_quantile(3) * sd / np.sqrt(n)  # noqa: E731
+    cell = lambda m, h: f"[{max(m - h, 0) * 100:.1f}, {min(m + h, 1) * 100:.1f}]"  # noqa: E731
+    one = f"60.0% {cell(0.6, half(sd_acc, 1))} / 70.0% {cell(0.7, half(sd_gan, 1))} (n=1)"
+    three = f"56.7% {cell(0.5667, half(sd_acc, 3))} / 40.0% {cell(0.4, half(sd_gan, 3))} (n=3)"
+    row = next(line for line in md.splitlines() if line.startswith("| **1e-03** |"))
+    assert row.startswith(f"| **1e-03** | {one}; objective ") and f" | {three}; objective " in row
     assert {run: _logged(store.uri, run) for run in (store.old, store.grid)} == before  # --all logs nothing
 
 
@@ -318,14 +333,15 @@ def test_trials_selected_on_test_are_said_so_loudly(mixed, tmp_path, capsys):
     assert "SELECTED ON THE TEST SET" in (tmp_path / "table2.md").read_text()
     main(["pareto", "--experiment", "splits", "--sweep", "t", "--tracking-uri", mixed, "--out", str(tmp_path)])
     assert "analysis: SELECTED ON THE TEST SET" in capsys.readouterr().err
-    assert pd.read_csv(tmp_path / "front.csv")["test_acc"].tolist() == [0.8]  # ranked by test: it selected on it
+    front = pd.read_csv(tmp_path / "front.csv")
+    assert front.loc[front["on_front"], "test_acc"].tolist() == [0.8]  # ranked by test: it selected on it
 
 
 def test_table2_shows_the_reachable_floor_beside_the_relative_fisher_divergence(mixed, tmp_path):
     main(["table2", "--experiment", "judges", "--sweep", "a", "--metric", "fisher_divergence_rel",
           "--tracking-uri", mixed, "--out", str(tmp_path)])
     md = (tmp_path / "fisher_divergence_rel_table2.md").read_text()  # a file per metric
-    assert "fisher_divergence_rel 0.95 (floor 0.9)" in md and "fisher_divergence_rel 0.85 (floor 0.8)" in md
+    assert "fisher_divergence_rel 0.950 (floor 0.9)" in md and "fisher_divergence_rel 0.850 (floor 0.8)" in md
     assert_png(tmp_path / "fisher_divergence_rel_table2.png")
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from trainer import evaluation as ev
-from trainer import keys
+from trainer import items, keys
 from trainer.config import EvalConfig, LossConfig
 from trainer.stats import proportion
 
@@ -250,7 +250,10 @@ def test_evaluate_all_returns_the_keys_and_writes_valid_images(tmp_path):
     expected |= {keys.pixel_perturbation_key(f) for f in np.logspace(-2, 0, 4)}
     assert set(metrics) == expected
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
-    assert set(files) == {"samples", "saliency", "density_ratios", "pixel_perturbation", "eval"}
+    assert set(files) == {"samples", "saliency", "density_ratios", "pixel_perturbation", "eval", "items"}
+    # Per-sample verdicts, kept for paired comparisons: as many as samples, their mean the GAN-test.
+    verdicts = items.decode(json.loads(open(files["items"]).read())[keys.GAN_TEST])
+    assert len(verdicts) == cfg.samples and verdicts.mean() == pytest.approx(metrics[keys.GAN_TEST])
     for name in ("samples", "saliency", "density_ratios", "pixel_perturbation"):
         assert files[name].endswith(".png")
         with Image.open(files[name]) as img:
@@ -342,5 +345,5 @@ def test_evaluate_cli_prints_every_metric_and_rejects_bad_paths(tmp_path, capsys
     for key in (keys.GAN_TEST, keys.EVAL_SECONDS, keys.density_ratio_key(0.1), keys.pixel_perturbation_key(1.0)):
         assert key in printed
     assert {p.name for p in out.iterdir()} == {
-        "samples.png", "saliency.png", "density_ratios.png", "pixel_perturbation.png", "eval.json"
+        "samples.png", "saliency.png", "density_ratios.png", "pixel_perturbation.png", "eval.json", "items.json"
     }

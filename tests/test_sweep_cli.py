@@ -108,7 +108,7 @@ def test_the_quickstart_header_expects_what_the_readme_shows():
     from sweep.loading import PRESETS
 
     header = (PRESETS / "quickstart.yaml").read_text()
-    point, value = re.search(r"best point (\S+ s\d), confirmed objective (\d\.\d+ \[[\d., ]+\])", header).groups()
+    point, value = re.search(r"best point (.+?), confirmed objective (\d\.\d+ \[[\d., ]+\])", header).groups()
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert f"Best point: {point}, objective {value}" in readme
 

@@ -4,6 +4,7 @@ killed during the stage then resumed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,9 +23,11 @@ import pytest
 from helpers import TINY, child_runs
 from sweep import confirm, seams
 from sweep.config import ObjectiveConfig, SweepConfig
-from sweep.record import Status, Tag
+from sweep.record import Status, Tag, items_tag
+from trainer import items
 from trainer import keys
-from trainer.stats import Z95, Interval, proportion
+from trainer.compare import Difference
+from trainer.stats import Z95, Interval, proportion, t_quantile
 
 
 def _cand(run_id: str, objective: float, acc: float, gan: float, point: str | None = None) -> confirm.Candidate:
@@ -32,7 +35,7 @@ def _cand(run_id: str, objective: float, acc: float, gan: float, point: str | No
                              objective, acc, gan)  # fmt: skip
 
 
-def test_finalists_are_the_best_then_the_front_by_run_id_at_most_top_k():
+def test_finalists_are_the_best_then_the_front_then_the_runners_up_by_run_id_at_most_top_k():
     pool = {
         "t-a": _cand("a", 0.70, 0.90, 0.50, point="same"),  # best objective, on the front
         "t-b": _cand("b", 0.60, 0.50, 0.70, point="same"),  # on the front; shares a's display name
@@ -41,7 +44,8 @@ def test_finalists_are_the_best_then_the_front_by_run_id_at_most_top_k():
         "t-e": _cand("e", 0.65, 0.60, 0.60),  # on the front (neither a nor b dominates it)
     }
     chosen = confirm.finalists(pool, "t-a", top_k=5)
-    assert [c.run_id for c in chosen] == ["a", "e", "b", "d"]  # best, then the front by objective
+    assert [c.run_id for c in chosen] == ["a", "e", "b", "d", "c"]  # best, the front by objective, the rest
+    assert [c.run_id for c in confirm.finalists(pool, "t-a", top_k=4)] == ["a", "e", "b", "d"]
     assert [c.run_id for c in confirm.finalists(pool, "t-a", top_k=2)] == ["a", "e"]
     # The best point is a finalist even when it is not on the front (selection chose it).
     assert [c.run_id for c in confirm.finalists(pool, "t-c", top_k=2)] == ["c", "a"]
@@ -82,45 +86,109 @@ def test_confirmed_objective_interval_covers_the_true_objective_95_percent_of_th
         assert abs(hits / draws - 0.95) <= 0.015, (name, p_acc, n_acc, p_gan, n_gan, hits / draws)
 
 
-def _confirmed(run_id: str, point: str, objective: tuple[float, float, float]) -> confirm.Confirmed:
+def _confirmed(run_id: str, point: str, objective: tuple[float, float, float], **kw) -> confirm.Confirmed:
     return confirm.Confirmed(
         _cand(run_id, objective[0] + 0.02, 0.8, 0.7, point), Interval(0.81, 0.77, 0.85), Interval(0.7, 0.67, 0.73),
-        Interval(*objective), samples=1024, test_images=360, sample_seed=100_000,
+        Interval(*objective), samples=1024, test_images=360, sample_seed=100_000, **kw,
     )  # fmt: skip
 
 
-def test_summary_reports_confirmed_intervals_and_names_the_points_not_separable_from_the_best(capsys):
-    from sweep.driver import _note, _print_summary
-
+def _rows(*points: tuple[str, str, float]) -> list[dict]:
     def row(trial_id, point, objective):
         m = {"point": point, keys.EPOCH: 4, keys.OBJECTIVE: objective, keys.VAL_ACC: 0.8, keys.GAN_TEST: 0.7,
              keys.lo_key(keys.VAL_ACC): 0.75, keys.hi_key(keys.VAL_ACC): 0.85, keys.TEST_ACC: 0.9,
              keys.lo_key(keys.TEST_ACC): 0.875, keys.hi_key(keys.TEST_ACC): 0.925}
         return {"trial_id": trial_id, "metrics": m, "status": Status.FINISHED, "error": None}
 
-    rows = [row("t-a", "sm a", 0.82), row("t-b", "sm b", 0.80), row("t-c", "base c", 0.78)]
-    confirmed = [
-        _confirmed("a", "sm a", (0.76, 0.74, 0.78)),
-        _confirmed("b", "sm b", (0.77, 0.75, 0.79)),  # overlaps the best's interval
-        _confirmed("c", "base c", (0.60, 0.58, 0.62)),  # does not
-    ]
-    _print_summary(rows, confirmed)
+    return [row(*p) for p in points]
+
+
+def test_without_retrains_the_selections_best_is_compared_paired_over_the_shared_items(capsys):
+    from trainer import items
+    from sweep.report import Outcome, note, print_summary
+
+    rng = np.random.default_rng(0)
+    test_a, gan_a = rng.random(360) < 0.81, rng.random(1024) < 0.7
+    # b: the same images right but 2 of a's (a paired difference of 2/360, z ≈ 1.4); c: far below.
+    test_b, gan_b = test_a.copy(), gan_a.copy()
+    test_b[np.flatnonzero(test_a)[:2]] = False
+    test_c, gan_c = rng.random(360) < 0.5, rng.random(1024) < 0.4
+
+    def finalist(run_id, point, test, gan):
+        acc, g = proportion(test.mean(), 360), proportion(gan.mean(), 1024)
+        codes = {keys.CONFIRM_TEST_ACC: items.encode(test), keys.CONFIRM_GAN_TEST: items.encode(gan)}
+        return confirm.Confirmed(_cand(run_id, 0.8, 0.8, 0.7, point), acc, g,
+                                 confirm.objective_interval(ObjectiveConfig(), acc, g), samples=1024, test_images=360,
+                                 sample_seed=100_000, items=codes)  # fmt: skip
+
+    confirmed = [finalist("a", "sm a", test_a, gan_a), finalist("b", "sm b", test_b, gan_b),
+                 finalist("c", "base c", test_c, gan_c)]
+    result = confirm.decide(confirmed, ObjectiveConfig(), retrained=False)
+    assert result.best is confirmed[0] and not result.verdict.picked_here and result.verdict.family == 2
+    diff_b = result.verdict.differences["b"]
+    by_hand = 0.5 * (test_a.astype(float) - test_b)  # the GAN-test parts are identical
+    assert diff_b.how == "paired over 360 items" and diff_b.estimate == pytest.approx(by_hand.mean())
+    assert diff_b.se == pytest.approx(math.sqrt(by_hand.var(ddof=1) / 360), rel=1e-4)
+    assert [c.finalist.point for c in result.not_separable()] == ["sm b"] and result.verdict.separable["c"]
+    outcome = Outcome(_rows(("t-a", "sm a", 0.82), ("t-b", "sm b", 0.80), ("t-c", "base c", 0.78)), result)
+    print_summary(outcome)
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("Best point:"))
-    assert line.startswith("Best point: sm a, objective 0.760 [0.740, 0.780]")
-    assert "confirmed on 1024 new samples, seed 100000, and 360 test images" in line
-    assert "selected by objective 0.780" in line  # what selected, labelled
+    assert line.startswith(f"Best point: sm a, objective {confirmed[0].objective}")
+    assert "confirmed on 1024 new samples, seed 100000, and 360 test images; evaluation noise only" in line
+    assert "selection objective 0.800" in line  # what selected, labelled
     assert line.endswith("not separable from it: sm b")
-    assert "  sm b " in out and "0.770 [0.750, 0.790]" in out  # the finalists' table with intervals
+    assert "Holm over the 2 comparisons with it" in out
+    b_line = next(line for line in out.splitlines() if line.strip().startswith("sm b") and "separable" in line)
+    assert str(diff_b.interval()) in b_line and "not separable (paired over 360 items" in b_line
     # every trial's reported accuracies carry their intervals too
     trial_line = next(line for line in out.splitlines() if line.startswith("  sm a ") and "finished" in line)
     assert "0.800 [0.750, 0.850]" in trial_line and "0.900 [0.875, 0.925]" in trial_line
-    note = _note("s", rows, confirmed)
-    assert "**sm a**, objective 0.760 [0.740, 0.780]" in note and "not separable from it: sm b." in note
-    assert "as selection measured it: objective 0.820" in note
-    # Nobody overlaps: said so, not left out.
-    _print_summary(rows, confirmed[::2])
-    assert "separable from every other finalist" in capsys.readouterr().out
+    text = note("s", outcome)
+    assert f"**sm a**, objective {confirmed[0].objective}" in text and "not separable from it: sm b." in text
+    assert "As selection measured it: objective 0.820" in text
+
+
+def test_retrained_finalists_are_ranked_by_their_new_seeds_alone_with_the_pooled_variance(capsys):
+    from sweep.report import Outcome, print_summary
+
+    def seeds(run_id, point, own, new):
+        """A finalist whose own run confirmed at ``own`` and whose retrains at ``new``."""
+        retrains = tuple(_confirmed(f"{run_id}{i}", f"{point} s{1000 + i}", (v, v - 0.03, v + 0.03))
+                         for i, v in enumerate(new))
+        base = _confirmed(run_id, f"{point} s0", (own, own - 0.03, own + 0.03))
+        return base, retrains
+
+    # a won the selection by luck (its own 0.90); on new seeds b is better.
+    parts = [seeds("a", "sm a", 0.90, [0.70, 0.72]), seeds("b", "sm b", 0.80, [0.80, 0.78]),
+             seeds("c", "sm c", 0.60, [0.50, 0.52])]
+    pools = confirm.pooled_over([dataclasses.replace(b, own=b, retrains=r) for b, r in parts])
+    # by hand: each finalist's own run and retrains, pooled: (0.90, 0.70, 0.72), (0.80, 0.80, 0.78),
+    # (0.60, 0.50, 0.52): within-cell sums of squares over 6 d.f.
+    groups = [[0.90, 0.70, 0.72], [0.80, 0.80, 0.78], [0.60, 0.50, 0.52]]
+    ss = sum(sum((v - sum(g) / 3) ** 2 for v in g) for g in groups)
+    pool = pools[keys.CONFIRM_OBJECTIVE]
+    assert pool.df == 6 and pool.variance == pytest.approx(ss / 6)
+    finalists_ = [confirm.over_retrains(b, r, [1000, 1001], pools) for b, r in parts]
+    a = finalists_[0]
+    assert a.objective.value == pytest.approx(0.71)  # the new seeds' mean: its own 0.90 is not in it
+    half = t_quantile(6) * pool.sd / math.sqrt(2)
+    assert (a.objective.lo, a.objective.hi) == pytest.approx((0.71 - half, 0.71 + half))
+    assert a.own.objective.value == 0.90 and a.train_seeds == (1000, 1001)
+    result = confirm.decide(finalists_, ObjectiveConfig(), retrained=True)
+    assert result.best.finalist.run_id == "b"  # decided on the new seeds, not on the selection
+    assert result.verdict.picked_here and result.verdict.family == 3  # every pair
+    d = result.verdict.differences["a"]
+    assert d.estimate == pytest.approx(0.79 - 0.71) and d.se == pytest.approx(pool.sd) and d.df == 6
+    logged = confirm.seeds_metrics_of(a)
+    assert logged[keys.CONFIRM_OBJECTIVE_SEEDS] == a.objective.value
+    assert not any(k in logged for k in confirm.CONFIRM_KEYS)
+    assert "mean of 2 new training seed(s) (1000, 1001), pooled sd" in confirm.describe(a)
+    rows = _rows(("t-a", "sm a s0", 0.85), ("t-b", "sm b s0", 0.80), ("t-c", "sm c s0", 0.70))
+    print_summary(Outcome(rows, result))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Best point:"))
+    assert line.startswith(f"Best point: sm b, objective {result.best.objective}")
+    assert "its own selected run s0: 0.800" in line
 
 
 def test_the_tiny_sweeps_finalists_carry_confirmed_numbers_from_a_fresh_sample_seed(tiny_sweep):
@@ -138,7 +206,11 @@ def test_the_tiny_sweeps_finalists_carry_confirmed_numbers_from_a_fresh_sample_s
             assert len(mc.get_metric_history(run.info.run_id, key)) == 1
         # The trial's own evaluation drew its samples with its trainer seed; confirmation did not.
         assert run.data.tags[Tag.CONFIRM_SAMPLE_SEED] != run.data.params["seed"]
-        assert int(run.data.tags[Tag.CONFIRM_SAMPLES]) == int(run.data.tags[Tag.CONFIRM_TEST_IMAGES]) == 96
+        # confirm.samples whatever the test set's size (targets cycle over the 96 test labels)
+        assert (int(run.data.tags[Tag.CONFIRM_SAMPLES]), int(run.data.tags[Tag.CONFIRM_TEST_IMAGES])) == (128, 96)
+        # and every finalist keeps its per-item outcomes, for paired comparisons
+        assert len(items.decode(run.data.tags[items_tag(keys.CONFIRM_GAN_TEST)])) == 128
+        assert len(items.decode(run.data.tags[items_tag(keys.CONFIRM_TEST_ACC)])) == 96
         # 96 test images: the interval is as wide as Wilson's over 96, not over the selection's 16
         acc = proportion(m[keys.CONFIRM_TEST_ACC], 96)
         assert (m[keys.lo_key(keys.CONFIRM_TEST_ACC)], m[keys.hi_key(keys.CONFIRM_TEST_ACC)]) == pytest.approx(
@@ -246,9 +318,9 @@ def test_the_stage_interrupted_after_one_finalist_confirms_only_the_rest_when_ru
     with pytest.raises(KeyboardInterrupt):
         stage(stop_at=2)
     first = calls[0]
-    done = stage()
-    assert [c.finalist.point for c in done] == ["p0", "p1", "p2"]  # the best, then the front; p3 is dominated
-    assert calls.count(first) == 1 and len(calls) == 2 + 2  # interrupted: 2 calls; again: the other two
+    done = stage().finalists
+    assert [c.finalist.point for c in done] == ["p0", "p1", "p2", "p3"]  # the best, the front, then dominated p3
+    assert calls.count(first) == 1 and len(calls) == 2 + 3  # interrupted: 2 calls; again: the other three
     assert [c.reused for c in done] == [c.finalist.run_id == first for c in done]
     for c in done:
         assert c.gan_test.value == pytest.approx(results[c.finalist.run_id]["gan_test"], abs=1 / 1024)  # a count
@@ -256,39 +328,6 @@ def test_the_stage_interrupted_after_one_finalist_confirms_only_the_rest_when_ru
             for name in (key, keys.lo_key(key), keys.hi_key(key)):
                 assert len(mc.get_metric_history(c.finalist.run_id, name)) == 1, (c.finalist.point, name)
         assert mc.get_run(c.finalist.run_id).data.tags[Tag.CONFIRM_SAMPLE_SEED] == str(cfg.confirm_sample_seed)
-
-
-# Student's t upper 97.5 % points from a printed table, by degrees of freedom.
-T975 = {1: 12.706204736, 2: 4.302652730}
-
-
-def _t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean ± t·sd/√n computed by hand (sd with n − 1)."""
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = T975[n - 1] * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def test_the_mean_over_training_seeds_is_a_t_interval_of_each_seeds_confirmed_numbers():
-    seeds = [
-        _confirmed("a", "sm a s0", (0.70, 0.66, 0.74)),
-        _confirmed("b", "sm a s1000", (0.75, 0.71, 0.79)),
-        _confirmed("c", "sm a s1001", (0.80, 0.77, 0.83)),
-    ]
-    seeds[2] = confirm.Confirmed(seeds[2].finalist, Interval(0.9, 0.87, 0.93), None, seeds[2].objective,
-                                 samples=0, test_images=360, sample_seed=100_000)  # fmt: skip
-    agg = confirm.over_seeds(seeds, [0, 1000, 1001])
-    assert (agg.objective.value, agg.objective.lo, agg.objective.hi) == pytest.approx(_t_interval([0.7, 0.75, 0.8]))
-    assert (agg.test_acc.value, agg.test_acc.lo, agg.test_acc.hi) == pytest.approx(_t_interval([0.81, 0.81, 0.9]))
-    assert agg.gan_test is None  # one seed lacks it: no mean of the others passed off as all three
-    assert agg.finalist is seeds[0].finalist and agg.own is seeds[0] and agg.train_seeds == (0, 1000, 1001)
-    logged = confirm.seeds_metrics_of(agg)
-    assert logged[keys.CONFIRM_OBJECTIVE_SEEDS] == agg.objective.value
-    assert logged[keys.hi_key(keys.CONFIRM_TEST_ACC_SEEDS)] == agg.test_acc.hi
-    assert keys.CONFIRM_GAN_TEST_SEEDS not in logged and not any(k in logged for k in confirm.CONFIRM_KEYS)
-    assert "mean of 3 training seeds (0, 1000, 1001), t interval" in confirm.describe(agg)
 
 
 def test_new_training_seeds_are_fixed_and_never_a_seed_the_sweep_already_used():
@@ -305,13 +344,13 @@ def _retrain_sweep(uri: str, storage: Path, name: str, resume: bool = False) -> 
     from helpers import run_sweep
 
     sets = [*TINY, f"tracking.uri={uri}", f"storage_path={storage}", "experiment=retrain-test", "analysis=false",
-            "confirm.top_k=1", "confirm.train_seeds=1"]  # fmt: skip
+            "confirm.top_k=2", "confirm.train_seeds=1"]  # fmt: skip
     return run_sweep(["--name", name, *sum((["--set", s] for s in sets), []), *(["--resume"] if resume else [])])
 
 
-@pytest.mark.slow  # two trials, one retrain and a resume: over 30 s on 2 shared cores
+@pytest.mark.slow  # three trials, two retrains and two resumes: over a minute on 2 shared cores
 @pytest.mark.timeout(900)
-def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_retrains_only_the_unfinished(
+def test_retrained_finalists_are_reported_by_their_new_seeds_and_a_resume_retrains_only_the_unfinished(
     ray_cluster, mlflow_server, tmp_path, capsys
 ):
     from sweep.loading import load_sweep_config
@@ -326,29 +365,56 @@ def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_
     parent = mc.get_run(tracking.find_parent(mc, "retrain-test", name))
     runs = child_runs(uri, "retrain-test", parent.info.run_id)
     grid = grid_points(load_sweep_config("quickstart", TINY).search)
-    assert len(runs) == len(grid) + 1  # the grid's trials and one retrain
+    assert len(runs) == len(grid) + 2  # the grid's trials and one retrain per finalist
+    finalists_ = [r for r in runs if keys.CONFIRM_OBJECTIVE_SEEDS in r.data.metrics]
+    assert len(finalists_) == 2
+    by_key = {r.data.tags[Tag.KEY]: r for r in runs}
+    twins = {}  # finalist run id -> its retrain's run, found by the point's key with the new seed
+    for f in finalists_:
+        own = next(p for p in grid if p.key == f.data.tags[Tag.KEY])
+        twin = by_key[Point(own.overrides, 1000).key]  # the same point with the first new seed: its own identity
+        assert twin.info.run_id != f.info.run_id and twin.data.params["seed"] == "1000"
+        assert twin.data.tags[Tag.STATUS] == Status.FINISHED and twin.info.run_name.endswith(" s1000")
+        assert twin.data.tags[Tag.CONFIRM_SAMPLE_SEED] == f.data.tags[Tag.CONFIRM_SAMPLE_SEED]  # confirmed alike
+        assert f.data.tags[Tag.CONFIRM_TRAIN_SEEDS] == "1000"  # the new seed only: the selected run is not in the mean
+        twins[f.info.run_id] = twin
     best = next(r for r in runs if r.info.run_id == parent.data.tags[Tag.BEST_RUN])
-    own = next(p for p in grid if p.key == best.data.tags[Tag.KEY])
-    twin = Point(own.overrides, 1000)  # the same point with the first new seed: its own identity
-    retrained = next(r for r in runs if r.data.tags[Tag.KEY] == twin.key)
-    assert retrained.info.run_id != best.info.run_id and retrained.data.params["seed"] == "1000"
-    assert retrained.data.tags[Tag.STATUS] == Status.FINISHED and retrained.info.run_name.endswith(" s1000")
-    assert retrained.data.tags[Tag.CONFIRM_SAMPLE_SEED] == best.data.tags[Tag.CONFIRM_SAMPLE_SEED]  # confirmed alike
-    assert best.data.tags[Tag.CONFIRM_TRAIN_SEEDS] == f"{own.seed},1000"
+    other = next(f for f in finalists_ if f.info.run_id != best.info.run_id)
+    retrained = twins[best.info.run_id]
     for key, seeds_key in confirm.SEEDS_KEYS.items():
-        expected = _t_interval([best.data.metrics[key], retrained.data.metrics[key]])
-        got = tuple(best.data.metrics[k] for k in (seeds_key, keys.lo_key(seeds_key), keys.hi_key(seeds_key)))
-        assert got == pytest.approx(expected), seeds_key
+        # pooled by hand over (own, retrain) of both finalists: (a − b)²/2 each, on 2 d.f.
+        var = sum((f.data.metrics[key] - twins[f.info.run_id].data.metrics[key]) ** 2 / 2 for f in finalists_) / 2
+        for f in finalists_:
+            new_value = twins[f.info.run_id].data.metrics[key]
+            half = t_quantile(2) * math.sqrt(var)  # the mean of one new seed: s/√1
+            expected = (new_value, max(new_value - half, 0.0), min(new_value + half, 1.0))
+            got = tuple(f.data.metrics[k] for k in (seeds_key, keys.lo_key(seeds_key), keys.hi_key(seeds_key)))
+            assert got == pytest.approx(expected), (seeds_key, f.info.run_name)
+        if key == keys.CONFIRM_OBJECTIVE:
+            assert parent.data.metrics["pooled/confirm_objective_sd"] == pytest.approx(math.sqrt(var))
+            pooled_sd = math.sqrt(var)
+    assert parent.data.metrics["pooled/confirm_objective_df"] == 2.0
+    # The best is the better mean over the new seeds, and the printed verdict is the difference test
+    # recomputed from the logged numbers: (new_best − new_other) ± t(2)·s·√(1/1 + 1/1).
+    new_best = retrained.data.metrics[keys.CONFIRM_OBJECTIVE]
+    new_other = twins[other.info.run_id].data.metrics[keys.CONFIRM_OBJECTIVE]
+    assert new_best >= new_other
+    diff = Difference(new_best - new_other, pooled_sd * math.sqrt(2), 2)
+    verdict = next(line for line in out.splitlines() if line.strip().startswith(other.info.run_name)
+                   and "separable (" in line)  # fmt: skip
+    assert str(diff.interval()) in verdict
+    assert verdict.split(str(diff.interval()))[1].strip().startswith(
+        "separable" if diff.p_value < 0.05 else "not separable")  # one pair: Holm is the plain test
     from analysis.runs import load
 
     frame = load("retrain-test", uri, parent.info.run_id).set_index("run_id")
     for col in ("confirm_objective_seeds", "confirm_objective_seeds_lo", "confirm_test_acc_seeds_hi"):
         assert frame.loc[best.info.run_id, col] == pytest.approx(best.data.metrics[col.replace("confirm_", "confirm/")])
-    # What the sweep reports is the mean over the seeds, said so.
+    # What the sweep reports is the mean over the new seeds, said so.
     assert parent.data.metrics["best/objective"] == pytest.approx(best.data.metrics[keys.CONFIRM_OBJECTIVE_SEEDS])
-    assert "mean of 2 training seeds" in parent.data.tags[Tag.NOTE]
+    assert "mean of 1 new training seed(s) (1000)" in parent.data.tags[Tag.NOTE]
     line = next(line for line in out.splitlines() if line.startswith("Best point:"))
-    assert "mean of 2 training seeds" in line and "t interval" in line
+    assert "mean of 1 new training seed(s) (1000), pooled sd" in line and "its own selected run" in line
 
     # A retrain that did not end (as after a kill mid-training) is trained again on --resume, in
     # a run that replaces its old one; a finished one is not. Identity by key, never by name.
@@ -357,12 +423,13 @@ def test_a_retrained_finalist_is_reported_as_the_mean_of_its_seeds_and_a_resume_
     out = capsys.readouterr().out
     assert "1 trial(s) to train" in out
     after = child_runs(uri, "retrain-test", parent.info.run_id)
-    assert len(after) == len(runs) and [r.data.tags[Tag.KEY] for r in after].count(twin.key) == 1
+    assert len(after) == len(runs) and [r.data.tags[Tag.KEY] for r in after].count(retrained.data.tags[Tag.KEY]) == 1
     logged = {k: len(mc.get_metric_history(best.info.run_id, k)) for k in confirm.seeds_metrics_of(
-        confirm.over_seeds([_confirmed("a", "a", (0.5, 0.4, 0.6))] * 2, [0, 1]))}  # fmt: skip
+        confirm.over_retrains(_confirmed("a", "a", (0.5, 0.4, 0.6)), [_confirmed("b", "b", (0.6, 0.5, 0.7))], [1],
+                              {}))}  # fmt: skip
     assert _retrain_sweep(uri, tmp_path, name, resume=True) == 0
     out = capsys.readouterr().out
-    assert "0 trial(s) to train, 1 trained before" in out and "(confirmed earlier)" in out
+    assert "0 trial(s) to train, 2 trained before" in out and "(confirmed earlier)" in out
     assert len(child_runs(uri, "retrain-test", parent.info.run_id)) == len(runs)
     # Nothing new measured: no second point for any confirm/*_seeds metric.
     assert {k: len(mc.get_metric_history(best.info.run_id, k)) for k in logged} == logged

@@ -37,7 +37,8 @@ def test_the_best_point_is_found_whatever_its_name_holds(store):
                                                       str(Tag.ROLE): str(Role.TRIAL)})  # fmt: skip
         children[name] = run.info.run_id
     for name, run_id in children.items():  # each in turn the best: tags overwritten, the run closed again
-        tracking.finish_parent(mc, parent, trials=len(children), failed=0, best={"point": name, "eval/objective": 0.5})
+        tracking.finish_parent(mc, parent, trials=len(children), failed=0, best={"point": name, "eval/objective": 0.5},
+                               best_run=run_id)  # identity by run id; the name is only shown
         run = mc.get_run(parent)
         assert run.info.status == "FINISHED"
         assert run.data.tags[str(Tag.BEST_POINT)] == name and run.data.tags[str(Tag.BEST_RUN)] == run_id

@@ -125,7 +125,7 @@ def test_parent_run_carries_the_sweeps_summary(tiny_sweep):
 
 def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(capsys):
     from sweep.record import Status
-    from sweep.driver import _print_summary
+    from sweep.report import Outcome, print_summary
 
     def row(point, status, objective=None, epoch=4, evaluated=True):
         m = {"point": point, keys.EPOCH: epoch, keys.OBJECTIVE: 0.0 if objective is None else objective}
@@ -133,7 +133,7 @@ def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(caps
             m.update({keys.TEST_ACC: 0.5, keys.GAN_TEST: 0.5})
         return {"trial_id": point, "metrics": m, "status": status, "error": None}
 
-    _print_summary([
+    print_summary(Outcome([
         row("a s0", Status.FINISHED, 0.4), row("b s0", Status.DIVERGED, 0.0, 1, False),
         {**row("c s0", Status.FINISHED, 0.9), "metrics": {**row("c s0", Status.FINISHED, 0.9)["metrics"],
          keys.lo_key(keys.OBJECTIVE): 0.85, keys.hi_key(keys.OBJECTIVE): 0.93,
@@ -142,12 +142,14 @@ def test_summary_is_sorted_by_objective_and_names_best_diverged_and_stopped(caps
         row("e s0", Status.STOPPED, 0.95, 2),  # stopped early: shown, but not the best point
         {"trial_id": "f", "status": Status.STOPPED, "error": None,  # accuracy logged, no evaluation yet
          "metrics": {"point": "f s0", keys.EPOCH: 1, keys.TEST_ACC: 0.3, keys.OBJECTIVE: 0.0}},
-    ])  # fmt: skip
+    ]))  # fmt: skip
     out = capsys.readouterr().out
     lines = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and "status" not in line]
     assert lines == ["e", "c", "a", "b", "d", "f"]  # best objective first, never-evaluated last
     assert "Best point: c s0, selection objective 0.900 (the draw that chose it; not confirmed" in out
     assert "Diverged: b s0" in out and "Stopped: d s0, e s0, f s0" in out
+    # One seed per point and nothing measured the training seed's noise: the table says what its intervals cover.
+    assert "These intervals cover the evaluation's noise only (one training seed per point)" in out
     c_line = next(line for line in out.splitlines() if line.startswith("  c s0"))
     assert c_line.endswith("0.500 [0.410, 0.590]  0.900 [0.850, 0.930]")  # GAN-test and objective intervals
     for name in ("d s0", "f s0"):

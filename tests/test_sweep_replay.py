@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from sweep.replay import bench
@@ -111,87 +112,93 @@ def test_warm_start_source_enters_as_complete_and_pruned():
 
 
 def test_report_scores_against_the_grid(tmp_path):
-    table = _tiny_table()
+    table = _three_seed_table()  # one seed for the search, two held out: a leave-one-seed-out oracle
     report = bench.run_all(table, seeds=3)
     rows = {r["method"]: r for r in bench.summary_rows(report)}
     assert set(rows) == set(bench.METHODS)
-    # The grid spends all its epochs and ends at its own best: gap 0, hypervolume share 1.
-    assert rows["grid"]["gap@1"].value == pytest.approx(0.0)
+    # The grid spends all its epochs and ends at its own full choice: difference 0, hypervolume share 1.
+    assert rows["grid"]["vs_grid@1"].value == pytest.approx(0.0)
     assert rows["grid"]["hv@1"].value == pytest.approx(1.0)
-    assert rows["grid"]["heldout@1"].value == pytest.approx(0.0) and rows["grid"]["heldout_ns@1"] == 1.0
     for r in rows.values():
-        assert 0 <= r["best_exact"] <= r["best_not_separable"] <= 1 and r["idle"] == 0
-        assert r["hv@1"].value <= 1 + 1e-9
+        assert r["idle"] == 0 and r["hv@1"].value <= 1 + 1e-9
+        assert r["regret@1"].lo <= r["regret@1"].value <= r["regret@1"].hi
+    for runs in report.searches.values():  # every method of a replay seed is scored on the same held-out seeds
+        assert all(len(s.heldout) == 2 and s.train_seed not in s.heldout for s in runs)
+    by_seed = {}
+    for runs in report.searches.values():
+        for s in runs:
+            by_seed.setdefault(s.replay_seed, set()).add(s.heldout)
+    assert all(len(held) == 1 for held in by_seed.values())
     bench.plot(report, tmp_path / "p.png")
     bench.write_csv(report, tmp_path / "c.csv")
     assert (tmp_path / "p.png").stat().st_size > 0
     assert len((tmp_path / "c.csv").read_text().splitlines()) == 1 + len(bench.METHODS) * 3 * 5
-    assert "tpe+asha" in bench.markdown(report)
+    # A table of two seeds holds out one: no seed to choose an oracle on, so no regret (NaN), said so.
+    two = bench.run_all(_tiny_table(), seeds=1, methods=["grid"])
+    assert math.isnan(bench.summary_rows(two)[0]["regret@1"].value)
+    text = bench.markdown(report)
+    assert "tpe+asha" in text and "bootstrap over the" in text and "coincide in" in text
 
 
-def test_heldout_scores_the_choice_on_the_other_seeds_against_a_hand_computation():
-    from trainer.stats import wilson
+def _three_seed_table() -> Table:
+    """3 λ × 3 μ cells, 3 training seeds; the final accuracy and GAN-test of cell (i, j) on seed s is
+    q = 0.5 + 0.1·i + 0.02·j + d[s][i][j]; cell (2, 2) diverges on seed 2."""
+    d = {0: [[0, 0, 0], [0, 0.05, 0], [0, 0, 0.02]], 1: [[0, 0, 0], [0, 0, 0], [0, 0, -0.1]],
+         2: [[0.01, 0, 0], [0, 0, 0], [0, 0, 0]]}
+    rows = []
+    for seed in (0, 1, 2):
+        for i, lam in enumerate(LAMS):
+            for j, mu in enumerate([1e-5, 1e-4, 1e-3]):
+                q = 0.5 + 0.1 * i + 0.02 * j + d[seed][i][j]
+                dead = (i, j) == (2, 2) and seed == 2
+                rows.append({"lam": lam, "mu": mu, "seed": seed, "status": "diverged" if dead else "finished",
+                             "acc": [q] if dead else [q] * EPOCHS, "gan": {} if dead else {2: q, 4: q}})
+    meta = {"command": "test", "accuracy": keys.VAL_ACC, "samples": 256, "classes": 10, "val_images": 144}
+    return Table.from_rows(rows, EPOCHS, EVERY, meta)
 
-    table = _tiny_table()
-    for seed in (0, 1):  # (1e-6, 1e-5) ends at 0.88 on seed 0, near the best cell's 0.9
-        row = table.cells[(1e-6, 1e-5)][seed]
-        if seed == 0:
-            row["acc"][-1], row["gan"][EPOCHS] = 0.88, 0.88
+
+def test_heldout_value_oracle_and_regret_against_a_hand_computation():
+    table = _three_seed_table()
     cfg = bench.sweep_config(table, "tpe+asha", 100, 0).objective
-    truth = {s: bench.grid_truth(table, s, cfg) for s in (0, 1)}
-    assert truth[0]["cell"] == truth[1]["cell"] == (1e-4, 1e-3)
-
-    def trial(cell, spent):
-        return {"cell": cell, "status": "finished", "epoch": EPOCHS, "objective": 0.99, "spent": spent}
-
-    # Seed 0 chose the slow starter (0.8 on seed 1) by epoch 5; seed 1 chose (1e-6, 1e-5) by epoch 10.
-    s0 = bench.Search("m", 0, 0, trials=[trial((1e-6, 1e-3), 5)])
-    s1 = bench.Search("m", 1, 1, trials=[trial((1e-6, 1e-5), 10)])
-    report = bench.Report(table, {"m": [s0, s1]}, truth, grid_epochs=24, seconds=0.0)
-
-    def by_hand(q: float) -> tuple[float, float]:  # weighted objective 0.5·acc + 0.5·GAN-test, Wilson parts
-        a, g = wilson(round(q * 144), 144), wilson(round(q * 256), 256)
-        return 0.5 * a.value + 0.5 * g.value, math.hypot(a.half_width / 2, g.half_width / 2)
-
-    best, best_hw = by_hand(0.9)
-    slow, slow_hw = by_hand(0.8)
-    near, near_hw = by_hand(0.88)
-    iv = bench.heldout(table, (1e-6, 1e-3), [1], cfg)
-    assert iv.value == pytest.approx(slow) and iv.half_width == pytest.approx(slow_hw, rel=1e-6)
-    assert slow + slow_hw < best - best_hw and near + near_hw > best - best_hw  # separable / not
-
-    gaps, not_separable = report.heldout_gaps("m", 0.25)  # 6 epochs: seed 1 has chosen nothing yet
-    assert gaps == pytest.approx([slow - best, 0.0 - best]) and not_separable == 0
-    gaps, not_separable = report.heldout_gaps("m", 0.5)
-    assert gaps == pytest.approx([slow - best, near - best]) and not_separable == 1
-    row = bench.summary_rows(report)[0]
-    d1, d2 = slow - best, near - best
-    assert row["heldout@0.5"].value == pytest.approx((d1 + d2) / 2)
-    assert row["heldout@0.5"].half_width == pytest.approx(12.706205 * abs(d1 - d2) / 2)  # t, 1 df
-    assert row["heldout_ns@0.5"] == 0.5
-    # The oracle (best on the mean over both seeds) is the grid's choice on both: gap 0, not separable.
-    assert bench.oracle_cell(table, cfg) == (1e-4, 1e-3)
-    assert report.oracle_gaps() == ([0.0, 0.0], 2)
-    # A cell that diverged on the held-out seed scores the worst value there, with no width.
-    dead = bench.heldout(table, (1e-2, 1e-3), [1], cfg)
-    assert (dead.value, dead.lo, dead.hi) == (0.0, 0.0, 0.0)
-    none = bench.heldout(table, (1e-4, 1e-3), [], cfg)  # a one-seed table holds nothing out
-    assert math.isnan(none.value) and none.overlaps(bench.heldout(table, (1e-6, 1e-3), [1], cfg))
-    two = bench.heldout(table, (1e-4, 1e-3), [0, 1], cfg)  # the mean of two equal seeds: width / √2
-    assert two.value == pytest.approx(best) and two.half_width == pytest.approx(best_hw / math.sqrt(2), rel=1e-6)
+    q = lambda s, i, j: 0.5 + 0.1 * i + 0.02 * j + {0: {(1, 1): 0.05, (2, 2): 0.02}, 1: {(2, 2): -0.1},  # noqa: E731
+                                                     2: {(0, 0): 0.01}}[s].get((i, j), 0.0)
+    cell = lambda i, j: (LAMS[i], [1e-5, 1e-4, 1e-3][j])  # noqa: E731
+    # The weighted objective of equal accuracy and GAN-test is that number; a diverged seed scores 0.
+    assert bench.final_value(table, cell(1, 1), 0, cfg) == pytest.approx(q(0, 1, 1))
+    assert bench.final_value(table, cell(2, 2), 2, cfg) == 0.0
+    assert bench.heldout_mean(table, cell(2, 2), [1, 2], cfg) == pytest.approx((q(1, 2, 2) + 0.0) / 2)
+    # Leave-one-seed-out over held-out seeds (1, 2): choose on seed 2, read on 1; choose on 1, read on 2.
+    best_on_2 = cell(2, 1)  # (2, 2) diverged on seed 2; next best 0.72
+    best_on_1 = cell(2, 1)  # (2, 2) is 0.64 on seed 1
+    by_hand = (q(1, 2, 1) + q(2, 2, 1)) / 2
+    assert bench.oracle(table, [1, 2], cfg) == pytest.approx(by_hand) and best_on_1 == best_on_2
+    # A search that saw seed 0 and chose (2, 2) there (0.76, best on seed 0): held out, (0.64 + 0) / 2.
+    search = bench.Search("m", 0, 0, trials=[{"cell": cell(2, 2), "status": "finished", "epoch": EPOCHS,
+                                                "objective": q(0, 2, 2), "spent": 4}], heldout=(1, 2))
+    report = bench.Report(table, {"m": [search]}, {}, grid_epochs=36, seconds=0.0)
+    assert report.value(search, 1.0) == pytest.approx(q(1, 2, 2) / 2)
+    assert report.regret(search, 1.0) == pytest.approx(by_hand - q(1, 2, 2) / 2)
+    assert report.value(search, 0.1) == 0.0  # 3.6 epochs: nothing chosen yet, the worst value
 
 
-def test_objective_interval_is_the_weighted_wilson_interval():
-    from trainer.stats import wilson
-
-    table = _tiny_table()
-    cfg = bench.sweep_config(table, "tpe+asha", 100, 0).objective
-    m = table.metrics(1e-4, 1e-3, 0, EPOCHS)
-    iv = bench.objective_interval(table, (1e-4, 1e-3), 0, cfg)
-    a, g = wilson(round(m[keys.VAL_ACC] * 144), 144), wilson(round(m[keys.GAN_TEST] * 256), 256)
-    assert iv.value == pytest.approx(0.5 * a.value + 0.5 * g.value)  # at whole counts of images and samples
-    # Independent parts: the half-widths add in quadrature (weights 1/2).
-    assert iv.half_width == pytest.approx(math.hypot(a.half_width / 2, g.half_width / 2), rel=0.15)
+def test_cluster_bootstrap_against_a_hand_computation():
+    # Clusters A = (1, 1) and B = (3): a resample of two clusters is AA, AB, BA or BB, with means
+    # 1, 5/3, 5/3, 3: the 2.5 and 97.5 percentiles of that distribution are 1 and 3.
+    iv = bench.cluster_bootstrap([1.0, 1.0, 3.0], [7, 7, 9], draws=4000)
+    assert iv.value == pytest.approx(5 / 3) and (iv.lo, iv.hi) == (1.0, 3.0)
+    # Replay seeds that drew the same training seed are one cluster: with one cluster there is no
+    # spread between clusters to measure, however many values.
+    one = bench.cluster_bootstrap([0.1, 0.2, 0.3], [4, 4, 4])
+    assert one.value == pytest.approx(0.2) and (one.lo, one.hi) == (-math.inf, math.inf)
+    # Coverage: cluster means normal around 0, eight clusters of five correlated values each.
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(300):
+        effects = rng.normal(0, 1, 8)
+        values = np.repeat(effects, 5) + rng.normal(0, 0.1, 40)
+        iv = bench.cluster_bootstrap(values, np.repeat(np.arange(8), 5), draws=500)
+        hits += iv.lo <= 0 <= iv.hi
+    assert hits / 300 >= 0.85  # percentile intervals of 8 clusters undercover a little; far above an iid bootstrap's
 
 
 def test_a_failed_cell_ends_its_trial_as_failed():
@@ -265,8 +272,8 @@ def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
     result = pick.pick(table, (10, 3), (20, 3), methods=[default, rival])
     rows = bench.summary_rows(result.tuning)
 
-    def rule(r):  # the documented order: the goal's weaker share, both shares, the held-out gap
-        return min(r["best_exact"], r["hv"]), r["best_exact"] + r["hv"], r["heldout@0.25"].value
+    def rule(r):  # the documented order: the lower held-out regret with all the epochs, then with half
+        return -r["regret@1"].value, -r["regret@0.5"].value
 
     assert result.picked.label == max(rows, key=rule)["method"]
     assert {s.replay_seed for runs in result.tuning.searches.values() for s in runs} == {10, 11, 12}
@@ -279,20 +286,27 @@ def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
     assert any(pick.same_setting(c, default) for c in pick.candidates(table))
 
 
-def test_verdict_needs_a_separable_reading_or_the_goal():
+def test_verdict_needs_a_separable_paired_difference():
     from sweep.replay import pick
-    from trainer.stats import Interval
 
-    def row(name, exact, hv, gap, half):
-        return {"method": name, "seeds": 40, "best_exact": exact, "hv": hv,
-                "heldout@0.25": Interval(gap, gap - half, gap + half), "heldout@0.5": Interval(gap, gap - half, gap + half)}
+    table = _three_seed_table()
+    cell = lambda i, j: (LAMS[i], [1e-5, 1e-4, 1e-3][j])  # noqa: E731
 
-    default = row("d", 0.45, 0.70, -0.010, 0.01)
-    assert "stays" in pick.verdict(row("p", 0.55, 0.75, -0.005, 0.01), default)  # all overlap
-    assert "beats" in pick.verdict(row("p", 0.50, 0.72, 0.010, 0.005), default)  # held-out separable
-    assert "beats" in pick.verdict(row("p", 0.85, 0.85, -0.010, 0.01), default)  # Wilson 34/40 vs 18/40
-    assert "worse" in pick.verdict(row("p", 0.05, 0.70, -0.010, 0.01), default)  # 2/40 vs 18/40
-    assert "is the current default" in pick.verdict(default, default)
+    def search(label, replay_seed, seen, choice):
+        held = tuple(s for s in (0, 1, 2) if s != seen)
+        return bench.Search(label, replay_seed, seen, heldout=held, trials=[
+            {"cell": cell(*choice), "status": "finished", "epoch": EPOCHS, "objective": 1.0, "spent": 4}])
+
+    def report(picked_choice, default_choice):
+        runs = {"p": [search("p", r, r % 3, picked_choice) for r in range(6)],
+                "d": [search("d", r, r % 3, default_choice) for r in range(6)]}
+        return bench.Report(table, runs, {}, grid_epochs=36, seconds=0.0)
+
+    # (2, 1) is 0.1 above (1, 1) on every seed: every paired difference, every bootstrap draw above 0.
+    assert "beats" in pick.verdict(report((2, 1), (1, 1)), "p", "d")
+    assert "worse" in pick.verdict(report((1, 1), (2, 1)), "p", "d")
+    assert "Not separable" in pick.verdict(report((1, 1), (1, 1)), "p", "d")
+    assert "is the current default" in pick.verdict(report((1, 1), (1, 1)), "d", "d")
 
 
 def test_pick_refuses_overlapping_seeds_from_the_command_line(tmp_path, capsys):

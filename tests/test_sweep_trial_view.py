@@ -23,7 +23,7 @@ class FakeRun:
     def open(self, *args: Any, **kw: Any) -> None:
         pass
 
-    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, Any], step: int, tags: dict[str, str] | None = None) -> None:
         FakeRun.logged.append(dict(metrics))
 
     def log_files(self, files: Any) -> None:

@@ -1,11 +1,13 @@
 """The training loop: learning, the validation and test passes, the report contract, resume,
 divergence, evaluations, the CLI."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer import keys
+from trainer import items, keys
 from trainer.__main__ import main
 from trainer.benchmarks import VARIANTS, bench
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -206,6 +208,14 @@ def test_one_epoch_with_evaluations_reports_eval_metrics_and_files(tmp_path):
     assert keys.GAN_TEST not in metrics  # no judge configured
     assert files and all(str(tmp_path / "epoch_001") in p for p in files.values())
     assert all((tmp_path / "epoch_001").joinpath(p).is_file() for p in files.values())
+    # Each validation and test image's correctness, kept with the evaluation for paired comparisons:
+    # as many as images, and their mean the accuracy the epoch reported.
+    codes = json.loads(open(files["items"]).read())
+    assert set(codes) == {keys.VAL_ACC, keys.TEST_ACC}  # no judge: no GAN-test verdicts
+    for key in (keys.VAL_ACC, keys.TEST_ACC):
+        outcomes = items.decode(codes[key])
+        assert outcomes.mean() == pytest.approx(metrics[key])
+    assert len(items.decode(codes[keys.TEST_ACC])) == 64
 
 
 def test_cli_runs_resumes_and_rejects_bad_input(tmp_path, capsys):

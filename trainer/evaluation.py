@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trainer import items as item_codes
 from trainer import losses
 from trainer.config import CONSTANT_FILL, EvalConfig, LossConfig
 from trainer.groundtruth import flat_samples, groundtruth_metrics
@@ -127,10 +128,16 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = BATCH_SIZE) -> T
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
 
 
+def gan_test_items(samples: Tensor, targets: Tensor, judge: nn.Module, batch_size: int = BATCH_SIZE) -> Tensor:
+    """Per sample, whether ``judge`` classifies it as its target (bool, on the judge's device)."""
+    preds = predict(judge, samples, batch_size)
+    return preds == targets.to(preds.device)
+
+
 def gan_test(samples: Tensor, targets: Tensor, judge: nn.Module, batch_size: int = BATCH_SIZE) -> float:
     """GAN-test: the fraction of ``samples`` that ``judge`` classifies as their ``targets``."""
-    preds = predict(judge, samples, batch_size)
-    return (preds == targets.to(preds.device)).sum().item() / max(len(preds), 1)
+    accepted = gan_test_items(samples, targets, judge, batch_size)
+    return accepted.sum().item() / max(len(accepted), 1)
 
 
 @torch.no_grad()
@@ -268,6 +275,7 @@ def evaluate_all(
     out_dir: str | Path,
     seed: int,
     loss: LossConfig | None = None,
+    items: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Run every evaluation on ``data``'s test set and write images and curves under ``out_dir``.
 
@@ -275,7 +283,9 @@ def evaluate_all(
     density ratios, pixel-perturbation accuracies, groundtruth metrics when ``data.density`` is
     known, with the floor eq. 4 can reach for ``loss`` (the run's loss config), evaluation
     seconds); files {"samples", "saliency", "density_ratios",
-    "pixel_perturbation", "eval"} -> path.
+    "pixel_perturbation", "eval", "items"} -> path. ``items.json`` holds per-item outcomes
+    (:mod:`trainer.items`) by metric key: GAN-test's per sample, and those passed in ``items``
+    (the training loop's per-image correctness of this epoch's val/test accuracy).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -297,8 +307,10 @@ def evaluate_all(
         init_std=cfg.init_std,
         seed=seed,
     )
+    outcomes = dict(items or {})
     if judge is not None:
-        metrics[GAN_TEST] = gan_test(samples, targets, judge)
+        outcomes[GAN_TEST] = gan_test_items(samples, targets, judge)
+        metrics[GAN_TEST] = outcomes[GAN_TEST].sum().item() / max(len(samples), 1)
         interval = proportion(metrics[GAN_TEST], len(samples))  # Wilson over the samples
         metrics[lo_key(GAN_TEST)], metrics[hi_key(GAN_TEST)] = interval.lo, interval.hi
 
@@ -342,4 +354,6 @@ def evaluate_all(
     metrics[EVAL_SECONDS] = time.perf_counter() - start
     files["eval"] = out_dir / "eval.json"
     files["eval"].write_text(json.dumps({**curves, "metrics": metrics}, indent=2))
+    files["items"] = out_dir / item_codes.FILE
+    files["items"].write_text(json.dumps({key: item_codes.encode(v.cpu().numpy()) for key, v in outcomes.items()}))
     return metrics, {name: str(path) for name, path in files.items()}

@@ -110,30 +110,43 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def measure(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[float, float]:
-    """(accuracy in [0, 1], mean cross-entropy in nats) on clean images, in eval mode."""
+def outcomes(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, float]:
+    """Per-image correctness (bool, on the model's device) and the summed cross-entropy (nats) on
+    clean images, in eval mode."""
     model.eval()
-    loss = correct = 0.0
+    loss, correct = 0.0, []
     for start in range(0, len(labels), EVAL_BATCH):
         x, y = images[start : start + EVAL_BATCH], labels[start : start + EVAL_BATCH]
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        correct.append(logits.argmax(1) == y)
+    return (torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)), loss
+
+
+def measure(model: nn.Module, images: Tensor, labels: Tensor) -> tuple[float, float]:
+    """(accuracy in [0, 1], mean cross-entropy in nats) on clean images, in eval mode."""
+    correct, loss = outcomes(model, images, labels)
     n = max(len(labels), 1)
-    return correct / n, loss / n
+    return correct.sum().item() / n, loss / n
 
 
-def split_metrics(model: nn.Module, data: Dataset) -> dict[str, float]:
-    """``measure`` on the validation split (val/acc, val/loss; none without one) and the test set,
-    each accuracy with its 95 % Wilson interval over the split's images (``val/acc_lo``, ...)."""
+def split_metrics(model: nn.Module, data: Dataset, items: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """Accuracy and loss on the validation split (val/acc, val/loss; none without one) and the test
+    set, each accuracy with its 95 % Wilson interval over the split's images (``val/acc_lo``, ...).
+    ``items``, when given, receives each split's per-image correctness under its accuracy key (for
+    paired comparisons: trainer.compare)."""
     metrics = {}
     splits = [(keys.TEST_ACC, keys.TEST_LOSS, data.test_x, data.test_y)]
     if data.val_y is not None:
         splits.insert(0, (keys.VAL_ACC, keys.VAL_LOSS, data.val_x, data.val_y))
     for acc_key, loss_key, x, y in splits:
-        metrics[acc_key], metrics[loss_key] = measure(model, x, y)
+        correct, loss = outcomes(model, x, y)
+        n = max(len(y), 1)
+        metrics[acc_key], metrics[loss_key] = correct.sum().item() / n, loss / n
         interval = stats.proportion(metrics[acc_key], len(y))
         metrics[keys.lo_key(acc_key)], metrics[keys.hi_key(acc_key)] = interval.lo, interval.hi
+        if items is not None:
+            items[acc_key] = correct
     return metrics
 
 
@@ -289,7 +302,8 @@ def _run(
                 report(metrics, {})
             return metrics
 
-        metrics = {**train_metrics, keys.LR: lr, **split_metrics(model, data)}
+        correct: dict[str, Tensor] = {}  # per-image outcomes, kept with an evaluation
+        metrics = {**train_metrics, keys.LR: lr, **split_metrics(model, data, correct)}
         files: dict[str, str] = {}
         if _is_eval_epoch(cfg, epoch):
             from trainer.evaluation import evaluate_all  # matplotlib and friends load only when used
@@ -304,6 +318,7 @@ def _run(
                 out_dir=eval_root / f"epoch_{epoch:03d}",
                 seed=cfg.seed,
                 loss=cfg.loss,
+                items=correct,
             )
             metrics.update(eval_metrics)
         metrics[keys.EPOCH] = epoch

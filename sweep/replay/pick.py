@@ -7,9 +7,10 @@ best of many candidates on the same seeds that score it overrates it (a winner's
 candidates), so the picked setting, the current default and random + ASHA are then replayed on
 FRESH replay seeds, disjoint from the tuning ones, and only those figures are the result.
 
-:func:`verdict` says whether the picked setting beats the current default on the fresh seeds: some
-reading separable in its favour (95 % intervals that do not overlap: Wilson on the goal's shares,
-Student's t on the held-out gap) and none against it, or the goal met where the default misses it.
+:func:`verdict` says whether the picked setting beats the current default on the fresh seeds: the
+paired difference of their held-out values (the same replay seeds, so the same held-out training
+seeds) at 50 % or 100 % of the grid's epochs has a 95 % interval (bootstrap over training seeds)
+above 0, and neither is below 0.
 """
 
 from __future__ import annotations
@@ -23,21 +24,19 @@ from sweep.replay.bench import (
     Method,
     Report,
     check_methods,
+    cluster_bootstrap,
     load,
     markdown,
     plot,
     run_all,
-    share,
     summary_rows,
     write_csv,
 )
 from sweep.replay.table import Table
 from trainer.config import ConfigError
-from trainer.stats import wilson
 
 TUNING = (1000, 20)  # replay seeds that pick: first, how many
 FRESH = (2000, 40)  # replay seeds that report the pick: first, how many
-GOAL_SHARE = 0.8  # the issue's goal: in at least 80 % of seeds
 STARTUP = (4, 6, 10)  # TPE's n_startup_trials, NSGA-II's population
 REDUCTION = (2, 3, 4)  # ASHA's reduction factor
 GRACE_EVALS = (1, 2)  # ASHA's grace period in evaluation periods (rungs must fall on evaluations)
@@ -72,11 +71,10 @@ def current_default(table: Table) -> Method:
                   ("search.startup_trials=10", *asha_sets(table.eval_every, 3)))
 
 
-def score(row: dict[str, Any]) -> tuple[float, float, float]:
-    """How a candidate ranks on the tuning seeds: first the goal's weaker share (exact grid best with
-    25 % of the epochs, hypervolume with 50 %), then both shares together, then the held-out gap
-    at 25 %."""
-    return (min(row["best_exact"], row["hv"]), row["best_exact"] + row["hv"], row["heldout@0.25"].value)
+def score(row: dict[str, Any]) -> tuple[float, float]:
+    """How a candidate ranks on the tuning seeds: the lower held-out regret with all of the grid's
+    epochs, then with half of them."""
+    return (-row["regret@1"].value, -row["regret@0.5"].value)
 
 
 def same_setting(a: Method, b: Method) -> bool:
@@ -113,30 +111,25 @@ def fresh_methods(table: Table, picked: Method) -> tuple[list[Method], Method, M
     return methods, default, random
 
 
-def verdict(picked: dict[str, Any], default: dict[str, Any]) -> str:
-    """Whether the picked row beats the default row (both from the fresh seeds), in one sentence."""
-    if picked["method"] == default["method"]:
+def verdict(report: Report, picked: str, default: str) -> str:
+    """Whether ``picked`` beats ``default`` on the replay seeds of ``report`` (the fresh ones), in one
+    sentence: by the paired difference of their held-out values at 50 % and 100 % of the budget."""
+    if picked == default:
         return "The picked setting is the current default: the default stays."
-    readings = {
-        "exact grid best @25 %": (wilson(round(picked["best_exact"] * picked["seeds"]), picked["seeds"]),
-                                  wilson(round(default["best_exact"] * default["seeds"]), default["seeds"])),
-        "HV ≥ 95 % @50 %": (wilson(round(picked["hv"] * picked["seeds"]), picked["seeds"]),
-                            wilson(round(default["hv"] * default["seeds"]), default["seeds"])),
-        "held-out gap @25 %": (picked["heldout@0.25"], default["heldout@0.25"]),
-        "held-out gap @50 %": (picked["heldout@0.5"], default["heldout@0.5"]),
-    }
-    better = [k for k, (p, d) in readings.items() if not p.overlaps(d) and p.value > d.value]
-    worse = [k for k, (p, d) in readings.items() if not p.overlaps(d) and p.value < d.value]
-
-    def meets(r: dict[str, Any]) -> bool:
-        return r["best_exact"] >= GOAL_SHARE and r["hv"] >= GOAL_SHARE
-
-    if (better and not worse) or (meets(picked) and not meets(default)):
-        why = ", ".join(better) if better else "it meets the goal, the default does not"
-        return f"The picked setting beats the current default ({why}): make it the default."
+    base = {s.replay_seed: s for s in report.searches[default]}
+    readings = {}
+    for f in (0.5, 1.0):
+        runs = report.searches[picked]
+        diffs = [report.value(s, f) - report.value(base[s.replay_seed], f) for s in runs]
+        readings[f"held-out value @{f:.0%}"] = cluster_bootstrap(diffs, [s.train_seed for s in runs])
+    better = [k for k, iv in readings.items() if iv.lo > 0]
+    worse = [k for k, iv in readings.items() if iv.hi < 0]
+    shown = "; ".join(f"{k}: {iv}" for k, iv in readings.items())
+    if better and not worse:
+        return f"The picked setting beats the current default ({shown}): make it the default."
     if worse:
-        return f"The picked setting is worse than the current default on the fresh seeds ({', '.join(worse)}): the default stays."
-    return "Not separable from the current default on the fresh seeds: the default stays."
+        return f"The picked setting is worse than the current default on the fresh seeds ({shown}): the default stays."
+    return f"Not separable from the current default on the fresh seeds ({shown}): the default stays."
 
 
 def pick(table: Table, tuning: tuple[int, int] = TUNING, fresh: tuple[int, int] = FRESH,
@@ -157,20 +150,17 @@ def pick(table: Table, tuning: tuple[int, int] = TUNING, fresh: tuple[int, int] 
     fresh_list, default, random = fresh_methods(table, picked)
     check_methods(table, fresh_list)
     fresh_report = run_all(table, fresh[1], fresh_list, fresh[0])
-    by_label = {r["method"]: r for r in summary_rows(fresh_report)}
     chosen = fresh_list[1]  # the picked setting, labelled as the default where it is the default
     return Pick(tuning_report, chosen, fresh_report, default, random,
-                verdict(by_label[chosen.label], by_label[default.label]))
+                verdict(fresh_report, chosen.label, default.label))
 
 
 def tuning_markdown(report: Report) -> str:
     """The tuning seeds' table, one row per candidate in rank order (not a result: these seeds picked)."""
     rows = sorted(summary_rows(report), key=score, reverse=True)
-    lines = ["| candidate | exact grid best @25 % | HV ≥ 95 % @50 % | held-out − grid's choice @25 % |",
-             "|" + " --- |" * 4]
+    lines = ["| candidate | held-out regret @100 % | @50 % | @25 % |", "|" + " --- |" * 4]
     for r in rows:
-        n = r["seeds"]
-        lines.append(f"| {r['method']} | {share(r['best_exact'], n)} | {share(r['hv'], n)} | {r['heldout@0.25']} |")
+        lines.append(f"| {r['method']} | {r['regret@1']} | {r['regret@0.5']} | {r['regret@0.25']} |")
     return "\n".join(lines)
 
 
