@@ -16,7 +16,7 @@ restart that trained one more epoch. Only a restart of a trial that restarts at 
 had reached without a recovery notice escapes the count.
 
 Warm-start trials (:mod:`sweep.warmstart`) were paid for by their own sweep and cost nothing here.
-This module is plain bookkeeping; :class:`sweep.tune.ResumableOptunaSearch` asks it before each
+This module is plain bookkeeping; :class:`sweep.search.OptunaSearcher` asks it before each
 proposal.
 """
 

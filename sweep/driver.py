@@ -376,7 +376,9 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
     )
     study = _study_storage(cfg, storage) if cfg.search.method == "optuna" else ""
     if args.resume and cfg.search.method == "optuna":
-        stale = plan.ray.fail_stale_optuna_trials(cfg.name, study)
+        from sweep.search import fail_stale_trials  # imports Optuna, as the search does
+
+        stale = fail_stale_trials(cfg.name, study)
         if stale:
             print(f"optuna: marked {stale} trial(s) left running by the killed driver as failed")
     print(f"sweep {cfg.name!r}: {'resuming' if args.resume else 'starting'}; MLflow parent run {parent_id}", flush=True)

@@ -16,7 +16,6 @@ import signal
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,19 +26,15 @@ from typing import Any, Callable, Sequence
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
-import optuna  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.train._internal.storage import _exists_at_fs_path  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from sweep import seams  # noqa: E402
-from sweep import warmstart  # noqa: E402
+from sweep import search, seams  # noqa: E402
 from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
-from sweep.points import grid_points  # noqa: E402
 from sweep.recovery import LOST_NOTE  # noqa: E402
 from sweep.trial import POINT, POINT_KEY, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
@@ -358,186 +353,6 @@ STOP, CONTINUE = tune.schedulers.TrialScheduler.STOP, tune.schedulers.TrialSched
 FINISHED = Searcher.FINISHED
 
 
-# Private attributes of Ray's OptunaSearch that ResumableOptunaSearch relies on; pyproject.toml
-# pins Ray to the versions this was checked against, and a test fails first if one disappears.
-OPTUNA_SEARCH_INTERNALS = ("_ot_trials", "_ot_study", "_completed_trials")
-
-
-class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that survives ``fail_stale_optuna_trials``, keeps an epoch budget, and tells
-    Optuna which trials the scheduler stopped.
-
-    A resumed Tune trial keeps the Optuna trial it was given, which the resume marked failed;
-    Optuna refuses reports on finished trials and the stock searcher would crash the sweep. This
-    one skips those reports and, when the trial completes, records its result as a new Optuna
-    trial with the same parameters, so the sampler still learns from it. It reads the private
-    state in :data:`OPTUNA_SEARCH_INTERNALS`: Ray offers no public way to do this.
-
-    Multi-fidelity: each result's objective is an intermediate value at its ``epoch``; a trial
-    that ends before its last epoch without diverging (ASHA stopped it) enters the study as
-    PRUNED with those values, not COMPLETE with an early value as if it were final. TPE ranks
-    pruned trials below complete ones, by the epoch they reached and then their last value.
-
-    With a ``budget`` (:class:`sweep.budget.EpochBudget`) it proposes a trial only when the
-    budget can pay for all its epochs, waits while running trials may hand epochs back, and
-    tells Tune it is finished once none can; the budget is pickled with the searcher, so a
-    resumed sweep keeps its account. :meth:`release_lost` settles trials Tune ended without
-    telling the searcher (the actor-reuse failure path).
-    """
-
-    def __init__(self, *args: Any, budget: EpochBudget | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.budget = budget
-        self._intermediate: dict[str, dict[int, float]] = {}  # trial id -> epoch -> objective
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        if self.budget is not None and trial_id not in self._ot_trials:
-            if not self.budget.can_start():
-                return Searcher.FINISHED if self.budget.exhausted() else None  # None: ask again later
-            self.budget.start(trial_id)
-        return super().suggest(trial_id)
-
-    def _was_failed(self, trial_id: str) -> bool:
-        ot = self._ot_trials.get(trial_id)
-        failed = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-        return ot is not None and ot.number in {t.number for t in failed}
-
-    def _note(self, trial_id: str, result: dict) -> None:
-        """Keep the result's objective as the intermediate value at its epoch (one objective only)."""
-        if isinstance(self.metric, list) or result.get(self.metric) is None or result.get(keys.EPOCH) is None:
-            return
-        if not hasattr(self, "_intermediate"):  # a searcher pickled before this attribute existed
-            self._intermediate = {}
-        self._intermediate.setdefault(trial_id, {})[int(result[keys.EPOCH])] = float(result[self.metric])
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self.budget is not None:
-            self.budget.result(trial_id, result.get(keys.EPOCH))
-        epoch = result.get(keys.EPOCH)
-        fresh = epoch is not None and int(epoch) not in getattr(self, "_intermediate", {}).get(trial_id, {})
-        self._note(trial_id, result)
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials or self._was_failed(trial_id):
-            return
-        if fresh and not isinstance(self.metric, list) and result.get(self.metric) is not None:
-            self._ot_trials[trial_id].report(float(result[self.metric]), int(epoch))  # step: the epoch, as ASHA's
-
-    def _outcome(self, result: dict | None, error: bool) -> tuple[optuna.trial.TrialState, list[float] | None]:
-        """The Optuna state and values of an ended trial's last result."""
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        values = [result.get(m) for m in metrics] if result and not error else None
-        if not values or any(v is None for v in values):
-            return (optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED), None
-        stopped = result.get(keys.STATUS) in (keys.Status.RUNNING, keys.Status.STOPPED)  # before its last epoch
-        if stopped and not isinstance(self.metric, list):  # the scheduler stopped it
-            return optuna.trial.TrialState.PRUNED, None
-        return optuna.trial.TrialState.COMPLETE, [float(v) for v in values]
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if self.budget is not None:
-            self.budget.end(trial_id, (result or {}).get(keys.EPOCH))
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        reported = set(getattr(self, "_intermediate", {}).get(trial_id, {}))
-        if result and not error:
-            self._note(trial_id, result)
-        state, values = self._outcome(result, error)
-        steps = getattr(self, "_intermediate", {}).pop(trial_id, {})
-        ot = self._ot_trials[trial_id]
-        if self._was_failed(trial_id):
-            if state != optuna.trial.TrialState.FAIL:
-                self._ot_study.add_trial(optuna.trial.create_trial(
-                    params=ot.params, distributions=ot.distributions, values=values, state=state,
-                    intermediate_values=steps or None,
-                ))
-        else:
-            if state == optuna.trial.TrialState.PRUNED and result and result.get(keys.EPOCH) is not None:
-                # The stopping result reaches only on_trial_complete (Tune skips on_trial_result).
-                epoch = int(result[keys.EPOCH])
-                if epoch in steps and epoch not in reported:
-                    ot.report(steps[epoch], epoch)
-            try:
-                self._ot_study.tell(ot, values, state=state)
-            except Exception as exc:  # noqa: BLE001 - as Ray's own searcher: a NaN value is logged, not fatal
-                logging.getLogger(__name__).warning("optuna: %s", exc)
-        self._completed_trials.add(trial_id)
-
-    def release_lost(self, ended: dict[str, tuple[dict, bool]]) -> list[str]:
-        """Settle trials Tune ended (``ended``: trial id -> (last result, errored)) without
-        telling the searcher, e.g. when reusing an actor failed: their reservation returns to the
-        budget and their Optuna trial is told its end. Returns their ids."""
-        lost = [t for t in ended if t in self._ot_trials and t not in self._completed_trials]
-        for trial_id in lost:
-            result, error = ended[trial_id]
-            self.on_trial_complete(trial_id, result or None, error=error)
-        return lost
-
-
-def _tpe(seed: int, startup: int) -> optuna.samplers.BaseSampler:
-    """TPE that models λ and μ jointly (multivariate) and, while trials run, proposes as if each
-    running trial had scored the worst so far (constant_liar), so concurrent proposals spread out
-    instead of all coming from one model."""
-    with warnings.catch_warnings():  # both options are "experimental" in Optuna 4-5
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
-
-
-def _qmc(seed: int, startup: int) -> optuna.samplers.BaseSampler:
-    """A scrambled Sobol sequence: random search that covers the space more evenly; it learns nothing."""
-    with warnings.catch_warnings():  # "experimental" in Optuna 4-5
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
-
-
-# search.sampler -> Optuna sampler for (seed, startup trials); tpe, random and qmc handle one
-# objective and several, nsga2 several. random is the baseline the replay benchmark compares TPE with.
-SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
-    "tpe": _tpe,
-    "random": lambda seed, startup: optuna.samplers.RandomSampler(seed=seed),
-    "qmc": _qmc,
-    "nsga2": lambda seed, startup: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(startup, 2)),
-}
-
-
-def _optuna(cfg: SweepConfig, study_storage: str | optuna.storages.BaseStorage) -> ResumableOptunaSearch:
-    """The searcher of an Optuna sweep; ``study_storage`` is an RDB URL (or, for the replay
-    benchmark, a storage object such as Optuna's in-memory one)."""
-    search = cfg.search
-    space = warmstart.distributions(search)
-    seeds = []
-    if search.seed_with_grid:
-        known = warmstart.known_points(cfg.name, study_storage)  # warm-start trials: never rerun
-        for p in grid_points(search):
-            point = dict(p.overrides)
-            if set(point) == set(space) and not any(warmstart.same_point(point, k) for k in known):
-                seeds.append(point)
-    multi = len(search.objectives) > 1
-    return ResumableOptunaSearch(
-        space=space,
-        metric=search.objectives if multi else search.objectives[0],
-        mode=["max"] * len(search.objectives) if multi else "max",
-        points_to_evaluate=seeds or None,
-        sampler=SAMPLERS[search.sampler](search.sampler_seed, search.startup_trials),
-        study_name=cfg.name,
-        storage=optuna.storages.RDBStorage(study_storage) if isinstance(study_storage, str) else study_storage,
-        budget=EpochBudget(search.max_epochs_total, min(cfg.max_epochs, cfg.trainer.epochs)) if search.max_epochs_total else None,
-    )
-
-
-def fail_stale_optuna_trials(study: str, storage: str) -> int:
-    """Mark trials a killed driver left RUNNING as failed (Optuna would wait on them forever)."""
-    rdb = optuna.storages.RDBStorage(storage)
-    try:
-        s = optuna.load_study(study_name=study, storage=rdb)
-    except KeyError:
-        return 0
-    stale = s.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING])
-    study_id = rdb.get_study_id_from_name(study)
-    for t in stale:
-        trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        rdb.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
-    return len(stale)
-
-
 @dataclass
 class SearchSetup:
     """What the search method decides for Tune, built in one place (:func:`search_setup`)."""
@@ -560,7 +375,7 @@ def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> Sea
     objectives = cfg.search.objectives
     return SearchSetup(
         param_space={},
-        search_alg=_optuna(cfg, study_storage),
+        search_alg=search.searcher(cfg, study_storage),
         num_samples=cfg.search.n_trials,
         metric=objectives[0] if len(objectives) == 1 else None,
     )
@@ -672,13 +487,13 @@ class Watchdog(tune.Callback, tune.stopper.Stopper):
     """Keeps an Optuna search's budget true to what Tune did, and ends a sweep that idles.
 
     After every step of Tune's loop it settles the trials Tune ended without telling the searcher
-    (a failed actor reuse ends a trial that way; :meth:`ResumableOptunaSearch.release_lost`), and
+    (a failed actor reuse ends a trial that way; :meth:`search.OptunaSearcher.release_lost`), and
     it tells the budget when Tune restarts a trial. When nothing runs and the searcher proposes
     nothing for ``idle_s`` seconds although the budget can pay for a trial, it prints a line and
     stops the sweep (as Tune's stopper) instead of waiting forever.
     """
 
-    def __init__(self, searcher: ResumableOptunaSearch, idle_s: float = 60.0,
+    def __init__(self, searcher: search.OptunaSearcher, idle_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.searcher, self.idle_s, self.clock = searcher, idle_s, clock
         self.idle_since: float | None = None
@@ -720,7 +535,8 @@ def trial_name(ctx: SweepContext, config: dict[str, Any]) -> str:
     return ctx.name_of(ctx.point_of(config))
 
 
-def _scheduler(cfg: SweepConfig) -> Any:
+def scheduler(cfg: SweepConfig) -> Any:
+    """ASHA on the epochs (``scheduler.kind: asha``), or None for Tune's FIFO."""
     if cfg.scheduler.kind == "fifo":
         return None
     return tune.schedulers.ASHAScheduler(
@@ -745,19 +561,19 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
             f"{storage_path.rstrip('/')}/{cfg.name}", trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     else:
-        search = search_setup(cfg, list(ctx.points), study_storage)
-        watchdog = Watchdog(search.search_alg) if isinstance(search.search_alg, ResumableOptunaSearch) else None
+        setup = search_setup(cfg, list(ctx.points), study_storage)
+        watchdog = Watchdog(setup.search_alg) if isinstance(setup.search_alg, search.OptunaSearcher) else None
         _WATCHDOG[:] = [watchdog] if watchdog else []
-        budget = search.search_alg.budget if watchdog else None
+        budget = setup.search_alg.budget if watchdog else None
         tuner = tune.Tuner(
             trainable,
-            param_space=search.param_space,
+            param_space=setup.param_space,
             tune_config=tune.TuneConfig(
-                metric=search.metric,
-                mode="max" if search.metric else None,
-                search_alg=search.search_alg,
-                scheduler=_scheduler(cfg),
-                num_samples=search.num_samples,
+                metric=setup.metric,
+                mode="max" if setup.metric else None,
+                search_alg=setup.search_alg,
+                scheduler=scheduler(cfg),
+                num_samples=setup.num_samples,
                 max_concurrent_trials=cfg.max_concurrent_trials or None,
                 reuse_actors=True,  # a new trial skips the worker's start and imports (seconds each)
             ),
@@ -768,7 +584,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[
                     _KillSeams(),
-                    TrialProgress(ctx, cfg.max_epochs, search.num_samples * max(1, len(ctx.points)), budget=budget),
+                    TrialProgress(ctx, cfg.max_epochs, setup.num_samples * max(1, len(ctx.points)), budget=budget),
                     *([watchdog] if watchdog else []),
                 ],
                 stop=watchdog,

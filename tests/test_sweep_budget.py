@@ -17,10 +17,10 @@ from trainer.config import ConfigError
 
 
 def _searcher(tmp_path, budget: EpochBudget):
-    from sweep.tune import ResumableOptunaSearch
+    from sweep.search import OptunaSearcher
 
     space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
-    return ResumableOptunaSearch(space=space, metric=keys.OBJECTIVE, mode="max", study_name="s",
+    return OptunaSearcher(space=space, metric=keys.OBJECTIVE, study_name="s",
                                  storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"),
                                  budget=budget)
 
@@ -162,7 +162,7 @@ def test_an_errored_trial_releases_its_reservation(tmp_path):
     search.on_trial_complete("a", None, error=True)  # Tune's failure path: no result
     assert search.budget.spent == 1 and search.budget.committed() == 5
     assert search.suggest("c") is None  # 5 + 4 > 8 still
-    study = search._ot_study
+    study = search.study
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
 
 
@@ -184,9 +184,9 @@ def test_a_failed_actor_reuse_releases_the_trial_through_the_watchdog(tmp_path):
     dog.on_step_end(0, [_Trial("a", "ERROR"), _Trial("b", "RUNNING")])
     assert search.budget.running.keys() == {"b"} and search.budget.spent == 0
     assert search.suggest("c") is not None  # a's 4 epochs paid for c
-    assert search._ot_study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert search.study.trials[0].state == optuna.trial.TrialState.FAIL
     dog.on_step_end(1, [_Trial("a", "ERROR"), _Trial("b", "RUNNING"), _Trial("c", "PENDING")])
-    assert len(search._ot_study.trials) == 3  # nothing settled twice
+    assert len(search.study.trials) == 3  # nothing settled twice
 
 
 def test_the_watchdog_ends_a_sweep_that_idles(tmp_path, capsys):

@@ -11,25 +11,28 @@ from sweep import tracking
 from trainer import keys
 
 
-def test_optuna_search_still_has_what_the_resume_workaround_reads(tmp_path):
-    """Canary: ResumableOptunaSearch reads private state of Ray's OptunaSearch. An upgrade that
-    renames it must fail here, first and by name, not as a crash in the middle of a resumed sweep."""
-    import ray
+def test_the_searcher_is_a_tune_searcher_on_optunas_public_api(tmp_path):
+    """No private attribute of Ray's or Optuna's: a Tune ``Searcher`` whose study is opened by name
+    and whose pickled state (Tune's experiment state) holds no open study or live trial handle."""
+    import pickle
 
-    from sweep.tune import OPTUNA_SEARCH_INTERNALS, ResumableOptunaSearch
+    from ray.tune.search import Searcher
+
+    from sweep.search import OptunaSearcher
 
     space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
-    search = ResumableOptunaSearch(space=space, metric=keys.OBJECTIVE, mode="max", study_name="s", storage=storage)
-    search.suggest("t1")
-    versions = f"Ray {ray.__version__}, Optuna {optuna.__version__}"
-    for name in OPTUNA_SEARCH_INTERNALS:
-        assert hasattr(search, name), (
-            f"{versions}: OptunaSearch no longer has {name}, which ResumableOptunaSearch (sweep/tune.py) "
-            "reads to resume Optuna sweeps; adapt it, then widen the Ray/Optuna pins in pyproject.toml"
-        )
-    assert "t1" in search._ot_trials and isinstance(search._ot_study, optuna.Study), versions
-    assert isinstance(search._completed_trials, set), versions
+    search = OptunaSearcher(space=space, metric=keys.OBJECTIVE, study_name="s", storage=storage)
+    assert isinstance(search, Searcher)
+    config = search.suggest("t1")
+    copy = pickle.loads(pickle.dumps(search))
+    assert copy.points == {"t1": config} and copy.study.study_name == "s" and not copy._live
+    copy.on_trial_complete("t1", {keys.OBJECTIVE: 0.5, keys.EPOCH: 2, keys.STATUS: "finished"})
+    # the copy has no handle of t1 (it was asked elsewhere) while the study still runs it: the
+    # result enters as its own trial; the original, asked here, tells its trial
+    search.on_trial_complete("t1", {keys.OBJECTIVE: 0.5, keys.EPOCH: 2, keys.STATUS: "finished"})
+    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
 
 
 def _optuna_sweep(uri: str, storage, name: str, trials: int, objectives: str) -> tuple[int, list, optuna.Study]:
@@ -79,16 +82,15 @@ def test_optuna_sweep_tracks_each_proposal_and_feeds_the_study(ray_cluster, mlfl
 
 def test_resumed_trial_marked_failed_still_feeds_the_study(tmp_path):
     """After a kill, resume marks the Optuna trial failed; its Tune trial goes on and completes."""
-    from sweep.tune import ResumableOptunaSearch, fail_stale_optuna_trials
+    from sweep.search import OptunaSearcher, fail_stale_trials
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
-    search = ResumableOptunaSearch(
-        space=space, metric=keys.OBJECTIVE, mode="max", study_name="s", storage=optuna.storages.RDBStorage(storage)
-    )
+    search = OptunaSearcher(space=space, metric=keys.OBJECTIVE, study_name="s",
+                            storage=optuna.storages.RDBStorage(storage))
     config = search.suggest("t1")
     search.on_trial_result("t1", {keys.OBJECTIVE: 0.2, "training_iteration": 1})
-    assert fail_stale_optuna_trials("s", storage) == 1  # what --resume does before restoring
+    assert fail_stale_trials("s", storage) == 1  # what --resume does before restoring
     search.on_trial_result("t1", {keys.OBJECTIVE: 0.3, "training_iteration": 2})  # no error
     search.on_trial_complete("t1", {keys.OBJECTIVE: 0.4, "training_iteration": 3})
     study = optuna.load_study(study_name="s", storage=storage)

@@ -80,13 +80,13 @@ def test_no_tune_checkpoint_and_nothing_usable_in_mlflow(trial_store, tmp_path):
 def test_a_searcher_restored_from_before_a_proposal_proposes_the_same_point(tmp_path):
     # Why the fallback above matters for Optuna: Tune restores the searcher pickled with its last
     # state, and a proposal made after that save comes again, so its point (and run) come back.
-    from sweep.tune import ResumableOptunaSearch, fail_stale_optuna_trials
+    from sweep.search import OptunaSearcher, fail_stale_trials
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
 
-    def searcher() -> ResumableOptunaSearch:
-        return ResumableOptunaSearch(space=space, metric=keys.OBJECTIVE, mode="max", study_name="s",
+    def searcher() -> OptunaSearcher:
+        return OptunaSearcher(space=space, metric=keys.OBJECTIVE, study_name="s",
                                      storage=optuna.storages.RDBStorage(url),
                                      sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))  # fmt: skip
 
@@ -94,7 +94,7 @@ def test_a_searcher_restored_from_before_a_proposal_proposes_the_same_point(tmp_
     first.suggest("t1")
     first.save(str(tmp_path / "searcher.pkl"))  # Tune's last saved state
     lost = first.suggest("t2")  # proposed, trained, logged; the driver killed before the next save
-    fail_stale_optuna_trials("s", url)  # what --resume does first
+    fail_stale_trials("s", url)  # what --resume does first
     again = searcher()
     again.restore(str(tmp_path / "searcher.pkl"))
     assert again.suggest("t3") == lost

@@ -80,18 +80,19 @@ def test_searches_stay_within_the_budget_and_asha_stops_trials(method):
 def test_stopped_trials_reach_the_study_as_pruned():
     import optuna
 
+    from sweep import search
     from sweep import tune as sweep_tune
 
     table = _tiny_table()
     cfg = bench.sweep_config(table, "tpe+asha", 10 * EPOCHS, 3)
-    scheduler = sweep_tune._scheduler(cfg)
+    scheduler = sweep_tune.scheduler(cfg)
     scheduler.set_search_properties(keys.OBJECTIVE, "max")
-    searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
+    searcher = search.searcher(cfg, optuna.storages.InMemoryStorage())
     run = bench.drive(table, 0, searcher.suggest, cfg.objective, searcher, scheduler)
-    states = [t.state for t in searcher._ot_study.trials]
+    states = [t.state for t in searcher.study.trials]
     stopped = sum(t["status"] == "running" for t in run.trials)
     assert stopped and states.count(optuna.trial.TrialState.PRUNED) == stopped
-    pruned = [t for t in searcher._ot_study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    pruned = [t for t in searcher.study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert all(set(t.intermediate_values) == {1, 2} for t in pruned)  # each epoch, keyed by epoch
 
 
@@ -204,6 +205,7 @@ def test_cluster_bootstrap_against_a_hand_computation():
 def test_a_failed_cell_ends_its_trial_as_failed():
     import optuna
 
+    from sweep import search
     from sweep import tune as sweep_tune
 
     table = _tiny_table()
@@ -211,9 +213,9 @@ def test_a_failed_cell_ends_its_trial_as_failed():
         table.cells[(1e-4, 1e-5)][seed] = {"status": "failed", "acc": [0.5], "gan": {}}
     assert table.metrics(1e-4, 1e-5, 0, 2)[keys.STATUS] == "failed"
     cfg = bench.sweep_config(table, "tpe+asha", 10 * EPOCHS, 0)
-    scheduler = sweep_tune._scheduler(cfg)
+    scheduler = sweep_tune.scheduler(cfg)
     scheduler.set_search_properties(keys.OBJECTIVE, "max")
-    searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
+    searcher = search.searcher(cfg, optuna.storages.InMemoryStorage())
     asked = []
 
     def propose(tid: str):  # one trial, at the failing cell
@@ -226,7 +228,7 @@ def test_a_failed_cell_ends_its_trial_as_failed():
     assert [t["status"] for t in run.trials] == ["failed"] and run.spent[-1] == 2
     # The ledger counts the epoch reported; the epoch that raised reported nothing.
     assert searcher.budget.spent == 1 and not searcher.budget.running
-    assert [t.state for t in searcher._ot_study.trials] == [optuna.trial.TrialState.FAIL]
+    assert [t.state for t in searcher.study.trials] == [optuna.trial.TrialState.FAIL]
 
 
 def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
@@ -249,7 +251,7 @@ def test_run_takes_a_seed_base_and_overrides_and_refuses_a_bad_one(tmp_path, cap
     table = _tiny_table()
     write_table(table, tmp_path / "t.json.gz")
     cfg = bench.sweep_config(table, "tpe+asha", 24, 0, ("scheduler.reduction_factor=2", "search.startup_trials=4"))
-    assert sweep_tune._scheduler(cfg)._reduction_factor == 2 and cfg.search.startup_trials == 4
+    assert sweep_tune.scheduler(cfg)._reduction_factor == 2 and cfg.search.startup_trials == 4
     out = tmp_path / "out"
     args = ["run", "--table", str(tmp_path / "t.json.gz"), "--seeds", "2", "--out", str(out)]
     assert main([*args, "--seed-base", "7", "--set", "scheduler.reduction_factor=2"]) == 0

@@ -10,11 +10,11 @@ from trainer import keys
 
 
 def _searcher(tmp_path, **kwargs):
-    from sweep.tune import ResumableOptunaSearch
+    from sweep.search import OptunaSearcher
 
     space = {"loss.lam": optuna.distributions.FloatDistribution(1e-6, 1e-2, log=True)}
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    search = ResumableOptunaSearch(space=space, metric=keys.OBJECTIVE, mode="max", study_name="s",
+    search = OptunaSearcher(space=space, metric=keys.OBJECTIVE, study_name="s",
                                    storage=optuna.storages.RDBStorage(storage), **kwargs)
     return search, storage
 
@@ -49,12 +49,12 @@ def test_diverged_trial_is_complete_with_its_value(tmp_path):
 
 
 def test_resumed_stopped_trial_reenters_as_pruned(tmp_path):
-    from sweep.tune import fail_stale_optuna_trials
+    from sweep.search import fail_stale_trials
 
     search, storage = _searcher(tmp_path)
     search.suggest("t1")
     search.on_trial_result("t1", _result(1, 0.2))
-    fail_stale_optuna_trials("s", storage)
+    fail_stale_trials("s", storage)
     search.on_trial_complete("t1", _result(2, 0.5))
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED]
@@ -62,7 +62,7 @@ def test_resumed_stopped_trial_reenters_as_pruned(tmp_path):
 
 
 def test_samplers_carry_their_options():
-    from sweep.tune import SAMPLERS
+    from sweep.search import SAMPLERS
 
     tpe = SAMPLERS["tpe"](7, 5)
     assert isinstance(tpe, optuna.samplers.TPESampler)

@@ -2,8 +2,8 @@
 
 Each replayed search runs the live sweep's own parts on the recorded table
 (:mod:`sweep.replay.table`) instead of training: the searcher :func:`sweep.tune._optuna` builds
-from a sweep config (:class:`sweep.tune.ResumableOptunaSearch` with its sampler from
-:data:`sweep.tune.SAMPLERS` and its :class:`sweep.budget.EpochBudget`), Ray's ``ASHAScheduler``
+from a sweep config (:class:`sweep.search.OptunaSearcher` with its sampler from
+:data:`sweep.search.SAMPLERS` and its :class:`sweep.budget.EpochBudget`), Ray's ``ASHAScheduler``
 that :func:`sweep.tune._scheduler` builds, the objective of :mod:`sweep.objective`, and warm start
 through :func:`sweep.warmstart.seed_study`. What stands in for Tune is :func:`drive`, a loop that
 makes the Tune controller's calls in its order (``suggest``; per result ``scheduler.on_trial_result``
@@ -234,6 +234,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     shuffled training seeds the first ``reserve`` are the search's and the rest are held out."""
     import optuna
 
+    from sweep import search
     from sweep import tune as sweep_tune
     from sweep import warmstart
 
@@ -247,7 +248,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     cfg = sweep_config(table, method, budget, replay_seed, spec.sets)
     scheduler = None
     if method != "grid":
-        scheduler = sweep_tune._scheduler(cfg)
+        scheduler = sweep_tune.scheduler(cfg)
         scheduler.set_search_properties(keys.OBJECTIVE, "max")  # what tune.TuneConfig(metric, mode) does
     if method.startswith("grid"):
         return drive(table, train_seed, _grid_proposer(table, rng), cfg.objective, None, scheduler,
@@ -258,7 +259,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
         source_seed = rng.choice([s for s in table.seeds if s != train_seed] or table.seeds)
         source = replay_source(table, replay_seed + 10_000, source_seed, budget // 2, spec.sets)
         warmstart.seed_study(cfg, cfg.name, storage, source)
-    searcher = sweep_tune._optuna(cfg, storage)
+    searcher = search.searcher(cfg, storage)
     return drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler,
                  reference=chance(table), out=out)
 
@@ -267,13 +268,14 @@ def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int,
     """The ended trials of a cold TPE + ASHA search (with ``sets``), as warm start reads an earlier sweep's."""
     import optuna
 
+    from sweep import search
     from sweep import tune as sweep_tune
     from sweep.warmstart import WarmTrial
 
     cfg = sweep_config(table, "tpe+asha", budget, sampler_seed, sets)
-    scheduler = sweep_tune._scheduler(cfg)
+    scheduler = sweep_tune.scheduler(cfg)
     scheduler.set_search_properties(keys.OBJECTIVE, "max")
-    searcher = sweep_tune._optuna(cfg, optuna.storages.InMemoryStorage())
+    searcher = search.searcher(cfg, optuna.storages.InMemoryStorage())
     run = drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler)
     return [
         WarmTrial(run_id=f"source-{i}", sweep="source", status=t["status"] if t["status"] != keys.Status.RUNNING else keys.Status.STOPPED,

@@ -1,0 +1,258 @@
+"""The search beyond the grid: a Tune searcher over an Optuna study, on both libraries' public API.
+
+:class:`OptunaSearcher` is a ``ray.tune.search.Searcher`` (Tune's public base class) that asks an
+Optuna study for each trial's point (``study.ask``), reports each evaluation as an intermediate
+value (``trial.report``) and ends the trial with ``study.tell``: COMPLETE with its final values,
+PRUNED when the scheduler stopped it before its last epoch (with the values it reached, which TPE
+ranks below complete ones), FAIL when it raised. It replaces a subclass of Ray's ``OptunaSearch``
+that had to read three private attributes to do the same.
+
+Resume. Tune pickles the searcher with its experiment state (:meth:`save`, :meth:`restore`): the
+sampler (so a restored searcher proposes what the killed one would have), the budget and, per Tune
+trial, its point and the values it reported. The study itself lives in its RDB storage. Before a
+resume the driver marks the trials a killed driver left RUNNING as failed
+(:func:`fail_stale_trials`); a trial that then goes on under the restored searcher has no live
+Optuna handle, so its result enters the study as a new trial with the same point
+(``study.add_trial``) when it ends, and the sampler still learns from it.
+
+Budget. With an :class:`sweep.budget.EpochBudget` the searcher proposes a trial only when the
+budget can pay for all its epochs, waits while running trials may hand epochs back, and tells Tune
+it is finished once none can. :meth:`release_lost` settles trials Tune ended without telling the
+searcher (a failed actor reuse).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from sweep import warmstart
+from sweep.budget import EpochBudget
+from sweep.config import SweepConfig
+from sweep.points import grid_points
+from trainer import keys
+
+log = logging.getLogger(__name__)
+Study = optuna.study.Study
+TrialState = optuna.trial.TrialState
+
+
+class OptunaSearcher(Searcher):
+    """Tune's searcher over the Optuna study ``study_name`` in ``storage`` (module docstring)."""
+
+    def __init__(
+        self,
+        space: Mapping[str, optuna.distributions.BaseDistribution],
+        metric: str | list[str],
+        study_name: str,
+        storage: str | optuna.storages.BaseStorage,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        points_to_evaluate: Sequence[Mapping[str, float]] = (),
+        budget: EpochBudget | None = None,
+    ) -> None:
+        objectives = metric if isinstance(metric, list) else [metric]
+        super().__init__(metric=metric if isinstance(metric, str) else None, mode="max")
+        self.objectives = objectives
+        self.space = dict(space)
+        self.sampler = sampler
+        self.study_name = study_name
+        self.storage = optuna.storages.RDBStorage(storage) if isinstance(storage, str) else storage
+        self.budget = budget
+        # Per Tune trial: the point it was given, its Optuna trial number, and the objective it
+        # reported at each epoch (what becomes the Optuna trial's intermediate values).
+        self.points: dict[str, dict[str, float]] = {}
+        self.numbers: dict[str, int] = {}
+        self.steps: dict[str, dict[int, float]] = {}
+        self.reported: dict[str, set[int]] = {}  # epochs already told to the live Optuna trial
+        self.completed: set[str] = set()
+        self._live: dict[str, optuna.trial.Trial] = {}  # handles of this process's asks (not pickled)
+        self.study = self._open()
+        for point in points_to_evaluate:
+            self.study.enqueue_trial(dict(point))  # asked first, in this order
+
+    def _open(self) -> Study:
+        return optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
+                                   directions=["maximize"] * len(self.objectives), load_if_exists=True)
+
+    # -- pickling: Tune saves the searcher with its experiment state ----------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_live", None)
+        state.pop("study", None)  # reopened from the storage
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._live = {}
+        self.study = self._open()
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__setstate__(pickle.load(f))
+
+    # -- Tune's calls ---------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.budget is not None and trial_id not in self.points:
+            if not self.budget.can_start():
+                return Searcher.FINISHED if self.budget.exhausted() else None  # None: ask again later
+            self.budget.start(trial_id)
+        trial = self.study.ask(fixed_distributions=self.space)
+        self._live[trial_id] = trial
+        self.points[trial_id], self.numbers[trial_id] = dict(trial.params), trial.number
+        return dict(trial.params)
+
+    def _value(self, result: Mapping[str, Any] | None) -> tuple[int, float] | None:
+        """(epoch, objective) of a single-objective result, or None."""
+        if len(self.objectives) > 1 or not result:
+            return None
+        value, epoch = result.get(self.objectives[0]), result.get(keys.EPOCH)
+        return None if value is None or epoch is None else (int(epoch), float(value))
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.budget is not None:
+            self.budget.result(trial_id, result.get(keys.EPOCH))
+        found = self._value(result)
+        if found is None or trial_id in self.completed or trial_id not in self.points:
+            return
+        epoch, value = found
+        self.steps.setdefault(trial_id, {})[epoch] = value
+        self._report(trial_id, epoch, value)
+
+    def _running(self, trial_id: str) -> optuna.trial.Trial | None:
+        """This process's handle of the trial's Optuna trial while the study still has it running
+        (a resume marks a killed driver's trials failed: then there is none)."""
+        trial = self._live.get(trial_id)
+        if trial is None:
+            return None
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if trial.number not in {t.number for t in running}:
+            del self._live[trial_id]
+            return None
+        return trial
+
+    def _report(self, trial_id: str, epoch: int, value: float) -> None:
+        told = self.reported.setdefault(trial_id, set())
+        if epoch not in told and (trial := self._running(trial_id)) is not None:
+            trial.report(value, epoch)  # step: the epoch, as ASHA's
+            told.add(epoch)
+
+    def _outcome(self, result: Mapping[str, Any] | None, error: bool) -> tuple[TrialState, list[float] | None]:
+        """The Optuna state and values of an ended trial's last result."""
+        values = [result.get(m) for m in self.objectives] if result and not error else None
+        if not values or any(v is None for v in values):
+            return (TrialState.FAIL if error else TrialState.PRUNED), None
+        stopped = result.get(keys.STATUS) in (keys.Status.RUNNING, keys.Status.STOPPED)  # before its last epoch
+        if stopped and len(self.objectives) == 1:  # the scheduler stopped it
+            return TrialState.PRUNED, None
+        return TrialState.COMPLETE, [float(v) for v in values]
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self.budget is not None:
+            self.budget.end(trial_id, (result or {}).get(keys.EPOCH))
+        if trial_id in self.completed or trial_id not in self.points:
+            return
+        found = self._value(result) if not error else None
+        if found is not None:  # the stopping result reaches only here (Tune skips on_trial_result)
+            self.steps.setdefault(trial_id, {})[found[0]] = found[1]
+            self._report(trial_id, *found)
+        state, values = self._outcome(result, error)
+        trial = self._running(trial_id)
+        self._live.pop(trial_id, None)
+        try:
+            if trial is not None:
+                self.study.tell(trial, values, state=state)
+            elif state != TrialState.FAIL:
+                # Asked by a driver that is gone (a resumed sweep): that Optuna trial was marked
+                # failed; the result enters the study as a new trial of the same point.
+                self.study.add_trial(optuna.trial.create_trial(
+                    params=self.points[trial_id], distributions=self.space, values=values, state=state,
+                    intermediate_values=self.steps.get(trial_id) or None,
+                ))  # fmt: skip
+        except (ValueError, RuntimeError) as exc:  # a NaN value: logged, as Ray's own searcher does
+            log.warning("optuna: %s", exc)
+        self.completed.add(trial_id)
+
+    def release_lost(self, ended: Mapping[str, tuple[dict, bool]]) -> list[str]:
+        """Settle trials Tune ended (``ended``: trial id -> (last result, errored)) without telling
+        the searcher, e.g. when reusing an actor failed: their reservation returns to the budget and
+        their Optuna trial is told its end. Returns their ids."""
+        lost = [t for t in ended if t in self.points and t not in self.completed]
+        for trial_id in lost:
+            result, error = ended[trial_id]
+            self.on_trial_complete(trial_id, result or None, error=error)
+        return lost
+
+
+def _tpe(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    """TPE that models λ and μ jointly (multivariate) and, while trials run, proposes as if each
+    running trial had scored the worst so far (constant_liar), so concurrent proposals spread out
+    instead of all coming from one model."""
+    with warnings.catch_warnings():  # both options are "experimental" in Optuna 4-5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, constant_liar=True)
+
+
+def _qmc(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    """A scrambled Sobol sequence: random search that covers the space more evenly; it learns nothing."""
+    with warnings.catch_warnings():  # "experimental" in Optuna 4-5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
+
+
+# search.sampler -> Optuna sampler for (seed, startup trials); tpe, random and qmc handle one
+# objective and several, nsga2 several. random is the baseline the replay benchmark compares TPE with.
+SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": lambda seed, startup: optuna.samplers.RandomSampler(seed=seed),
+    "qmc": _qmc,
+    "nsga2": lambda seed, startup: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(startup, 2)),
+}
+
+
+def searcher(cfg: SweepConfig, study_storage: str | optuna.storages.BaseStorage) -> OptunaSearcher:
+    """The searcher of an Optuna sweep; ``study_storage`` is an RDB URL (or, for the replay
+    benchmark, a storage object such as Optuna's in-memory one)."""
+    search = cfg.search
+    space = warmstart.distributions(search)
+    seeds = []
+    if search.seed_with_grid:
+        known = warmstart.known_points(cfg.name, study_storage)  # warm-start trials: never rerun
+        for p in grid_points(search):
+            point = dict(p.overrides)
+            if set(point) == set(space) and not any(warmstart.same_point(point, k) for k in known):
+                seeds.append(point)
+    multi = len(search.objectives) > 1
+    budget = (EpochBudget(search.max_epochs_total, min(cfg.max_epochs, cfg.trainer.epochs))
+              if search.max_epochs_total else None)  # fmt: skip
+    return OptunaSearcher(
+        space=space,
+        metric=list(search.objectives) if multi else search.objectives[0],
+        study_name=cfg.name,
+        storage=study_storage,
+        sampler=SAMPLERS[search.sampler](search.sampler_seed, search.startup_trials),
+        points_to_evaluate=seeds,
+        budget=budget,
+    )
+
+
+def fail_stale_trials(study: str, storage: str) -> int:
+    """Mark the trials a killed driver left RUNNING as failed (Optuna would wait on them forever),
+    with ``study.tell`` by trial number; returns how many."""
+    try:
+        s = optuna.load_study(study_name=study, storage=storage)
+    except KeyError:
+        return 0
+    stale = s.get_trials(deepcopy=False, states=[TrialState.RUNNING])
+    for t in stale:
+        s.tell(t.number, state=TrialState.FAIL)
+    return len(stale)
