@@ -12,7 +12,7 @@ Why (0, 0) and not chance, (1/K, 1/K) for K classes: it is the reference of ever
 already logged on sweeps' parent runs (``pareto/hypervolume``), so fronts of earlier and later
 sweeps stay comparable, and it needs no K (the frame of several sweeps may mix datasets). Its cost:
 a model at chance on one metric still earns area from the other. Where a number judges a search
-against a grid on one dataset (the replay benchmark, :mod:`sweep.replay.bench`), the reference is
+against a grid on one dataset (the replay benchmark, :mod:`sweep.bench.replay.searches`), the reference is
 :func:`chance_reference`, under which only better-than-chance models count; the CLI takes it as
 ``--reference 0.1 0.1`` (K = 10).
 

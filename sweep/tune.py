@@ -348,7 +348,7 @@ def run_tasks(fns: Sequence[Callable[[], str]], cfg: SweepConfig) -> list[str | 
 
 
 # Tune's words for a scheduler's decision and for a searcher with nothing more to propose, for the
-# replay benchmark (sweep.replay.bench), which makes Tune's calls without importing Ray itself.
+# replay benchmark (sweep.bench.replay.searches), which makes Tune's calls without importing Ray itself.
 STOP, CONTINUE = tune.schedulers.TrialScheduler.STOP, tune.schedulers.TrialScheduler.CONTINUE
 FINISHED = Searcher.FINISHED
 

@@ -1,4 +1,4 @@
-"""trainer.benchmarks (measurements) and trainer.bench (its command line), tiny, on CPU: figures are
+"""trainer.bench.measures (measurements) and trainer.bench (its command line), tiny, on CPU: figures are
 not asserted."""
 
 import json
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainer import keys
-from trainer.bench import format_throughput, main
-from trainer.benchmarks import LAYOUT_VARIANTS, bench, grad_norm_check, precision_check, throughput, trial_config
+from trainer.bench.cli import format_throughput, main
+from trainer.bench.measures import LAYOUT_VARIANTS, bench, grad_norm_check, precision_check, throughput, trial_config
 from trainer.config import ConfigError, load_config
 from trainer.memory import GIB, estimate_memory
 

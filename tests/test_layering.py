@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 
 TRAINER = Path(__file__).resolve().parents[1] / "trainer"
-MODULES = sorted(f"trainer.{p.stem}" for p in TRAINER.glob("*.py") if p.stem != "__init__")
+# Every module of trainer/, its benchmarks (trainer/bench/) included; a __main__ runs when imported.
+SOURCES = sorted(TRAINER.rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    """``trainer.bench.measures`` for trainer/bench/measures.py (a package: its name)."""
+    parts = path.relative_to(TRAINER.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = sorted(module_name(p) for p in SOURCES if p.stem not in ("__init__", "__main__"))
 FORBIDDEN = ("ray", "optuna", "mlflow")
 # What trainer/ may import beyond the standard library and itself.
 # SciPy comes with scikit-learn (and with it onto a bare GPU machine): its t quantiles, no copy of them.
@@ -34,8 +44,8 @@ def imports_of(path: Path) -> set[str]:
 def graph() -> dict[str, set[str]]:
     """trainer module -> the trainer modules it imports (the package itself left out)."""
     return {
-        f"trainer.{p.stem}": {n for n in imports_of(p) if n.startswith("trainer.") and n != f"trainer.{p.stem}"}
-        for p in TRAINER.glob("*.py")
+        module_name(p): {n for n in imports_of(p) if n.startswith("trainer.") and n != module_name(p)}
+        for p in SOURCES
     }
 
 
@@ -77,7 +87,7 @@ def test_trainer_import_graph_is_acyclic_including_function_level_imports():
 
 
 def test_trainer_imports_only_its_dependencies():
-    for path in TRAINER.glob("*.py"):
+    for path in SOURCES:
         for name in imports_of(path):
             top = name.split(".")[0]
             assert top not in FORBIDDEN, f"{path.name} imports {name}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sweep.bench_search import _outcome, against_table, replay_size
-from sweep.replay.table import Table
+from sweep.bench.live_search import _outcome, against_table, replay_size
+from sweep.bench.replay.table import Table
 
 
 def trials(rows) -> pd.DataFrame:
@@ -36,7 +36,7 @@ def _table() -> Table:
         {"lam": 1e-2, "mu": 1e-4, "seed": 0, "status": "finished", "acc": [0.5, 0.5], "gan": {"2": 0.5}},
         {"lam": 1e-3, "mu": 1e-4, "seed": 1, "status": "finished", "acc": [0.5, 1.0], "gan": {"2": 0.75}},
     ]
-    meta = {"command": "python -m sweep.replay record --seeds 0 1 --set trainer.epochs=2 --set 'trainer.eval.samples=4'"
+    meta = {"command": "python -m sweep.bench.replay record --seeds 0 1 --set trainer.epochs=2 --set 'trainer.eval.samples=4'"
             " --set trainer.eval.every=2", "val_images": 4, "samples": 4}
     return Table.from_rows(rows, epochs=2, eval_every=2, meta=meta)
 
@@ -64,7 +64,7 @@ def test_live_cells_are_compared_with_the_recorded_ones_of_their_seed():
 
 
 def test_the_goals_share_of_seeds_carries_its_wilson_interval():
-    from sweep.bench_search import _share
+    from sweep.bench.live_search import _share
     from trainer.stats import wilson
 
     w = wilson(2, 3)
@@ -73,7 +73,7 @@ def test_the_goals_share_of_seeds_carries_its_wilson_interval():
 
 
 def test_the_summary_reports_each_methods_hypervolume_and_ratio_with_intervals(monkeypatch, tmp_path, capsys):
-    import sweep.bench_search as bench
+    import sweep.bench.live_search as bench
 
     # Every sweep answers with the same two finished trials (its sweeps are stood in for: this
     # checks the summary the benchmark prints, not the sweeps, which the sweep's own tests run).

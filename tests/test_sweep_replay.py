@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from sweep.replay import bench
-from sweep.replay.table import Table, read_table, write_table
+from sweep.bench.replay import searches as bench
+from sweep.bench.replay.table import Table, read_table, write_table
 from trainer import keys
 
 LAMS = [1e-6, 1e-4, 1e-2]
@@ -232,12 +232,13 @@ def test_a_failed_cell_ends_its_trial_as_failed():
 
 
 def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
-    from sweep.replay.__main__ import TABLE
+    from sweep.bench.replay.__main__ import TABLE
 
     table = read_table(TABLE)
-    assert table.meta["command"].startswith("python -m sweep.replay record")
-    assert len(table.lams) == len(table.mus) == 6 and table.seeds == [0, 1, 2]
-    assert all(set(by_seed) == {0, 1, 2} for by_seed in table.cells.values())  # every cell on every seed
+    assert table.meta["command"].startswith("python -m sweep.bench.replay record")
+    assert "--seeds 0 1 2 3 4 5 6 7" in table.meta["command"]
+    assert len(table.lams) == len(table.mus) == 6 and table.seeds == list(range(8))
+    assert all(set(by_seed) == set(range(8)) for by_seed in table.cells.values())  # every cell on every seed
     cfg = bench.sweep_config(table, "tpe+asha", 216, 0).objective
     for seed in table.seeds:
         truth = bench.grid_truth(table, seed, cfg)
@@ -246,7 +247,7 @@ def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
 
 def test_run_takes_a_seed_base_and_overrides_and_refuses_a_bad_one(tmp_path, capsys):
     from sweep import tune as sweep_tune
-    from sweep.replay.__main__ import main
+    from sweep.bench.replay.__main__ import main
 
     table = _tiny_table()
     write_table(table, tmp_path / "t.json.gz")
@@ -265,7 +266,7 @@ def test_run_takes_a_seed_base_and_overrides_and_refuses_a_bad_one(tmp_path, cap
 
 
 def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
-    from sweep.replay import pick
+    from sweep.bench.replay import pick
     from trainer.config import ConfigError
 
     table = _tiny_table()
@@ -289,7 +290,7 @@ def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
 
 
 def test_verdict_needs_a_separable_paired_difference():
-    from sweep.replay import pick
+    from sweep.bench.replay import pick
 
     table = _three_seed_table()
     cell = lambda i, j: (LAMS[i], [1e-5, 1e-4, 1e-3][j])  # noqa: E731
@@ -312,7 +313,7 @@ def test_verdict_needs_a_separable_paired_difference():
 
 
 def test_pick_refuses_overlapping_seeds_from_the_command_line(tmp_path, capsys):
-    from sweep.replay.__main__ import main
+    from sweep.bench.replay.__main__ import main
 
     write_table(_tiny_table(), tmp_path / "t.json.gz")
     out = tmp_path / "out"

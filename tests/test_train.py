@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from trainer import items, keys
 from trainer.__main__ import main
-from trainer.benchmarks import VARIANTS, bench
+from trainer.bench.measures import VARIANTS, bench
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.config import ConfigError, load_config
 from trainer.data import load_dataset

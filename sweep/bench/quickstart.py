@@ -1,6 +1,6 @@
 """Benchmark of the sweep service on the quickstart (prints figures, asserts nothing).
 
-    python -m sweep.bench [--workdir DIR] [--skip-asha]
+    python -m sweep.bench.quickstart [--workdir DIR] [--skip-asha]
 
 Runs ``python -m sweep.run`` (the quickstart, FIFO) and the same grid with ASHA, each in a fresh
 folder, and prints: wall time; driver overhead per trial (what a trial costs beyond its
@@ -64,7 +64,7 @@ def _stats(folder: Path, wall: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m sweep.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sweep.bench.quickstart", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=None, help="where the two sweeps run (default: a temp dir)")
     p.add_argument("--skip-asha", action="store_true")
     args = p.parse_args(argv)

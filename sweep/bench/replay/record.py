@@ -4,9 +4,9 @@ Each cell (λ, μ, training seed) is trained with :func:`trainer.train.run` in t
 no MLflow): every epoch's validation accuracy (``val/acc``), and GAN-test (``eval/gan_test``) at
 the evaluation epochs, with enough generated samples that it is not a coarse fraction. Lines are
 appended to ``<out>.partial.jsonl`` as cells finish, so an interrupted recording resumes where it
-stopped; the finished table is written as gzipped JSON (:func:`sweep.replay.table.write_table`).
+stopped; the finished table is written as gzipped JSON (:func:`sweep.bench.replay.table.write_table`).
 
-    python -m sweep.replay record --out sweep/replay/table.json.gz
+    python -m sweep.bench.replay record --out sweep/bench/replay/table.json.gz
 
 The exact command is stored in the table (``command``).
 """
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from sweep.config import SweepConfig, judge_config
 from sweep.objective import accuracy_key
 from sweep.points import Point, apply_point
-from sweep.replay.table import Table, write_table
+from sweep.bench.replay.table import Table, write_table
 from trainer import keys
 
 

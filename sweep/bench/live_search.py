@@ -1,8 +1,8 @@
 """Benchmark: does a search beat the full grid at equal cost? (prints figures, asserts nothing)
 
-    python -m sweep.bench_search --size tiny --seeds 0 1 2      # minutes on 2 CPU cores
-    python -m sweep.bench_search --size quickstart --seeds 0 1 2  # the quickstart's digits trials
-    python -m sweep.bench_search --size replay --seeds 0 1 --methods grid  # live grid vs the recorded table
+    python -m sweep.bench.live_search --size tiny --seeds 0 1 2      # minutes on 2 CPU cores
+    python -m sweep.bench.live_search --size quickstart --seeds 0 1 2  # the quickstart's digits trials
+    python -m sweep.bench.live_search --size replay --seeds 0 1 --methods grid  # live grid vs the recorded table
 
 For each seed (the trainer's seed and the sampler's) it runs on ``digits``, in one MLflow store:
 
@@ -42,7 +42,7 @@ import pandas as pd
 from analysis.hypervolume import front_hypervolume
 from analysis.runs import AnalysisError, load
 from sweep import tracking
-from sweep.replay.table import Table, read_table
+from sweep.bench.replay.table import Table, read_table
 from trainer import keys
 from trainer.stats import seeds_interval, wilson
 
@@ -162,7 +162,7 @@ def _share(k: int, n: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m sweep.bench_search", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sweep.bench.live_search", description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=float, default=0.5, help="search budget as a fraction of the grid's epochs")

@@ -9,7 +9,7 @@
 
 This module is the command line: it parses the options, prints each result as a table and writes
 the JSON. The measurements themselves, and what each variant and check means, are in
-:mod:`trainer.benchmarks`.
+:mod:`trainer.bench.measures`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from trainer.benchmarks import (
+from trainer.bench.measures import (
     LAYOUT_VARIANTS,
     VARIANTS,
     bench,

@@ -1,7 +1,7 @@
 """Replay searches against recorded learning curves (a tabular benchmark of the search).
 
 Each replayed search runs the live sweep's own parts on the recorded table
-(:mod:`sweep.replay.table`) instead of training: the searcher :func:`sweep.tune._optuna` builds
+(:mod:`sweep.bench.replay.table`) instead of training: the searcher :func:`sweep.tune._optuna` builds
 from a sweep config (:class:`sweep.search.OptunaSearcher` with its sampler from
 :data:`sweep.search.SAMPLERS` and its :class:`sweep.budget.EpochBudget`), Ray's ``ASHAScheduler``
 that :func:`sweep.tune._scheduler` builds, the objective of :mod:`sweep.objective`, and warm start
@@ -54,7 +54,7 @@ import numpy as np
 
 from analysis.hypervolume import chance_reference, hypervolume_2d
 from sweep.objective import objective_value, worst_value
-from sweep.replay.table import Table, read_table
+from sweep.bench.replay.table import Table, read_table
 from trainer import keys
 from trainer.config import ConfigError
 from trainer.stats import Interval, seeds_interval, wilson
@@ -591,7 +591,7 @@ def load(table_path: Path) -> Table:
 
 
 def main(table_path: Path, seeds: int, out: Path, seed_base: int = 0, sets: tuple[str, ...] = ()) -> int:
-    """``python -m sweep.replay run``: replay every method, write table, CSV and picture.
+    """``python -m sweep.bench.replay run``: replay every method, write table, CSV and picture.
     ``sets`` (KEY=VALUE) override every method's sweep config."""
     table = load(table_path)
     methods = [Method(m, m, sets) for m in METHODS]

@@ -1,4 +1,4 @@
-"""``python -m sweep.replay record|run``: see :mod:`sweep.replay`."""
+"""``python -m sweep.bench.replay record|run``: see :mod:`sweep.bench.replay`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ TABLE = Path(__file__).parent / "table.json.gz"  # the recorded table shipped wi
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m sweep.replay", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sweep.bench.replay", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     rec = sub.add_parser("record", help="train a log-spaced λ×μ grid once and store its curves")
     rec.add_argument("--config", default="quickstart", help="sweep preset or YAML whose trainer config is recorded")
@@ -43,19 +43,19 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("replay seeds: at least one per method")
         if args.cmd == "record":
             from sweep.loading import load_sweep_config
-            from sweep.replay.record import log_grid, record
+            from sweep.bench.replay.record import log_grid, record
 
             cfg = load_sweep_config(args.config, args.set)
-            command = "python -m sweep.replay " + " ".join(shlex.quote(a) for a in argv)
+            command = "python -m sweep.bench.replay " + " ".join(shlex.quote(a) for a in argv)
             lams = log_grid(args.lam[0], args.lam[1], int(args.lam[2]))
             mus = log_grid(args.mu[0], args.mu[1], int(args.mu[2]))
             record(cfg, lams, mus, args.seeds, args.out, command)
             return 0
         if args.cmd == "pick":
-            from sweep.replay.pick import main as pick_main
+            from sweep.bench.replay.pick import main as pick_main
 
             return pick_main(args.table, args.out, tuple(args.tuning_seeds), tuple(args.fresh_seeds))
-        from sweep.replay.bench import main as bench_main
+        from sweep.bench.replay.searches import main as bench_main
 
         return bench_main(args.table, args.seeds, args.out, args.seed_base, tuple(args.set))
     except ConfigError as e:

@@ -1,6 +1,6 @@
 """Choose the default search settings by the replay, without scoring the choice on the seeds that chose it.
 
-Protocol (``python -m sweep.replay pick``): every candidate of :func:`candidates` (samplers, TPE's
+Protocol (``python -m sweep.bench.replay pick``): every candidate of :func:`candidates` (samplers, TPE's
 startup trials, ASHA's grace period and reduction factor, each through the live sweep config) is
 replayed on the TUNING replay seeds; :func:`score` ranks them and the best is picked. Picking the
 best of many candidates on the same seeds that score it overrates it (a winner's curse across
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.replay.bench import (
+from sweep.bench.replay.searches import (
     DEFAULT,
     Method,
     Report,
@@ -32,7 +32,7 @@ from sweep.replay.bench import (
     summary_rows,
     write_csv,
 )
-from sweep.replay.table import Table
+from sweep.bench.replay.table import Table
 from trainer.config import ConfigError
 
 TUNING = (1000, 20)  # replay seeds that pick: first, how many
@@ -165,7 +165,7 @@ def tuning_markdown(report: Report) -> str:
 
 
 def main(table_path: Path, out: Path, tuning: tuple[int, int] = TUNING, fresh: tuple[int, int] = FRESH) -> int:
-    """``python -m sweep.replay pick``: the protocol above; writes pick.md, fresh.csv and fresh.png."""
+    """``python -m sweep.bench.replay pick``: the protocol above; writes pick.md, fresh.csv and fresh.png."""
     table = load(table_path)
     result = pick(table, tuning, fresh)
     seconds = result.tuning.seconds + result.fresh.seconds
