@@ -138,11 +138,32 @@ def check_points(cfg: SweepConfig) -> None:
             f"--set search.max_points={size}"
         )
     base = cfg.trainer.model_dump()
+    for key, values in cfg.search.grid.items():  # each axis alone first: an error names the axis as typed
+        for value in values:
+            _check_point(base, Point(((key, value),), cfg.search.seeds[0]), "search.grid")
+    for i, overrides in enumerate(cfg.search.points):
+        _check_point(base, Point(tuple(overrides.items()), cfg.search.seeds[0]), f"search.points[{i}]")
     for point in grid_points(cfg.search):
-        apply_point(base, point)
+        _check_point(base, point, "search.grid")
     if cfg.search.method == "optuna":
         for key, rng in cfg.search.space.items():
             for value in (rng.low, rng.high):
-                apply_point(base, Point(((key, value),), cfg.search.seeds[0]))
+                _check_point(base, Point(((key, value),), cfg.search.seeds[0]), "search.space")
     elif not grid_points(cfg.search):
         raise ConfigError("search: the grid has no points (give search.grid or search.points)")
+
+
+def _check_point(base: Mapping[str, Any], point: Point, where: str) -> None:
+    """:func:`apply_point`, its ConfigError naming each key as the user typed it: ``search.grid.loss.lamda``
+    for the trainer's ``trainer.loss.lamda`` (``where``: the section the point's keys come from)."""
+    try:
+        apply_point(base, point)
+    except ConfigError as e:
+        message = str(e)
+        named = False
+        for key, _ in point.overrides:
+            if f"trainer.{key}" in message:
+                message, named = message.replace(f"trainer.{key}", f"{where}.{key}"), True
+        if not named:  # a check across keys: say which point it was
+            message = f"{where} point {dict(point.overrides)}: {message}"
+        raise ConfigError(message) from None
