@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sweep.config import SearchConfig, SweepConfig
-from sweep.record import LOSS_NAMES
+from sweep.record import LOSS_NAMES, ViewTag
 from trainer.config import ConfigError, TrainConfig, set_dotted, validate
 
 # Which loss weights a kind uses, so names show only what matters.
@@ -60,6 +60,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
     if "." in mantissa:  # 1.20e-3 -> 1.2e-3: trailing zeros add no information
         mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
+
+
+def format_weight(value: Any, digits: int = OPTUNA_DIGITS) -> str:
+    """A loss weight as names show it, in ``digits`` significant digits: ``1e-3``, ``3.16e-4``."""
+    return _fmt(value, digits)
+
+
+def weight_tags(cfg: TrainConfig) -> dict[str, str]:
+    """The runs table's λ and μ of a trial (:class:`sweep.record.ViewTag`) in 3 significant digits,
+    ``-`` where its loss has no such weight (the baseline's config still holds the base's values)."""
+    used = KIND_WEIGHTS[cfg.loss.kind]
+    return {str(tag): format_weight(getattr(cfg.loss, name)) if name in used else "-"
+            for name, tag in (("lam", ViewTag.LAM), ("mu", ViewTag.MU))}
 
 
 def point_name(cfg: TrainConfig, point: Point, digits: int = 1) -> str:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trainer.keys import Status
 
-__all__ = ["Status", "Tag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT"]
+__all__ = ["Status", "Tag", "ViewTag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT"]
 
 
 class Tag(StrEnum):
@@ -56,6 +56,20 @@ class Tag(StrEnum):
     CONFIRM_SAMPLES = "confirm.samples"  # samples confirm/gan_test is a fraction of
     CONFIRM_TEST_IMAGES = "confirm.test_images"  # test images confirm/test_acc is a fraction of
     CONFIRM_TRAIN_SEEDS = "confirm.train_seeds"  # the training seeds confirm/*_seeds are the mean over
+
+
+class ViewTag(StrEnum):
+    """Tags written for the MLflow runs table to show (its shared view's columns): text, so that a
+    number reads as ``0.803 [0.759, 0.846]`` (three decimals, its 95 % interval) where a metric
+    column would show ``0.802517361…`` or ``0.6328125``. The metrics stay what the analysis reads."""
+
+    OBJECTIVE = "objective"  # trial: the latest eval/objective (what selected) with its interval
+    CONFIRMED = "confirmed objective"  # finalist: confirm/objective (the mean over seeds when retrained)
+    VAL_ACC = "val acc"  # trial: the latest val/acc with its interval
+    GAN_TEST = "GAN-test"  # trial: the latest eval/gan_test with its interval
+    TEST_ACC = "test acc"  # trial: the latest test/acc with its interval
+    LAM = "λ"  # trial: loss.lam in 3 significant digits, "-" where the loss has no λ (the baseline)
+    MU = "μ"  # trial: loss.mu likewise
 
 
 class SelectionSplit(StrEnum):
