@@ -135,6 +135,47 @@ def test_a_cifar_copy_that_fails_the_md5_check_exits_2_before_the_judge_in_one_l
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no mlflow.db, mlruns or sweep_results
 
 
+@pytest.mark.slow  # the driver joins the session's Ray before its judge stage meets the files
+def test_an_own_copy_that_is_not_cifars_format_exits_2_in_the_judge_stage_and_keeps_nothing(
+        ray_cluster, tmp_path, monkeypatch, capsys):
+    """Read unchecked (verify=false), a file that is no CIFAR pickle is found only when the judge
+    stage loads the data: one line, exit 2, and the MLflow store the run created is gone again."""
+    from test_data import write_mini_cifar
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    write_mini_cifar(tmp_path / "data", 100, per_file=8)
+    (tmp_path / "data" / "cifar-100-python" / "test").write_bytes(b"half a download")
+    assert run_sweep(["--config", "table2", "--smoke", "--set", "trainer.data.verify=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot read {tmp_path / 'data' / 'cifar-100-python'} as CIFAR's on-disk format" in err, err
+    assert err.rstrip().endswith("(found in the judge stage, before any trial; kept nothing)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], sorted(tmp_path.iterdir())  # no mlflow.db
+
+
+@pytest.mark.slow
+def test_a_crash_after_the_judge_was_stored_names_the_judge_it_kept(ray_cluster, tmp_path, monkeypatch, capsys):
+    from helpers import TINY
+    from sweep import driver
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the store went away")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver.tracking, "open_parent", broken)  # right after the judge stage
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(RuntimeError, match="the store went away"):
+        run_sweep(["--name", "kept", "--set", f"tracking.uri={uri}", *sum((["--set", s] for s in TINY), [])])
+    err = capsys.readouterr().err
+    import mlflow
+
+    (judge,) = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name("judges").experiment_id])
+    assert (f"sweep 'kept' failed before any trial ran and kept only the judge it trained (MLflow experiment "
+            f"'judges', run {judge.info.run_id}), which the next start reuses") in err, err
+
+
 @pytest.mark.slow
 def test_table2_smoke_runs_end_to_end_on_an_own_cifar100_copy_with_verify_off(tmp_path):
     """``python -m sweep.run --config table2 --smoke`` on a CIFAR-100 miniature with random pixels in
