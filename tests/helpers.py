@@ -143,17 +143,18 @@ def drawn_texts(fig) -> list[tuple[str, object]]:
     return out
 
 
-def texts_outside(fig) -> list[str]:
-    """Every drawn text whose box leaves the canvas (a clipped title or label)."""
+def texts_outside(fig, texts: list | None = None) -> list[str]:
+    """Every drawn text whose box leaves the canvas (a clipped title or label); ``texts``: those of
+    :func:`drawn_texts`, when already measured."""
     width, height = fig.bbox.width, fig.bbox.height
     return [f"{text!r} at x {box.x0:.0f}..{box.x1:.0f} of {width:.0f}, y {box.y0:.0f}..{box.y1:.0f} of {height:.0f}"
-            for text, box in drawn_texts(fig)
+            for text, box in (drawn_texts(fig) if texts is None else texts)
             if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height]
 
 
-def texts_overlapping(fig, tolerance: float = 1.0) -> list[str]:
+def texts_overlapping(fig, tolerance: float = 1.0, texts: list | None = None) -> list[str]:
     """Every pair of drawn texts whose boxes share more than ``tolerance`` pixels² (one runs into the other)."""
-    texts = drawn_texts(fig)
+    texts = drawn_texts(fig) if texts is None else texts
     found = []
     for i, (a, box_a) in enumerate(texts):
         for b, box_b in texts[i + 1:]:
@@ -162,3 +163,9 @@ def texts_overlapping(fig, tolerance: float = 1.0) -> list[str]:
             if w > 0 and h > 0 and w * h > tolerance:
                 found.append(f"{a!r} overlaps {b!r} ({w:.0f}x{h:.0f} px)")
     return found
+
+
+def text_problems(fig) -> list[str]:
+    """:func:`texts_outside` and :func:`texts_overlapping` of ``fig`` from one draw."""
+    texts = drawn_texts(fig)
+    return texts_outside(fig, texts) + texts_overlapping(fig, texts=texts)

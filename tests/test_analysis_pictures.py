@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param
 
 from analysis import figures, fronts, pareto, table2
 from analysis.runs import completed, load, select_parent
-from helpers import assert_png, texts_outside, texts_overlapping
+from helpers import assert_png, text_problems
 from trainer import keys
 from trainer.config import flatten, load_config
 from trainer.stats import seeds_interval
@@ -148,8 +148,7 @@ def test_every_analysis_picture_is_rendered(rendered):
 @pytest.mark.parametrize("name", PICTURES)
 def test_no_text_leaves_the_canvas_or_runs_into_another(rendered, name):
     fig = rendered["figures"][name]
-    assert texts_outside(fig) == [], name
-    assert texts_overlapping(fig) == [], name
+    assert text_problems(fig) == [], name
 
 
 def _texts(fig: Figure) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import texts_outside, texts_overlapping
+from helpers import text_problems, texts_outside, texts_overlapping
 from test_evaluation import TinyData, _small_eval, rand_images, smooth_net
 from trainer import evaluation as ev
 from trainer import figures
@@ -265,8 +265,7 @@ def _preset_pictures(preset: str):
 def test_no_title_is_clipped_and_every_picture_names_its_run(preset):
     label, pictures = _preset_pictures(preset)
     for name, fig in pictures.items():
-        assert texts_outside(fig) == [], (preset, name)
-        assert texts_overlapping(fig) == [], (preset, name)
+        assert text_problems(fig) == [], (preset, name)
         # The run's label opens the title: the axes title of a curve, the top line of a grid.
         curve = name in ("density_ratios", "pixel_perturbation")
         title = fig.axes[0].get_title() if curve else max(fig.texts, key=lambda t: t.get_position()[1]).get_text()
@@ -291,6 +290,6 @@ def test_the_checks_above_catch_a_clipped_title():
 ])
 def test_the_density_ratio_picture_keeps_its_y_label_and_ticks_on_the_canvas(ratios):
     fig = figures.density_ratios_figure(ratios, images=128, label="sm λ1e-3 μ1e-4 s0")
-    assert texts_outside(fig) == [] and texts_overlapping(fig) == []
+    assert text_problems(fig) == []
     (ax,) = fig.axes
     assert not ax.yaxis.get_offset_text().get_text()  # each tick says its own value
