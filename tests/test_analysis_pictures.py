@@ -19,6 +19,8 @@ from trainer import keys
 from trainer.config import flatten, load_config
 from trainer.stats import seeds_interval
 
+# One xdist worker renders the pictures once (a module fixture would run in each worker).
+pytestmark = pytest.mark.xdist_group("analysis_pictures")
 T0 = 1_700_000_000_000  # ms
 SIGMAS = (1e-4, 1e-3, 1e-2, 1e-1)
 FRACTIONS = (0.01, 0.1, 0.3, 1.0)
