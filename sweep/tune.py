@@ -694,7 +694,6 @@ class Watchdog(tune.Callback, tune.stopper.Stopper):
         self.fired = False
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.seen_at.pop(trial.trial_id, None)  # its next result comes after a restart, not an epoch
         if self.searcher.budget is not None:
             self.searcher.budget.recovering(trial.trial_id)
 

@@ -81,3 +81,8 @@ def test_the_eta_waits_for_measured_epochs_and_leaves_out_the_start_up(capsys, m
     assert "ETA" not in lines[0] and "ETA" not in lines[1], lines
     # Left: a 2, b 3, two trials not created yet 8: 13 epochs of 10 s, two at a time.
     assert lines[2].endswith("[0/4 trials done, ETA ~1 min 05 s]"), lines[2]
+    # A retried trial's next result comes after its restart: not an epoch's time.
+    progress.on_trial_recover(4, trials, b)
+    clock[0] += 300
+    progress.on_trial_result(5, trials, b, {keys.EPOCH: 2, keys.STATUS: "running"})
+    assert progress.epoch_s == [10.0]
