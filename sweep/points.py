@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -151,13 +152,10 @@ def check_points(cfg: SweepConfig) -> None:
             f"--set search.max_points={size}"
         )
     base = cfg.trainer.model_dump()
-    for key, values in cfg.search.grid.items():  # each axis alone first: an error names the axis as typed
-        for value in values:
-            _check_point(base, Point(((key, value),), cfg.search.seeds[0]), "search.grid")
-    for i, overrides in enumerate(cfg.search.points):
-        _check_point(base, Point(tuple(overrides.items()), cfg.search.seeds[0]), f"search.points[{i}]")
+    explicit = {tuple(p.items()): i for i, p in enumerate(cfg.search.points)}  # an error names where it was typed
     for point in grid_points(cfg.search):
-        _check_point(base, point, "search.grid")
+        i = explicit.get(point.overrides)
+        _check_point(base, point, "search.grid" if i is None else f"search.points[{i}]")
     if cfg.search.method == "optuna":
         for key, rng in cfg.search.space.items():
             for value in (rng.low, rng.high):
@@ -175,8 +173,9 @@ def _check_point(base: Mapping[str, Any], point: Point, where: str) -> None:
         message = str(e)
         named = False
         for key, _ in point.overrides:
-            if f"trainer.{key}" in message:
-                message, named = message.replace(f"trainer.{key}", f"{where}.{key}"), True
+            # The key as a whole path (loss.lam is not loss.lamda), or a path inside it.
+            message, count = re.subn(re.escape(f"trainer.{key}") + r"(?=[.:;\s\[]|$)", f"{where}.{key}", message)
+            named = named or count > 0
         if not named:  # a check across keys: say which point it was
             message = f"{where} point {dict(point.overrides)}: {message}"
         raise ConfigError(message) from None
