@@ -209,8 +209,19 @@ def select_parent(experiment: str, tracking_uri: str | None = None, sweep: str |
         found = found[found["sweep"] == sweep]
     if found.empty:
         what = f"no sweep named {sweep!r}" if sweep is not None else "no sweep (parent run)"
-        raise AnalysisError(f"{what} in MLflow experiment {experiment!r}")
+        raise AnalysisError(f"{what} in MLflow experiment {experiment!r}{_elsewhere(sweep, tracking_uri)}")
     return str(found["run_id"].iloc[0])
+
+
+def _elsewhere(sweep: str | None, tracking_uri: str | None) -> str:
+    """Where sweep ``sweep`` is when not in the experiment asked for: ``--name NAME`` without
+    ``experiment`` in the config puts a sweep in an experiment of its own name."""
+    if sweep is None or client(tracking_uri).get_experiment_by_name(sweep) is None:
+        return ""
+    if (sweeps(sweep, tracking_uri)["sweep"] != sweep).all():
+        return ""
+    return (f"; it is in experiment {sweep!r} (a sweep's --name names its experiment unless the config sets "
+            f"experiment: run sweeps to compare with --set experiment=NAME, or pass --experiment {sweep})")
 
 
 def _parent(mlflow: MlflowClient, exp_id: str, run_id: str) -> Run | None:

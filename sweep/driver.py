@@ -24,7 +24,7 @@ from typing import Any
 
 from sweep import confirm, ctrlc, lock, preflight, report, seams, stores, tracking
 from sweep.cli import fail
-from sweep.config import SweepConfig
+from sweep.config import SweepConfig, judge_config
 from sweep.judge_stage import ensure_judge
 from sweep.paths import (
     resolve_artifact_root,
@@ -32,7 +32,7 @@ from sweep.paths import (
     resolve_tracking_uri,
 )
 from sweep.points import grid_points, point_names
-from sweep.record import POOLED_PREFIX, Status, Tag
+from sweep.record import JUDGES_EXPERIMENT, POOLED_PREFIX, Status, Tag
 from sweep.trial import SweepContext
 from trainer import keys
 from trainer.config import ConfigError, flatten
@@ -44,6 +44,20 @@ def _absolute_paths(cfg: SweepConfig) -> dict[str, Any]:
     if "://" not in base["data"]["data_dir"]:
         base["data"]["data_dir"] = str(Path(base["data"]["data_dir"]).resolve())
     return base
+
+
+def _check_data_files(cfg: SweepConfig) -> None:
+    """Refuse (exit 2) CIFAR files that torchvision's md5 check would reject in the judge stage or a
+    trial, the trainer's and the judge's: one line naming the files and what to do. Reads only."""
+    from trainer.data import DataError, cifar_integrity_problem
+
+    sections = [("trainer.data", cfg.trainer.data)]
+    if cfg.judge is not None and cfg.trainer.eval.enabled and "data" in cfg.judge:
+        sections.append(("judge.data", judge_config(cfg).data))
+    for prefix, data in sections:
+        problem = cifar_integrity_problem(data, prefix)
+        if problem:
+            raise DataError(problem)
 
 
 def _study_storage(cfg: SweepConfig, storage: str) -> str:
@@ -188,6 +202,7 @@ def prepare(args: argparse.Namespace, cfg: SweepConfig, phases: Phases) -> Plan:
         artifact_root = resolve_artifact_root(cfg) if local_store else None
         storage = resolve_storage_path(cfg)
         preflight.check_dataset(cfg.trainer.data)
+        _check_data_files(cfg)  # md5 of CIFAR's files: under a second, before anything is written
         preflight.check_packing(cfg)  # trials per GPU × estimated memory, before Ray starts
         preflight.check_tracking(uri)
         preflight.check_db_driver(uri)
@@ -465,6 +480,7 @@ def run(args: argparse.Namespace, cfg: SweepConfig) -> int:
     returns the exit status (0 done, 1 some trials failed, 2 bad input, 128 + n for signal n)."""
     phases = Phases()
     ctrlc.install()
+    before, since = _store_files(cfg), time.time()  # what of a local MLflow store exists before this run writes
     try:
         plan = prepare(args, cfg, phases)
     except (ConfigError, preflight.PreflightError) as e:
@@ -480,16 +496,60 @@ def run(args: argparse.Namespace, cfg: SweepConfig) -> int:
         return execute(plan, phases)
     except Interrupted as e:
         return _interrupted(e)
-    except Exception:
+    except Exception as e:
         discard = _nothing_kept(plan)
         if discard:  # e.g. the dataset's download failed in the judge stage
-            print(f"sweep {plan.cfg.name!r} failed before any trial ran and kept nothing; once the cause below "
+            kept = _discard_store(plan, before, since)
+            if isinstance(e, ConfigError):  # bad input only the judge stage met (e.g. unreadable data files)
+                return fail(f"{e} (found in the judge stage, before any trial; {kept})")
+            print(f"sweep {plan.cfg.name!r} failed before any trial ran and {kept}; once the cause below "
                   "is fixed, the same command starts it again", file=sys.stderr, flush=True)  # fmt: skip
         raise
     finally:
         _quietly(plan.ray.stop)
         if plan.lock is not None:
             plan.lock.release(discard=discard)  # nothing kept: the name is free again
+
+
+def _store_files(cfg: SweepConfig) -> set[Path]:
+    """The files and folders of a local sqlite MLflow store (its database, the lock beside it, the
+    artifact root) that exist now."""
+    uri = resolve_tracking_uri(cfg)
+    if not uri.startswith("sqlite:///"):
+        return set()
+    db = Path(uri[len("sqlite:///"):])
+    paths = [db, Path(f"{db}.lock")]
+    root = resolve_artifact_root(cfg)
+    if root.startswith("file://"):
+        paths.append(Path(root[len("file://"):]))
+    return {p for p in paths if p.exists()}
+
+
+def _discard_store(plan: Plan, before: set[Path], since: float) -> str:
+    """After a failure before any trial that kept no sweep: remove the local MLflow store this run
+    created when no run was written to it, so the folder is as it was; returns what was kept, in
+    words ("kept nothing", or the judge it trained and where). ``since``: when this run started."""
+    try:
+        mc = tracking.client(plan.uri)
+        experiments = [e.experiment_id for e in mc.search_experiments()]
+        new = mc.search_runs(experiments, f"attributes.start_time >= {int(since * 1000)}") if experiments else []
+    except Exception:  # noqa: BLE001 - the store may be what failed
+        return f"kept nothing of the sweep (the MLflow store {plan.uri} is left as it is)"
+    judges = [r for r in new if r.data.tags.get(Tag.JUDGE_KEY) and r.info.status == "FINISHED"]
+    if judges:
+        return (f"kept only the judge it trained (MLflow experiment '{JUDGES_EXPERIMENT}', run "
+                f"{judges[0].info.run_id}), which the next start reuses")
+    if new:
+        return f"kept nothing of the sweep ({len(new)} unfinished run(s) of its judge stage stay in {plan.uri})"
+    # Deepest first: the database and its lock file, then the artifact root if still empty.
+    created = sorted(_store_files(plan.cfg) - before, key=lambda p: len(p.parts), reverse=True)
+    for path in created:
+        try:
+            path.rmdir() if path.is_dir() else path.unlink()
+        except OSError:  # a folder something else wrote into stays
+            pass
+    left = [str(p) for p in created if p.exists()]
+    return f"kept nothing (left: {', '.join(left)})" if left else "kept nothing"
 
 
 def _nothing_kept(plan: Plan) -> bool:

@@ -34,27 +34,38 @@ CACHE = Path(tempfile.gettempdir()) / "sweep-judges"  # per-node download cache,
 
 
 class EpochPrinter:
-    """The judge's progress: ``judge: epoch 3/100, train acc 0.812, 4.1 s/epoch, ETA ~6 min 40 s``
-    (at most one line every ``every`` seconds, and always the last epoch)."""
+    """The judge's progress: ``judge: epoch 3/100, train acc 0.812, 4.1 s/epoch measured, ETA ~6 min 40 s``
+    (at most one line every ``every`` seconds, and always the first and the last epoch).
+
+    The time per epoch is measured: between the first epoch's result and the latest one; after the
+    first epoch alone, the trainer's own time of that epoch's steps (``time/epoch_s``), so that the
+    loading of the data and the model's start-up are not taken for an epoch's cost."""
 
     def __init__(self, epochs: int, every: float = 5.0) -> None:
         self.epochs, self.every = epochs, every
         self.started = time.time()
         self.printed = 0.0
+        self.first: tuple[int, float] | None = None  # the first epoch reported, and when
 
     def __call__(self, metrics: dict[str, Any], files: dict[str, str]) -> None:
         ctrlc.check()  # a Ctrl-C Python dropped (raised inside a finalizer) stops here
         epoch = int(metrics[keys.EPOCH])
         now = time.time()
-        if epoch < self.epochs and now - self.printed < self.every:
+        if self.first is None:
+            self.first = (epoch, now)
+        elif epoch < self.epochs and now - self.printed < self.every:
             return
         self.printed = now
-        per_epoch = (now - self.started) / epoch
+        if epoch > self.first[0]:
+            per_epoch = (now - self.first[1]) / (epoch - self.first[0])
+        else:
+            measured = metrics.get(keys.EPOCH_SECONDS)
+            per_epoch = float(measured) if isinstance(measured, (int, float)) else (now - self.started) / epoch
         eta = round(per_epoch * (self.epochs - epoch))
         acc = metrics.get(keys.TRAIN_ACC)
         print(
             f"judge: epoch {epoch}/{self.epochs}" + (f", train acc {acc:.3f}" if isinstance(acc, float) else "")
-            + f", {per_epoch:.1f} s/epoch" + (f", ETA ~{eta // 60} min {eta % 60:02d} s" if eta else ""),
+            + f", {per_epoch:.1f} s/epoch measured" + (f", ETA ~{eta // 60} min {eta % 60:02d} s" if eta else ""),
             flush=True,
         )
 
@@ -98,17 +109,33 @@ def step_seconds(jc: JudgeConfig, device: str) -> tuple[float, int, str]:
     return sorted(times[1:])[TIMED_STEPS // 2], len(data.train_x), str(dev)
 
 
+SMALLEST_HINTED_WIDTH = 0.0625  # --smoke's judge width: the plan suggests no narrower judge
+
+
+def shrink_hints(jc: JudgeConfig) -> list[str]:
+    """``--set`` flags that make the judge smaller than ``jc``, never larger: fewer epochs, half
+    the width (down to SMALLEST_HINTED_WIDTH)."""
+    hints = [f"--set judge.epochs=N (N < {jc.epochs})"] if jc.epochs > 1 else []
+    if jc.width > SMALLEST_HINTED_WIDTH:
+        hints.append(f"--set judge.width={max(jc.width / 2, SMALLEST_HINTED_WIDTH):g}")
+    return hints
+
+
 def plan(jc: JudgeConfig, device: str) -> str:
-    """What training the judge will take, printed before it starts: architecture, epochs, an
-    estimated time on ``device`` (from :func:`step_seconds`) and how to shrink it."""
+    """What training the judge will take, printed before it starts: architecture, epochs, a rough
+    guess of the time on ``device`` (from :func:`step_seconds`, said to be one: the epochs' measured
+    time follows in the progress lines) and how to shrink it."""
     per_step, images, device = step_seconds(jc, device)
-    steps = math.ceil(images / jc.batch_size) * jc.epochs
+    per_epoch = math.ceil(images / jc.batch_size)
+    steps = per_epoch * jc.epochs
+    hints = shrink_hints(jc)
     return (
         f"judge plan: {jc.arch} (width {jc.width:g}), {jc.epochs} epochs of {images} {jc.data.dataset} images "
-        f"at batch {jc.batch_size} on {device}: about {_duration(per_step * steps)} ({steps} steps, "
-        f"{per_step * 1000:.0f} ms each in a {TIMED_STEPS}-step timing here)\n"
-        f"judge plan: trained once per dataset and judge config, then reused; shrink it with "
-        f"--set judge.epochs=N (and --set judge.width=0.25)"
+        f"at batch {jc.batch_size} on {device} ({per_epoch} step(s) per epoch, {steps} in all): a rough guess of "
+        f"about {_duration(per_step * steps)} from {TIMED_STEPS} timed steps ({per_step * 1000:.0f} ms each); "
+        f"each epoch's measured time follows\n"
+        f"judge plan: trained once per dataset and judge config, then reused; "
+        + (f"shrink it with {' or '.join(hints)}" if hints else "it is as small as the hints go")
     )
 
 

@@ -37,9 +37,11 @@ from sweep.record import (
     Role,
     Status,
     Tag,
+    ViewTag,
 )
 from trainer import keys
 from trainer.config import flatten
+from trainer.stats import Interval
 
 
 # MLflow logs the creation and migration of a new sqlite store at INFO on every first run.
@@ -265,28 +267,61 @@ def interrupt_parent(mc: MlflowClient, experiment_id: str, parent_id: str, note:
 
 
 # The runs-table columns of the shared view (MLflow's canonical keys: type.`name`), in the order
-# the README describes them: what selects, then what it trades off, then the point and its status.
+# the README describes them: what selected and what was confirmed, the point and its status, then
+# the parts the objective trades off. Each number is a ViewTag's text, ``0.803 [0.759, 0.846]``:
+# a metric column would cut it (``0.802517361…``) or show float noise (``0.6328125``), and no
+# column can show a metric's interval.
 VIEW_COLUMNS = (
-    f"metrics.`{keys.OBJECTIVE}`",
-    f"metrics.`{keys.VAL_ACC}`",
-    f"metrics.`{keys.GAN_TEST}`",
-    f"metrics.`{keys.TEST_ACC}`",
-    "params.`loss.lam`",
-    "params.`loss.mu`",
+    f"tags.`{ViewTag.OBJECTIVE}`",
+    f"tags.`{ViewTag.CONFIRMED}`",
+    f"tags.`{ViewTag.LAM}`",
+    f"tags.`{ViewTag.MU}`",
     f"tags.`{Tag.STATUS}`",
+    f"tags.`{ViewTag.VAL_ACC}`",
+    f"tags.`{ViewTag.GAN_TEST}`",
+    f"tags.`{ViewTag.TEST_ACC}`",
 )
-# Column widths in pixels, so that all seven fit beside the run names on a 1600 px screen with
-# MLflow's assistant panel open (about 960 px of table); the UI's own columns first.
+# Column widths in pixels. On a 1600 px screen with MLflow's assistant panel open, MLflow 3.17 pins
+# the run name and its start time left and leaves about 560 px for the others: the objective, the
+# confirmed objective, λ, μ and the status fit there (520 px); validation accuracy, GAN-test and test
+# accuracy follow to their right (scroll, or close the panel). 150 px holds ``0.803 [0.759, 0.846]``
+# (measured: 148 px) and 140 px the start time's icon and ``42 seconds ago``.
 RUN_NAME_COLUMN, CREATED_COLUMN = "attributes.`Run Name`", "runDateAndNestInfo"
 VIEW_WIDTHS = {
-    RUN_NAME_COLUMN: 165, CREATED_COLUMN: 100,
-    **dict(zip(VIEW_COLUMNS, (110, 72, 105, 72, 75, 72, 92))),
+    RUN_NAME_COLUMN: 165, CREATED_COLUMN: 140,
+    **dict(zip(VIEW_COLUMNS, (150, 150, 70, 70, 80, 150, 150, 150))),
 }
+# Metrics shown in the view as text with their interval (trainer.stats.Interval's format).
+VIEW_METRICS = {
+    keys.OBJECTIVE: ViewTag.OBJECTIVE,
+    keys.VAL_ACC: ViewTag.VAL_ACC,
+    keys.GAN_TEST: ViewTag.GAN_TEST,
+    keys.TEST_ACC: ViewTag.TEST_ACC,
+}
+
+
+def with_interval(metrics: Mapping[str, Any], key: str) -> str | None:
+    """Metric ``key`` of ``metrics`` with its logged 95 % interval, ``0.803 [0.759, 0.846]`` (three
+    decimals: :class:`trainer.stats.Interval`'s format); the value alone without interval ends;
+    None when the metric is missing or not a finite number."""
+    value = metrics.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
+        return None
+    lo, hi = metrics.get(keys.lo_key(key)), metrics.get(keys.hi_key(key))
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and math.isfinite(lo) and math.isfinite(hi):
+        return str(Interval(float(value), float(lo), float(hi)))
+    return f"{float(value):.3f}"
+
+
+def view_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """The runs table's text tags (:class:`sweep.record.ViewTag`) of the metrics present."""
+    texts = {tag: with_interval(metrics, key) for key, tag in VIEW_METRICS.items()}
+    return {str(tag): text for tag, text in texts.items() if text is not None}
 
 
 def view_state() -> dict[str, Any]:
     """The runs table a sweep's experiment opens on: its columns in VIEW_COLUMNS' order and
-    VIEW_WIDTHS, sorted by the objective.
+    VIEW_WIDTHS, sorted by the objective (the metric: a sort needs no shown column).
 
     The MLflow 3 UI reads experiment tag ``mlflow.sharedViewState.<key>`` (JSON of its search
     facets and UI state) when the page URL has ``?viewStateShareKey=<key>``. It lists selected
@@ -357,8 +392,11 @@ class TrialRun:
         objective: str | None = None,
         from_scratch: bool = False,
         restarted: str | None = None,
+        shown: Mapping[str, str] | None = None,
     ) -> str:
         """Find or create the run; count this start in tag ``trial.attempts``. Returns the run id.
+
+        ``shown``: the runs table's text tags of the point (:class:`sweep.record.ViewTag`: λ, μ).
 
         ``judge`` (the judge's run id) is tagged with the judge's key and architecture, read from
         its run in experiment ``judges``; ``selection_split`` (val or test) is what the objective
@@ -402,7 +440,7 @@ class TrialRun:
             self.run_id = run.info.run_id
             self.attempt = previous_attempts + 1
             log_params(self.mc, self.run_id, params)
-        tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt)}
+        tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt), **(shown or {})}
         if restarted:
             tags[Tag.RESTARTED] = restarted
         if judge:
@@ -444,9 +482,11 @@ class TrialRun:
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
         ]
-        # A tag holds 8,000 characters; outcomes of more items (about 45,000) are not kept: their
-        # comparisons fall back to the unpaired test.
-        kept = [RunTag(k, v) for k, v in _tags(tags or {}).items() if len(v) <= MAX_TAG_CHARS]
+        # The view's text beside the metrics, in one batch: the table never shows one without the other.
+        # A tag holds 8,000 characters; per-item outcomes of more items (about 45,000) are not kept:
+        # their comparisons fall back to the unpaired test.
+        both = {**view_tags(metrics), **_tags(tags or {})}
+        kept = [RunTag(k, v) for k, v in both.items() if len(v) <= MAX_TAG_CHARS]
         self.mc.log_batch(self.run_id, metrics=rows, tags=kept)  # log_batch splits into accepted sizes
         self.logged_step = step
 
@@ -577,4 +617,8 @@ def log_confirmation(mc: MlflowClient, run_id: str, metrics: Mapping[str, float]
     they were measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
     now = int(time.time() * 1000)
     rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
-    mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+    # The runs table's "confirmed objective": what the sweep reports, the mean over the training
+    # seeds where the finalist was retrained (logged after its own confirmation), else its own.
+    confirmed = with_interval(metrics, keys.CONFIRM_OBJECTIVE_SEEDS) or with_interval(metrics, keys.CONFIRM_OBJECTIVE)
+    shown = {**tags, ViewTag.CONFIRMED: confirmed} if confirmed else tags
+    mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in _tags(shown).items()])

@@ -18,7 +18,7 @@ from sweep import recovery, tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import objective_interval, objective_value, worst_value
-from sweep.points import OPTUNA_DIGITS, Point, apply_point, point_name
+from sweep.points import OPTUNA_DIGITS, Point, apply_point, point_name, weight_tags
 from sweep.record import CURVES, IMAGES, Status, Tag, items_tag
 from trainer import keys
 from trainer.config import flatten
@@ -112,6 +112,7 @@ def run_trial(
         objective=ctx.objective.model_dump_json(),
         from_scratch=not resumed,
         restarted=note,
+        shown=weight_tags(cfg),
     )
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))

@@ -392,9 +392,11 @@ class TrialProgress(tune.Callback):
     ``  sm λ1e-3 μ1e-4 s0    epoch 2/4  objective 0.677  acc 0.869   [3/10 trials done, ETA ~1 min 10 s]``
 
     The objective shows ``-`` until the trial's first evaluation (Tune sees the worst value
-    before it); the ETA extrapolates this session's epochs per second over the epochs left: those
-    of the trials still to run (``total`` of ``epochs`` each), or with a ``budget``
-    (:class:`sweep.budget.EpochBudget`) the trial-epochs it has left, whichever is fewer.
+    before it). The ETA is printed once epochs were measured: the mean wall time between two
+    consecutive results of one trial (so a trial's start-up, Ray's and the judge's download, is not
+    counted as an epoch), times the epochs left, divided by the trials running side by side. The
+    epochs left are those of the trials still to run (``total`` of ``epochs`` each), or with a
+    ``budget`` (:class:`sweep.budget.EpochBudget`) the trial-epochs it has left, whichever is fewer.
     """
 
     def __init__(self, ctx: SweepContext, epochs: int, total: int, every: float = 10.0,
@@ -406,7 +408,8 @@ class TrialProgress(tune.Callback):
         self.evaluated: set[str] = set()
         self.printed: dict[str, float] = {}
         self.started = 0.0
-        self.epochs_seen = 0
+        self.seen_at: dict[str, tuple[int, float]] = {}  # trial id -> its last epoch and when it came
+        self.epoch_s: list[float] = []  # measured: wall seconds per epoch between two results of a trial
 
     def name(self, trial: Any) -> str:
         if trial.trial_id not in self.names:
@@ -420,9 +423,10 @@ class TrialProgress(tune.Callback):
         left += self.epochs * (total - len(trials))  # not created yet (a searcher's later trials)
         if self.budget is not None:  # ASHA stops most trials early: the budget bounds what is left
             left = min(left, self.budget.untrained())
-        if self.epochs_seen < 2 or not left:
-            return ""
-        return f", ETA ~{_duration((time.time() - self.started) / self.epochs_seen * left)}"
+        if not self.epoch_s or not left:
+            return ""  # no epoch measured yet: a first result's time is mostly the trial's start-up
+        side_by_side = max(1, sum(t.status == "RUNNING" for t in trials))
+        return f", ETA ~{_duration(sum(self.epoch_s) / len(self.epoch_s) * left / side_by_side)}"
 
     def _print(self, trials: list, name: str, text: str) -> None:
         total = max(self.total, len(trials))
@@ -444,7 +448,11 @@ class TrialProgress(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         tid = trial.trial_id
         self.last[tid] = result
-        self.epochs_seen += 1
+        now, epoch = time.time(), int(result.get(keys.EPOCH, 0))
+        before = self.seen_at.get(tid)
+        if before is not None and epoch > before[0]:
+            self.epoch_s.append((now - before[1]) / (epoch - before[0]))
+        self.seen_at[tid] = (epoch, now)
         if objective_value(self.ctx.objective, result) is not None:  # an evaluation epoch (or diverged)
             self.evaluated.add(tid)
         ended = result.get(keys.STATUS) in (keys.Status.FINISHED, keys.Status.DIVERGED)
@@ -472,6 +480,7 @@ class TrialProgress(tune.Callback):
                     self._metrics(trial.trial_id, f"{status} at epoch {int(result.get(keys.EPOCH, 0))}/{self.epochs}"))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.seen_at.pop(trial.trial_id, None)  # its next result comes after a restart, not an epoch
         self._print(trials, self.name(trial), "failed; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -341,7 +341,7 @@ def test_table2_shows_the_reachable_floor_beside_the_relative_fisher_divergence(
     main(["table2", "--experiment", "judges", "--sweep", "a", "--metric", "fisher_divergence_rel",
           "--tracking-uri", mixed, "--out", str(tmp_path)])
     md = (tmp_path / "fisher_divergence_rel_table2.md").read_text()  # a file per metric
-    assert "fisher_divergence_rel 0.950 (floor 0.9)" in md and "fisher_divergence_rel 0.850 (floor 0.8)" in md
+    assert "fisher_divergence_rel 0.950 (floor 0.900)" in md and "fisher_divergence_rel 0.850 (floor 0.800)" in md
     assert_png(tmp_path / "fisher_divergence_rel_table2.png")
 
 
@@ -369,3 +369,22 @@ def test_cli_fronts_of_two_sweeps_in_one_plot(store, tmp_path, capsys):
     assert table.groupby("sweep")["hypervolume"].first().to_dict() == pytest.approx({"old": 0.07, "grid": 0.59})
     assert table["sweep"].value_counts().to_dict() == {"grid": 2, "old": 2}
     assert _logged(store.uri, store.grid) == before  # several sweeps: nothing logged
+
+
+def test_a_sweep_named_with_name_is_found_in_its_own_experiment_and_the_error_says_so(tmp_path, capsys):
+    """``--name intr`` without ``experiment`` in the config makes experiment ``intr``: comparing it
+    with the quickstart in experiment ``quickstart`` says where it is and how to put sweeps together."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mc = MlflowClient(tracking_uri=uri)
+    for name in ("quickstart", "intr"):
+        exp = mc.create_experiment(name, artifact_location=(tmp_path / name).as_uri())
+        _trial(mc, exp, _parent(mc, exp, name, T0), name, T0 + 1, [], "finished", [0.5, 0.6], 0.7)
+    with pytest.raises(AnalysisError) as err:
+        select_parent("quickstart", uri, "intr")
+    assert str(err.value) == (
+        "no sweep named 'intr' in MLflow experiment 'quickstart'; it is in experiment 'intr' (a sweep's --name "
+        "names its experiment unless the config sets experiment: run sweeps to compare with --set experiment=NAME, "
+        "or pass --experiment intr)")
+    with pytest.raises(AnalysisError) as err:
+        select_parent("quickstart", uri, "nope")
+    assert str(err.value) == "no sweep named 'nope' in MLflow experiment 'quickstart'"

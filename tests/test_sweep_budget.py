@@ -223,7 +223,7 @@ def test_the_watchdog_waits_while_the_budget_is_spent(tmp_path):
     assert not dog.stop_all()
 
 
-def test_the_eta_counts_the_budget_left(monkeypatch):
+def test_the_eta_counts_the_budget_left():
     from sweep.trial import SweepContext
     from sweep.tune import TrialProgress
 
@@ -231,9 +231,8 @@ def test_the_eta_counts_the_budget_left(monkeypatch):
     b.start("a")
     b.result("a", 2)
     progress = TrialProgress(SweepContext("s", "", "", "", {}, None, None, 1), epochs=4, total=40, budget=b)
-    progress.started, progress.epochs_seen = 1.0, 2  # 2 epochs seen
+    progress.epoch_s = [10.0]  # one epoch measured between two results: 10 s per epoch
     progress.last = {"a": {keys.EPOCH: 2}}
-    monkeypatch.setattr("sweep.tune.time.time", lambda: 21.0)  # 20 s for 2 epochs: 10 s per epoch
     eta = progress._eta([_Trial("a", "RUNNING")])
     # n_trials alone: 2 + 39 x 4 = 158 epochs left; the budget: 10 - 2 = 8 -> 80 s.
     assert eta == ", ETA ~1 min 20 s"

@@ -19,7 +19,7 @@ CASES = [
     (["--set", "trainer.bogus=1"], ["trainer.bogus", "unknown key"]),
     (["--set", "trainer.epochs=0"], ["trainer.epochs"]),
     (["--set", "search.grid.loss.lam=[]"], ["loss.lam", "no values"]),
-    (["--set", "search.grid.loss.lam=[-1.0e-3]"], ["trainer.loss.lam"]),
+    (["--set", "search.grid.loss.lam=[-1.0e-3]"], ["search.grid.loss.lam"]),  # the path as typed
     (["--set", "search.points=[{loss.preset: nosuch}]"], ["nosuch"]),
     (["--config", "nosuch"], ["nosuch", "quickstart"]),
     (["--frobnicate"], ["--frobnicate"]),

@@ -51,6 +51,25 @@ def test_non_finite_numbers_anywhere_are_refused_naming_the_key(sets, key, tmp_p
     _nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "sets, typed",
+    [
+        (["search.grid.loss.lamda=[1.0e-3]"], "search.grid.loss.lamda: unknown key"),
+        (["search.grid.loss.lam=[-1]"], "search.grid.loss.lam: Input should be greater than or equal to 0"),
+        (["search.points=[{loss.preset: baseline}, {loss.lamda: 1}]"], "search.points[1].loss.lamda: unknown key"),
+        (["search.method=optuna", "search.seeds=[0]", "search.grid={}", "search.points=[]",
+          "search.space.loss.lamda={low: 1.0e-4, high: 1.0e-2}"], "search.space.loss.lamda: unknown key"),
+        (["trainer.loss.lamda=1"], "trainer.loss.lamda: unknown key"),
+    ],
+    ids=["grid key", "grid value", "point", "optuna space", "base"],
+)
+def test_a_bad_key_is_named_by_the_path_the_user_typed(sets, typed, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = _refused(capsys, sum((["--set", s] for s in [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *sets]), []))
+    assert line.endswith(f"error: {typed}"), line
+    _nothing_written(tmp_path)
+
+
 def _args(tmp_path, *sets: str) -> list[str]:
     return sum((["--set", s] for s in [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *sets]), [])
 

@@ -34,6 +34,9 @@ class DataConfig(_Strict):
     dataset: Literal["cifar10", "cifar100", "digits", "synthetic", "gaussians"] = "digits"
     data_dir: str = "./data"  # torchvision root for cifar10/cifar100
     download: bool = False  # allow torchvision to download CIFAR into data_dir
+    # Check CIFAR's files against the md5 sums torchvision knows for the published dataset; false
+    # reads an own copy in CIFAR's on-disk format (other images, a subset) unchecked.
+    verify: bool = True
     train_size: int | None = Field(None, ge=1)  # use the first N training images (None: all)
     test_size: int | None = Field(None, ge=1)  # use the first N test images (None: all)
     augment: bool = True  # random crop with padding + horizontal flip, on the device
