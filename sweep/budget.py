@@ -23,7 +23,6 @@ proposal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -36,14 +35,6 @@ class EpochBudget:
     spent: int = 0  # epochs trained by ended trials
     trained: dict[str, int] = field(default_factory=dict)  # trial id -> epochs trained so far
     restarting: set[str] = field(default_factory=set)  # trials Tune is restarting after a failure
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("trained", {})
-        state.setdefault("restarting", set())
-        self.__dict__.update(state)
-        # A searcher pickled before ``trained`` existed counted epochs reached, which is as good.
-        for trial_id, epoch in self.running.items():
-            self.trained.setdefault(trial_id, epoch)
 
     def committed(self) -> int:
         """Epochs spent plus those the running trials trained and may still train."""

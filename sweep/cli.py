@@ -17,7 +17,6 @@ from sweep.config import SweepConfig
 from sweep.loading import load_sweep_config, preset_names
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it); SIGTERM 143, SIGHUP 129
 
 # --smoke: any preset as a few-minute CPU run through its real code paths (its dataset, model,
 # loss, grid or search, judge, evaluations and analysis), every size cut down and the grid to its
@@ -102,7 +101,7 @@ def smoke_overrides(cfg: SweepConfig) -> list[str]:
 def load_config(args: argparse.Namespace) -> SweepConfig:
     """The sweep's config from --config, --smoke, --set and --name (raises ConfigError)."""
     cfg = load_sweep_config(args.config, args.set, args.name)
-    if not getattr(args, "smoke", False):
+    if not args.smoke:
         return cfg
     return load_sweep_config(args.config, [*smoke_overrides(cfg), *args.set], args.name)
 

@@ -78,11 +78,8 @@ def _status_of(row: dict[str, Any]) -> Status:
 
 def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str, best_run: str | None) -> None:
     """Table 2 and Pareto front into the parent run, when the analysis package offers them."""
-    try:
-        from analysis import default_out_dir, report_sweep
-    except ImportError as e:
-        print(f"analysis: skipped (analysis.report_sweep is not available: {e})")
-        return
+    from analysis import default_out_dir, report_sweep
+
     out = default_out_dir(cfg.experiment_name, cfg.name).resolve()  # the same folder as the analysis CLI's
     print(f"analysis: Table 2, Pareto front and figures of sweep {cfg.name!r} ...", flush=True)
     try:
@@ -98,7 +95,7 @@ def _command(cfg: SweepConfig, args: argparse.Namespace, resume: bool = True) ->
     return (
         f"cd {shlex.quote(str(Path.cwd()))} && python -m sweep.run --config {shlex.quote(args.config)}"
         f" --name {shlex.quote(cfg.name)}"
-        + (" --smoke" if getattr(args, "smoke", False) else "")
+        + (" --smoke" if args.smoke else "")
         + (" --resume" if resume else "")
         + (f" --address {shlex.quote(args.address)}" if args.address else "")
         + "".join(f" --set {shlex.quote(s)}" for s in args.set)

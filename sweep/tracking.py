@@ -528,7 +528,7 @@ def judge_tags(mc: MlflowClient, run_id: str) -> dict[str, str]:
         return tags
     if Tag.JUDGE_KEY in run.data.tags:
         tags[Tag.JUDGE_KEY] = run.data.tags[Tag.JUDGE_KEY]
-    if "arch" in run.data.params:  # log_judge logs the judge config, its arch resolved
+    if "arch" in run.data.params:  # store_judge logs the judge config, its arch resolved
         tags[Tag.JUDGE_ARCH] = run.data.params["arch"]
     return tags
 
@@ -536,13 +536,6 @@ def judge_tags(mc: MlflowClient, run_id: str) -> dict[str, str]:
 def find_judge(mc: MlflowClient, key: str) -> str | None:
     """The run id of a finished judge with tag ``judge.key = key``, or None."""
     return _first_run(mc, JUDGES_EXPERIMENT, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'FINISHED'")
-
-
-def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Mapping[str, Any], path: Path) -> str:
-    """Store a trained judge as artifact ``judge.pt`` of a new run in experiment ``judges``."""
-    run_id = start_judge(mc, artifact_root, key)
-    store_judge(mc, run_id, key, params, path)
-    return run_id
 
 
 def start_judge(mc: MlflowClient, artifact_root: str | None, key: str) -> str:

@@ -147,12 +147,6 @@ def test_a_restart_from_scratch_after_one_epoch_is_counted():
     assert b.spent == 2
 
 
-def test_an_old_pickled_budget_still_loads():
-    b = EpochBudget.__new__(EpochBudget)
-    b.__setstate__({"total": 10, "per_trial": 4, "running": {"a": 2}, "spent": 3})
-    assert b.trained == {"a": 2} and b.committed() == 3 + 2 + 2
-
-
 def test_an_errored_trial_releases_its_reservation(tmp_path):
     search = _searcher(tmp_path, EpochBudget(8, 4))
     search.suggest("a")

@@ -104,7 +104,7 @@ def test_a_name_with_a_quote_is_found_in_mlflow_and_its_printed_commands_paste_a
     monkeypatch.chdir(tmp_path)
     cfg = load_sweep_config("quickstart", [], name=name)
     uri = f"sqlite:///{tmp_path / 'my store.db'}"
-    _print_next_steps(cfg, uri, parent, str(tmp_path), Namespace(config="quickstart", address=None, set=["a=b c"]), exp)
+    _print_next_steps(cfg, uri, parent, str(tmp_path), Namespace(config="quickstart", address=None, set=["a=b c"], smoke=False), exp)
     out = capsys.readouterr().out
     commands = [line.strip() for line in out.splitlines() if line.strip().startswith(("python -m", "cd ", "mlflow ui"))]
     assert len(commands) == 4, out

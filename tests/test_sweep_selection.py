@@ -124,7 +124,8 @@ def test_a_trial_is_tagged_with_its_selection_split_and_its_judges_key_and_arch(
     exp = tracking.ensure_experiment(mc, "e", (tmp_path / "artifacts").as_uri())
     judge_file = tmp_path / "judge.pt"
     judge_file.write_bytes(b"x")
-    judge = tracking.log_judge(mc, (tmp_path / "artifacts").as_uri(), "abc123", {"arch": "vgg11_released"}, judge_file)
+    judge = tracking.start_judge(mc, (tmp_path / "artifacts").as_uri(), "abc123")
+    tracking.store_judge(mc, judge, "abc123", {"arch": "vgg11_released"}, judge_file)
     _, parent = tracking.open_parent(mc, "e", None, "s", {"objective": {"split": "test"}}, None)
     assert mc.get_run(parent).data.tags[Tag.SELECTION_SPLIT] == "test"
     run = tracking.TrialRun(mc.tracking_uri, exp, parent, "s", key="k")

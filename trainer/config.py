@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "gaussians")
 Arch = Literal["resnet18", "resnet9", "vgg11", "vgg11_released"]
 ARCHS = get_args(Arch)
-LOSS_KINDS = ("ce", "grad_norm", "score_matching", "anti_score_matching")
-ESTIMATORS = ("taylor", "central", "hutchinson")
 
 
 class ConfigError(ValueError):

@@ -57,7 +57,7 @@ from sweep.objective import objective_value, worst_value
 from sweep.bench.replay.table import Table, read_table
 from trainer import keys
 from trainer.config import ConfigError
-from trainer.stats import Interval, seeds_interval, wilson
+from trainer.stats import Interval, seeds_interval
 
 METHODS = ("grid", "grid+asha", "random+asha", "tpe+asha", "tpe+asha warm")
 DEFAULT = "tpe+asha"  # the sweep's default search, judged by the goal
@@ -504,12 +504,6 @@ def markdown(report: Report) -> str:
     if note:
         lines.append(note)
     return "\n".join(lines)
-
-
-def share(fraction: float, n: int) -> str:
-    """A share of ``n`` seeds with its 95 % Wilson interval, in percent: "45% [26, 66]"."""
-    iv = wilson(round(fraction * n), n)
-    return f"{iv.value:.0%} [{100 * iv.lo:.0f}, {100 * iv.hi:.0f}]"
 
 
 def plot(report: Report, path: Path) -> None:
