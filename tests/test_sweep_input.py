@@ -145,3 +145,35 @@ def test_a_trial_that_fits_passes_and_an_unknown_node_memory_is_not_checked():
     cfg = load_sweep_config("quickstart", [])
     check_resources(cfg, [{"CPU": 2.0, "memory": 16.0 * 2**30}])
     check_resources(load_sweep_config("quickstart", ["trainer.model.width=40.0"]), [{"CPU": 2.0}])
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """About 500 bytes of YAML whose nested aliases stand for 9 x 10^(levels-1) strings."""
+    names = "abcdefghijklmnop"[:levels]
+    parts = [f"{names[0]}: &{names[0]} [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    parts += [f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]" for p, n in zip(names, names[1:])]
+    return "{" + ", ".join(parts) + "}"
+
+
+def test_a_yaml_alias_bomb_in_set_is_refused_within_a_second(tmp_path, capsys, monkeypatch):
+    # 10^8 strings behind 500 bytes: validating the expanded tree took over a minute.
+    monkeypatch.chdir(tmp_path)
+    bomb = _alias_bomb()
+    assert len(bomb) < 600
+    line = _refused(capsys, ["--set", f"trainer.data.dataset={bomb}"], limit_s=1.0)
+    assert "trainer.data.dataset" in line and "alias *a" in line and len(line) < 300
+    _nothing_written(tmp_path)
+
+
+def test_a_config_file_with_an_alias_is_refused_naming_the_file_and_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"name: mine\nsearch:\n  points: []\ntrainer:\n  notes: {_alias_bomb()}\n")
+    line = _refused(capsys, ["--config", str(config)], limit_s=1.0)
+    assert str(config) in line and "line 5" in line and "alias *a" in line
+    _nothing_written(tmp_path)
+    # A file without aliases (anchors alone expand nothing) still loads.
+    config.write_text("name: mine\nsearch:\n  grid:\n    loss.lam: [1.0e-3]\ntrainer:\n  epochs: &e 3\n")
+    from sweep.loading import load_sweep_config
+
+    assert load_sweep_config(str(config)).trainer.epochs == 3
