@@ -10,6 +10,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from argparse import Namespace
 from contextlib import contextmanager
@@ -157,6 +158,34 @@ def test_a_read_only_mlflow_db_is_refused_up_front(tmp_path, capsys, monkeypatch
     assert str(store) in line and "writable" in line
     assert store.read_bytes() == before
     _nothing_written(tmp_path)
+
+
+def test_a_store_a_killed_writer_left_mid_transaction_is_rolled_back_not_refused(tmp_path):
+    """A resume right after an interrupt met the journal a still-exiting process left: the
+    read-only check failed with "attempt to write a readonly database". Now SQLite rolls the
+    journal back and the store passes, with its committed content and not the half-written one."""
+    from sweep import stores
+
+    store = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{store}"
+    mc = tracking.client(uri)
+    exp = tracking.ensure_experiment(mc, "kept", None)
+    writer = (
+        "import os, signal, sqlite3, sys\n"
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "con.execute('BEGIN')\n"
+        "con.execute(\"UPDATE experiments SET name = 'half-written' WHERE name = 'kept'\")\n"
+        "con.execute('CREATE TABLE filler AS WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
+        "WHERE n < 3000) SELECT randomblob(1000) AS b FROM c')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    died = subprocess.run([sys.executable, "-c", writer, str(store)], timeout=120)
+    assert died.returncode == -signal.SIGKILL
+    assert (tmp_path / "mlflow.db-journal").stat().st_size > 0  # hot: nobody holds its lock
+    stores.check_tracking_store(uri, None)
+    assert not (tmp_path / "mlflow.db-journal").exists()
+    assert MlflowClient(uri).get_experiment(exp).name == "kept"
+    assert "half-written" not in {e.name for e in MlflowClient(uri).search_experiments()}
 
 
 def test_a_tracking_uri_in_an_unwritable_folder_is_refused_up_front(tmp_path, capsys, monkeypatch):
