@@ -196,9 +196,19 @@ def finish(mc: MlflowClient, run_id: str, failed: bool = False) -> None:
 
 
 def log_parent_metrics(mc: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
-    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run."""
+    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run,
+    once per step: a value equal to the metric's latest is not logged again (the analysis run twice,
+    a resumed sweep's report), and a changed one goes to the next step, so no step holds two."""
     now = int(time.time() * 1000)
-    mc.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    rows = []
+    for key, value in metrics.items():
+        history = mc.get_metric_history(run_id, key)
+        latest = max(history, key=lambda m: (m.step, m.timestamp), default=None)
+        if latest is not None and (latest.value == float(value) or (math.isnan(latest.value) and math.isnan(value))):
+            continue
+        rows.append(Metric(key, float(value), now, 0 if latest is None else latest.step + 1))
+    if rows:
+        mc.log_batch(run_id, metrics=rows)
 
 
 def log_warm_start(mc: MlflowClient, run_id: str, sources: list[Mapping[str, Any]]) -> None:
