@@ -574,8 +574,10 @@ def child_runs(mc: MlflowClient, experiment_id: str, parent_id: str) -> list[Run
 
 
 def log_confirmation(mc: MlflowClient, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
-    """Log a finalist's ``confirm/*`` metrics (step 0: measured once) and the tags saying what
-    they were measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
+    """Log a finalist's ``confirm/*`` metrics (step 0: measured once; measured again with other
+    settings after a resume changed ``confirm.*``: the next step) and the tags saying what they were
+    measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
     now = int(time.time() * 1000)
-    rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
+    step = 1 + max((m.step for k in metrics for m in mc.get_metric_history(run_id, k)), default=-1)
+    rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
     mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in _tags(tags).items()])

@@ -177,3 +177,61 @@ def test_a_config_file_with_an_alias_is_refused_naming_the_file_and_line(tmp_pat
     from sweep.loading import load_sweep_config
 
     assert load_sweep_config(str(config)).trainer.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "sets, words",
+    [
+        (["confirm.samples=1000000000000"], ["the confirmation needs at least", "lower confirm.samples (at most about"]),
+        (["trainer.eval.samples=100000000"], ["100,000,000 generated samples", "lower trainer.eval.samples"]),
+        (["judge.width=200.0"], ["the judge's training needs", "lower judge.width or judge.batch_size"]),
+        (["judge.width=1.0e6"], ["judge.width=1e+06: the judge is too large to build"]),
+    ],
+    ids=["confirm", "eval", "judge", "judge-overflow"],
+)
+def test_confirmation_judge_and_evaluation_sizes_are_bounded_by_the_node_memory(sets, words):
+    # confirm.samples=10^12 was accepted, every trial trained, then confirmation failed allocating 8 TB.
+    from sweep.loading import load_sweep_config
+    from sweep.preflight import PreflightError, check_resources
+
+    node = [{"CPU": 2.0, "memory": 16.0 * 2**30}]
+    check_resources(load_sweep_config("quickstart", []), node)  # the preset's own sizes fit
+    with pytest.raises(PreflightError) as e:
+        check_resources(load_sweep_config("quickstart", sets), node)
+    for word in words:
+        assert word in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "sets, words",
+    [
+        (["confirm.samples=10000000"], ["the confirmation needs", "one GPU has 22 GiB", "lower confirm.samples"]),
+        (["trainer.eval.samples=10000000"], ["4 trial(s) per GPU with 10,000,000 generated samples", "lower trainer.eval.samples"]),
+        (["judge.width=30.0"], ["the judge's training needs about", "GiB of GPU memory", "lower judge.width"]),
+    ],
+    ids=["confirm", "eval", "judge"],
+)
+def test_on_a_gpu_sweep_the_same_sizes_are_bounded_by_the_gpus_memory_before_ray_starts(sets, words):
+    from sweep.loading import load_sweep_config
+    from sweep.preflight import PreflightError, check_packing, check_resources
+
+    with pytest.raises(PreflightError) as e:
+        check_packing(load_sweep_config("table2", sets))
+    for word in words:
+        assert word in str(e.value), str(e.value)
+    # the samples' starting noise, drawn on the CPU, against the node's memory once Ray is up
+    with pytest.raises(PreflightError, match="confirm.samples=1000000000000: the starting noise"):
+        check_resources(load_sweep_config("table2", ["confirm.samples=1000000000000"]),
+                        [{"CPU": 4.0, "GPU": 1.0, "memory": 16.0 * 2**30}])
+
+
+@pytest.mark.slow  # joins the session's Ray: the node's memory is what bounds the sizes
+def test_a_confirmation_beyond_the_machine_is_refused_before_the_judge_and_the_trials(ray_cluster, tmp_path, capsys,
+                                                                                       monkeypatch):  # fmt: skip
+    from helpers import TINY
+
+    monkeypatch.chdir(tmp_path)
+    sets = [*TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "confirm.samples=1000000000000"]
+    line = _refused(capsys, sum((["--set", s] for s in sets), []), limit_s=120)
+    assert "the confirmation needs at least" in line and "confirm.samples=1000000000000" in line, line
+    _nothing_written(tmp_path)
