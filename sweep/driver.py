@@ -421,10 +421,10 @@ def _prepare_locked(
             ) from None
         except OSError as e:  # what the checks above cannot foresee; nothing is written yet
             raise preflight.PreflightError(f"Ray could not start ({type(e).__name__}: {e})") from None
-        except ray_tune.StartTimeout:
+        except ray_tune.StartTimeout as e:
             raise preflight.PreflightError(
-                "Ray's local node did not start within its 30 s, twice: the machine is too busy now; "
-                "nothing was written, run the same command again when it is less loaded"
+                f"Ray: {e} (SWEEP_RAY_START_TIMEOUT): the machine is too busy now; nothing was written, run the "
+                "same command again when it is less loaded, or with a longer SWEEP_RAY_START_TIMEOUT"
             ) from None
     try:
         preflight.check_resources(cfg, ray_tune.nodes())

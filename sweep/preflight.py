@@ -111,6 +111,9 @@ def check_ray_address(address: str | None) -> None:
 # sockets/plasma_store, with a 7-digit pid (Linux's largest) -- 68 bytes after the root.
 RAY_SOCKET_TAIL = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 SOCKET_PATH_MAX = 107  # bytes of an AF_UNIX socket path on Linux (108 with the final NUL)
+# The folder of the user's own the sweep puts Ray's temp root in (sweep.tune._private_temp_root):
+# /ray-<uid>, or /ray-XXXXXXXX from mkdtemp where that name is taken.
+RAY_PRIVATE_ROOT = len("/ray-") + max(len(str(os.getuid())), 8)
 # SQLAlchemy's driver module per MLflow database URI scheme -> the pip package that provides it
 DB_DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "MySQLdb": "mysqlclient",
               "pymysql": "PyMySQL", "pyodbc": "pyodbc", "pymssql": "pymssql"}  # fmt: skip
@@ -122,14 +125,22 @@ def check_ray_local(address: str | None, environ: Mapping[str, str] | None = Non
     if address and address != "local":
         return
     env = os.environ if environ is None else environ
+    limit = env.get("SWEEP_RAY_START_TIMEOUT", "").strip()
+    try:
+        if limit and not 0 < float(limit) < math.inf:
+            raise ValueError(limit)
+    except ValueError:
+        raise PreflightError(f"SWEEP_RAY_START_TIMEOUT={limit}: must be a positive number of seconds (the "
+                             "longest a local Ray may take to start; unset: 300)") from None
     var = "RAY_TMPDIR" if "RAY_TMPDIR" in env else "TMPDIR" if "TMPDIR" in env else None
     root = env[var] if var else "/tmp"
-    length = len(root.encode()) + RAY_SOCKET_TAIL
+    tail = RAY_PRIVATE_ROOT + RAY_SOCKET_TAIL
+    length = len(root.encode()) + tail
     if var and length > SOCKET_PATH_MAX:
         raise PreflightError(
             f"{var}={root} is too long for Ray: its socket paths would be {length} bytes, over the "
             f"{SOCKET_PATH_MAX} a Unix socket allows; set RAY_TMPDIR to a folder of at most "
-            f"{SOCKET_PATH_MAX - RAY_SOCKET_TAIL} bytes (e.g. export RAY_TMPDIR=/tmp) or a shorter TMPDIR"
+            f"{SOCKET_PATH_MAX - tail} bytes (e.g. export RAY_TMPDIR=/tmp) or a shorter TMPDIR"
         )
     if env.get("RAY_AUTH_MODE", "token").lower() != "token" or env.get("RAY_AUTH_TOKEN"):
         return
