@@ -63,6 +63,7 @@ from ray import tune  # noqa: E402
 from ray.train._internal.storage import _exists_at_fs_path  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from sweep import seams  # noqa: E402
 from sweep import warmstart  # noqa: E402
@@ -71,6 +72,7 @@ from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
 from sweep.points import grid_points  # noqa: E402
 from sweep.recovery import LOST_NOTE  # noqa: E402
+from sweep.stall import WORKER_NODE, StallWatch  # noqa: E402
 from sweep.trial import POINT, POINT_KEY, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
@@ -384,8 +386,10 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
     if checkpoint is not None:
         restore = Path(tempfile.mkdtemp(prefix="sweep-restore-"))
         checkpoint.to_directory(str(restore))
+    node = ray.get_runtime_context().get_node_id()  # with Tune's own "pid": where a stuck worker runs
 
     def report(metrics: dict[str, Any], directory: Path | None) -> None:
+        metrics = {**metrics, WORKER_NODE: node}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)) if directory else None)
 
     try:
@@ -460,6 +464,60 @@ class _KillSeams(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(keys.EPOCH, 0) >= 2:  # so the first epoch's checkpoint is in Tune's state
             seams.kill_point("result")
+
+
+@ray.remote(num_cpus=0)
+def _end_worker(pid: int) -> str:
+    """SIGKILL a stuck trial's worker on this node, if ``pid`` is still a Ray worker process
+    (its process title starts ``ray::``); SIGKILL reaches a stopped process too."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    if not title.startswith(b"ray::"):
+        return "not a Ray worker"
+    os.kill(pid, signal.SIGKILL)
+    return "killed"
+
+
+def end_worker(pid: int, node_id: str) -> None:
+    """End the worker ``pid`` on Ray node ``node_id`` (a task pinned there, so any node of a cluster
+    works); Tune then sees its trial fail. Not waited for: Tune's loop goes on."""
+    strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    _end_worker.options(scheduling_strategy=strategy).remote(pid)
+
+
+class Stalls(tune.Callback):
+    """Feeds :class:`sweep.stall.StallWatch`: each trial's starts and results, and a look after
+    every step of Tune's loop. Pickled with the Tuner, so a resumed sweep keeps its limit."""
+
+    def __init__(self, ctx: SweepContext, timeout: float | None) -> None:
+        self.ctx, self.timeout = ctx, timeout
+        self.watch = StallWatch(timeout, end_worker, lambda line: print(line, flush=True))
+
+    def setup(self, **info: Any) -> None:
+        _STALLS[:] = [self]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.started(trial.trial_id, trial_name(self.ctx, trial.config))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.watch.result(trial.trial_id, trial_name(self.ctx, trial.config), result)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.ended(trial.trial_id)  # watched again when it restarts
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.ended(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.ended(trial.trial_id)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.watch.check()
+
+
+_STALLS: list[Stalls] = []  # the running fit's watch, for the errors of trials it ended
 
 
 @ray.remote
@@ -923,12 +981,14 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                     _KillSeams(),
                     TrialProgress(ctx, cfg.max_epochs, search.num_samples * max(1, len(ctx.points)), budget=budget),
                     *([watchdog] if watchdog else []),
+                    Stalls(ctx, cfg.trial_timeout),
                 ],
                 stop=watchdog,
                 verbose=0,  # TrialProgress prints instead of Tune's status tables
             ),
         )
     INTERRUPT.interrupted = False
+    _STALLS[:] = []
     handler = signal.getsignal(signal.SIGINT)
     try:
         grid = tuner.fit()
@@ -940,12 +1000,16 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
     for result in grid:
         metrics = dict(result.metrics or {})
         metrics.setdefault(POINT, trial_name(ctx, dict(result.config or {})))  # never-started trials too
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        error = str(result.error).strip().splitlines()[-1] if result.error else None
+        if error and _STALLS:  # ended by trial_timeout: say so, not Ray's "the actor died"
+            error = _STALLS[0].watch.error(trial_id) or error
         out.append(
             {
-                "trial_id": metrics.get("trial_id") or Path(result.path).name,
+                "trial_id": trial_id,
                 "config": dict(result.config or {}),  # the point: SweepContext.point_of
                 "metrics": metrics,
-                "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+                "error": error,
             }
         )
     return out
