@@ -217,14 +217,24 @@ def config_changes(stored: Mapping[str, str], current: Mapping[str, object]) -> 
     """``key: old -> new`` for every key of the flattened config whose value differs from the
     stored one (the parent run's params: strings, cut at MLflow's 6000 characters)."""
     changes = []
+    defaults = _default_config()
     for key in sorted(set(stored) | set(current)):
         if key.startswith(RESUMABLE_CHANGES):
             continue
+        if key not in stored and key in defaults and current.get(key) == defaults[key]:
+            continue  # a setting added to the schema after the sweep started, left at its default
         old = stored.get(key, NOT_RECORDED)
         new = str(current[key])[:6000] if key in current else NOT_RECORDED
         if old != new:
             changes.append(f"{key}: {old} -> {new}")
     return changes
+
+
+def _default_config() -> dict[str, Any]:
+    """The flattened defaults of every sweep setting (as the parent run's params flatten a config)."""
+    from trainer.config import flatten
+
+    return flatten(SweepConfig().model_dump(mode="json"))
 
 
 def check_resume_config(name: str, parent_id: str, stored: Mapping[str, str], current: Mapping[str, object]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -94,12 +94,13 @@ def log_params(mc: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None
     mc.log_batch(run_id, params=_params(values))
 
 
-def search_all(mc: MlflowClient, experiment_id: str, query: str) -> list[Run]:
-    """Every run of the experiment matching ``query``, page by page."""
+def search_all(mc: MlflowClient, experiment_id: str, query: str, view: int = ViewType.ACTIVE_ONLY) -> list[Run]:
+    """Every run of the experiment matching ``query``, page by page (``view``: MLflow's ViewType;
+    ALL or DELETED_ONLY to see runs in MLflow's trash too)."""
     runs: list[Run] = []
     token = None
     while True:
-        page = mc.search_runs([experiment_id], query, page_token=token)
+        page = mc.search_runs([experiment_id], query, run_view_type=view, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
@@ -380,9 +381,12 @@ class TrialRun:
         """
         run = self.find()
         previous_attempts = 0
+        replaced = None
         if run is not None and from_scratch and self._last_step(run.info.run_id) > 0:
             previous_attempts = int(run.data.tags.get(Tag.ATTEMPTS, "0"))
-            self.mc.delete_run(run.info.run_id)
+            # Deleted once its successor exists: a kill in between leaves a second run holding no
+            # epoch, which a resume moves to the trash (sweep.state), never a point without a run.
+            replaced = run.info.run_id
             restarted = restarted or "started again from scratch"
             run = None
         if run is not None:
@@ -409,6 +413,8 @@ class TrialRun:
             self.run_id = run.info.run_id
             self.attempt = previous_attempts + 1
             log_params(self.mc, self.run_id, params)
+            if replaced is not None:
+                self.mc.delete_run(replaced)
         tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt)}
         if restarted:
             tags[Tag.RESTARTED] = restarted

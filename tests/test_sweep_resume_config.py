@@ -38,6 +38,9 @@ def test_config_changes_names_each_key_with_old_and_new_value_and_skips_resumabl
     current = {"trainer.epochs": 3, "search.grid.loss.lam": [0.001], "tracking.uri": "sqlite:///b.db", "new": True}
     assert preflight.config_changes(stored, current) == [
         "gone: 1 -> (not recorded)", "new: (not recorded) -> True", "trainer.epochs: 6 -> 3"]  # fmt: skip
+    # A setting added to the schema after the sweep started is no change at its default, only when set.
+    assert preflight.config_changes({}, {"trial_timeout": None}) == []
+    assert preflight.config_changes({}, {"trial_timeout": 60.0}) == ["trial_timeout: (not recorded) -> 60.0"]
 
 
 @pytest.mark.parametrize(
