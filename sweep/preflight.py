@@ -352,11 +352,33 @@ def sample_bytes(data: DataConfig, samples: int) -> int:
     return samples * (2 * image_bytes(data) + BYTES_PER_LABEL)
 
 
+def evaluation_bytes(trial: TrainConfig) -> dict[str, int]:
+    """What one evaluation of ``trial`` holds at once beyond its dataset and model, by the setting
+    that sizes it: the generated samples (``trainer.eval.samples``) and the density ratios'
+    log-ratios, a float64 per test image, noise draw and σ (``trainer.eval.density_draws``). The
+    other evaluation sizes take test images, so the dataset bounds them."""
+    if not trial.eval.enabled:
+        return {}
+    from trainer.memory import dataset_shape
+
+    images = min(trial.eval.density_images, dataset_shape(trial.data)[1])
+    return {
+        "trainer.eval.samples": sample_bytes(trial.data, trial.eval.samples),
+        "trainer.eval.density_draws": images * trial.eval.density_draws * len(trial.eval.density_sigmas) * 8,
+    }
+
+
+def _largest(parts: dict[str, int], trial: TrainConfig) -> str:
+    """``key=value`` of the evaluation setting that holds the most (:func:`evaluation_bytes`)."""
+    key = max(parts, key=lambda k: parts[k])
+    return f"{key}={getattr(trial.eval, key.rsplit('.', 1)[1])}"
+
+
 def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
     """Each stage that runs on a CPU must fit the memory of the largest node (``node_bytes``: Ray's
     ``memory`` resource, bytes; 0: unknown, not checked): every trial, the judge's training and the
-    confirmation of a finalist, each with what it generates (``trainer.eval.samples``,
-    ``confirm.samples``).
+    confirmation of a finalist, each with what it holds at once (``trainer.eval.samples``,
+    ``trainer.eval.density_draws``, ``confirm.samples``).
 
     Each is bounded from below by trainer.memory (dataset and model, no activations; milliseconds)
     plus its generated samples; where that bound is above a tenth of the node, the full estimate
@@ -367,22 +389,23 @@ def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
     from trainer.memory import GIB, data_bytes, resident_bytes  # torch
 
     for c in _trial_configs(cfg):
-        samples = c.eval.samples if c.eval.enabled else 0
         try:
             need, what = resident_bytes(c), "dataset and model alone"
         except RuntimeError as e:  # a tensor size beyond 64 bits: far beyond any node
             raise PreflightError(f"trainer.model.width={c.model.width:g}: the model is too large to build ({e}); "
                                  "lower trainer.model.width") from None  # fmt: skip
-        extra = sample_bytes(c.data, samples)
+        parts = evaluation_bytes(c)
+        extra = sum(parts.values())
         if 10 * (need + extra) > node_bytes and need + extra <= node_bytes:
             need, what = _estimate(c).peak_bytes, "with its activations"
         if need + extra > node_bytes:
-            held = f", and its {samples:,} generated samples (trainer.eval.samples)" if extra > need else ""
+            by_eval = extra > need
+            held = f", and what its evaluation holds at once ({_largest(parts, c)})" if by_eval else ""
             raise PreflightError(
                 f"a CPU trial needs about {(need + extra) / GIB:,.1f} GiB ({what}{held}; trainer.model.width="
                 f"{c.model.width:g}, trainer.batch_size={c.batch_size}) but the largest Ray node has "
                 f"{node_bytes / GIB:,.1f} GiB of memory; lower "
-                + ("trainer.eval.samples" if extra > need else "trainer.model.width or trainer.batch_size")
+                + (_largest(parts, c).split("=")[0] if by_eval else "trainer.model.width or trainer.batch_size")
             )
         n = confirm_samples(cfg, c)
         need = data_bytes(c.data) + sample_bytes(c.data, n)  # a lower bound: the finalist's model not counted
@@ -477,12 +500,13 @@ def _check_gpu_stages(cfg: SweepConfig, configs: list[TrainConfig], per_gpu: int
     from trainer.memory import CUDA_CONTEXT_BYTES, GIB, data_bytes
 
     for c in configs:
-        n = c.eval.samples if c.eval.enabled else 0
-        need = per_gpu * (_estimate(c).footprint_bytes + sample_bytes(c.data, n))
+        parts = evaluation_bytes(c)
+        need = per_gpu * (_estimate(c).footprint_bytes + sum(parts.values()))
         if need > gpu_bytes:
+            setting = _largest(parts, c)
             raise PreflightError(
-                f"trainer.eval.samples={n}: {per_gpu} trial(s) per GPU with {n:,} generated samples each need "
-                f"{need / GIB:,.1f} GiB but resources.gpu_memory_gib is {gpu_bytes / GIB:g}; lower trainer.eval.samples"
+                f"{setting}: {per_gpu} trial(s) per GPU with what their evaluations hold at once need "
+                f"{need / GIB:,.1f} GiB but resources.gpu_memory_gib is {gpu_bytes / GIB:g}; lower {setting.split('=')[0]}"
             )
         k = confirm_samples(cfg, c)
         need = data_bytes(c.data) + sample_bytes(c.data, k) + CUDA_CONTEXT_BYTES

@@ -183,11 +183,13 @@ def test_a_config_file_with_an_alias_is_refused_naming_the_file_and_line(tmp_pat
     "sets, words",
     [
         (["confirm.samples=1000000000000"], ["the confirmation needs at least", "lower confirm.samples (at most about"]),
-        (["trainer.eval.samples=100000000"], ["100,000,000 generated samples", "lower trainer.eval.samples"]),
+        (["trainer.eval.samples=100000000"], ["(trainer.eval.samples=100000000)", "lower trainer.eval.samples"]),
+        (["trainer.eval.density_draws=10000000"], ["(trainer.eval.density_draws=10000000)",
+                                                   "lower trainer.eval.density_draws"]),
         (["judge.width=200.0"], ["the judge's training needs", "lower judge.width or judge.batch_size"]),
         (["judge.width=1.0e6"], ["judge.width=1e+06: the judge is too large to build"]),
     ],
-    ids=["confirm", "eval", "judge", "judge-overflow"],
+    ids=["confirm", "eval", "density", "judge", "judge-overflow"],
 )
 def test_confirmation_judge_and_evaluation_sizes_are_bounded_by_the_node_memory(sets, words):
     # confirm.samples=10^12 was accepted, every trial trained, then confirmation failed allocating 8 TB.
@@ -206,7 +208,7 @@ def test_confirmation_judge_and_evaluation_sizes_are_bounded_by_the_node_memory(
     "sets, words",
     [
         (["confirm.samples=10000000"], ["the confirmation needs", "one GPU has 22 GiB", "lower confirm.samples"]),
-        (["trainer.eval.samples=10000000"], ["4 trial(s) per GPU with 10,000,000 generated samples", "lower trainer.eval.samples"]),
+        (["trainer.eval.samples=10000000"], ["trainer.eval.samples=10000000: 4 trial(s) per GPU", "lower trainer.eval.samples"]),
         (["judge.width=30.0"], ["the judge's training needs about", "GiB of GPU memory", "lower judge.width"]),
     ],
     ids=["confirm", "eval", "judge"],
