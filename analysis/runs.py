@@ -45,6 +45,7 @@ NUMERIC_PARAMS: dict[str, str] = {
     "epochs": "epochs",  # configured epochs
     "width": "model.width",
 }
+AXES = ("lam", "mu")  # Table 2's axes and the grid's: numbers, or the trial is refused (not dropped)
 TEXT_PARAMS: dict[str, str] = {
     "loss": "loss.kind",  # ce | grad_norm | score_matching | anti_score_matching
     "estimator": "loss.estimator",
@@ -324,7 +325,15 @@ def load(experiment: str, tracking_uri: str | None = None, parent_run_id: str | 
                             f"(e.g. {missing[0]!r}); were they written by the sweep?")
     frame = frame.drop(columns="has_lam_mu")
     for col in NUMERIC_PARAMS:
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        raw = frame[col]
+        frame[col] = pd.to_numeric(raw, errors="coerce")
+        if col in AXES:  # a cell's coordinates: a run whose λ or μ is no number would drop out of Table 2
+            bad = frame[col].isna() & raw.notna()
+            if bad.any():
+                row = frame.loc[bad].iloc[0]
+                raise AnalysisError(f"{int(bad.sum())} trial(s) in {scope} have a non-numeric {NUMERIC_PARAMS[col]} "
+                                    f"param (e.g. run {row['run_name']!r}, id {row['run_id']}: {raw[bad].iloc[0]!r}); "
+                                    "were they written by the sweep?")
     # Int64 (nullable): seeds and epoch counts are integers, possibly missing.
     for col in ("seed", "epochs", "epochs_done", "attempts"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").round().astype("Int64")

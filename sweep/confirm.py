@@ -257,10 +257,13 @@ def _rescore(
     return json.dumps(out)
 
 
-def _reused(run: Any, finalist: Candidate, sample_seed: int) -> Confirmed | None:
-    """The finalist's confirmation as its run holds it, when it was measured with this seed."""
+def _reused(run: Any, finalist: Candidate, sample_seed: int, samples: int | None = None) -> Confirmed | None:
+    """The finalist's confirmation as its run holds it, when it was measured with this seed (and
+    this many samples, when ``confirm.samples`` is set: a resume may change it)."""
     tags, m = run.data.tags, run.data.metrics
     if tags.get(Tag.CONFIRM_SAMPLE_SEED) != str(sample_seed) or keys.CONFIRM_TEST_ACC not in m:
+        return None
+    if samples is not None and keys.CONFIRM_GAN_TEST in m and tags.get(Tag.CONFIRM_SAMPLES) != str(samples):
         return None
 
     def interval(key: str) -> Interval | None:
@@ -364,7 +367,7 @@ def _confirm_one(
     measured and logged in it. None when the run names no checkpoint."""
     seed, mc = cfg.confirm_sample_seed, tracking.client(uri)
     device = "cpu" if cfg.resources.gpus == 0 else cfg.trainer.device
-    done = _reused(run, finalist, seed) if run is not None else None
+    done = _reused(run, finalist, seed, cfg.confirm.samples) if run is not None else None
     if done is None:
         if finalist.checkpoint is None:
             print(f"confirm: {finalist.point}: its run names no checkpoint; not confirmed", flush=True)

@@ -33,6 +33,7 @@ from sweep.paths import (
 )
 from sweep.points import grid_points, point_names
 from sweep.record import JUDGES_EXPERIMENT, POOLED_PREFIX, Status, Tag
+from sweep.state import study_url
 from sweep.trial import SweepContext
 from trainer import keys
 from trainer.config import ConfigError, flatten
@@ -61,11 +62,10 @@ def _check_data_files(cfg: SweepConfig) -> None:
 
 
 def _study_storage(cfg: SweepConfig, storage: str) -> str:
-    if cfg.search.storage:
-        return cfg.search.storage
-    folder = Path(storage) if "://" not in storage else Path.cwd() / "sweep_results"
-    folder.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
-    return f"sqlite:///{folder / (cfg.name + '-optuna.db')}"
+    url = study_url(cfg, storage)
+    if url.startswith("sqlite:///") and not cfg.search.storage:  # sqlite creates the file, not its folder
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def _status_of(row: dict[str, Any]) -> Status:
@@ -258,6 +258,11 @@ def _prepare_locked(
     seams.kill_point("locked")
     with phases("checks"):
         parent_id = check_name()  # again under the lock: a driver that held it may have finished
+        if args.resume:  # Tune's state, the Optuna study, the MLflow runs: read and cross-checked
+            from sweep import state
+
+            for repair in state.check(cfg, uri, f"{storage.rstrip('/')}/{cfg.name}", storage, parent_id):
+                print(repair, flush=True)
         if parent_id is not None and tracking.client(uri).get_run(parent_id).info.status == "RUNNING":
             print(f"sweep {cfg.name!r}: its parent run {parent_id} was left RUNNING by a driver that is gone; taking it over")
         from sweep import warmstart  # imports Optuna, as sweep.tune does
@@ -274,10 +279,10 @@ def _prepare_locked(
             ) from None
         except OSError as e:  # what the checks above cannot foresee; nothing is written yet
             raise preflight.PreflightError(f"Ray could not start ({type(e).__name__}: {e})") from None
-        except ray_tune.StartTimeout:
+        except ray_tune.StartTimeout as e:
             raise preflight.PreflightError(
-                "Ray's local node did not start within its 30 s, twice: the machine is too busy now; "
-                "nothing was written, run the same command again when it is less loaded"
+                f"Ray: {e} (SWEEP_RAY_START_TIMEOUT): the machine is too busy now; nothing was written, run the "
+                "same command again when it is less loaded, or with a longer SWEEP_RAY_START_TIMEOUT"
             ) from None
     try:
         preflight.check_resources(cfg, ray_tune.nodes())
@@ -413,6 +418,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
         raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.names.values()), total))
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
+    missing = missing_points(rows, ctx) if cfg.search.method == "grid" else []
     confirmation = confirm.Confirmation([], None, None, retrained=False)
     selected = report.best_row(rows)
     if cfg.confirm.enabled:
@@ -441,8 +447,19 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
     )  # fmt: skip
     seams.kill_point("analysis")
     print(f"\nsweep {cfg.name!r} done in {phases.summary()}: {len(rows)} trials, {failed} failed")
+    if missing:
+        print(f"sweep {cfg.name!r}: {len(missing)} of {len(points)} points have no trial in Tune's results "
+              f"({', '.join(missing)}); Tune did not run them (its state was not what the sweep saved?); their "
+              "results are missing, so the sweep is not done", flush=True)  # fmt: skip
     _print_next_steps(cfg, uri, parent_id, storage, args, experiment_id)
-    return 1 if failed or plan.ray.stalled() else 0
+    return 1 if failed or plan.ray.stalled() or missing else 0
+
+
+def missing_points(rows: list[dict[str, Any]], ctx: SweepContext) -> list[str]:
+    """The grid's points (by key) with no trial among Tune's result ``rows``, by name: a grid
+    sweep never ends as done without every point."""
+    seen = {ctx.point_of(r["config"]).key for r in rows if r.get("config")}
+    return sorted(ctx.names.get(key, key) for key in ctx.points if key not in seen)
 
 
 def _pooled(mc: Any, uri: str, cfg: SweepConfig, parent_id: str) -> dict[str, Any]:

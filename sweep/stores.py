@@ -1,6 +1,7 @@
 """Preflight of the places a sweep writes: the MLflow store, its artifact root, Ray's storage.
 
-Each check reads only (``os.access``, a read-only SQLite open), so a refused sweep leaves nothing
+Each check reads only (``os.access``, a read-only SQLite open; a read-write one only to let SQLite
+roll back a journal that a process killed mid-write left), so a refused sweep leaves nothing
 behind, and each finishes in well under a second: MLflow itself would retry an unusable sqlite
 file for about a minute (its engine retries sleep 0.1 s, 0.3 s, ... 51 s) and an unreachable
 server for minutes, then print a traceback. A failure is a :class:`PreflightError` with one line
@@ -79,13 +80,30 @@ def check_sqlite(uri: str) -> None:
     if head != SQLITE_HEADER:
         raise PreflightError(f"tracking.uri: {path} is not an SQLite database; move it away or use another tracking.uri")
     try:
-        con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        _read_schema(path, "ro")
+    except sqlite3.OperationalError as e:
+        if "readonly" not in str(e) or not path.with_name(path.name + "-journal").exists():
+            raise PreflightError(f"tracking.uri: MLflow database {path} cannot be read ({e})") from None
+        # A hot journal: a process (an interrupted driver still exiting, a killed worker) ended in
+        # the middle of a write. Only a writer may roll it back, so a read-only open fails with
+        # "attempt to write a readonly database"; a read-write open makes SQLite restore the last
+        # committed state, as MLflow's own first connection would. Nothing new is written.
         try:
-            con.execute("PRAGMA schema_version").fetchone()
-        finally:
-            con.close()
+            _read_schema(path, "rw", timeout=15)
+        except sqlite3.DatabaseError as e:
+            raise PreflightError(f"tracking.uri: MLflow database {path} cannot be read ({e})") from None
     except sqlite3.DatabaseError as e:
         raise PreflightError(f"tracking.uri: MLflow database {path} cannot be read ({e})") from None
+
+
+def _read_schema(path: Path, mode: str, timeout: float = 5) -> None:
+    """Open the SQLite file in ``mode`` (ro, rw), waiting up to ``timeout`` s for a writer's lock,
+    and read its schema version (raises sqlite3.DatabaseError when it cannot)."""
+    con = sqlite3.connect(f"{path.as_uri()}?mode={mode}", uri=True, timeout=timeout)
+    try:
+        con.execute("PRAGMA schema_version").fetchone()
+    finally:
+        con.close()
 
 
 def check_tracking_store(uri: str, artifact_root: str | None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -99,12 +99,13 @@ def log_params(mc: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None
     mc.log_batch(run_id, params=_params(values))
 
 
-def search_all(mc: MlflowClient, experiment_id: str, query: str) -> list[Run]:
-    """Every run of the experiment matching ``query``, page by page."""
+def search_all(mc: MlflowClient, experiment_id: str, query: str, view: int = ViewType.ACTIVE_ONLY) -> list[Run]:
+    """Every run of the experiment matching ``query``, page by page (``view``: MLflow's ViewType;
+    ALL or DELETED_ONLY to see runs in MLflow's trash too)."""
     runs: list[Run] = []
     token = None
     while True:
-        page = mc.search_runs([experiment_id], query, page_token=token)
+        page = mc.search_runs([experiment_id], query, run_view_type=view, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
@@ -201,9 +202,19 @@ def finish(mc: MlflowClient, run_id: str, failed: bool = False) -> None:
 
 
 def log_parent_metrics(mc: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
-    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run."""
+    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run,
+    once per step: a value equal to the metric's latest is not logged again (the analysis run twice,
+    a resumed sweep's report), and a changed one goes to the next step, so no step holds two."""
     now = int(time.time() * 1000)
-    mc.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    rows = []
+    for key, value in metrics.items():
+        history = mc.get_metric_history(run_id, key)
+        latest = max(history, key=lambda m: (m.step, m.timestamp), default=None)
+        if latest is not None and (latest.value == float(value) or (math.isnan(latest.value) and math.isnan(value))):
+            continue
+        rows.append(Metric(key, float(value), now, 0 if latest is None else latest.step + 1))
+    if rows:
+        mc.log_batch(run_id, metrics=rows)
 
 
 def log_warm_start(mc: MlflowClient, run_id: str, sources: list[Mapping[str, Any]]) -> None:
@@ -411,9 +422,12 @@ class TrialRun:
         """
         run = self.find()
         previous_attempts = 0
+        replaced = None
         if run is not None and from_scratch and self._last_step(run.info.run_id) > 0:
             previous_attempts = int(run.data.tags.get(Tag.ATTEMPTS, "0"))
-            self.mc.delete_run(run.info.run_id)
+            # Deleted once its successor exists: a kill in between leaves a second run holding no
+            # epoch, which a resume moves to the trash (sweep.state), never a point without a run.
+            replaced = run.info.run_id
             restarted = restarted or "started again from scratch"
             run = None
         if run is not None:
@@ -440,6 +454,8 @@ class TrialRun:
             self.run_id = run.info.run_id
             self.attempt = previous_attempts + 1
             log_params(self.mc, self.run_id, params)
+            if replaced is not None:
+                self.mc.delete_run(replaced)
         tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt), **(shown or {})}
         if restarted:
             tags[Tag.RESTARTED] = restarted
@@ -606,10 +622,12 @@ def child_runs(mc: MlflowClient, experiment_id: str, parent_id: str) -> list[Run
 
 
 def log_confirmation(mc: MlflowClient, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
-    """Log a finalist's ``confirm/*`` metrics (step 0: measured once) and the tags saying what
-    they were measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
+    """Log a finalist's ``confirm/*`` metrics (step 0: measured once; measured again with other
+    settings after a resume changed ``confirm.*``: the next step) and the tags saying what they were
+    measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
     now = int(time.time() * 1000)
-    rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
+    step = 1 + max((m.step for k in metrics for m in mc.get_metric_history(run_id, k)), default=-1)
+    rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
     # The runs table's "confirmed objective": what the sweep reports, the mean over the training
     # seeds where the finalist was retrained (logged after its own confirmation), else its own.
     confirmed = with_interval(metrics, keys.CONFIRM_OBJECTIVE_SEEDS) or with_interval(metrics, keys.CONFIRM_OBJECTIVE)

@@ -13,9 +13,14 @@ import os
 import random
 import shutil
 import signal
+import stat
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,16 +31,43 @@ from typing import Any, Callable, Sequence
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
+# How long a local Ray may take to start (seconds): Ray's own limits (30 s for the node, 60 s for
+# its dashboard process) are met on a busy machine, where a start takes minutes but succeeds.
+START_TIMEOUT_ENV = "SWEEP_RAY_START_TIMEOUT"
+DEFAULT_START_TIMEOUT_S = 300.0
+
+
+def start_timeout() -> float:
+    """The local Ray's start limit in seconds: SWEEP_RAY_START_TIMEOUT, else 300 (ValueError when
+    it is not a positive number; the preflight says so first)."""
+    raw = os.environ.get(START_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_START_TIMEOUT_S
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{START_TIMEOUT_ENV} must be a positive number of seconds, not {raw!r}")
+    return value
+
+
+# Read by Ray when it is imported: its dashboard process (which a local sweep does not use) then
+# gets as long to start as the node, instead of failing after 60 s on a busy machine.
+try:
+    os.environ.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", str(int(start_timeout())))
+except ValueError:  # refused by the preflight before Ray starts
+    pass
+
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.train._internal.storage import _exists_at_fs_path  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from sweep import search, seams  # noqa: E402
 from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
 from sweep.recovery import LOST_NOTE  # noqa: E402
+from sweep.stall import WORKER_NODE, StallWatch  # noqa: E402
 from sweep.trial import POINT, POINT_KEY, SweepContext, run_trial  # noqa: E402
 from trainer import keys  # noqa: E402
 
@@ -130,41 +162,163 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERRO
 
 
 class StartTimeout(Exception):
-    """Ray's local node did not register within Ray's fixed 30 s, twice (an overloaded machine)."""
+    """Ray's local node did not register within the start limit (an overloaded machine)."""
+
+
+# Ray 2.60 waits a fixed 30 s (a literal, ``raylet_start_wait_time_s``, in
+# ray._private.node.Node.__init__, measured with that module's ``time.monotonic``) for a new local
+# node's raylet to register, then raises a bare Exception. On a 2-core machine at load 35 the
+# raylet needs longer and every start failed, though it would have come up. Ray offers no setting,
+# so while ray.init starts the local node, that module's clock runs slower by the factor that
+# stretches the 30 s to the start limit (tests/test_sweep_ray_start.py fails first if Ray changes).
+RAY_NODE_WAIT_S = 30
+
+
+class _SlowClock:
+    """Stands in for the ``time`` module inside ray._private.node: ``monotonic`` runs ``factor``
+    times slower, everything else is the real module."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor, self.origin = factor, time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.origin + (time.monotonic() - self.origin) / self.factor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@contextmanager
+def _node_start_limit(seconds: float) -> Iterator[None]:
+    """Ray's wait for a new local node lasts ``seconds`` instead of 30 while the block runs."""
+    from ray._private import node as ray_node
+
+    saved = ray_node.time
+    ray_node.time = _SlowClock(max(1.0, seconds / RAY_NODE_WAIT_S))  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        ray_node.time = saved
+
+
+# Ray logs its dashboard process's failure as an error block (the last 20 lines of its log) and
+# carries on; a local sweep starts Ray without a dashboard, so it is noise. Every other record of
+# that logger still shows.
+_DASHBOARD_NOISE = ("Failed to start the dashboard", "Error should be written to 'dashboard.log'",
+                    "Couldn't read dashboard.log")  # fmt: skip
+
+
+class _DashboardNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith(_DASHBOARD_NOISE) or "(it contains the error message from the dashboard)" in text)
+
+
+logging.getLogger("ray._private.services").addFilter(_DashboardNoise())
+_saved_tmpdir: list[str | None] = []
+
+
+def _private_temp_root() -> None:
+    """Point Ray's temp root (RAY_TMPDIR) at a folder only this user can enter.
+
+    Ray makes its session folders (``sockets/``, ``logs/``, ...) world-writable (0777, no sticky
+    bit) so that several users can share ``/tmp/ray``; inside a 0700 folder of the user's own,
+    nobody else can reach them. The folder is ``ray-<uid>`` in the temp root Ray would use
+    (RAY_TMPDIR, else TMPDIR, else /tmp), reused by later sweeps; if another user owns that name,
+    a fresh one is made with :func:`tempfile.mkdtemp`.
+    """
+    root = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    private = os.path.join(root, f"ray-{os.getuid()}")
+    try:
+        os.mkdir(private, 0o700)
+    except FileExistsError:
+        info = os.lstat(private)
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+            os.chmod(private, 0o700)
+        else:  # a file, a link, or another user's folder: not ours to use
+            private = tempfile.mkdtemp(prefix="ray-", dir=root)
+    _saved_tmpdir.append(os.environ.get("RAY_TMPDIR"))
+    os.environ["RAY_TMPDIR"] = private
+
+
+def _restore_temp_root() -> None:
+    if _saved_tmpdir:
+        saved = _saved_tmpdir.pop()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+
+
+def token_path() -> Path | None:
+    """The auth token file a local Ray start reads or creates (~/.ray/auth_token), or None when the
+    start uses none (token auth off, the token given in RAY_AUTH_TOKEN) or the user names the file
+    (RAY_AUTH_TOKEN_PATH: theirs to keep)."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    return Path.home() / ".ray" / "auth_token"
+
+
+def _private_token() -> None:
+    """Create the local Ray's auth token readable by this user alone, before ray.init would create
+    it with the umask's mode (0644 in a fresh HOME): the token is what keeps other local users out
+    of the loopback ports. Ray's own ``ray get-auth-token --generate`` makes it, run with umask 077;
+    a token that exists already is narrowed to 0600 after the start (:func:`_narrow_token`)."""
+    path = token_path()
+    if path is None or path.exists():
+        return
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+                   umask=0o077, capture_output=True, timeout=300, check=False)  # fmt: skip
+
+
+def _narrow_token() -> None:
+    path = token_path()
+    try:
+        if path is not None and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass  # not ours to change (another owner); Ray still reads it
 
 
 def start(address: str | None) -> None:
     """Connect to the cluster at ``address`` (or RAY_ADDRESS), else start a private local one
-    that listens on loopback only.
+    that listens on loopback only, keeps its session folders in a folder of this user's own and
+    its auth token readable by this user alone.
 
-    Ray waits a fixed 30 s for a new local node to register and then raises a bare Exception; on a
-    loaded machine that is a passing state, so a local start is tried once more before
-    :class:`StartTimeout` says so.
+    Ray waits a fixed 30 s for a new local node to register and then raises a bare Exception; a
+    local start waits up to :func:`start_timeout` (SWEEP_RAY_START_TIMEOUT, default 300 s)
+    instead, and :class:`StartTimeout` says when even that ran out.
     """
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    if address == "local" or _on_loopback(address):
+    local = address == "local"
+    if local or _on_loopback(address):
         # A cluster on this machine's loopback (``ray start --head --node-ip-address=127.0.0.1``):
         # Ray would otherwise rewrite 127.0.0.1 to the node's network address and wait minutes
         # for a GCS that does not listen there.
         _loopback(True)
-    for attempt in (1, 2):
-        try:
+    limit = start_timeout()
+    if local:
+        _private_temp_root()
+        _private_token()
+    try:
+        with _node_start_limit(limit) if local else nullcontext():
             # log_to_driver=False keeps trainer chatter off the terminal; Tune still prints each
             # trial's error and the path of its full traceback.
             ray.init(
                 address=address,
                 log_to_driver=False,
                 logging_level=logging.WARNING,
-                include_dashboard=False if address == "local" else None,  # a laptop sweep needs no dashboard
+                include_dashboard=False if local else None,  # a laptop sweep needs no dashboard
             )
-            return
-        except Exception as e:
-            if "timed out during startup" not in str(e):
-                raise
-            ray.shutdown()
-            if attempt == 2:
-                raise StartTimeout(str(e)) from None
-            print("ray: the local node did not start within Ray's 30 s (a busy machine?); trying once more", flush=True)
+    except Exception as e:
+        if "timed out during startup" not in str(e):
+            raise
+        ray.shutdown()
+        raise StartTimeout(f"the local node did not start within {limit:g} s") from None
+    if local:
+        _narrow_token()
 
 
 def _on_loopback(address: str) -> bool:
@@ -176,6 +330,7 @@ def _on_loopback(address: str) -> bool:
 def stop() -> None:
     ray.shutdown()
     _loopback(False)
+    _restore_temp_root()
 
 
 def watch_local(on_lost: Callable[[str], None], every: float = 0.5) -> Callable[[], None]:
@@ -226,8 +381,10 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
     if checkpoint is not None:
         restore = Path(tempfile.mkdtemp(prefix="sweep-restore-"))
         checkpoint.to_directory(str(restore))
+    node = ray.get_runtime_context().get_node_id()  # with Tune's own "pid": where a stuck worker runs
 
     def report(metrics: dict[str, Any], directory: Path | None) -> None:
+        metrics = {**metrics, WORKER_NODE: node}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)) if directory else None)
 
     try:
@@ -302,6 +459,60 @@ class _KillSeams(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(keys.EPOCH, 0) >= 2:  # so the first epoch's checkpoint is in Tune's state
             seams.kill_point("result")
+
+
+@ray.remote(num_cpus=0)
+def _end_worker(pid: int) -> str:
+    """SIGKILL a stuck trial's worker on this node, if ``pid`` is still a Ray worker process
+    (its process title starts ``ray::``); SIGKILL reaches a stopped process too."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "gone"
+    if not title.startswith(b"ray::"):
+        return "not a Ray worker"
+    os.kill(pid, signal.SIGKILL)
+    return "killed"
+
+
+def end_worker(pid: int, node_id: str) -> None:
+    """End the worker ``pid`` on Ray node ``node_id`` (a task pinned there, so any node of a cluster
+    works); Tune then sees its trial fail. Not waited for: Tune's loop goes on."""
+    strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    _end_worker.options(scheduling_strategy=strategy).remote(pid)
+
+
+class Stalls(tune.Callback):
+    """Feeds :class:`sweep.stall.StallWatch`: each trial's starts and results, and a look after
+    every step of Tune's loop. Pickled with the Tuner, so a resumed sweep keeps its limit."""
+
+    def __init__(self, ctx: SweepContext, timeout: float | None) -> None:
+        self.ctx, self.timeout = ctx, timeout
+        self.watch = StallWatch(timeout, end_worker, lambda line: print(line, flush=True))
+
+    def setup(self, **info: Any) -> None:
+        _STALLS[:] = [self]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.started(trial.trial_id, trial_name(self.ctx, trial.config))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.watch.result(trial.trial_id, trial_name(self.ctx, trial.config), result)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.ended(trial.trial_id)  # watched again when it restarts
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.ended(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.ended(trial.trial_id)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.watch.check()
+
+
+_STALLS: list[Stalls] = []  # the running fit's watch, for the errors of trials it ended
 
 
 @ray.remote
@@ -595,12 +806,14 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                     _KillSeams(),
                     TrialProgress(ctx, cfg.max_epochs, setup.num_samples * max(1, len(ctx.points)), budget=budget),
                     *([watchdog] if watchdog else []),
+                    Stalls(ctx, cfg.trial_timeout),
                 ],
                 stop=watchdog,
                 verbose=0,  # TrialProgress prints instead of Tune's status tables
             ),
         )
     INTERRUPT.interrupted = False
+    _STALLS[:] = []
     handler = signal.getsignal(signal.SIGINT)
     try:
         grid = tuner.fit()
@@ -612,12 +825,16 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
     for result in grid:
         metrics = dict(result.metrics or {})
         metrics.setdefault(POINT, trial_name(ctx, dict(result.config or {})))  # never-started trials too
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        error = str(result.error).strip().splitlines()[-1] if result.error else None
+        if error and _STALLS:  # ended by trial_timeout: say so, not Ray's "the actor died"
+            error = _STALLS[0].watch.error(trial_id) or error
         out.append(
             {
-                "trial_id": metrics.get("trial_id") or Path(result.path).name,
+                "trial_id": trial_id,
                 "config": dict(result.config or {}),  # the point: SweepContext.point_of
                 "metrics": metrics,
-                "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+                "error": error,
             }
         )
     return out

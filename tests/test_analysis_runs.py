@@ -115,6 +115,12 @@ def store(tmp_path_factory) -> Store:
     _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3)
     _trial(mc, exp, parent, "s", T0 + 2, [], "exploded", [0.1], None)  # no status the sweep writes
 
+    exp = mc.create_experiment("textual", artifact_location=f"{art}/textual")
+    parent = _parent(mc, exp, "s", T0)
+    _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3)
+    params = {**flatten(load_config(None, ["epochs=2"])), "loss.lam": "1e-3 (edited)"}  # a run edited by hand
+    _trial(mc, exp, parent, "s", T0 + 2, [], "finished", [0.1, 0.2], 0.3, params=params)
+
     exp = mc.create_experiment("foreign", artifact_location=f"{art}/foreign")
     parent = _parent(mc, exp, "s", T0)
     _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3, params={"lr": 0.1})
@@ -169,6 +175,8 @@ def test_load_bad_input(store, experiment, message):
     (["table2", "--experiment", "nope"], "no MLflow experiment named 'nope'"),
     (["table2", "--experiment", "unfinished"], "no finished trials"),
     (["pareto", "--experiment", "foreign"], "no loss.lam/loss.mu params"),
+    (["table2", "--experiment", "textual"], "1 trial(s) in sweep 's' of MLflow experiment 'textual' have a "
+                                            "non-numeric loss.lam param (e.g. run 'ce λ=0e+00 μ=0e+00 s0', id "),
     (["table2", "--experiment", "quick", "--metric", "accuracy"], "unknown metric 'accuracy'"),
     (["table2", "--experiment", "quick", "--metric", "score_alignment"], "was not logged"),
     (["pareto", "--experiment", "quick", "--sweep", "nope"], "no sweep named 'nope'"),
@@ -388,3 +396,41 @@ def test_a_sweep_named_with_name_is_found_in_its_own_experiment_and_the_error_sa
     with pytest.raises(AnalysisError) as err:
         select_parent("quickstart", uri, "nope")
     assert str(err.value) == "no sweep named 'nope' in MLflow experiment 'quickstart'"
+
+
+def test_a_repeated_export_logs_the_hypervolume_once(store, tmp_path, capsys):
+    # The sweep's own report, then `pareto` twice: one point per value, never two at one step.
+    report_sweep("quick", store.grid, tmp_path / "report", tracking_uri=store.uri)
+    for _ in range(2):
+        main(["pareto", "--experiment", "quick", "--sweep", "grid", "--tracking-uri", store.uri, "--out", str(tmp_path)])
+    history = MlflowClient(tracking_uri=store.uri).get_metric_history(store.grid, "sweep/hypervolume")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) and [m.value for m in history].count(pytest.approx(0.59)) == 1, history
+
+
+@pytest.mark.slow  # 5 s: SQLite's busy timeout runs out before the refusal
+def test_a_store_locked_by_another_process_is_one_line_and_exit_2(store, tmp_path, capsys):
+    # Another process holds an exclusive lock (a long write, a backup tool): a traceback after 20 s.
+    import shutil
+    import subprocess
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(store.uri.removeprefix("sqlite:///"), db)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\ncon = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "con.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(600)\n", str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["table2", "--experiment", "quick", "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "o")])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"analysis: error: the MLflow store sqlite:///{db} cannot be read (database is locked): another "
+                     "process holds it; run this again once it is done"], lines
+    assert not (tmp_path / "o").exists()

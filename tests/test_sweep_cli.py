@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +214,24 @@ def test_the_resume_command_keeps_smoke():
     args = parse_args(["--config", "table2", "--smoke", "--set", "trainer.epochs=3"])
     command = _command(load_config(args), args)
     assert command.endswith("--config table2 --name table2 --smoke --resume --set trainer.epochs=3")
+
+
+def test_ctrl_c_while_the_driver_imports_torch_exits_130_in_one_line(tmp_path):
+    # Ctrl-C in the first seconds lands in `from sweep import driver` (torch, MLflow, Ray); it was
+    # a KeyboardInterrupt traceback. The signal is sent once torch's library is mapped, i.e. during
+    # that import (Ray's, which follows, takes longer still).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.time() + 120
+    while "libtorch" not in maps.read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err + out
+    assert err.strip() == "sweep.run: interrupted by Ctrl-C while starting; nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

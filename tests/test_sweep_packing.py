@@ -35,7 +35,8 @@ def test_a_packing_that_fits_passes_and_an_unknown_memory_is_a_note(capsys):
 def test_the_largest_trial_of_the_grid_counts():
     # A ce base with one score-matching point: the point saves more, so it sets the need (the
     # evaluations are off: at quickstart's sizes they would need more than either training step).
-    no_eval = ["trainer.eval.enabled=false", "objective.name=accuracy", "resources.gpus=1"]
+    # No judge either: on a GPU of half a GiB its training (CUDA context included) would not fit.
+    no_eval = ["trainer.eval.enabled=false", "objective.name=accuracy", "resources.gpus=1", "judge=null"]
     flags = [*no_eval, "trainer.loss.preset=baseline", "search.grid={}", "search.points=[{loss.preset: score_matching}]"]
     base = estimate_memory(_quickstart_on_gpu(*flags).trainer).footprint_bytes
     point = estimate_memory(_quickstart_on_gpu(*no_eval).trainer).footprint_bytes  # quickstart's base: score matching
