@@ -32,7 +32,7 @@ from sweep.paths import (
     resolve_tracking_uri,
 )
 from sweep.points import grid_points, point_names
-from sweep.record import JUDGES_EXPERIMENT, POOLED_PREFIX, Status, Tag
+from sweep.record import JUDGES_EXPERIMENT, POOLED_PREFIX, Status, Tag, final_status
 from sweep.state import study_url
 from sweep.trial import SweepContext
 from trainer import keys
@@ -66,14 +66,6 @@ def _study_storage(cfg: SweepConfig, storage: str) -> str:
     if url.startswith("sqlite:///") and not cfg.search.storage:  # sqlite creates the file, not its folder
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return url
-
-
-def _status_of(row: dict[str, Any]) -> Status:
-    """The final status of a Tune trial from its last result."""
-    if row["error"]:
-        return Status.FAILED
-    status = row["metrics"].get(keys.STATUS)
-    return Status(status) if status in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED
 
 
 def _analysis(cfg: SweepConfig, uri: str, parent_id: str, storage: str, best_run: str | None) -> None:
@@ -413,7 +405,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
             stop_watching()
     seams.kill_point("fitted")
     for row in rows:
-        row["status"] = _status_of(row)
+        row["status"] = final_status(row["metrics"].get(keys.STATUS), bool(row["error"]))
     if plan.ray.interrupted() or ctrlc.pressed():  # Tune caught the Ctrl-C, stopped the trials and saved its state
         total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
         raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.names.values()), total))

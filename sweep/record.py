@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from trainer.keys import Status
 
 __all__ = ["Status", "Tag", "ViewTag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES",
-           "JUDGES_EXPERIMENT", "items_tag"]
+           "JUDGES_EXPERIMENT", "items_tag", "final_status"]
 
 
 class Tag(StrEnum):
@@ -88,6 +88,18 @@ class ViewTag(StrEnum):
     TEST_ACC = "test acc"  # trial: the latest test/acc with its interval
     LAM = "λ"  # trial: loss.lam in 3 significant digits, "-" where the loss has no λ (the baseline)
     MU = "μ"  # trial: loss.mu likewise
+
+
+ENDED = (Status.FINISHED, Status.DIVERGED)  # what a trial's own last report can end it as
+
+
+def final_status(last: str | None, errored: bool = False) -> Status:
+    """A trial's final status, the one rule: it raised (for good) -> failed; its last report said
+    finished or diverged -> that; anything else (a scheduler stopped it before its last epoch, or it
+    never reported) -> stopped. Tune's rows, the trial's own run and the progress lines all use it."""
+    if errored:
+        return Status.FAILED
+    return Status(last) if last in ENDED else Status.STOPPED
 
 
 class SelectionSplit(StrEnum):

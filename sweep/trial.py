@@ -19,7 +19,7 @@ from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import objective_interval, objective_value, worst_value
 from sweep.points import OPTUNA_DIGITS, Point, apply_point, point_name, weight_tags
-from sweep.record import CURVES, IMAGES, Status, Tag, items_tag
+from sweep.record import CURVES, IMAGES, Status, Tag, final_status, items_tag
 from trainer import keys
 from trainer.config import flatten
 
@@ -198,12 +198,12 @@ def run_trial(
             on_epoch(dict(final), {})
     except SystemExit:
         # Tune ends a trial its scheduler stops (ASHA) by exiting the trial from inside report().
-        mlrun.end(last["status"] if last["status"] in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED)
+        mlrun.end(final_status(last["status"]))
         raise
     except Exception as e:
         memory = out_of_memory(e)  # said before MLflow is written to, which may need memory too
         try:
-            mlrun.end(Status.FAILED)  # a retry reopens the run and marks it running again
+            mlrun.end(final_status(None, errored=True))  # a retry reopens the run and marks it running again
         except Exception:
             if memory is None:
                 raise  # out of memory, the driver settles the run's status after the trials
@@ -212,5 +212,5 @@ def run_trial(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mlrun.end(Status(final.get(keys.STATUS, Status.FINISHED)))
+    mlrun.end(final_status(final.get(keys.STATUS)))
     return final

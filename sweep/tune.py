@@ -56,8 +56,11 @@ try:
 except ValueError:  # refused by the preflight before Ray starts
     pass
 
+import psutil  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+# Private name 3 of 4 (reason: the exact test Tune's restore fails on; no public one; test:
+# tests/test_sweep_resume.py and the kill -9 resume test in tests/test_sweep_kill.py).
 from ray.train._internal.storage import _exists_at_fs_path  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
@@ -66,6 +69,7 @@ from sweep import search, seams  # noqa: E402
 from sweep.budget import EpochBudget  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.objective import objective_value  # noqa: E402
+from sweep.record import final_status  # noqa: E402
 from sweep.recovery import LOST_NOTE  # noqa: E402
 from sweep.stall import WORKER_NODE, StallWatch  # noqa: E402
 from sweep.trial import POINT, POINT_KEY, SweepContext, run_trial  # noqa: E402
@@ -81,7 +85,10 @@ _saved_env: list[str | None] = []
 
 def _loopback(on: bool) -> None:
     """Make Ray in this process and its children use 127.0.0.1 (``on``), or undo it."""
-    from ray._private import ray_constants  # the constant Ray read at import
+    # Private name 1 of 4 (reason: Ray reads the switch once, at import, into this constant, and
+    # offers no setting after it; test: tests/test_sweep_kill.py's loopback listener check and
+    # tests/test_sweep_ray_start.py's joined-cluster test fail if it stops working).
+    from ray._private import ray_constants
 
     if on:
         _saved_env.append(os.environ.get(LOOPBACK_ENV))
@@ -119,22 +126,28 @@ class _TuneInterrupt(logging.Filter):
         )
 
 
-class _DropMessage(logging.Filter):
-    """Drops one logger's records whose message starts with ``prefix``."""
+# Messages of Ray's that a local sweep has no use for, dropped by a filter on the handler of Ray's
+# top logger ("ray", which Ray's modules log through; ray.init keeps its handlers): the warning on
+# every local start that token authentication is on (the sweep wants it; the warning for it being
+# *off* still shows), and the error block Ray logs when its dashboard process fails to start (a
+# local sweep starts Ray without a dashboard; Ray carries on).
+_RAY_NOISE = ("Token authentication is enabled", "Failed to start the dashboard",
+              "Error should be written to 'dashboard.log'", "Couldn't read dashboard.log")  # fmt: skip
 
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
 
+class _RayNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
+        text = str(record.msg)
+        return not (text.startswith(_RAY_NOISE) or "(it contains the error message from the dashboard)" in text)
 
 
-# Ray 2.60 warns on every local start that token authentication is on (its new default, which
-# the sweep wants); the warning for it being *off* still shows.
-logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-    _DropMessage("Token authentication is enabled")
-)
+def _quiet_ray() -> None:
+    for handler in logging.getLogger("ray").handlers:
+        if not any(isinstance(f, _RayNoise) for f in handler.filters):
+            handler.addFilter(_RayNoise())
+
+
+_quiet_ray()
 class _TempFileRace(logging.Filter):
     """Drops Tune's error for one benign race: its experiment-state sync copying a temporary file
     (``.<uuid>-tmp-basic-variant-state-….json``) that Tune's own next save renamed away meanwhile.
@@ -165,8 +178,9 @@ class StartTimeout(Exception):
     """Ray's local node did not register within the start limit (an overloaded machine)."""
 
 
-# Ray 2.60 waits a fixed 30 s (a literal, ``raylet_start_wait_time_s``, in
-# ray._private.node.Node.__init__, measured with that module's ``time.monotonic``) for a new local
+# Private name 2 of 4 (reason: no setting exists; test: tests/test_sweep_ray_start.py). Ray 2.60
+# waits a fixed 30 s (a literal, ``raylet_start_wait_time_s``, in its node module's
+# ``Node.__init__``, measured with that module's ``time.monotonic``) for a new local
 # node's raylet to register, then raises a bare Exception. On a 2-core machine at load 35 the
 # raylet needs longer and every start failed, though it would have come up. Ray offers no setting,
 # so while ray.init starts the local node, that module's clock runs slower by the factor that
@@ -175,7 +189,7 @@ RAY_NODE_WAIT_S = 30
 
 
 class _SlowClock:
-    """Stands in for the ``time`` module inside ray._private.node: ``monotonic`` runs ``factor``
+    """Stands in for the ``time`` module inside Ray's node module: ``monotonic`` runs ``factor``
     times slower, everything else is the real module."""
 
     def __init__(self, factor: float) -> None:
@@ -201,20 +215,6 @@ def _node_start_limit(seconds: float) -> Iterator[None]:
         ray_node.time = saved
 
 
-# Ray logs its dashboard process's failure as an error block (the last 20 lines of its log) and
-# carries on; a local sweep starts Ray without a dashboard, so it is noise. Every other record of
-# that logger still shows.
-_DASHBOARD_NOISE = ("Failed to start the dashboard", "Error should be written to 'dashboard.log'",
-                    "Couldn't read dashboard.log")  # fmt: skip
-
-
-class _DashboardNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.msg)
-        return not (text.startswith(_DASHBOARD_NOISE) or "(it contains the error message from the dashboard)" in text)
-
-
-logging.getLogger("ray._private.services").addFilter(_DashboardNoise())
 _saved_tmpdir: list[str | None] = []
 
 
@@ -333,6 +333,22 @@ def stop() -> None:
     _restore_temp_root()
 
 
+RAY_DAEMONS = ("raylet", "gcs_server")  # the local instance's processes whose loss ends it
+
+
+def _local_daemons() -> list[tuple[str, psutil.Process]]:
+    """The raylet and GCS of the Ray instance this driver started (its child processes), by name;
+    none when it joined a cluster (``--address``), whose processes are not its own."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.name() in RAY_DAEMONS:
+                found.append((child.name(), child))
+        except psutil.Error:  # it ended while being listed
+            continue
+    return found
+
+
 def watch_local(on_lost: Callable[[str], None], every: float = 0.5) -> Callable[[], None]:
     """Call ``on_lost(cause)`` from a thread when a process of the local Ray instance this driver
     started dies (a killed raylet or GCS); returns the function that stops watching.
@@ -341,28 +357,38 @@ def watch_local(on_lost: Callable[[str], None], every: float = 0.5) -> Callable[
     returning to Python, so the driver's own clean-up must run from here. Joined clusters
     (``--address``) are not watched: their processes are not this driver's.
     """
-    node = getattr(ray._private.worker, "_global_node", None)
-    if node is None or not node.head:
+    watched = _local_daemons()
+    if not watched:
         return lambda: None
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(every):
-            dead = node.dead_processes()
-            if dead and not stop.is_set():
-                kind, process = dead[0]
-                on_lost(f"Ray's {kind} process died (exit status {process.returncode})")
-                return
+            for name, process in watched:
+                try:
+                    alive = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+                except psutil.Error:
+                    alive = False
+                if not alive and not stop.is_set():
+                    try:
+                        code = process.wait(timeout=0)  # reaps the child: its exit status
+                    except (psutil.Error, psutil.TimeoutExpired):
+                        code = None
+                    on_lost(f"Ray's {name} process died (exit status {code})")
+                    return
 
     threading.Thread(target=loop, name="sweep-ray-watch", daemon=True).start()
     return stop.set
 
 
 def kill_local() -> None:
-    """Kill what is left of the local Ray instance at once (after :func:`watch_local` saw it die)."""
-    node = getattr(ray._private.worker, "_global_node", None)
-    if node is not None and node.head:
-        node.kill_all_processes(check_alive=False, allow_graceful=False)
+    """Kill every process the driver started, Ray's included, at once (after :func:`watch_local`
+    saw the local Ray die): nothing is left behind when the driver exits."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
 
 
 def nodes() -> list[dict[str, float]]:
@@ -450,7 +476,9 @@ def newest_checkpoint(fs: Any, trial_dir: str) -> str | None:
     return max(found)[1] if found else None
 
 
-_trainable.__mixins__ = (_LostCheckpoint,)  # type: ignore[attr-defined]  # Tune's hook for the class it wraps a function in
+# Private name 4 of 4 (reason: Tune's only hook into the class it wraps a function trainable in; test:
+# tests/test_sweep_resume.py checks the mixin sits in that class's MRO).
+_trainable.__mixins__ = (_LostCheckpoint,)  # type: ignore[attr-defined]
 
 
 class _KillSeams(tune.Callback):
@@ -684,9 +712,7 @@ class TrialProgress(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended.add(trial.trial_id)
         result = self.last.get(trial.trial_id, {})
-        status = result.get(keys.STATUS) or keys.Status.STOPPED
-        if status == keys.Status.RUNNING:
-            status = keys.Status.STOPPED  # ended before its last epoch: the scheduler stopped it
+        status = final_status(result.get(keys.STATUS))
         self._print(trials, self.name(trial),
                     self._metrics(trial.trial_id, f"{status} at epoch {int(result.get(keys.EPOCH, 0))}/{self.epochs}"))
 

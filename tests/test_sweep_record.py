@@ -111,3 +111,12 @@ def test_the_runs_table_shows_each_number_with_its_interval_in_three_decimals(st
     assert weight_tags(baseline) == {ViewTag.LAM: "-", ViewTag.MU: "-"}  # the baseline has neither weight
     # The view shows these tags, and no metric or param column.
     assert all(c.startswith("tags.") for c in tracking.view_state()["selectedColumns"])
+
+
+def test_one_rule_decides_a_trials_final_status():
+    from sweep.record import final_status
+
+    assert final_status("finished") == "finished" and final_status("diverged") == "diverged"
+    assert final_status("running") == "stopped"  # ended before its last epoch: the scheduler stopped it
+    assert final_status(None) == "stopped"  # never reported
+    assert final_status("finished", errored=True) == "failed"  # it raised for good, whatever it said before
