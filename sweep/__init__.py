@@ -3,5 +3,5 @@
 ``python -m sweep.run`` is the entry point. ``sweep.config`` is the config schema,
 ``sweep.loading`` reads it (presets, ``--set``), ``sweep.points`` expands its points and
 ``sweep.paths`` resolves where results go; ``sweep.record`` names everything a trial is stored
-under; ``sweep.tune`` holds every Ray call and ``sweep.tracking`` every MLflow write.
+under; ``sweep.engine`` holds every Ray call (and ``sweep.search`` the searcher) and ``sweep.tracking`` every MLflow write.
 """

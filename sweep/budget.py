@@ -7,7 +7,7 @@ far plus the epochs it may still train (``per_trial`` less the epoch it reached)
 trial what it trained. When ASHA stops a trial early the rest of its reservation returns to the
 budget and pays for later trials. A trial that ends through any path (finished, stopped,
 diverged, failed, or lost by Tune without a word to the searcher, which the watchdog in
-:mod:`sweep.tune` notices) releases its reservation.
+:mod:`sweep.search`'s watchdog notices) releases its reservation.
 
 Epochs are counted from the ``epoch`` of each result: a higher epoch than the last adds the
 difference (results may be skipped), the same epoch again is a repeat (Tune hands the last result

@@ -324,7 +324,7 @@ def run_stage(
     ``remote`` runs ``fn() -> str`` as a Ray task with a trial's resources (a GPU sweep); without
     it the measurements run here, on the driver. With ``confirm.train_seeds``: ``ctx`` is the
     trials' context (the retrains run with it, their points added) and ``run_many`` runs several
-    ``fn() -> str`` as Ray tasks in parallel (:func:`sweep.tune.run_tasks`).
+    ``fn() -> str`` as Ray tasks in parallel (:func:`sweep.engine.session.run_tasks`).
     """
     seed, mc = cfg.confirm_sample_seed, tracking.client(uri)
     found = tracking.child_runs(mc, experiment_id, parent_id)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from sweep import confirm, ctrlc, lock, preflight, report, seams, stores, tracking
@@ -152,7 +151,6 @@ class Plan:
     artifact_root: str | None  # for experiments this sweep creates; None: the server decides
     storage: str  # Ray's storage path
     parent_id: str | None  # the existing parent run (a resumed sweep), else None
-    ray: ModuleType = field(repr=False)  # sweep.tune, imported once the input is known good
     lock: lock.SweepLock | None = field(default=None, repr=False)  # held for the driver's life
     warm: tuple[list, int] = ([], 0)  # sweep.warmstart.collect: trials entering the study, left out
 
@@ -200,9 +198,7 @@ def prepare(args: argparse.Namespace, cfg: SweepConfig, phases: Phases) -> Plan:
         stores.bound_http_retries()
         preflight.check_ray_address(args.address or os.environ.get("RAY_ADDRESS"))
         preflight.check_ray_local(args.address or os.environ.get("RAY_ADDRESS"))
-        from sweep import (
-            tune as ray_tune,  # Ray is imported only once the input is known good
-        )
+        from sweep.engine import tuner  # Ray is imported only once the input is known good
 
         sweep_dir = f"{storage.rstrip('/')}/{cfg.name}"
 
@@ -211,7 +207,7 @@ def prepare(args: argparse.Namespace, cfg: SweepConfig, phases: Phases) -> Plan:
             if not preflight.sqlite_missing(uri):
                 parent = tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name)
             # under the lock, the lock file counts only if a driver made it before this one
-            started = ray_tune.can_restore(sweep_dir) or (held.existed if held else lock.started(sweep_dir))
+            started = tuner.can_restore(sweep_dir) or (held.existed if held else lock.started(sweep_dir))
             preflight.check_name(cfg.name, args.resume, started, parent, sweep_dir)
             if args.resume and parent is not None:  # the same config, or nothing is touched
                 stored = tracking.stored_config(tracking.client(uri), parent)
@@ -226,7 +222,7 @@ def prepare(args: argparse.Namespace, cfg: SweepConfig, phases: Phases) -> Plan:
         except lock.LockHeld as e:
             raise preflight.PreflightError(str(e)) from None
     try:
-        return _prepare_locked(args, phases, cfg, uri, artifact_root, storage, ray_tune, check_name, held)
+        return _prepare_locked(args, phases, cfg, uri, artifact_root, storage, check_name, held)
     except BaseException as e:
         if held is not None:
             # Refused (exit 2) or Ctrl-C'd before anything was written: leave nothing behind, so
@@ -242,11 +238,12 @@ def _prepare_locked(
     uri: str,
     artifact_root: str | None,
     storage: str,
-    ray_tune: ModuleType,
     check_name: Callable[[], str | None],
     held: lock.SweepLock | None,
 ) -> Plan:
     """The rest of :func:`prepare`, under the sweep's lock."""
+    from sweep.engine import session
+
     seams.kill_point("locked")
     with phases("checks"):
         parent_id = check_name()  # again under the lock: a driver that held it may have finished
@@ -257,12 +254,12 @@ def _prepare_locked(
                 print(repair, flush=True)
         if parent_id is not None and tracking.client(uri).get_run(parent_id).info.status == "RUNNING":
             print(f"sweep {cfg.name!r}: its parent run {parent_id} was left RUNNING by a driver that is gone; taking it over")
-        from sweep import warmstart  # imports Optuna, as sweep.tune does
+        from sweep import warmstart  # imports Optuna, as the search does
 
         warm = warmstart.collect(cfg, uri)  # refuses (exit 2) sources whose training config differs
     with phases("ray start"):
         try:
-            ray_tune.start(args.address)
+            session.start(args.address)
             ctrlc.install_stop_signals()  # ray.init replaced the SIGTERM handler
         except ConnectionError as e:
             raise preflight.PreflightError(
@@ -271,25 +268,27 @@ def _prepare_locked(
             ) from None
         except OSError as e:  # what the checks above cannot foresee; nothing is written yet
             raise preflight.PreflightError(f"Ray could not start ({type(e).__name__}: {e})") from None
-        except ray_tune.StartTimeout as e:
+        except session.StartTimeout as e:
             raise preflight.PreflightError(
                 f"Ray: {e} (SWEEP_RAY_START_TIMEOUT): the machine is too busy now; nothing was written, run the "
                 "same command again when it is less loaded, or with a longer SWEEP_RAY_START_TIMEOUT"
             ) from None
     try:
-        preflight.check_resources(cfg, ray_tune.nodes())
+        preflight.check_resources(cfg, session.nodes())
     except preflight.PreflightError:
-        ray_tune.stop()
+        session.stop()
         raise
-    return Plan(args, cfg, uri, artifact_root, storage, parent_id, ray_tune, held, warm)
+    return Plan(args, cfg, uri, artifact_root, storage, parent_id, held, warm)
 
 
 def execute(plan: Plan, phases: Phases) -> int:
     """Judge, parent run, trials, analysis; returns 0, or 1 when some trials failed."""
+    from sweep.engine import session
+
     cfg, uri, args = plan.cfg, plan.uri, plan.args
     mc = tracking.client(uri)
     # A GPU judge trains on a worker (the head is often CPU-only); the quickstart's on the driver.
-    remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
+    remote = (lambda fn: session.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
     try:
         ctrlc.check()  # a Ctrl-C pressed while prepare() finished
         with phases("judge"):
@@ -320,8 +319,10 @@ def execute(plan: Plan, phases: Phases) -> int:
 def _interrupt(plan: Plan, mc: Any, experiment_id: str, parent_id: str, kept: str) -> Interrupted:
     """Close the sweep's MLflow runs as KILLED; --resume reopens them (a parent run without Ray
     state resumes as a fresh Tuner under the same parent)."""
+    from sweep.engine import tuner
+
     cfg, args = plan.cfg, plan.args
-    if not kept and not plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{cfg.name}"):
+    if not kept and not tuner.can_restore(f"{plan.storage.rstrip('/')}/{cfg.name}"):
         kept = "before Ray saved any trial: only the MLflow parent run was kept"
     note = f"Interrupted ({ctrlc.cause()}){': ' + kept if kept else ''}. Continue with `{_command(cfg, args)}`."
     _quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
@@ -332,6 +333,8 @@ def _ray_lost(plan: Plan, experiment_id: str, parent_id: str, cause: str) -> Non
     """The local Ray died under the trials (a killed raylet): close the runs as KILLED, print one
     line with the cause and the command that continues, exit 1. Runs on the watching thread,
     because Ray's core worker ends the process soon after without returning to Python."""
+    from sweep.engine import session
+
     cfg, args = plan.cfg, plan.args
     try:
         note = f"Stopped: {cause}. Continue with `{_command(cfg, args)}`."
@@ -342,7 +345,7 @@ def _ray_lost(plan: Plan, experiment_id: str, parent_id: str, cause: str) -> Non
     if ctrlc.pressed():  # e.g. SIGHUP to the whole process group: Ray's processes died of it too
         cause = f"{cause} after {ctrlc.cause()}"
     print(f"\nsweep {cfg.name!r} stopped: {cause}; {kept}; continue with: {_command(cfg, args)}", flush=True)
-    plan.ray.kill_local()
+    session.kill_local()
     os._exit(128 + ctrlc.signal_number() if ctrlc.pressed() else 1)
 
 
@@ -366,6 +369,8 @@ def _kept(rows: list[dict[str, Any]], points: list[str], total: int) -> str:
 
 
 def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_id: str, judge_run: str | None) -> int:
+    from sweep.engine import session, tuner
+
     cfg, uri, storage, args = plan.cfg, plan.uri, plan.storage, plan.args
     base = _absolute_paths(cfg)
     grid = grid_points(cfg.search)
@@ -397,16 +402,16 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
         warmstart.enter(cfg, mc, parent_id, cfg.name, study, *plan.warm)
     with phases("trials"):
         # A sweep killed before Tune saved its state resumes as a fresh Tuner under the same parent.
-        restore = args.resume and plan.ray.can_restore(f"{storage.rstrip('/')}/{cfg.name}")
-        stop_watching = plan.ray.watch_local(lambda cause: _ray_lost(plan, experiment_id, parent_id, cause))
+        restore = args.resume and tuner.can_restore(f"{storage.rstrip('/')}/{cfg.name}")
+        stop_watching = session.watch_local(lambda cause: _ray_lost(plan, experiment_id, parent_id, cause))
         try:
-            rows = plan.ray.fit(cfg, ctx, storage, study, restore)
+            rows = tuner.fit(cfg, ctx, storage, study, restore)
         finally:
             stop_watching()
     seams.kill_point("fitted")
     for row in rows:
         row["status"] = final_status(row["metrics"].get(keys.STATUS), bool(row["error"]))
-    if plan.ray.interrupted() or ctrlc.pressed():  # Tune caught the Ctrl-C, stopped the trials and saved its state
+    if tuner.interrupted() or ctrlc.pressed():  # Tune caught the Ctrl-C, stopped the trials and saved its state
         total = len(points) if cfg.search.method == "grid" else cfg.search.n_trials
         raise _interrupt(plan, mc, experiment_id, parent_id, _kept(rows, list(ctx.names.values()), total))
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
@@ -414,12 +419,12 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
     confirmation = confirm.Confirmation([], None, None, retrained=False)
     selected = report.best_row(rows)
     if cfg.confirm.enabled:
-        remote = (lambda fn: plan.ray.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
+        remote = (lambda fn: session.run_task(fn, cfg)) if cfg.resources.gpus > 0 else None
         with phases("confirm"):
             confirmation = confirm.run_stage(
                 cfg, uri, experiment_id, parent_id, rows, selected["trial_id"] if selected else None,
                 report.objective_of, report.point_of, judge_run, remote, ctx,
-                lambda fns: plan.ray.run_tasks(fns, cfg),
+                lambda fns: session.run_tasks(fns, cfg),
             )  # fmt: skip
         ctrlc.check()
     outcome = report.Outcome(rows, confirmation, cfg.objective.split, _pooled(mc, uri, cfg, parent_id))
@@ -444,7 +449,7 @@ def _run_trials(plan: Plan, phases: Phases, mc: Any, experiment_id: str, parent_
               f"({', '.join(missing)}); Tune did not run them (its state was not what the sweep saved?); their "
               "results are missing, so the sweep is not done", flush=True)  # fmt: skip
     _print_next_steps(cfg, uri, parent_id, storage, args, experiment_id)
-    return 1 if failed or plan.ray.stalled() or missing else 0
+    return 1 if failed or tuner.stalled() or missing else 0
 
 
 def missing_points(rows: list[dict[str, Any]], ctx: SweepContext) -> list[str]:
@@ -492,8 +497,8 @@ def run(args: argparse.Namespace, cfg: SweepConfig) -> int:
     except (ConfigError, preflight.PreflightError) as e:
         return fail(str(e))
     except KeyboardInterrupt:
-        if "sweep.tune" in sys.modules:  # a half-started local Ray would outlive the driver
-            _quietly(sys.modules["sweep.tune"].stop)
+        if "sweep.engine.session" in sys.modules:  # a half-started local Ray would outlive the driver
+            _quietly(sys.modules["sweep.engine.session"].stop)
         started = "ray start" in phases.seconds or "checks" in phases.seconds  # the checks had passed
         where = "while Ray started" if started else "during the checks"
         return _interrupted(Interrupted(cfg, args, f"{where}: nothing was written"))
@@ -512,7 +517,9 @@ def run(args: argparse.Namespace, cfg: SweepConfig) -> int:
                   "is fixed, the same command starts it again", file=sys.stderr, flush=True)  # fmt: skip
         raise
     finally:
-        _quietly(plan.ray.stop)
+        from sweep.engine import session  # prepare() imported it: Ray is up
+
+        _quietly(session.stop)
         if plan.lock is not None:
             plan.lock.release(discard=discard)  # nothing kept: the name is free again
 
@@ -561,7 +568,9 @@ def _discard_store(plan: Plan, before: set[Path], since: float) -> str:
 def _nothing_kept(plan: Plan) -> bool:
     """Whether a sweep that crashed left neither an MLflow parent run nor Ray state (its lock's
     mark alone would make the name look taken)."""
-    if plan.parent_id is not None or plan.ray.can_restore(f"{plan.storage.rstrip('/')}/{plan.cfg.name}"):
+    from sweep.engine import tuner
+
+    if plan.parent_id is not None or tuner.can_restore(f"{plan.storage.rstrip('/')}/{plan.cfg.name}"):
         return False
     try:
         return tracking.find_parent(tracking.client(plan.uri), plan.cfg.experiment_name, plan.cfg.name) is None

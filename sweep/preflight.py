@@ -111,7 +111,7 @@ def check_ray_address(address: str | None) -> None:
 # sockets/plasma_store, with a 7-digit pid (Linux's largest) -- 68 bytes after the root.
 RAY_SOCKET_TAIL = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 SOCKET_PATH_MAX = 107  # bytes of an AF_UNIX socket path on Linux (108 with the final NUL)
-# The folder of the user's own the sweep puts Ray's temp root in (sweep.tune._private_temp_root):
+# The folder of the user's own the sweep puts Ray's temp root in (sweep.engine.session._private_temp_root):
 # /ray-<uid>, or /ray-XXXXXXXX from mkdtemp where that name is taken.
 RAY_PRIVATE_ROOT = len("/ray-") + max(len(str(os.getuid())), 8)
 # SQLAlchemy's driver module per MLflow database URI scheme -> the pip package that provides it

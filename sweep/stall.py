@@ -4,7 +4,7 @@
 A worker stopped (SIGSTOP, a hung collective, a stalled file system) used to be invisible: no
 line, the ETA frozen, nothing ended it. :class:`StallWatch` keeps, per running trial, when it last
 reported (an epoch's result; its start before the first) and how long its epochs take. It is told
-of every start and result by the Tune callback in :mod:`sweep.tune` and asked to look after every
+of every start and result by the Tune callback in :mod:`sweep.engine.progress` and asked to look after every
 step of Tune's loop (a few times a second).
 
 - **The stall line.** A trial silent for longer than ``STALL_FACTOR`` times its longest epoch so
@@ -33,7 +33,7 @@ from trainer import keys
 STALL_FACTOR = 5.0  # silent for this many times its longest epoch: named
 STALL_MIN_S = 30.0  # ... but never sooner than this (short epochs jitter on a loaded machine)
 WORKER_PID = "pid"  # Tune puts the worker's pid into every result
-WORKER_NODE = "node_id"  # sweep.tune adds the worker's Ray node id
+WORKER_NODE = "node_id"  # sweep.engine.trainable adds the worker's Ray node id
 
 
 def duration(seconds: float) -> str:

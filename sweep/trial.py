@@ -1,8 +1,8 @@
 """One trial: a trainer run tracked in its own MLflow child run, reporting to Tune per epoch.
 
-This module does the work of the Tune trainable without importing Ray: ``sweep.tune`` passes in
+This module does the work of the Tune trainable without importing Ray: ``sweep.engine.trainable`` passes in
 the checkpoint to restore and a ``report(metrics, checkpoint_dir)`` function, so every Ray name
-stays in ``sweep.tune``.
+stays in ``sweep.engine``.
 """
 
 from __future__ import annotations

@@ -439,7 +439,7 @@ def test_retrained_finalists_are_reported_by_their_new_seeds_and_a_resume_retrai
 def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a_failure_in_its_place(
     ray_cluster, tmp_path
 ):
-    from sweep import tune
+    from sweep.engine import session as tune
 
     def stamp(i: int) -> str:  # nested: Ray pickles it by value (the tests folder is not on a worker's path)
         import time as clock

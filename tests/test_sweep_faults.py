@@ -327,7 +327,7 @@ def test_a_replaced_lost_checkpoint_says_so_in_the_note_and_is_not_carried_on(tr
     run.log_metrics({keys.EPOCH: 1, keys.TRAIN_LOSS: 1.0}, step=1)
     run.log_checkpoint(_checkpoint(tmp_path / "up" / "last.pt", 1))
     said = "the Tune checkpoint checkpoint_000002 of this trial was gone; continued from checkpoint_000003"
-    # sweep.tune moved the newest checkpoint where Tune's state pointed, with its note
+    # sweep.engine.trainable moved the newest checkpoint where Tune's state pointed, with its note
     moved = tmp_path / "moved"
     _checkpoint(moved / "last.pt", 3)
     (moved / recovery.LOST_NOTE).write_text(said)

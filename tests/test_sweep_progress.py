@@ -1,4 +1,4 @@
-"""The driver's live trial lines (sweep.tune.TrialProgress), fed Tune-like trials and results."""
+"""The driver's live trial lines (sweep.engine.progress.TrialProgress), fed Tune-like trials and results."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class FakeTrial:
 
 
 def test_objective_shows_a_dash_until_the_first_evaluation_and_trials_by_point(capsys):
-    from sweep.tune import TrialProgress
+    from sweep.engine.progress import TrialProgress
 
     pa, pb = Point((("loss.lam", 1e-3), ("loss.mu", 1e-4)), 0), Point((("loss.preset", "baseline"),), 0)
     ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1, points={pa.key: pa, pb.key: pb},
@@ -45,7 +45,7 @@ def test_objective_shows_a_dash_until_the_first_evaluation_and_trials_by_point(c
 
 
 def test_a_resumed_sweep_counts_only_the_trials_left_to_run(capsys):
-    from sweep.tune import TrialProgress
+    from sweep.engine.progress import TrialProgress
 
     ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1)
     progress = TrialProgress(ctx, epochs=4, total=10, every=0.0)
@@ -62,8 +62,8 @@ def test_the_eta_waits_for_measured_epochs_and_leaves_out_the_start_up(capsys, m
     """Two trials side by side, 4 epochs each, 4 trials in all: a first result 60 s after the start
     (start-up) gives no ETA; then epochs of 10 s measured between results give 10 s × the epochs
     left / the 2 trials running."""
-    from sweep import tune as sweep_tune
-    from sweep.tune import TrialProgress
+    from sweep.engine import progress as sweep_tune
+    from sweep.engine.progress import TrialProgress
 
     clock = [1000.0]
     monkeypatch.setattr(sweep_tune.time, "time", lambda: clock[0])

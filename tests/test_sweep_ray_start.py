@@ -1,4 +1,4 @@
-"""sweep.tune.start: a local Ray on a busy machine waits up to SWEEP_RAY_START_TIMEOUT (Ray's own
+"""sweep.engine.session.start: a local Ray on a busy machine waits up to SWEEP_RAY_START_TIMEOUT (Ray's own
 limit is a fixed 30 s) and, when even that runs out, the driver refuses in one line (exit 2,
 nothing written); the local Ray's auth token and session folders are this user's alone."""
 
@@ -17,13 +17,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweep import tune as sweep_tune
+from sweep import engine
+from sweep.engine import session as sweep_tune
 
 TIMEOUT = Exception("The current node timed out during startup. This could happen because ...")
 
 
 def test_ray_still_waits_a_fixed_30_s_on_its_node_clock():
-    # What the start limit stretches (sweep.tune._node_start_limit): if Ray changes this, fail here first.
+    # What the start limit stretches (sweep.engine.session._node_start_limit): if Ray changes this, fail here first.
     from ray._private import node as ray_node
 
     source = inspect.getsource(ray_node.Node.__init__)
@@ -45,7 +46,7 @@ def test_the_node_clock_runs_slower_only_while_a_local_ray_starts(monkeypatch, t
 
     monkeypatch.setattr(sweep_tune.ray, "init", init)
     monkeypatch.setattr(sweep_tune.ray, "shutdown", lambda: None)
-    monkeypatch.setenv(sweep_tune.START_TIMEOUT_ENV, "300")
+    monkeypatch.setenv(engine.START_TIMEOUT_ENV, "300")
     monkeypatch.setattr(sweep_tune, "_private_token", lambda: None)
     monkeypatch.delenv("RAY_TMPDIR", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -68,7 +69,7 @@ def test_a_startup_timeout_raises_start_timeout_naming_the_limit_and_other_error
     monkeypatch.setattr(sweep_tune.ray, "init", init)
     monkeypatch.setattr(sweep_tune.ray, "shutdown", lambda: None)
     monkeypatch.setattr(sweep_tune, "_private_token", lambda: None)
-    monkeypatch.setenv(sweep_tune.START_TIMEOUT_ENV, "120")
+    monkeypatch.setenv(engine.START_TIMEOUT_ENV, "120")
     with pytest.raises(sweep_tune.StartTimeout, match="within 120 s"):
         sweep_tune.start(None)
     sweep_tune.stop()
@@ -132,7 +133,7 @@ def test_joining_a_cluster_on_loopback_keeps_ray_on_loopback(monkeypatch, addres
 
 _START = (
     "import os, sys, time\n"
-    "from sweep import tune\n"
+    "from sweep.engine import session as tune\n"
     "started = time.time()\n"
     "tune.start(None)\n"
     "print('started after', round(time.time() - started), 's; temp root', os.environ['RAY_TMPDIR'], flush=True)\n"

@@ -81,7 +81,7 @@ def test_stopped_trials_reach_the_study_as_pruned():
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
 
     table = _tiny_table()
     cfg = bench.sweep_config(table, "tpe+asha", 10 * EPOCHS, 3)
@@ -206,7 +206,7 @@ def test_a_failed_cell_ends_its_trial_as_failed():
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
 
     table = _tiny_table()
     for seed in (0, 1):
@@ -246,7 +246,7 @@ def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
 
 
 def test_run_takes_a_seed_base_and_overrides_and_refuses_a_bad_one(tmp_path, capsys):
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
     from sweep.bench.replay.__main__ import main
 
     table = _tiny_table()

@@ -1,10 +1,10 @@
 """Replay searches against recorded learning curves (a tabular benchmark of the search).
 
 Each replayed search runs the live sweep's own parts on the recorded table
-(:mod:`sweep.bench.replay.table`) instead of training: the searcher :func:`sweep.tune._optuna` builds
+(:mod:`sweep.bench.replay.table`) instead of training: the searcher :func:`sweep.search.searcher` builds
 from a sweep config (:class:`sweep.search.OptunaSearcher` with its sampler from
 :data:`sweep.search.SAMPLERS` and its :class:`sweep.budget.EpochBudget`), Ray's ``ASHAScheduler``
-that :func:`sweep.tune._scheduler` builds, the objective of :mod:`sweep.objective`, and warm start
+that :func:`sweep.engine.tuner.scheduler` builds, the objective of :mod:`sweep.objective`, and warm start
 through :func:`sweep.warmstart.seed_study`. What stands in for Tune is :func:`drive`, a loop that
 makes the Tune controller's calls in its order (``suggest``; per result ``scheduler.on_trial_result``
 then ``searcher.on_trial_result``, or on a stop ``scheduler.on_trial_complete`` and
@@ -146,7 +146,7 @@ def drive(
 ) -> Search:
     """Run trials proposed by ``propose(trial_id)`` (a config, None to wait, or "FINISHED") on the
     recorded curves, making the Tune controller's calls to ``scheduler`` and ``searcher``."""
-    from sweep.tune import CONTINUE, FINISHED, STOP
+    from sweep.engine.tuner import CONTINUE, FINISHED, STOP
 
     acc_key = table.meta.get("accuracy", keys.VAL_ACC)
     out = out or Search("", 0, train_seed)
@@ -214,7 +214,7 @@ def drive(
 
 def _grid_proposer(table: Table, rng: random.Random) -> Callable[[str], Any]:
     cells = [(lam, mu) for lam in table.lams for mu in table.mus]
-    rng.shuffle(cells)  # as sweep.tune.search_setup shuffles a grid run under ASHA
+    rng.shuffle(cells)  # as sweep.engine.tuner.search_setup shuffles a grid run under ASHA
     queue = iter(cells)
 
     def propose(tid: str) -> Any:
@@ -235,7 +235,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner
     from sweep import warmstart
 
     spec = as_method(method)
@@ -248,7 +248,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     cfg = sweep_config(table, method, budget, replay_seed, spec.sets)
     scheduler = None
     if method != "grid":
-        scheduler = sweep_tune.scheduler(cfg)
+        scheduler = tuner.scheduler(cfg)
         scheduler.set_search_properties(keys.OBJECTIVE, "max")  # what tune.TuneConfig(metric, mode) does
     if method.startswith("grid"):
         return drive(table, train_seed, _grid_proposer(table, rng), cfg.objective, None, scheduler,
@@ -269,11 +269,11 @@ def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int,
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner
     from sweep.warmstart import WarmTrial
 
     cfg = sweep_config(table, "tpe+asha", budget, sampler_seed, sets)
-    scheduler = sweep_tune.scheduler(cfg)
+    scheduler = tuner.scheduler(cfg)
     scheduler.set_search_properties(keys.OBJECTIVE, "max")
     searcher = search.searcher(cfg, optuna.storages.InMemoryStorage())
     run = drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler)
