@@ -1,4 +1,5 @@
-"""Ctrl-C, SIGTERM and SIGHUP in the driver: one handler for every phase, so an interrupt is never lost.
+"""Stopping the driver: Ctrl-C, SIGTERM and SIGHUP, one handler for every phase so that an
+interrupt is never lost, and :class:`Interrupted`, the one line a stopped sweep ends with.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be; when that is a
 finalizer or a weakref callback (SQLAlchemy, PyTorch), the exception is printed as "Exception
@@ -15,11 +16,20 @@ number). Ray replaces the SIGTERM handler in ``ray.init``, so :func:`install` ru
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sweep.cli import rerun_command
+
+if TYPE_CHECKING:
+    from sweep.checks import CheckedSweep
+    from sweep.config import SweepConfig
 
 _pressed = threading.Event()
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # handled as Ctrl-C
@@ -99,3 +109,67 @@ def check() -> None:
 def ignore() -> Any:
     """Ignore SIGINT (for clean-up that must finish); returns the handler to restore."""
     return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def quietly(fn: Callable[[], Any]) -> None:
+    """Run a clean-up step with Ctrl-C ignored, so a second Ctrl-C cannot cut it short."""
+    previous = ignore()
+    try:
+        fn()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Interrupted(Exception):
+    """A stopped sweep: ``message`` says what was kept; ``resume`` whether ``--resume`` continues it."""
+
+    def __init__(self, cfg: SweepConfig, args: argparse.Namespace, message: str, resume: bool = False):
+        super().__init__(message)
+        self.cfg, self.cli, self.message, self.resume = cfg, args, message, resume  # (Exception owns .args)
+
+    def line(self) -> str:
+        """The one line the driver prints: what was kept and the exact command that continues."""
+        by = "" if signal_number() == signal.SIGINT else f"by {cause()} "
+        verb = "continue with" if self.resume else "start it again with"
+        command = rerun_command(self.cfg, self.cli, self.resume)
+        return f"sweep {self.cfg.name!r} interrupted {by}{self.message}; {verb}: {command}"
+
+    def exit(self) -> int:
+        """Print :meth:`line`; the exit status: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP."""
+        print(f"\n{self.line()}", flush=True)
+        return 128 + signal_number()
+
+
+def close_interrupted(plan: CheckedSweep, mc: Any, experiment_id: str, parent_id: str, kept: str) -> Interrupted:
+    """Close the sweep's MLflow runs as KILLED and say what was kept; --resume reopens them (a
+    parent run without Ray state resumes as a fresh Tuner under the same parent)."""
+    from sweep import tracking
+    from sweep.engine import tuner
+
+    cfg, args = plan.cfg, plan.args
+    if not kept and not tuner.can_restore(plan.sweep_dir):
+        kept = "before Ray saved any trial: only the MLflow parent run was kept"
+    note = f"Interrupted ({cause()}){': ' + kept if kept else ''}. Continue with `{rerun_command(cfg, args)}`."
+    quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
+    return Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
+
+
+def ray_lost(plan: CheckedSweep, experiment_id: str, parent_id: str, why: str) -> None:
+    """The local Ray died under the trials (a killed raylet): close the runs as KILLED, print one
+    line with the cause and the command that continues, exit 1. Runs on the watching thread,
+    because Ray's core worker ends the process soon after without returning to Python."""
+    from sweep import tracking
+    from sweep.engine import session
+
+    cfg, args = plan.cfg, plan.args
+    try:
+        note = f"Stopped: {why}. Continue with `{rerun_command(cfg, args)}`."
+        tracking.interrupt_parent(tracking.client(plan.uri), experiment_id, parent_id, note)
+        kept = "its runs are closed as KILLED, ended trials and per-epoch checkpoints kept"
+    except Exception as e:  # noqa: BLE001 - the line and the exit must happen regardless
+        kept = f"its runs could not be closed ({type(e).__name__}); ended trials and checkpoints kept"
+    if pressed():  # e.g. SIGHUP to the whole process group: Ray's processes died of it too
+        why = f"{why} after {cause()}"
+    print(f"\nsweep {cfg.name!r} stopped: {why}; {kept}; continue with: {rerun_command(cfg, args)}", flush=True)
+    session.kill_local()
+    os._exit(128 + signal_number() if pressed() else 1)
