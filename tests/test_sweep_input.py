@@ -228,7 +228,7 @@ def test_confirmation_judge_and_evaluation_sizes_are_bounded_by_the_node_memory(
 @pytest.mark.parametrize(
     "sets, words",
     [
-        (["confirm.samples=10000000"], ["the confirmation needs", "one GPU has 22 GiB", "lower confirm.samples"]),
+        (["confirm.samples=10000000"], ["the confirmation needs", "one GPU has 4 GiB", "lower confirm.samples"]),
         (["trainer.eval.samples=10000000"], ["trainer.eval.samples=10000000: 4 trial(s) per GPU", "lower trainer.eval.samples"]),
         (["judge.width=30.0"], ["the judge's training needs about", "GiB of GPU memory", "lower judge.width"]),
     ],
@@ -239,13 +239,15 @@ def test_on_a_gpu_sweep_the_same_sizes_are_bounded_by_the_gpus_memory_before_ray
     from sweep.preflight import PreflightError
     from sweep.resources import check_packing, check_resources
 
+    gpu = ["trainer.device=cuda", "resources.gpus=0.25", "resources.gpu_memory_gib=4"]
+    check_packing(load_sweep_config("quickstart", gpu))  # four quickstart trials, its judge and confirmation fit
     with pytest.raises(PreflightError) as e:
-        check_packing(load_sweep_config("table2", sets))
+        check_packing(load_sweep_config("quickstart", [*gpu, *sets]))
     for word in words:
         assert word in str(e.value), str(e.value)
     # the samples' starting noise, drawn on the CPU, against the node's memory once Ray is up
     with pytest.raises(PreflightError, match="confirm.samples=1000000000000: the starting noise"):
-        check_resources(load_sweep_config("table2", ["confirm.samples=1000000000000"]),
+        check_resources(load_sweep_config("quickstart", [*gpu, "confirm.samples=1000000000000"]),
                         [{"CPU": 4.0, "GPU": 1.0, "memory": 16.0 * 2**30}])
 
 
