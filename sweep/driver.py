@@ -54,9 +54,9 @@ def run(args: argparse.Namespace, cfg: SweepConfig) -> int:
     except Interrupted as e:
         return e.exit()
     except Exception as e:
-        discard = store_checks.nothing_kept(plan)
+        discard = store_checks.nothing_kept(plan.cfg, plan.uri, plan.sweep_dir, plan.parent_id)
         if discard:  # e.g. the dataset's download failed in the judge stage
-            kept = store_checks.discard_new_store(plan, before, since)
+            kept = store_checks.discard_new_store(plan.cfg, plan.uri, before, since)
             if isinstance(e, ConfigError):  # bad input only the judge stage met (e.g. unreadable data files)
                 return fail(f"{e} (found in the judge stage, before any trial; {kept})")
             print(f"sweep {plan.cfg.name!r} failed before any trial ran and {kept}; once the cause below "
@@ -109,4 +109,4 @@ def execute(plan: CheckedSweep, phases: Phases) -> int:
             kept = "in the confirmation: every trial had ended and is kept, with the finalists confirmed so far"
         elif "trials" in phases.seconds:
             kept = "in the analysis: every trial had ended and is kept"
-        raise stopping.close_interrupted(plan, mc, experiment_id, parent_id, kept) from None
+        raise trials.close_interrupted(plan, mc, experiment_id, parent_id, kept) from None

@@ -17,7 +17,6 @@ number). Ray replaces the SIGTERM handler in ``ray.init``, so :func:`install` ru
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -28,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from sweep.cli import rerun_command
 
 if TYPE_CHECKING:
-    from sweep.checks import CheckedSweep
     from sweep.config import SweepConfig
 
 _pressed = threading.Event()
@@ -140,36 +138,3 @@ class Interrupted(Exception):
         return 128 + signal_number()
 
 
-def close_interrupted(plan: CheckedSweep, mc: Any, experiment_id: str, parent_id: str, kept: str) -> Interrupted:
-    """Close the sweep's MLflow runs as KILLED and say what was kept; --resume reopens them (a
-    parent run without Ray state resumes as a fresh Tuner under the same parent)."""
-    from sweep import tracking
-    from sweep.engine import tuner
-
-    cfg, args = plan.cfg, plan.args
-    if not kept and not tuner.can_restore(plan.sweep_dir):
-        kept = "before Ray saved any trial: only the MLflow parent run was kept"
-    note = f"Interrupted ({cause()}){': ' + kept if kept else ''}. Continue with `{rerun_command(cfg, args)}`."
-    quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
-    return Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
-
-
-def ray_lost(plan: CheckedSweep, experiment_id: str, parent_id: str, why: str) -> None:
-    """The local Ray died under the trials (a killed raylet): close the runs as KILLED, print one
-    line with the cause and the command that continues, exit 1. Runs on the watching thread,
-    because Ray's core worker ends the process soon after without returning to Python."""
-    from sweep import tracking
-    from sweep.engine import session
-
-    cfg, args = plan.cfg, plan.args
-    try:
-        note = f"Stopped: {why}. Continue with `{rerun_command(cfg, args)}`."
-        tracking.interrupt_parent(tracking.client(plan.uri), experiment_id, parent_id, note)
-        kept = "its runs are closed as KILLED, ended trials and per-epoch checkpoints kept"
-    except Exception as e:  # noqa: BLE001 - the line and the exit must happen regardless
-        kept = f"its runs could not be closed ({type(e).__name__}); ended trials and checkpoints kept"
-    if pressed():  # e.g. SIGHUP to the whole process group: Ray's processes died of it too
-        why = f"{why} after {cause()}"
-    print(f"\nsweep {cfg.name!r} stopped: {why}; {kept}; continue with: {rerun_command(cfg, args)}", flush=True)
-    session.kill_local()
-    os._exit(128 + signal_number() if pressed() else 1)

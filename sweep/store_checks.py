@@ -28,7 +28,6 @@ from sweep.preflight import PreflightError
 from sweep.record import JUDGES_EXPERIMENT, Tag
 
 if TYPE_CHECKING:
-    from sweep.checks import CheckedSweep
     from sweep.config import SweepConfig
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -152,26 +151,27 @@ def store_files(cfg: SweepConfig) -> set[Path]:
     return {p for p in paths if p.exists()}
 
 
-def discard_new_store(plan: CheckedSweep, before: set[Path], since: float) -> str:
+def discard_new_store(cfg: SweepConfig, uri: str, before: set[Path], since: float) -> str:
     """After a failure before any trial that kept no sweep: remove the local MLflow store this run
     created when no run was written to it, so the folder is as it was; returns what was kept, in
-    words ("kept nothing", or the judge it trained and where). ``since``: when this run started."""
+    words ("kept nothing", or the judge it trained and where). ``uri``: the MLflow store's tracking
+    URI; ``since``: when this run started."""
     from sweep import tracking
 
     try:
-        mc = tracking.client(plan.uri)
+        mc = tracking.client(uri)
         experiments = [e.experiment_id for e in mc.search_experiments()]
         new = mc.search_runs(experiments, f"attributes.start_time >= {int(since * 1000)}") if experiments else []
     except Exception:  # noqa: BLE001 - the store may be what failed
-        return f"kept nothing of the sweep (the MLflow store {plan.uri} is left as it is)"
+        return f"kept nothing of the sweep (the MLflow store {uri} is left as it is)"
     judges = [r for r in new if r.data.tags.get(Tag.JUDGE_KEY) and r.info.status == "FINISHED"]
     if judges:
         return (f"kept only the judge it trained (MLflow experiment '{JUDGES_EXPERIMENT}', run "
                 f"{judges[0].info.run_id}), which the next start reuses")
     if new:
-        return f"kept nothing of the sweep ({len(new)} unfinished run(s) of its judge stage stay in {plan.uri})"
+        return f"kept nothing of the sweep ({len(new)} unfinished run(s) of its judge stage stay in {uri})"
     # Deepest first: the database and its lock file, then the artifact root if still empty.
-    created = sorted(store_files(plan.cfg) - before, key=lambda p: len(p.parts), reverse=True)
+    created = sorted(store_files(cfg) - before, key=lambda p: len(p.parts), reverse=True)
     for path in created:
         try:
             path.rmdir() if path.is_dir() else path.unlink()
@@ -181,15 +181,15 @@ def discard_new_store(plan: CheckedSweep, before: set[Path], since: float) -> st
     return f"kept nothing (left: {', '.join(left)})" if left else "kept nothing"
 
 
-def nothing_kept(plan: CheckedSweep) -> bool:
-    """Whether a sweep that crashed left neither an MLflow parent run nor Ray state (its lock's
-    mark alone would make the name look taken)."""
+def nothing_kept(cfg: SweepConfig, uri: str, sweep_dir: str, parent_id: str | None) -> bool:
+    """Whether a sweep that crashed left neither an MLflow parent run (``parent_id``, or one found
+    in ``uri``) nor Ray state in ``sweep_dir`` (its lock's mark alone would make the name look taken)."""
     from sweep import tracking
     from sweep.engine import tuner
 
-    if plan.parent_id is not None or tuner.can_restore(plan.sweep_dir):
+    if parent_id is not None or tuner.can_restore(sweep_dir):
         return False
     try:
-        return tracking.find_parent(tracking.client(plan.uri), plan.cfg.experiment_name, plan.cfg.name) is None
+        return tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name) is None
     except Exception:  # noqa: BLE001 - the store may be what failed: keep the mark then
         return False

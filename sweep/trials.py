@@ -4,17 +4,20 @@
 start's trials, runs (or resumes) the Tuner with Ray's health watched, decides each trial's final
 status by the one rule (:func:`sweep.record.final_status`) and closes the trials' MLflow runs by
 it. It returns :class:`Trials`, or raises :class:`sweep.stopping.Interrupted` with what was kept
-when Tune stopped on Ctrl-C, SIGTERM or SIGHUP.
+when Tune stopped on Ctrl-C, SIGTERM or SIGHUP (:func:`close_interrupted`, which the driver uses
+too); :func:`ray_lost` ends the sweep when the local Ray dies under its trials.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sweep import kill_points, stopping, tracking
 from sweep.checks import CheckedSweep
+from sweep.cli import rerun_command
 from sweep.config import SweepConfig
 from sweep.points import grid_points, point_names
 from sweep.record import Status, final_status
@@ -92,7 +95,7 @@ def run(plan: CheckedSweep, phases: Phases, mc: Any, experiment_id: str, parent_
     with phases("trials"):
         # A sweep killed before Tune saved its state resumes as a fresh Tuner under the same parent.
         restore = args.resume and tuner.can_restore(plan.sweep_dir)
-        stop_watching = session.watch_local(lambda why: stopping.ray_lost(plan, experiment_id, parent_id, why))
+        stop_watching = session.watch_local(lambda why: ray_lost(plan, experiment_id, parent_id, why))
         try:
             rows = tuner.fit(cfg, ctx, plan.storage, study, restore)
         finally:
@@ -103,7 +106,7 @@ def run(plan: CheckedSweep, phases: Phases, mc: Any, experiment_id: str, parent_
     if tuner.interrupted() or stopping.pressed():  # Tune caught the Ctrl-C, stopped the trials and saved its state
         total = len(ctx.points) if cfg.search.method == "grid" else cfg.search.n_trials
         kept = kept_line(rows, list(ctx.names.values()), total)
-        raise stopping.close_interrupted(plan, mc, experiment_id, parent_id, kept)
+        raise close_interrupted(plan, mc, experiment_id, parent_id, kept)
     tracking.settle_trials(mc, experiment_id, parent_id, {r["trial_id"]: r["status"] for r in rows})
     missing = missing_points(rows, ctx) if cfg.search.method == "grid" else []
     return Trials(rows, ctx, missing, tuner.stalled())
@@ -133,3 +136,36 @@ def missing_points(rows: list[dict[str, Any]], ctx: SweepContext) -> list[str]:
     sweep never ends as done without every point."""
     seen = {ctx.point_of(r["config"]).key for r in rows if r.get("config")}
     return sorted(ctx.names.get(key, key) for key in ctx.points if key not in seen)
+
+
+def close_interrupted(plan: CheckedSweep, mc: Any, experiment_id: str, parent_id: str, kept: str) -> stopping.Interrupted:
+    """Close the sweep's MLflow runs as KILLED and say what was kept; --resume reopens them (a
+    parent run without Ray state resumes as a fresh Tuner under the same parent)."""
+    from sweep.engine import tuner
+
+    cfg, args = plan.cfg, plan.args
+    if not kept and not tuner.can_restore(plan.sweep_dir):
+        kept = "before Ray saved any trial: only the MLflow parent run was kept"
+    note = f"Interrupted ({stopping.cause()}){': ' + kept if kept else ''}. Continue with `{rerun_command(cfg, args)}`."
+    stopping.quietly(lambda: tracking.interrupt_parent(mc, experiment_id, parent_id, note))
+    return stopping.Interrupted(cfg, args, kept or f"(MLflow parent run {parent_id} kept)", resume=True)
+
+
+def ray_lost(plan: CheckedSweep, experiment_id: str, parent_id: str, why: str) -> None:
+    """The local Ray died under the trials (a killed raylet): close the runs as KILLED, print one
+    line with the cause and the command that continues, exit 1. Runs on the watching thread,
+    because Ray's core worker ends the process soon after without returning to Python."""
+    from sweep.engine import session
+
+    cfg, args = plan.cfg, plan.args
+    try:
+        note = f"Stopped: {why}. Continue with `{rerun_command(cfg, args)}`."
+        tracking.interrupt_parent(tracking.client(plan.uri), experiment_id, parent_id, note)
+        kept = "its runs are closed as KILLED, ended trials and per-epoch checkpoints kept"
+    except Exception as e:  # noqa: BLE001 - the line and the exit must happen regardless
+        kept = f"its runs could not be closed ({type(e).__name__}); ended trials and checkpoints kept"
+    if stopping.pressed():  # e.g. SIGHUP to the whole process group: Ray's processes died of it too
+        why = f"{why} after {stopping.cause()}"
+    print(f"\nsweep {cfg.name!r} stopped: {why}; {kept}; continue with: {rerun_command(cfg, args)}", flush=True)
+    session.kill_local()
+    os._exit(128 + stopping.signal_number() if stopping.pressed() else 1)
