@@ -6,6 +6,8 @@
 - :mod:`sweep.engine.trainable`: what a trial's worker imports: the trainable around
   :func:`sweep.trial.run_trial` (no Optuna, no analysis).
 - :mod:`sweep.engine.progress`: the live lines of the trials and the stall watch.
+- :mod:`sweep.engine.storage`: the filesystem Tune writes a local storage path with (each file
+  replaced whole, so a killed driver never leaves a half-written state).
 
 Ray 2.60 runs Train V2, where ``ray.train.report`` fails inside Tune. So inside trials only
 ``ray.tune.report``, ``ray.tune.get_checkpoint``, ``ray.tune.get_context`` and

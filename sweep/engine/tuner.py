@@ -18,6 +18,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from sweep import kill_points, search
+from sweep.engine import storage
 from sweep.engine.progress import Stalls, TrialProgress, forget_stalls, stall_error, trial_name
 from sweep.engine.trainable import trainable_of
 from sweep.search import Watchdog
@@ -140,9 +141,11 @@ def scheduler(cfg: SweepConfig) -> Any:
 def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: str, resume: bool) -> list[dict[str, Any]]:
     """Run (or resume) the sweep; one summary dict per trial: id, point, last metrics, error."""
     trainable = trainable_of(cfg, ctx)
+    filesystem = storage.filesystem_for(storage_path)  # a local storage's files are replaced whole
     if resume:  # Tune restores the search and scheduler state with the experiment
         tuner = tune.Tuner.restore(
-            f"{storage_path.rstrip('/')}/{cfg.name}", trainable=trainable, resume_unfinished=True, resume_errored=True
+            f"{storage_path.rstrip('/')}/{cfg.name}", trainable=trainable, resume_unfinished=True, resume_errored=True,
+            storage_filesystem=filesystem,
         )
     else:
         setup = search_setup(cfg, list(ctx.points), study_storage)
@@ -163,6 +166,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
             run_config=tune.RunConfig(
                 name=cfg.name,
                 storage_path=storage_path,
+                storage_filesystem=filesystem,
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[
