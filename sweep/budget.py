@@ -22,6 +22,7 @@ proposal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +37,12 @@ class EpochBudget:
     spent: int = 0  # epochs trained by ended trials
     trained: dict[str, int] = field(default_factory=dict)  # trial id -> epochs trained so far
     restarting: set[str] = field(default_factory=set)  # trials Tune is restarting after a failure
+    settled: dict[str, int] = field(default_factory=dict)  # ended trial id -> epochs it trained
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("trained", {})
         state.setdefault("restarting", set())
+        state.setdefault("settled", {})
         self.__dict__.update(state)
         # A searcher pickled before ``trained`` existed counted epochs reached, which is as good.
         for trial_id, epoch in self.running.items():
@@ -50,6 +53,17 @@ class EpochBudget:
         return self.spent + sum(
             self.trained[t] + max(self.per_trial - epoch, 0) for t, epoch in self.running.items()
         )
+
+    def committed_by(self, trial_ids: Iterable[str]) -> int:
+        """What :meth:`committed` counts for ``trial_ids`` alone (a part of the search, such as its
+        replicates): the epochs the ended ones trained, and the running ones' trained and reserved."""
+        out = 0
+        for t in trial_ids:
+            if t in self.running:
+                out += self.trained[t] + max(self.per_trial - self.running[t], 0)
+            else:
+                out += self.settled.get(t, 0)
+        return out
 
     def left(self) -> int:
         """Trial-epochs not yet committed."""
@@ -98,4 +112,5 @@ class EpochBudget:
         self.result(trial_id, epoch)
         self.running.pop(trial_id)
         self.restarting.discard(trial_id)
-        self.spent += self.trained.pop(trial_id)
+        self.settled[trial_id] = self.trained.pop(trial_id)
+        self.spent += self.settled[trial_id]

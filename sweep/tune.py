@@ -364,9 +364,12 @@ class SearchSetup:
 
 
 def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> SearchSetup:
-    """The grid over the point keys (never their display names), or Optuna over ``search.space``."""
+    """The grid over the point keys (never their display names), or Optuna over ``search.space``;
+    a grid with ``search.replicate`` is proposed by :func:`search.grid_searcher` instead."""
     if cfg.search.method == "grid":
         ids = list(points)
+        if cfg.search.replicate is not None:
+            return SearchSetup({}, search.grid_searcher(cfg, ids), search.grid_trials(cfg, len(ids)), keys.OBJECTIVE)
         if cfg.scheduler.kind == "asha":
             # ASHA judges each trial against those that reached a rung before it; a grid in
             # config order (often worst λ first) would never be cut, so run it shuffled.

@@ -1,0 +1,363 @@
+"""Replication (search.replicate): its config, the choice over a point's seeds against a hand
+computation, and its bookkeeping through the live searcher (budget and share, keys, Optuna's
+view, the grid, resume by pickling), driven as Tune drives it."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import optuna
+import pytest
+
+from sweep import search
+from sweep.budget import EpochBudget
+from sweep.loading import load_sweep_config
+from sweep.points import POINT_KEY, POINT_SEED, Point, grid_points, point_names
+from sweep.trial import SweepContext
+from trainer import keys
+from trainer.config import ConfigError
+
+OPTUNA = ["search.method=optuna", "search.grid={}", "search.points=[]", "search.n_trials=40",
+          "search.space.loss.lam={low: 1.0e-6, high: 1.0e-1}", "search.space.loss.mu={low: 1.0e-6, high: 1.0e-1}",
+          "trainer.epochs=4", "trainer.eval.every=1"]  # fmt: skip
+GRID = ["search.grid.loss.lam=[1.0e-2, 1.0e-3, 1.0e-4]", "search.grid.loss.mu=[1.0e-3, 1.0e-4]",
+        "search.points=[]", "trainer.epochs=4", "trainer.eval.every=1"]  # fmt: skip
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+def test_replicate_is_off_by_default_and_its_seeds_are_nobody_elses():
+    cfg = load_sweep_config("quickstart", [])
+    assert cfg.search.replicate is None and cfg.replicate_seeds() == []
+    cfg = load_sweep_config("quickstart", ["search.replicate={seeds: 2}"])
+    rep = cfg.search.replicate
+    assert (rep.top_k, rep.seeds, rep.share, rep.choose) == (3, 2, 0.25, "mean")
+    assert cfg.replicate_seeds() == [10000, 10001]
+    # Whatever the sweep's own seeds, the confirmation's retrain seeds and its sample seed take is skipped.
+    cfg = load_sweep_config("quickstart", ["search.replicate={seeds: 3}", "search.seeds=[10000]",
+                                           "confirm.sample_seed=10002", "confirm.train_seeds=2"])
+    assert cfg.replicate_seeds() == [10001, 10003, 10004]
+    assert not set(cfg.replicate_seeds()) & {*cfg.search.seeds, *cfg.confirm_train_seeds(), cfg.confirm_sample_seed}
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["search.replicate={share: 1.0}"], "less than 1"),
+    (["search.replicate={share: 0}"], "greater than 0"),
+    (["search.replicate={top_k: 0}"], "greater than or equal to 1"),
+    (["search.replicate={choose: median}"], "'mean' or 'lower'"),
+    (["search.replicate={seeds: 1}", "search.seeds=[0, 1]"], "already trains every point with several"),
+    ([*OPTUNA, "search.replicate={}", "scheduler.kind=fifo", "search.objectives=[val/acc, eval/gan_test]"],
+     "multi-objective"),
+    ([*OPTUNA, "search.replicate={share: 0.1}", "search.max_epochs_total=20"], "cannot pay for one replicate"),
+    (["search.replicate={}", "search.max_epochs_total=40"], "is for search.method=optuna"),
+])  # fmt: skip
+def test_replicate_config_errors(sets, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep_config("quickstart", sets)
+
+
+# --- the choice over a point's seeds -----------------------------------------------------------
+
+# A: one seed at 0.90. B: two finished seeds, 0.85 and 0.80. C: 0.88 and a diverged seed (0).
+POINTS = {"A": [(0.90, False)], "B": [(0.85, False), (0.80, False)], "C": [(0.88, False), (0.0, True)]}
+
+
+def test_choice_by_the_mean_and_by_its_lower_bound_against_a_hand_computation():
+    # Means: A 0.90, B 0.825, C 0.44 (the diverged seed counts at 0).
+    assert search.ranked(POINTS) == ["A", "B", "C"]
+    # The pooled variance: only B has two finished seeds (C's diverged one is not in it):
+    # s² = ((0.85 − 0.825)² + (0.80 − 0.825)²) / 1 = 0.00125, 1 d.f.
+    pool = search.pooled_of(POINTS)
+    assert pool.variance == pytest.approx(0.00125) and pool.df == 1 and pool.cells == 1
+    by_mean = search.choose(POINTS, "mean")
+    assert by_mean.point == "A" and by_mean.seeds == 1 and by_mean.estimate.value == pytest.approx(0.90)
+    # Lower bounds x̄ − t(1 d.f.)·s/√n with t = 12.706: A 0.90 − 12.706·0.035355 = 0.4508,
+    # B 0.825 − 12.706·0.035355/√2 = 0.5074, C 0.44 − 0.3176 = 0.1224: B, the point measured twice.
+    t, s = 12.7062047, math.sqrt(0.00125)
+    lower = search.choose(POINTS, "lower")
+    assert lower.point == "B" and lower.seeds == 2
+    assert lower.estimate.lo == pytest.approx(0.825 - t * s / math.sqrt(2), abs=1e-6)
+    assert lower.estimate.hi == pytest.approx(0.825 + t * s / math.sqrt(2), abs=1e-6)
+    # Without a point of two finished seeds there is no pooled variance: both rules are the mean.
+    one = {"A": [(0.9, False)], "B": [(0.95, False)]}
+    assert search.choose(one, "lower").point == "B" and math.isnan(search.choose(one, "lower").estimate.lo)
+    assert search.choose({}, "mean") is None
+    with pytest.raises(ValueError, match="neither"):
+        search.choose(POINTS, "max")
+
+
+# --- the live searcher, driven as Tune drives it --------------------------------------------------
+
+
+def _result(epoch: int, value: float, status: str = "running") -> dict:
+    return {keys.OBJECTIVE: value, keys.EPOCH: epoch, keys.STATUS: status, "training_iteration": epoch}
+
+
+class Loop:
+    """Tune's calls to a searcher: up to ``concurrency`` trials, each training one epoch per step
+    in turn; ``value(config, seed)`` is a trial's objective, ``stop_at(config)`` an epoch at which
+    the scheduler stops it (None: it finishes). Checks the share at every start."""
+
+    def __init__(self, searcher, epochs: int, value, stop_at=lambda config: None, concurrency: int = 3) -> None:
+        self.s, self.epochs, self.value, self.stop_at, self.concurrency = searcher, epochs, value, stop_at, concurrency
+        self.running: dict[str, list] = {}  # trial id -> [config, epoch]
+        self.configs: dict[str, dict] = {}
+        self.n, self.trained, self.finished = 0, 0, False
+
+    def step(self) -> bool:
+        """Start what the searcher proposes, train one epoch of each running trial; False once done."""
+        while not self.finished and len(self.running) < self.concurrency:
+            self.n += 1
+            tid = f"t{self.n:03d}"
+            config = self.s.suggest(tid)
+            if config is None:
+                break
+            if config == search.Searcher.FINISHED:
+                self.finished = True
+                break
+            self.running[tid], self.configs[tid] = [config, 0], config
+            rep, budget = self.s.replication, self.s.budget
+            if rep is not None and POINT_SEED in config:  # a replicate started: the share held
+                assert budget.committed_by(self.s.replicates) <= rep.share * budget.committed() + 1e-9
+        if not self.running:
+            assert self.finished, "the searcher waits with nothing running"
+            return False
+        for tid in list(self.running):
+            config, epoch = self.running[tid]
+            epoch += 1
+            self.trained += 1
+            self.running[tid][1] = epoch
+            settings = {k: v for k, v in config.items() if k != POINT_SEED}
+            value = self.value(settings, config.get(POINT_SEED, self.s.seed)) * epoch / self.epochs
+            if epoch == self.epochs:
+                del self.running[tid]
+                self.s.on_trial_complete(tid, _result(epoch, value, "finished"))
+            elif epoch == self.stop_at(config):
+                del self.running[tid]
+                self.s.on_trial_complete(tid, _result(epoch, value))  # ASHA's stop: the stopping result
+            else:
+                self.s.on_trial_result(tid, _result(epoch, value))
+        return True
+
+    def run(self) -> Loop:
+        while self.step():
+            pass
+        return self
+
+
+def _noisy(config: dict, seed: int) -> float:
+    """A point's objective on a seed: a smooth landscape plus a seeded noise of sd 0.05."""
+    lam = config.get("loss.lam", 1e-4)
+    base = 0.9 - 0.05 * abs(math.log10(lam) + 4)
+    return base + random.Random(f"{sorted(config.items())}-{seed}").gauss(0, 0.05)
+
+
+def _optuna_searcher(sets: list[str], storage=None) -> tuple:
+    cfg = load_sweep_config("quickstart", [*OPTUNA, *sets])
+    return cfg, search.searcher(cfg, storage or optuna.storages.InMemoryStorage())
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_replicates_keep_the_budget_the_share_and_their_keys(sampler):
+    cfg, s = _optuna_searcher([f"search.sampler={sampler}", "search.max_epochs_total=120",
+                               "search.replicate={top_k: 2, seeds: 2, share: 0.3}", "search.startup_trials=4"])
+    loop = Loop(s, 4, _noisy).run()
+    assert loop.trained <= 120 and loop.trained + 4 > 120  # the budget held, and was used
+    replicates = {t: c for t, c in loop.configs.items() if POINT_SEED in c}
+    assert replicates and set(s.replicates) == set(replicates)
+    # The share: replicates' epochs at most 0.3 of all (each start was checked against it too).
+    assert s.budget.committed_by(s.replicates) <= 0.3 * s.budget.spent + 1e-9
+    # Keys: a replicate is the same settings with a replicate seed, so its own point key.
+    ctx = SweepContext("s", "", "", "", cfg.trainer.model_dump(), cfg.objective, None, 1, seed=0)
+    firsts = {tuple(sorted(c.items())) for t, c in loop.configs.items() if t not in replicates}
+    by_key: dict[str, str] = {}
+    for tid, config in loop.configs.items():
+        point = ctx.point_of(config)
+        assert point.key not in by_key  # no two trials share a key: no two share an MLflow run
+        by_key[point.key] = tid
+        if tid in replicates:
+            assert point.seed in cfg.replicate_seeds() and point.overrides in firsts
+            assert point == Point(tuple(sorted((k, v) for k, v in config.items() if k != POINT_SEED)), point.seed)
+            assert ctx.name_of(point).endswith(f" s{point.seed}")
+    # Each replicated point got each replicate seed at most once, and only points that had ended.
+    seen = [(tuple(sorted((k, v) for k, v in c.items() if k != POINT_SEED)), c[POINT_SEED]) for c in replicates.values()]
+    assert len(seen) == len(set(seen))
+
+
+def test_optuna_is_told_each_replicate_as_a_seed_of_its_point():
+    cfg, s = _optuna_searcher(["search.max_epochs_total=100", "search.replicate={top_k: 2, seeds: 1, share: 0.3}",
+                               "search.sampler=random"])
+    loop = Loop(s, 4, _noisy, stop_at=lambda c: 2 if c["loss.lam"] > 1e-2 else None).run()
+    trials = s.study.get_trials(deepcopy=False)
+    assert len(trials) == len(loop.configs)  # every Tune trial is one Optuna trial, once
+    by_number = {t.number: t for t in trials}
+    replicates = [t for t in trials if search.REPLICATE_ATTR in t.user_attrs]
+    assert len(replicates) == len(s.replicates) > 0
+    for t in replicates:
+        original = by_number[t.user_attrs[search.REPLICATE_ATTR]]
+        # the same point (params), another seed; the original is the point's first, sweep-seed trial
+        assert t.params == original.params and t.user_attrs[search.SEED_ATTR] == cfg.replicate_seeds()[0]
+        assert original.user_attrs[search.SEED_ATTR] == 0 and search.REPLICATE_ATTR not in original.user_attrs
+        assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        if t.state == optuna.trial.TrialState.COMPLETE:  # its final value is the seed's, not the point's mean
+            assert t.value == pytest.approx(_noisy(t.params, t.user_attrs[search.SEED_ATTR]))
+            assert set(t.intermediate_values) == {1, 2, 3, 4}
+    # The searcher's points hold every ended seed of each point; the study holds the same values.
+    for pid, by_seed in s.finals.items():
+        values = sorted(v for t in trials if t.params == dict(pid) and t.state == optuna.trial.TrialState.COMPLETE
+                        for v in [t.value])
+        assert sorted(v for v, _ in by_seed.values()) == pytest.approx(values)
+    # The incumbent is the best mean over a point's seeds, not the study's best single value.
+    choice = s.incumbent()
+    means = {pid: sum(v for v, _ in by.values()) / len(by) for pid, by in s.finals.items()}
+    assert choice.point == dict(max(means, key=means.get)) and choice.seeds == len(s.finals[search.point_id(choice.point)])
+
+
+def test_only_incumbents_are_replicated_fewest_seeds_first():
+    cfg, s = _optuna_searcher(["search.max_epochs_total=400", "search.replicate={top_k: 2, seeds: 2, share: 0.9}",
+                               "search.sampler=random"])
+    for tid in ("a", "b", "c"):
+        s.suggest(tid)
+    s.on_trial_complete("a", _result(4, 0.7, "finished"))
+    s.on_trial_complete("b", _result(4, 0.8, "finished"))
+    s.on_trial_complete("c", _result(4, 0.6, "finished"))  # third: outside the top 2, never replicated
+    # b ranks first: its first replicate seed; then a, which has none started yet, before b's second.
+    assert s.suggest("r1") == {**s.points["b"], POINT_SEED: 10000}
+    assert s.suggest("r2") == {**s.points["a"], POINT_SEED: 10000}
+    s.on_trial_complete("r1", _result(4, 0.5, "finished"))  # b's mean falls to 0.65, below a's 0.7
+    # a and b have one replicate seed started each: the tie goes by rank, a first now.
+    assert s.suggest("r3") == {**s.points["a"], POINT_SEED: 10001}
+    assert s.suggest("r4") == {**s.points["b"], POINT_SEED: 10001}
+    assert POINT_SEED not in s.suggest("d")  # every incumbent has its seeds started: a new point
+    assert s.points["c"] not in [s.points[t] for t in s.replicates]
+    assert s.incumbent().point == s.points["a"] and s.incumbent().seeds == 1  # a's 0.7 beats b's 0.65
+
+
+def test_a_diverged_or_stopped_replicate_counts_as_the_objective_counts_it():
+    cfg, s = _optuna_searcher(["search.max_epochs_total=400", "search.replicate={top_k: 1, seeds: 2, share: 0.9}",
+                               "search.sampler=random"])
+    s.suggest("a")
+    s.on_trial_complete("a", _result(4, 0.9, "finished"))
+    assert s.suggest("r1")[POINT_SEED] == 10000 and s.suggest("r2")[POINT_SEED] == 10001
+    s.on_trial_complete("r1", _result(2, 0.0, "diverged"))  # counts at the worst value: mean 0.45
+    s.on_trial_complete("r2", _result(2, 0.6))  # stopped by the scheduler: no final value, left out
+    pid = search.point_id(s.points["a"])
+    assert s.finals[pid] == {0: (0.9, False), 10000: (0.0, True)}
+    states = {t.user_attrs.get(search.SEED_ATTR): t.state for t in s.study.get_trials(deepcopy=False)}
+    assert states == {0: optuna.trial.TrialState.COMPLETE, 10000: optuna.trial.TrialState.COMPLETE,
+                      10001: optuna.trial.TrialState.PRUNED}
+    assert s.budget.spent == 8 and s.budget.committed_by(s.replicates) == 4
+
+
+def test_a_failed_replicate_releases_its_epochs_and_enters_as_failed():
+    cfg, s = _optuna_searcher(["search.max_epochs_total=400", "search.replicate={top_k: 1, seeds: 1, share: 0.5}"])
+    s.suggest("a")
+    s.on_trial_complete("a", _result(4, 0.9, "finished"))
+    assert POINT_SEED in s.suggest("r")
+    s.on_trial_result("r", _result(1, 0.3))
+    s.on_trial_complete("r", None, error=True)
+    assert s.budget.spent == 5 and not s.budget.running
+    failed = [t for t in s.study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs[search.SEED_ATTR] == 10000
+    assert s.suggest("next") is not None and POINT_SEED not in s.suggest("next2")  # not replicated again
+
+
+def test_a_resumed_replicating_search_continues_where_it_stopped(tmp_path):
+    """Tune pickles the searcher with its state: the restored one holds the same ledger, points and
+    seeds started, proposes what the killed one would have, and a replicate that was running when
+    the driver died enters the study once, when it ends."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    sets = ["search.max_epochs_total=80", "search.replicate={top_k: 2, seeds: 1, share: 0.4}", "search.startup_trials=3"]
+    cfg, s = _optuna_searcher(sets, url)
+    loop = Loop(s, 4, _noisy)
+    while not any(t in s.replicates for t in loop.running):  # until a replicate is mid-training
+        assert loop.step()
+    s.save(str(tmp_path / "searcher.pkl"))
+    running = dict(loop.running)
+    assert search.fail_stale_trials(cfg.name, url) == sum(t not in s.replicates for t in running)  # --resume's first step
+    restored = search.searcher(cfg, url)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.budget.committed() == s.budget.committed() and restored.replicates == s.replicates
+    assert restored.finals == s.finals and restored.started == s.started and restored.replication == s.replication
+    loop.s = restored  # Tune continues the running trials under the restored searcher
+    loop.running = running
+    loop.run()
+    assert loop.trained <= 80
+    trials = restored.study.get_trials(deepcopy=False)
+    replicate_trials = [t for t in trials if search.REPLICATE_ATTR in t.user_attrs]
+    assert len(replicate_trials) == len(restored.replicates)  # each replicate once, the resumed one too
+    seen = [(tuple(sorted(t.params.items())), t.user_attrs[search.SEED_ATTR]) for t in replicate_trials]
+    assert len(seen) == len(set(seen))
+    # The first-seed trials the killed driver left running were failed by the resume and entered
+    # again when they ended: one ended Optuna trial per first-seed Tune trial, each with its seed.
+    firsts = [t for t in trials if search.REPLICATE_ATTR not in t.user_attrs]
+    assert all(t.user_attrs.get(search.SEED_ATTR) == 0 for t in firsts)
+    ended = [t for t in firsts if t.state != optuna.trial.TrialState.FAIL]
+    assert len(ended) == sum(POINT_SEED not in c for c in loop.configs.values())
+
+
+def test_a_searcher_pickled_before_replication_still_loads(tmp_path):
+    cfg, s = _optuna_searcher([])
+    state = s.__getstate__()
+    for name in ("finals", "started", "first", "seed_of", "replicates", "replication", "seed", "explore"):
+        state.pop(name)
+    old = search.OptunaSearcher.__new__(search.OptunaSearcher)
+    old.__setstate__(state)
+    assert old.replication is None and old.explore and old.finals == {} and old.suggest("t") is not None
+
+
+# --- the grid ----------------------------------------------------------------------------------
+
+
+def test_a_replicating_grid_runs_every_point_then_replicates_within_its_ledger():
+    cfg = load_sweep_config("quickstart", [*GRID, "search.replicate={top_k: 2, seeds: 2, share: 0.25}",
+                                           "search.sampler_seed=3"])
+    points = {p.key: p for p in grid_points(cfg.search)}
+    grid = search.grid_searcher(cfg, list(points))
+    assert grid.budget.total == math.ceil(6 * 4 / 0.75) == 32
+    ctx = SweepContext("s", "", "", "", cfg.trainer.model_dump(), cfg.objective, None, 1, points=points,
+                       names=point_names(cfg.trainer.model_dump(), list(points.values())))
+
+    def value(config, seed):
+        return _noisy(dict(points[config[POINT_KEY]].overrides), seed)
+
+    loop = Loop(grid, 4, value, concurrency=2).run()
+    firsts = [c[POINT_KEY] for t, c in loop.configs.items() if POINT_SEED not in c]
+    assert sorted(firsts) == sorted(points) and firsts == search.grid_order(cfg, list(points))  # each once, shuffled
+    assert firsts != list(points)  # not in config order (seed 3)
+    assert loop.finished and loop.trained <= 32
+    replicates = [c for c in loop.configs.values() if POINT_SEED in c]
+    assert replicates and all(c[POINT_SEED] in (10000, 10001) for c in replicates)
+    names = {ctx.name_of(ctx.point_of(c)) for c in replicates}
+    for c in replicates:  # the grid point's name with the replicate's seed; its own key
+        point = ctx.point_of(c)
+        assert point.overrides == points[c[POINT_KEY]].overrides and point.key not in points
+        assert ctx.name_of(point) == ctx.names[c[POINT_KEY]].replace(" s0", f" s{c[POINT_SEED]}")
+    assert len(names) == len(replicates)
+    # The grid's ledger, with every first trial finished: replicates at most share / (1 − share) of the grid.
+    assert grid.budget.committed_by(grid.replicates) <= 0.25 / 0.75 * 24
+
+
+def test_search_setup_keeps_tunes_grid_without_replication_and_uses_the_grid_searcher_with_it():
+    from sweep.tune import search_setup
+
+    plain = load_sweep_config("quickstart", GRID)
+    keys_ = [p.key for p in grid_points(plain.search)]
+    setup = search_setup(plain, keys_, "")
+    assert setup.search_alg is None and setup.param_space[POINT_KEY] == {"grid_search": keys_} and setup.num_samples == 1
+    rep = load_sweep_config("quickstart", [*GRID, "search.replicate={seeds: 2}"])
+    setup = search_setup(rep, keys_, "")
+    assert isinstance(setup.search_alg, search.OptunaSearcher) and not setup.search_alg.explore
+    assert setup.param_space == {} and setup.num_samples == 6 * 3 and setup.metric == keys.OBJECTIVE
+
+
+def test_budget_settles_each_trials_epochs():
+    b = EpochBudget(total=20, per_trial=4)
+    b.start("a")
+    b.start("r")
+    b.result("r", 2)
+    assert b.committed_by(["r"]) == 4 and b.committed_by(["a", "r"]) == 8 and b.committed_by(["x"]) == 0
+    b.end("r", 2)  # stopped at epoch 2: 2 trained, the rest returns
+    assert b.settled == {"r": 2} and b.committed_by(["r"]) == 2 and b.committed() == 6
