@@ -47,9 +47,9 @@ import math
 import pickle
 import random
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
@@ -57,18 +57,15 @@ from ray.tune.search import Searcher
 from sweep import warmstart
 from sweep.budget import EpochBudget
 from sweep.config import SweepConfig
-from sweep.points import POINT_KEY, POINT_SEED, grid_points
+from sweep.choice import Choice, PointId, SeedValue, choose, point_id, pooled_of, ranked
+from sweep.points import OPTUNA_DIGITS, POINT_KEY, POINT_SEED, Point, apply_point, grid_points, point_name, point_names
 from trainer import keys
-from trainer.pooled import Pooled, pooled
-from trainer.stats import Interval
 
 log = logging.getLogger(__name__)
 Study = optuna.study.Study
 TrialState = optuna.trial.TrialState
-K = TypeVar("K", bound=Hashable)
 SEED_ATTR = "seed"  # Optuna user attribute of a replicating search's trials: the training seed
 REPLICATE_ATTR = "replicate_of"  # a replicate's: the Optuna trial number of its point's first seed
-PointId = tuple[tuple[str, Any], ...]  # a point's params, sorted: the searcher's identity of a point
 
 
 @dataclass(frozen=True)
@@ -86,60 +83,30 @@ class Replication:
         return None if rep is None else cls(rep.top_k, tuple(cfg.replicate_seeds()), rep.share, rep.choose)
 
 
-# A point's value on one seed that ended: (final objective, diverged). A diverged seed counts at
-# the objective's worst value in the mean and is left out of the run-to-run variance (divergence
-# is a separate outcome, as in analysis.verdicts).
-SeedValue = tuple[float, bool]
-
-
-def mean_of(values: Sequence[SeedValue]) -> float:
-    return math.fsum(v for v, _ in values) / len(values)
-
-
-def ranked(points: Mapping[K, Sequence[SeedValue]]) -> list[K]:
-    """The points with at least one ended seed, best mean first (ties: in the mapping's order)."""
-    order = {p: i for i, p in enumerate(points)}
-    return sorted((p for p, v in points.items() if v), key=lambda p: (-mean_of(points[p]), order[p]))
-
-
-def pooled_of(points: Mapping[K, Sequence[SeedValue]]) -> Pooled | None:
-    """The run-to-run variance pooled over the points with >= 2 finished (not diverged) seeds."""
-    return pooled([v for v, diverged in values if not diverged] for values in points.values())
-
-
 @dataclass(frozen=True)
-class Choice(Generic[K]):
-    """The search's choice: ``point``, its mean over ``seeds`` seeds with the 95 % interval
-    x̄ ± t·s/√n from the ``pool``ed run-to-run variance (NaN bounds while no point has two
-    finished seeds), and the rule that chose it."""
+class Names:
+    """Display names of a sweep's points without their seed (``sm λ1e-4 μ1e-3``), for the lines a
+    replicating searcher prints; picklable with it (a grid's names by point key, else from the base
+    trainer config as sweep.trial names an Optuna point)."""
 
-    point: K
-    estimate: Interval
-    seeds: int
-    pool: Pooled | None
-    rule: str
+    base: dict[str, Any]
+    grid: dict[str, str]
+    seed: int
 
+    @classmethod
+    def of(cls, cfg: SweepConfig) -> Names:
+        base = cfg.trainer.model_dump()
+        points = grid_points(cfg.search) if cfg.search.method == "grid" else []
+        return cls(base, point_names(base, points), cfg.search.seeds[0])
 
-def choose(points: Mapping[K, Sequence[SeedValue]], rule: str = "mean") -> Choice[K] | None:
-    """The best point over its seeds (None: no point has an ended seed). ``rule`` "mean": the best
-    mean; "lower": the best lower 95 % bound of the mean, x̄ − t·s/√n with the pooled variance
-    (:mod:`trainer.pooled`), which prefers a point measured on more seeds unless another beats it
-    by more than the noise; with no pooled variance yet, the best mean. Ties: the mapping's order."""
-    if rule not in ("mean", "lower"):
-        raise ValueError(f"choose: rule {rule!r} is neither 'mean' nor 'lower'")
-    order = ranked(points)
-    if not order:
-        return None
-    pool = pooled_of(points)
-
-    def estimate(p: K) -> Interval:
-        values = [v for v, _ in points[p]]
-        return pool.interval(values) if pool is not None else Interval(mean_of(points[p]), math.nan, math.nan)
-
-    best = order[0]
-    if rule == "lower" and pool is not None:
-        best = max(order, key=lambda p: (estimate(p).lo, -order.index(p)))
-    return Choice(best, estimate(best), len(points[best]), pool, rule)
+    def __call__(self, params: Mapping[str, Any]) -> str:
+        if POINT_KEY in params:
+            name = self.grid.get(params[POINT_KEY], str(params[POINT_KEY]))
+        else:
+            point = Point(point_id(params), self.seed)
+            name = point_name(apply_point(self.base, point), point, OPTUNA_DIGITS)
+        head, sep, tail = name.rpartition(f" s{self.seed}")
+        return head + tail if sep else name
 
 
 class OptunaSearcher(Searcher):
@@ -157,6 +124,7 @@ class OptunaSearcher(Searcher):
         replication: Replication | None = None,
         seed: int = 0,
         explore: bool = True,
+        names: Names | None = None,
     ) -> None:
         objectives = metric if isinstance(metric, list) else [metric]
         if replication is not None and (budget is None or len(objectives) > 1):
@@ -171,6 +139,7 @@ class OptunaSearcher(Searcher):
         self.replication = replication
         self.seed = seed  # the training seed of every trial that is not a replicate
         self.explore = explore  # False (a grid): propose the queued points, then replicates only
+        self.names = names  # set: print a line whenever the search's choice changes
         # Per Tune trial: the point it was given, its Optuna trial number, and the objective it
         # reported at each epoch (what becomes the Optuna trial's intermediate values).
         self.points: dict[str, dict[str, Any]] = {}
@@ -192,6 +161,7 @@ class OptunaSearcher(Searcher):
         self.first: dict[PointId, int] = {}
         self.seed_of: dict[str, int] = {}  # Tune trial id -> its training seed (replicates)
         self.replicates: set[str] = set()  # Tune trial ids of replicates
+        self.chosen: PointId | None = None  # the choice last printed
 
     def _open(self) -> Study:
         return optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
@@ -207,7 +177,7 @@ class OptunaSearcher(Searcher):
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "finals" not in state:  # pickled before replication existed: no replicates, one seed
             self._init_replication()
-            state = {"replication": None, "seed": 0, "explore": True, **state}
+            state = {"replication": None, "seed": 0, "explore": True, "names": None, **state}
         self.__dict__.update(state)
         self._live = {}
         self.study = self._open()
@@ -266,7 +236,7 @@ class OptunaSearcher(Searcher):
         self.points[trial_id], self.seed_of[trial_id] = dict(pid), seed
         self.replicates.add(trial_id)
         self.started.setdefault(pid, set()).add(seed)
-        log.info("search: replicating %s on seed %d", dict(pid), seed)
+        log.debug("search: replicating %s on seed %d", dict(pid), seed)
         return {**dict(pid), POINT_SEED: seed}
 
     def values(self) -> dict[PointId, list[SeedValue]]:
@@ -280,6 +250,19 @@ class OptunaSearcher(Searcher):
         if choice is None:
             return None
         return Choice(dict(choice.point), choice.estimate, choice.seeds, choice.pool, choice.rule)
+
+    def _announce(self) -> None:
+        """Print the search's choice when it changed (with ``names``: a live sweep, not the replay)."""
+        choice = self.incumbent()
+        if self.names is None or choice is None or point_id(choice.point) == self.chosen:
+            return
+        self.chosen = point_id(choice.point)
+        iv, pool = choice.estimate, choice.pool
+        spread = (f"[{iv.lo:.3f}, {iv.hi:.3f}], pooled run-to-run sd {pool.sd:.3f} on {pool.df} d.f." if pool
+                  else "no point has two finished seeds yet")
+        rule = "best mean" if choice.rule == "mean" else "best lower 95 % bound of the mean"
+        print(f"  search: its choice is now {self.names(choice.point)}, objective {iv.value:.3f} over "
+              f"{choice.seeds} seed(s) ({spread}; by the {rule})", flush=True)
 
     def _value(self, result: Mapping[str, Any] | None) -> tuple[int, float] | None:
         """(epoch, objective) of a single-objective result, or None."""
@@ -340,6 +323,7 @@ class OptunaSearcher(Searcher):
         if self.replication is not None and state == TrialState.COMPLETE and values and math.isfinite(values[0]):
             diverged = (result or {}).get(keys.STATUS) == keys.Status.DIVERGED
             self.finals.setdefault(pid, {})[seed] = (float(values[0]), diverged)
+            self._announce()
         trial = self._running(trial_id)
         self._live.pop(trial_id, None)
         try:
@@ -404,14 +388,10 @@ SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
 }
 
 
-def point_id(params: Mapping[str, Any]) -> PointId:
-    """The searcher's identity of a point: its params, sorted (the seed is not among them)."""
-    return tuple(sorted(params.items()))
-
-
-def searcher(cfg: SweepConfig, study_storage: str | optuna.storages.BaseStorage) -> OptunaSearcher:
+def searcher(cfg: SweepConfig, study_storage: str | optuna.storages.BaseStorage, announce: bool = True) -> OptunaSearcher:
     """The searcher of an Optuna sweep; ``study_storage`` is an RDB URL (or, for the replay
-    benchmark, a storage object such as Optuna's in-memory one)."""
+    benchmark, a storage object such as Optuna's in-memory one). ``announce``: a replicating
+    search prints its choice whenever it changes (the replay passes False)."""
     search = cfg.search
     space = warmstart.distributions(search)
     seeds = []
@@ -436,6 +416,7 @@ def searcher(cfg: SweepConfig, study_storage: str | optuna.storages.BaseStorage)
         budget=EpochBudget(total, per_trial) if total else None,
         replication=Replication.of(cfg),
         seed=search.seeds[0],
+        names=Names.of(cfg) if announce and search.replicate is not None else None,
     )
 
 
@@ -448,10 +429,11 @@ def grid_order(cfg: SweepConfig, point_keys: Sequence[str]) -> list[str]:
     return order
 
 
-def grid_searcher(cfg: SweepConfig, point_keys: Sequence[str]) -> OptunaSearcher:
+def grid_searcher(cfg: SweepConfig, point_keys: Sequence[str], announce: bool = True) -> OptunaSearcher:
     """The searcher of a grid sweep with ``search.replicate``: the grid's points (by key, in
     :func:`grid_order`), then replicates of its incumbents, within a ledger of the grid's
-    trial-epochs over 1 − share (the grid runs whole, and replicates get their share on top)."""
+    trial-epochs over 1 − share (the grid runs whole, and replicates get their share on top).
+    ``announce``: print the search's choice whenever it changes (the replay passes False)."""
     rep = cfg.search.replicate
     if rep is None:
         raise ValueError("grid_searcher: the grid replicates only with search.replicate")
@@ -469,6 +451,7 @@ def grid_searcher(cfg: SweepConfig, point_keys: Sequence[str]) -> OptunaSearcher
         replication=Replication.of(cfg),
         seed=cfg.search.seeds[0],
         explore=False,
+        names=Names.of(cfg) if announce else None,
     )
 
 

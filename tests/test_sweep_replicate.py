@@ -361,3 +361,81 @@ def test_budget_settles_each_trials_epochs():
     assert b.committed_by(["r"]) == 4 and b.committed_by(["a", "r"]) == 8 and b.committed_by(["x"]) == 0
     b.end("r", 2)  # stopped at epoch 2: 2 trained, the rest returns
     assert b.settled == {"r": 2} and b.committed_by(["r"]) == 2 and b.committed() == 6
+
+
+# --- a whole sweep (slow) ----------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a grid sweep with replication end to end (a Ray cluster, a judge, 3-4 trials)
+def test_a_grid_sweep_replicates_its_incumbent_in_runs_of_their_own(ray_cluster, mlflow_server, tmp_path):
+    """The tiny grid (two points, two epochs) with its top point replicated on one new seed: each
+    replicate is one more MLflow child run keyed by its point and seed, named with that seed, one
+    point with its grid run in the analysis, and its seeds measure the run-to-run variance."""
+    import mlflow
+
+    from analysis.runs import load
+    from helpers import TINY, child_runs, run_sweep
+    from sweep import tracking
+    from sweep.record import POOLED_PREFIX, Tag
+
+    uri, name, exp = mlflow_server.uri, "replicate", "replicate-test"
+    sets = [*TINY, f"tracking.uri={uri}", f"storage_path={tmp_path}", f"experiment={exp}",
+            "search.points=[]", "search.replicate={top_k: 1, seeds: 1, share: 0.5}", "confirm.enabled=false",
+            "analysis=false"]  # fmt: skip
+    assert run_sweep(["--name", name, *sum((["--set", s] for s in sets), [])]) == 0
+    parent = tracking.find_parent(mlflow.MlflowClient(uri), exp, name)
+    runs = child_runs(uri, exp, parent)
+    firsts = [r for r in runs if r.data.params["seed"] == "0"]
+    replicates = [r for r in runs if r.data.params["seed"] == "10000"]
+    assert sorted(r.info.run_name for r in firsts) == ["sm λ1e-3 μ1e-4 s0", "sm λ1e-4 μ1e-4 s0"]
+    assert 1 <= len(replicates) <= 2 and len(runs) == len(firsts) + len(replicates)  # nothing else, nothing twice
+    assert len({r.data.tags[Tag.KEY] for r in runs}) == len(runs)
+    lam_mu = {(r.data.params["loss.lam"], r.data.params["loss.mu"]): r for r in firsts}
+    for r in replicates:
+        first = lam_mu[(r.data.params["loss.lam"], r.data.params["loss.mu"])]  # a grid point, another seed
+        assert r.info.run_name == first.info.run_name.replace(" s0", " s10000")
+        assert r.data.tags[Tag.STATUS] in ("finished", "diverged")
+    frame = load(exp, uri, parent)
+    by_run = dict(zip(frame["run_id"], frame["config_key"]))
+    for r in replicates:  # the analysis sees one point with two seeds
+        first = lam_mu[(r.data.params["loss.lam"], r.data.params["loss.mu"])]
+        assert by_run[r.info.run_id] == by_run[first.info.run_id]
+    finished = [r for r in replicates if r.data.tags[Tag.STATUS] == "finished"]
+    metrics = mlflow.MlflowClient(uri).get_run(parent).data.metrics
+    if finished:  # a point with two finished seeds: the driver pools the training seed's noise
+        assert metrics[f"{POOLED_PREFIX}objective_df"] >= 1
+
+
+def test_the_searcher_says_when_its_choice_changes_and_the_report_can_choose_from_tunes_rows(capsys):
+    from sweep.choice import point_values
+    from sweep.record import Status
+
+    cfg = load_sweep_config("quickstart", [*GRID, "search.replicate={top_k: 1, seeds: 1, share: 0.5}"])
+    points = {p.key: p for p in grid_points(cfg.search)}
+    grid = search.grid_searcher(cfg, list(points))
+    a, b = grid.suggest("a"), grid.suggest("b")
+    grid.on_trial_complete("a", _result(4, 0.8, "finished"))
+    grid.on_trial_complete("b", _result(4, 0.7, "finished"))
+    r = grid.suggest("r")
+    assert r == {**a, POINT_SEED: 10000}  # the incumbent, a, replicated
+    grid.on_trial_complete("r", _result(4, 0.5, "finished"))  # a: 0.65 over two seeds, below b's 0.7
+    names = point_names(cfg.trainer.model_dump(), list(points.values()))
+    out = capsys.readouterr().out.splitlines()
+    short = lambda key: names[key].removesuffix(" s0")  # noqa: E731
+    assert out[0] == (f"  search: its choice is now {short(a[POINT_KEY])}, objective 0.800 over 1 seed(s) (no point "
+                      "has two finished seeds yet; by the best mean)")
+    # a's two seeds give s² = 2 · 0.15² / 1 = 0.045 on 1 d.f. (s = 0.2121): b's 0.7 ± 12.706 · 0.2121 = ± 2.695.
+    assert out[1] == (f"  search: its choice is now {short(b[POINT_KEY])}, objective 0.700 over 1 seed(s) "
+                      "([-1.995, 3.395], pooled run-to-run sd 0.212 on 1 d.f.; by the best mean)")
+    assert len(out) == 2
+    # The same choice from Tune's rows (what the driver's report would read): config and status; a
+    # stopped trial has no final value. By the lower bound, a (two seeds) stays: 0.65 − 12.706 ·
+    # 0.2121 / √2 = −1.256 is above b's 0.7 − 2.695 = −1.995.
+    rows = [{"config": a, "status": Status.FINISHED, "objective": 0.8},
+            {"config": b, "status": Status.FINISHED, "objective": 0.7},
+            {"config": r, "status": Status.FINISHED, "objective": 0.5},
+            {"config": {POINT_KEY: "x"}, "status": Status.STOPPED, "objective": 0.9}]
+    values = point_values(rows, lambda row: row["objective"])
+    assert values == {search.point_id(a): [(0.8, False), (0.5, False)], search.point_id(b): [(0.7, False)]}
+    assert search.choose(values, "mean").point == search.point_id(b)
+    assert search.choose(values, "lower").point == search.point_id(a)

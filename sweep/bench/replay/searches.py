@@ -103,7 +103,7 @@ class Search:
         the best finished trial's, or for a replicating search the live searcher's rule
         (:func:`sweep.search.choose`) over the seeds of each point that ended by then."""
         if self.rule is not None:
-            from sweep.search import choose
+            from sweep.choice import choose
 
             points: dict[Any, dict[int, tuple[float, bool]]] = {}
             cells = {}
@@ -203,7 +203,7 @@ def drive(
     recorded curves, making the Tune controller's calls to ``scheduler`` and ``searcher``.
     ``answer`` says which cell and recorded training seed answer a config (default: the nearest
     cell, on ``train_seed``)."""
-    from sweep.search import point_id
+    from sweep.choice import point_id
     from sweep.tune import CONTINUE, FINISHED, STOP
     from sweep.trial import POINT_SEED
 
@@ -338,7 +338,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
 
     if method.startswith("grid"):  # the live grid searcher, as sweep.tune.search_setup builds it
         points.update({p.key: p for p in grid_points(cfg.search)})
-        grid = search.grid_searcher(cfg, list(points))
+        grid = search.grid_searcher(cfg, list(points), announce=False)
         return drive(table, train_seed, grid.suggest, cfg.objective, grid, scheduler, reference=chance(table),
                      out=out, answer=answer)
     storage = optuna.storages.InMemoryStorage()
@@ -347,7 +347,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
         source_seed = rng.choice([s for s in table.seeds if s != train_seed] or table.seeds)
         source = replay_source(table, replay_seed + 10_000, source_seed, budget // 2, spec.sets)
         warmstart.seed_study(cfg, cfg.name, storage, source)
-    searcher = search.searcher(cfg, storage)
+    searcher = search.searcher(cfg, storage, announce=False)
     return drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler,
                  reference=chance(table), out=out, answer=answer)
 
