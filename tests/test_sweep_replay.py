@@ -282,8 +282,8 @@ def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
     result = pick.pick(table, (10, 3), (20, 3), methods=[default, rival])
     rows = bench.summary_rows(result.tuning)
 
-    def rule(r):  # the documented order: the lower held-out regret with all the epochs, then with half
-        return -r["regret@1"].value, -r["regret@0.5"].value
+    def rule(r):  # the documented order: the process condition met, then the lower held-out regret
+        return r["bad@0.25"].value <= 0.10, -r["regret@1"].value, -r["regret@0.5"].value  # with all epochs, then half
 
     assert result.picked.label == max(rows, key=rule)["method"]
     assert {s.replay_seed for runs in result.tuning.searches.values() for s in runs} == {10, 11, 12}
@@ -324,6 +324,32 @@ def test_verdict_needs_a_separable_paired_difference():
     assert "worse" in pick.verdict(report((1, 1), (2, 1)), "p", "d")
     assert "Not separable" in pick.verdict(report((1, 1), (1, 1)), "p", "d")
     assert "is the current default" in pick.verdict(report((1, 1), (1, 1)), "d", "d")
+
+
+def test_the_goals_parts_and_the_verdicts_goal_clause(monkeypatch):
+    from sweep.bench.replay import pick
+    from trainer.stats import Interval
+
+    def readings(excess, full, half, bad):
+        return {"excess": Interval(excess, excess - 0.01, excess + 0.01), "vs_grid@1": Interval(*full),
+                "vs_grid@0.5": Interval(*half), "bad@0.25": Interval(bad, bad - 0.01, bad + 0.01)}
+
+    # Regret at most half the grid's (excess ≤ 0) with the paired interval above 0; with half the
+    # epochs an interval that reaches 0 or above; at most 10 % of epochs on bad cells.
+    assert bench.goal_parts(readings(-0.01, (0.02, 0.01, 0.03), (0.0, -0.01, 0.01), 0.05)) == (True, True, True)
+    assert bench.goal_parts(readings(0.001, (0.02, 0.01, 0.03), (-0.02, -0.03, -0.01), 0.11)) == (False, False, False)
+    assert bench.goal_parts(readings(-0.01, (0.01, -0.001, 0.02), (0.0, -0.01, 0.01), 0.10))[0] is False
+    # Not separable, but the picked setting meets the goal where the default does not: it replaces it.
+    table = _three_seed_table()
+    runs = {m: [bench.Search(m, r, r % 3, heldout=tuple(x for x in (0, 1, 2) if x != r % 3), trials=[
+        {"cell": CELL(1, 1), "status": "finished", "epoch": EPOCHS, "objective": 1.0, "spent": 4}]) for r in range(6)]
+        for m in ("p", "d", "grid")}
+    report = bench.Report(table, runs, {}, grid_epochs=36, seconds=0.0)
+    met, unmet = readings(-0.01, (0.02, 0.01, 0.03), (0.0, -0.01, 0.01), 0.05), readings(0.01, (0, 0, 0), (0, 0, 0), 0.2)
+    monkeypatch.setattr(pick, "goal_rows", lambda rep, m: met if m == "p" else unmet)
+    assert "meets the goal there and the default does not" in pick.verdict(report, "p", "d")
+    monkeypatch.setattr(pick, "goal_rows", lambda rep, m: met)
+    assert "Not separable" in pick.verdict(report, "p", "d") and "default stays" in pick.verdict(report, "p", "d")
 
 
 def test_pick_refuses_overlapping_seeds_from_the_command_line(tmp_path, capsys):
