@@ -352,6 +352,21 @@ def test_the_goals_parts_and_the_verdicts_goal_clause(monkeypatch):
     assert "Not separable" in pick.verdict(report, "p", "d") and "default stays" in pick.verdict(report, "p", "d")
 
 
+def test_the_command_lines_seed_sets_are_the_protocols(monkeypatch):
+    from sweep.bench.replay import pick
+    from sweep.bench.replay.__main__ import main
+
+    parsed = {}
+
+    def fake(table, out, tuning, fresh):  # what main hands the protocol when no seeds are given
+        parsed.update(tuning=tuning, fresh=fresh)
+        return 0
+
+    monkeypatch.setattr(pick, "main", fake)
+    assert main(["pick"]) == 0
+    assert parsed == {"tuning": pick.TUNING, "fresh": pick.FRESH}
+
+
 def test_pick_refuses_overlapping_seeds_from_the_command_line(tmp_path, capsys):
     from sweep.bench.replay.__main__ import main
 

@@ -37,6 +37,7 @@ from sweep.bench.replay.searches import (
     load,
     markdown,
     plot,
+    reserve_for,
     run_all,
     summary_rows,
     write_csv,
@@ -166,13 +167,16 @@ def pick(table: Table, tuning: tuple[int, int] = TUNING, fresh: tuple[int, int] 
                           f"tuning seeds {tuning[0]}..{tuning[0] + tuning[1] - 1}; they must be disjoint")
     methods = methods or candidates(table)
     check_methods(table, methods)
-    tuning_report = run_all(table, tuning[1], methods, tuning[0])
+    # One reserve for both seed sets and every candidate, so all are scored on as many held-out
+    # seeds (a method's regret depends on how many the oracle is chosen from).
+    reserve = reserve_for(table, methods)
+    tuning_report = run_all(table, tuning[1], methods, tuning[0], reserve)
     rows = summary_rows(tuning_report)
     best = max(rows, key=score)
     picked = next(m for m in methods if m.label == best["method"])
     fresh_list, default, random = fresh_methods(table, picked)
     check_methods(table, fresh_list)
-    fresh_report = run_all(table, fresh[1], fresh_list, fresh[0])
+    fresh_report = run_all(table, fresh[1], fresh_list, fresh[0], reserve)
     chosen = fresh_list[1]  # the picked setting, labelled as the default where it is the default
     return Pick(tuning_report, chosen, fresh_report, default, random,
                 verdict(fresh_report, chosen.label, default.label))
