@@ -80,9 +80,10 @@ ACCURACY_OBJECTIVES = frozenset({"weighted", "harmonic", "accuracy"})  # those t
 
 class ReplicateConfig(_Strict):
     """Replication (``search.replicate``; docs/sweep.md#replication): part of the epoch budget
-    retrains the current incumbents on new training seeds, and the search's choice is decided by
-    the mean over a point's seeds. Each retrain (a *replicate*) is one more trial of the same point
-    with another seed: its own Tune trial, MLflow run and point key."""
+    retrains the current incumbents on new training seeds, and the search's choice is decided over
+    a point's seeds. Each retrain (a *replicate*) is one more trial of the same point with another
+    seed: its own Tune trial, MLflow run and point key. The defaults are the replay benchmark's
+    pick (python -m sweep.bench.replay pick; docs/results.md)."""
 
     # Incumbents replicated: the top_k points by mean objective over their ended seeds (a diverged
     # seed counts at the objective's worst value); those with the fewest seeds started go first.
@@ -92,12 +93,12 @@ class ReplicateConfig(_Strict):
     seeds: int = Field(1, ge=1)
     # Most of the trial-epochs committed (trained, and reserved by running trials) that replicates
     # may hold: a replicate starts only while replicates' epochs stay within this share of all.
-    share: float = Field(0.25, gt=0, lt=1)
+    share: float = Field(0.5, gt=0, lt=1)
     # The search's choice among its points: "mean", the best mean over its seeds; "lower", the best
     # lower 95 % bound of that mean, x̄ − t·s/√n with s the run-to-run sd pooled over every point
     # with >= 2 finished seeds (trainer.pooled), so a point measured once must beat a replicated one
     # by more than its noise. Before any point has two finished seeds both are the mean.
-    choose: Literal["mean", "lower"] = "mean"
+    choose: Literal["mean", "lower"] = "lower"
 
 
 class SearchConfig(_Strict):

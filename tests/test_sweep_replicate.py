@@ -33,7 +33,7 @@ def test_replicate_is_off_by_default_and_its_seeds_are_nobody_elses():
     assert cfg.search.replicate is None and cfg.replicate_seeds() == []
     cfg = load_sweep_config("quickstart", ["search.replicate={seeds: 2}"])
     rep = cfg.search.replicate
-    assert (rep.top_k, rep.seeds, rep.share, rep.choose) == (3, 2, 0.25, "mean")
+    assert (rep.top_k, rep.seeds, rep.share, rep.choose) == (3, 2, 0.5, "lower")  # the replay's pick
     assert cfg.replicate_seeds() == [10000, 10001]
     # Whatever the sweep's own seeds, the confirmation's retrain seeds and its sample seed take is skipped.
     cfg = load_sweep_config("quickstart", ["search.replicate={seeds: 3}", "search.seeds=[10000]",
