@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from sweep import warmstart
@@ -461,30 +460,6 @@ def grid_trials(cfg: SweepConfig, points: int) -> int:
     point once, and each replicate seed of every point that may become an incumbent."""
     rep = cfg.search.replicate
     return points * (1 + (rep.seeds if rep is not None else 0))
-
-
-class SpareReplicates(ASHAScheduler):
-    """ASHA that lets every replicate (a trial whose Tune config carries :data:`POINT_SEED`) train
-    to ``max_t``: a replicate exists to measure an incumbent's final value on another seed, and a
-    rung cut on its early objective loses that (the replay measured ASHA stopping about a third of
-    them). Its early results are not recorded in the rungs, so the cutoffs other trials face are
-    those of plain ASHA; its final result is, as any trial's. Not used by the live sweep until
-    ``sweep.tune.scheduler`` builds it (:func:`spare_replicates`); the replay measures it."""
-
-    def __init__(self, time_attr: str, max_t: int, **kwargs: Any) -> None:
-        super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
-        self.epoch_key, self.last_epoch = time_attr, max_t
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if POINT_SEED in (getattr(trial, "config", None) or {}):
-            return TrialScheduler.STOP if result.get(self.epoch_key, 0) >= self.last_epoch else TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
-
-
-def spare_replicates(cfg: SweepConfig) -> SpareReplicates:
-    """The sweep's ASHA (as ``sweep.tune.scheduler`` builds it) that spares replicates."""
-    return SpareReplicates(time_attr=keys.EPOCH, max_t=cfg.max_epochs, grace_period=cfg.scheduler.grace_period,
-                           reduction_factor=cfg.scheduler.reduction_factor)
 
 
 def fail_stale_trials(study: str, storage: str) -> int:

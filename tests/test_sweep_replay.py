@@ -490,3 +490,36 @@ def test_cluster_ratio_and_the_family_wise_interval_against_a_hand_computation()
     wide = bench.cluster_bootstrap(values, clusters, draws=20_000, level=1 - 0.05 / 9)
     narrow = bench.cluster_bootstrap(values, clusters, draws=20_000)
     assert wide.lo < narrow.lo < narrow.hi < wide.hi and wide.value == narrow.value
+
+
+def test_asha_that_spares_replicates_stops_the_others_as_asha_does():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from sweep import tune as sweep_tune
+    from sweep.bench.replay.spare import spare_replicates
+    from sweep.points import POINT_SEED
+
+    cfg = bench.sweep_config(_three_seed_table(), "tpe+asha", 100, 0, ("search.replicate={}",))  # grace 2, rf 3
+
+    def _result(epoch: int, value: float) -> dict:
+        return {keys.OBJECTIVE: value, keys.EPOCH: epoch, keys.STATUS: "running", "training_iteration": epoch}
+
+    spare, plain = spare_replicates(cfg), sweep_tune.scheduler(cfg)
+    for scheduler in (spare, plain):
+        scheduler.set_search_properties(keys.OBJECTIVE, "max")
+    trials = {name: SimpleNamespace(trial_id=name, config={"loss.lam": 1e-3, **extra})
+              for name, extra in (("a", {}), ("b", {}), ("c", {}), ("r", {POINT_SEED: 10000}))}
+    decisions = {}
+    for scheduler, label in ((spare, "spare"), (plain, "plain")):
+        for name, value in (("a", 0.9), ("b", 0.8), ("c", 0.1), ("r", 0.05)):  # at the rung, epoch 2
+            scheduler.on_trial_add(None, trials[name])
+            decisions[label, name] = scheduler.on_trial_result(None, trials[name], _result(2, value))
+        decisions[label, "r@4"] = scheduler.on_trial_result(None, trials["r"], _result(4, 0.6))
+    stop, go = TrialScheduler.STOP, TrialScheduler.CONTINUE
+    # Trials that are not replicates: the same decisions (a first at the rung goes on; b and c fall
+    # below the cutoff of the top third and stop).
+    assert [decisions["spare", n] for n in "abc"] == [decisions["plain", n] for n in "abc"] == [go, stop, stop]
+    assert decisions["plain", "r"] == stop and decisions["spare", "r"] == go  # the replicate: only plain ASHA cuts it
+    assert decisions["spare", "r@4"] == stop  # at max_t it ends, as any trial

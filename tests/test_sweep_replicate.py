@@ -439,29 +439,3 @@ def test_the_searcher_says_when_its_choice_changes_and_the_report_can_choose_fro
     assert values == {search.point_id(a): [(0.8, False), (0.5, False)], search.point_id(b): [(0.7, False)]}
     assert search.choose(values, "mean").point == search.point_id(b)
     assert search.choose(values, "lower").point == search.point_id(a)
-
-
-def test_asha_that_spares_replicates_stops_the_others_as_asha_does():
-    from types import SimpleNamespace
-
-    from sweep import tune as sweep_tune
-
-    cfg = load_sweep_config("quickstart", [*OPTUNA, "scheduler.kind=asha", "scheduler.grace_period=2",
-                                           "search.replicate={}"])
-    spare, plain = search.spare_replicates(cfg), sweep_tune.scheduler(cfg)
-    for scheduler in (spare, plain):
-        scheduler.set_search_properties(keys.OBJECTIVE, "max")
-    trials = {name: SimpleNamespace(trial_id=name, config={"loss.lam": 1e-3, **extra})
-              for name, extra in (("a", {}), ("b", {}), ("c", {}), ("r", {POINT_SEED: 10000}))}
-    decisions = {}
-    for scheduler, label in ((spare, "spare"), (plain, "plain")):
-        for name, value in (("a", 0.9), ("b", 0.8), ("c", 0.1), ("r", 0.05)):  # at the rung, epoch 2
-            scheduler.on_trial_add(None, trials[name])
-            decisions[label, name] = scheduler.on_trial_result(None, trials[name], _result(2, value))
-        decisions[label, "r@4"] = scheduler.on_trial_result(None, trials["r"], _result(4, 0.6))
-    stop, go = search.TrialScheduler.STOP, search.TrialScheduler.CONTINUE
-    # Trials that are not replicates: the same decisions (a first at the rung goes on; b and c fall
-    # below the cutoff of the top third and stop).
-    assert [decisions["spare", n] for n in "abc"] == [decisions["plain", n] for n in "abc"] == [go, stop, stop]
-    assert decisions["plain", "r"] == stop and decisions["spare", "r"] == go  # the replicate: only plain ASHA cuts it
-    assert decisions["spare", "r@4"] == stop  # at max_t it ends, as any trial

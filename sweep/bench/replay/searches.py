@@ -127,7 +127,7 @@ class Method:
     label: str
     kind: str
     sets: tuple[str, ...] = ()
-    spare: bool = False  # what-if: ASHA spares replicates (sweep.search.SpareReplicates), not the live code yet
+    spare: bool = False  # what-if: ASHA spares replicates (sweep.bench.replay.spare), not the live sweep's
 
 
 METHODS = (
@@ -141,7 +141,7 @@ METHODS = (
 
 
 # What-ifs beside the live methods: the replicating searches with ASHA sparing their replicates
-# (sweep.search.SpareReplicates), which the live sweep uses once sweep.tune.scheduler builds it.
+# (sweep.bench.replay.spare), which the live sweep does not do.
 WHAT_IF = (
     Method("random+asha+rep, ASHA spares replicates (what-if)", "random+asha", REPLICATE, spare=True),
     Method("tpe+asha+rep, ASHA spares replicates (what-if)", "tpe+asha", REPLICATE, spare=True),
@@ -313,6 +313,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     from sweep import search
     from sweep import tune as sweep_tune
     from sweep import warmstart
+    from sweep.bench.replay import spare
     from sweep.points import grid_points
     from sweep.trial import POINT_KEY, POINT_SEED
 
@@ -333,7 +334,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     out = Search(spec.label, replay_seed, train_seed, heldout=tuple(order[reserve:]), rule=rule)
     scheduler = None
     if method != "grid":
-        scheduler = search.spare_replicates(cfg) if spec.spare else sweep_tune.scheduler(cfg)
+        scheduler = spare.spare_replicates(cfg) if spec.spare else sweep_tune.scheduler(cfg)
         scheduler.set_search_properties(keys.OBJECTIVE, "max")  # what tune.TuneConfig(metric, mode) does
     if method.startswith("grid") and rule is None:
         return drive(table, train_seed, _grid_proposer(table, rng), cfg.objective, None, scheduler,
@@ -657,8 +658,12 @@ def goal_markdown(report: Report, method: str, baseline: str = "grid") -> str:
     g = goal_rows(report, method, baseline)
     full, half = g["vs_grid@1"], g["vs_grid@0.5"]
     met_full, met_half, met_process = goal_parts(g)
+    ratio = g["ratio"]
+    shown = (str(ratio) if math.isfinite(ratio.lo) and math.isfinite(ratio.hi) else
+             f"{ratio.value:.3f} (a point: in some bootstrap draws the grid's regret is not above 0, so the ratio's "
+             "interval is unbounded; the next reading decides)")
     return (f"Goal, {method} against the one-seed grid's full choice: with the grid's epochs, held-out regret "
-            f"{g['ratio']} of the grid's (the goal: at most 0.5), regret − ½·grid's regret {g['excess']} "
+            f"{shown} × the grid's (the goal: at most 0.5), regret − ½·grid's regret {g['excess']} "
             f"(the goal: at most 0), held-out value − the grid's {full} ({separable(full)}); "
             f"{'met' if met_full else 'not met'}. With half the epochs: held-out value − the grid's full choice's "
             f"{half} ({'no worse: met' if met_half else 'worse: not met'}). Epochs on cells below 0.5 after 25 %: "
