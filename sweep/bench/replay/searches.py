@@ -464,9 +464,12 @@ class Report:
     grid_epochs: int
     seconds: float
     _oracles: dict[tuple[int, ...], float] = field(default_factory=dict, repr=False)
+    _objective: Any = field(default=None, repr=False)
 
     def objective_cfg(self) -> Any:
-        return sweep_config(self.table, DEFAULT, self.grid_epochs, 0).objective
+        if self._objective is None:  # a whole sweep config is validated to build it: once per report
+            self._objective = sweep_config(self.table, DEFAULT, self.grid_epochs, 0).objective
+        return self._objective
 
     def value(self, s: Search, fraction: float) -> float:
         """The held-out value of ``s``'s choice once ``fraction`` of the grid's epochs were spent."""
