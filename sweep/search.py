@@ -57,7 +57,7 @@ from ray.tune.search import Searcher
 from sweep import warmstart
 from sweep.budget import EpochBudget
 from sweep.config import SweepConfig
-from sweep.choice import Choice, PointId, SeedValue, choose, point_id, pooled_of, ranked
+from sweep.choice import Choice, PointId, SeedValue, choose, point_id, ranked
 from sweep.points import OPTUNA_DIGITS, POINT_KEY, POINT_SEED, Point, apply_point, grid_points, point_name, point_names
 from trainer import keys
 

@@ -276,7 +276,7 @@ def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
     from sweep.bench.replay import pick
     from trainer.config import ConfigError
 
-    table = _tiny_table()
+    table = _three_seed_table(seeds=4)  # the default replicates on one more seed: two kept, two held out
     default = pick.current_default(table)
     rival = bench.Method("random grace=2 rf=2", "random+asha", pick.asha_sets(2, 2))
     result = pick.pick(table, (10, 3), (20, 3), methods=[default, rival])
@@ -295,12 +295,14 @@ def test_pick_chooses_on_tuning_seeds_and_reports_on_fresh_ones():
     # tpe, random and the grid, each without replication and with 2 x 2 x 2 x 2 settings of it
     assert len(pick.candidates(table)) == 3 * (1 + 2 * 2 * 2 * 2)
     assert any(pick.same_setting(c, default) for c in pick.candidates(table))
+    # The current default is the optuna preset's: TPE replicating with search.replicate's defaults.
+    assert default.sets == pick.replicate_sets(3, 1, 0.5, "lower")
     replicating = bench.Method("tpe rep top_k=1 seeds=1 share=0.25 mean", "tpe+asha", pick.replicate_sets(1, 1, 0.25, "mean"))
     methods, _, _ = pick.fresh_methods(table, replicating)
-    assert [m.label for m in methods] == ["grid", replicating.label, default.label, "random"]  # tpe alone is the default
+    assert [m.label for m in methods] == ["grid", replicating.label, default.label, "random", "tpe (no replication)"]
     other = bench.Method("random rep top_k=1 seeds=1 share=0.25 mean", "random+asha", pick.replicate_sets(1, 1, 0.25, "mean"))
     methods, _, _ = pick.fresh_methods(table, other)
-    assert [m.label for m in methods] == ["grid", other.label, default.label, "random"]
+    assert [m.label for m in methods] == ["grid", other.label, default.label, "random"]  # random alone is there
 
 
 def test_verdict_needs_a_separable_paired_difference():
@@ -417,7 +419,7 @@ def test_a_replicating_grid_replays_through_the_live_grid_searcher():
     replicates = [t for t in run.trials if t["replicate"]]
     assert replicates and {t["seed"] for t in replicates} == {random_order(3, table)[1]}
     assert {t["seed"] for t in run.trials if not t["replicate"]} == {run.train_seed}
-    assert run.heldout == tuple(random_order(3, table)[2:]) and run.rule == "mean"
+    assert run.heldout == tuple(random_order(3, table)[2:]) and run.rule == "lower"  # the default rule
     assert run.spent[-1] <= math.ceil(9 * EPOCHS / 0.6)  # the grid's ledger
     with pytest.raises(bench.ConfigError, match="reserve >= 2"):
         bench.replay(table, method, 3, 9 * EPOCHS, reserve=1)

@@ -10,7 +10,7 @@ import random
 import optuna
 import pytest
 
-from sweep import search
+from sweep import choice, search
 from sweep.budget import EpochBudget
 from sweep.loading import load_sweep_config
 from sweep.points import POINT_KEY, POINT_SEED, Point, grid_points, point_names
@@ -66,26 +66,26 @@ POINTS = {"A": [(0.90, False)], "B": [(0.85, False), (0.80, False)], "C": [(0.88
 
 def test_choice_by_the_mean_and_by_its_lower_bound_against_a_hand_computation():
     # Means: A 0.90, B 0.825, C 0.44 (the diverged seed counts at 0).
-    assert search.ranked(POINTS) == ["A", "B", "C"]
+    assert choice.ranked(POINTS) == ["A", "B", "C"]
     # The pooled variance: only B has two finished seeds (C's diverged one is not in it):
     # s² = ((0.85 − 0.825)² + (0.80 − 0.825)²) / 1 = 0.00125, 1 d.f.
-    pool = search.pooled_of(POINTS)
+    pool = choice.pooled_of(POINTS)
     assert pool.variance == pytest.approx(0.00125) and pool.df == 1 and pool.cells == 1
-    by_mean = search.choose(POINTS, "mean")
+    by_mean = choice.choose(POINTS, "mean")
     assert by_mean.point == "A" and by_mean.seeds == 1 and by_mean.estimate.value == pytest.approx(0.90)
     # Lower bounds x̄ − t(1 d.f.)·s/√n with t = 12.706: A 0.90 − 12.706·0.035355 = 0.4508,
     # B 0.825 − 12.706·0.035355/√2 = 0.5074, C 0.44 − 0.3176 = 0.1224: B, the point measured twice.
     t, s = 12.7062047, math.sqrt(0.00125)
-    lower = search.choose(POINTS, "lower")
+    lower = choice.choose(POINTS, "lower")
     assert lower.point == "B" and lower.seeds == 2
     assert lower.estimate.lo == pytest.approx(0.825 - t * s / math.sqrt(2), abs=1e-6)
     assert lower.estimate.hi == pytest.approx(0.825 + t * s / math.sqrt(2), abs=1e-6)
     # Without a point of two finished seeds there is no pooled variance: both rules are the mean.
     one = {"A": [(0.9, False)], "B": [(0.95, False)]}
-    assert search.choose(one, "lower").point == "B" and math.isnan(search.choose(one, "lower").estimate.lo)
-    assert search.choose({}, "mean") is None
+    assert choice.choose(one, "lower").point == "B" and math.isnan(choice.choose(one, "lower").estimate.lo)
+    assert choice.choose({}, "mean") is None
     with pytest.raises(ValueError, match="neither"):
-        search.choose(POINTS, "max")
+        choice.choose(POINTS, "max")
 
 
 # --- the live searcher, driven as Tune drives it --------------------------------------------------
@@ -187,7 +187,7 @@ def test_replicates_keep_the_budget_the_share_and_their_keys(sampler):
 
 
 def test_optuna_is_told_each_replicate_as_a_seed_of_its_point():
-    cfg, s = _optuna_searcher(["search.max_epochs_total=100", "search.replicate={top_k: 2, seeds: 1, share: 0.3}",
+    cfg, s = _optuna_searcher(["search.max_epochs_total=100", "search.replicate={top_k: 2, seeds: 1, share: 0.3, choose: mean}",
                                "search.sampler=random"])
     loop = Loop(s, 4, _noisy, stop_at=lambda c: 2 if c["loss.lam"] > 1e-2 else None).run()
     trials = s.study.get_trials(deepcopy=False)
@@ -210,13 +210,13 @@ def test_optuna_is_told_each_replicate_as_a_seed_of_its_point():
                         for v in [t.value])
         assert sorted(v for v, _ in by_seed.values()) == pytest.approx(values)
     # The incumbent is the best mean over a point's seeds, not the study's best single value.
-    choice = s.incumbent()
+    picked = s.incumbent()
     means = {pid: sum(v for v, _ in by.values()) / len(by) for pid, by in s.finals.items()}
-    assert choice.point == dict(max(means, key=means.get)) and choice.seeds == len(s.finals[search.point_id(choice.point)])
+    assert picked.point == dict(max(means, key=means.get)) and picked.seeds == len(s.finals[choice.point_id(picked.point)])
 
 
 def test_only_incumbents_are_replicated_fewest_seeds_first():
-    cfg, s = _optuna_searcher(["search.max_epochs_total=400", "search.replicate={top_k: 2, seeds: 2, share: 0.9}",
+    cfg, s = _optuna_searcher(["search.max_epochs_total=400", "search.replicate={top_k: 2, seeds: 2, share: 0.9, choose: mean}",
                                "search.sampler=random"])
     for tid in ("a", "b", "c"):
         s.suggest(tid)
@@ -243,7 +243,7 @@ def test_a_diverged_or_stopped_replicate_counts_as_the_objective_counts_it():
     assert s.suggest("r1")[POINT_SEED] == 10000 and s.suggest("r2")[POINT_SEED] == 10001
     s.on_trial_complete("r1", _result(2, 0.0, "diverged"))  # counts at the worst value: mean 0.45
     s.on_trial_complete("r2", _result(2, 0.6))  # stopped by the scheduler: no final value, left out
-    pid = search.point_id(s.points["a"])
+    pid = choice.point_id(s.points["a"])
     assert s.finals[pid] == {0: (0.9, False), 10000: (0.0, True)}
     states = {t.user_attrs.get(search.SEED_ATTR): t.state for t in s.study.get_trials(deepcopy=False)}
     assert states == {0: optuna.trial.TrialState.COMPLETE, 10000: optuna.trial.TrialState.COMPLETE,
@@ -410,7 +410,7 @@ def test_the_searcher_says_when_its_choice_changes_and_the_report_can_choose_fro
     from sweep.choice import point_values
     from sweep.record import Status
 
-    cfg = load_sweep_config("quickstart", [*GRID, "search.replicate={top_k: 1, seeds: 1, share: 0.5}"])
+    cfg = load_sweep_config("quickstart", [*GRID, "search.replicate={top_k: 1, seeds: 1, share: 0.5, choose: mean}"])
     points = {p.key: p for p in grid_points(cfg.search)}
     grid = search.grid_searcher(cfg, list(points))
     a, b = grid.suggest("a"), grid.suggest("b")
@@ -436,6 +436,6 @@ def test_the_searcher_says_when_its_choice_changes_and_the_report_can_choose_fro
             {"config": r, "status": Status.FINISHED, "objective": 0.5},
             {"config": {POINT_KEY: "x"}, "status": Status.STOPPED, "objective": 0.9}]
     values = point_values(rows, lambda row: row["objective"])
-    assert values == {search.point_id(a): [(0.8, False), (0.5, False)], search.point_id(b): [(0.7, False)]}
-    assert search.choose(values, "mean").point == search.point_id(b)
-    assert search.choose(values, "lower").point == search.point_id(a)
+    assert values == {choice.point_id(a): [(0.8, False), (0.5, False)], choice.point_id(b): [(0.7, False)]}
+    assert choice.choose(values, "mean").point == choice.point_id(b)
+    assert choice.choose(values, "lower").point == choice.point_id(a)

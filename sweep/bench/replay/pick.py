@@ -81,8 +81,15 @@ def candidates(table: Table) -> list[Method]:
 
 
 def current_default(table: Table) -> Method:
-    """The default search as the replay's ``tpe+asha`` runs it (no replication), spelled as a candidate."""
-    return Method("current default: tpe", DEFAULT)
+    """The default search (the ``optuna`` preset's: TPE + ASHA replicating with ``search.replicate``'s
+    defaults, the pick of 2026-12-07) as the replay runs it, spelled as a candidate. Before that pick
+    it was TPE + ASHA without replication, candidate ``tpe``."""
+    from sweep.config import ReplicateConfig
+
+    rep = ReplicateConfig()
+    sets = replicate_sets(rep.top_k, rep.seeds, rep.share, rep.choose)
+    return Method(f"current default: tpe rep top_k={rep.top_k} seeds={rep.seeds} share={rep.share} {rep.choose}",
+                  DEFAULT, sets)
 
 
 def without_replication(method: Method) -> Method:

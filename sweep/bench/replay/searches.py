@@ -143,8 +143,8 @@ METHODS = (
 # What-ifs beside the live methods: the replicating searches with ASHA sparing their replicates
 # (sweep.bench.replay.spare), which the live sweep does not do.
 WHAT_IF = (
-    Method("random+asha+rep, ASHA spares replicates (what-if)", "random+asha", REPLICATE, spare=True),
-    Method("tpe+asha+rep, ASHA spares replicates (what-if)", "tpe+asha", REPLICATE, spare=True),
+    Method("random+asha+rep (ASHA spares replicates: what-if)", "random+asha", REPLICATE, spare=True),
+    Method("tpe+asha+rep (ASHA spares replicates: what-if)", "tpe+asha", REPLICATE, spare=True),
 )
 
 
@@ -594,7 +594,7 @@ def replication_pairs(report: Report) -> list[tuple[str, str]]:
     (a what-if of :data:`WHAT_IF`, the live replicating method it varies)."""
     pairs = [(m, m.removesuffix("+rep")) for m in report.searches
              if m.endswith("+rep") and m.removesuffix("+rep") in report.searches]
-    live = [(w.label, w.label.split(",")[0]) for w in WHAT_IF]
+    live = [(w.label, w.label.split(" (")[0]) for w in WHAT_IF]
     return pairs + [(a, b) for a, b in live if a in report.searches and b in report.searches]
 
 
