@@ -9,7 +9,8 @@ also printed as text.
 ``pareto`` also prints the front's hypervolume and logs it on the parent run as
 ``sweep/hypervolume``; ``fronts --sweep A --sweep B`` draws several sweeps' fronts in one plot
 with their hypervolumes.
-Bad input (unknown experiment or sweep, no finished trials, trials without λ/μ, an unknown
+Bad input (unknown experiment or sweep, no finished trials, trials without λ/μ or with a λ/μ
+that is no number, a store that is locked or damaged, an unknown
 metric, trials that selected on different splits or were scored by different judges, a test-set
 metric as a front's axis for trials selected on validation) prints one line to stderr and exits
 with status 2. Trials that selected on the test set get a loud line on stderr after the outputs.
@@ -18,11 +19,13 @@ with status 2. Trials that selected on the test set get a loud line on stderr af
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
 
 from analysis import (default_out_dir, figures, fronts, hypervolume_metrics, log_outputs, pareto, sweep_best_run,
@@ -176,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (AnalysisError, MlflowException) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"analysis: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (sqlalchemy.exc.DBAPIError, sqlite3.DatabaseError) as e:  # a locked or damaged sqlite store
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        hint = ": another process holds it; run this again once it is done" if "locked" in reason else ""
+        uri = args.tracking_uri or default_tracking_uri()
+        print(f"analysis: error: the MLflow store {uri} cannot be read ({reason}){hint}", file=sys.stderr)
         raise SystemExit(2) from None
     print("Files:")
     for path in paths.values():

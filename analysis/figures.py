@@ -12,6 +12,7 @@ checkpoints and computes it (the baseline's accuracy when pixels are ranked by a
 from __future__ import annotations
 
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from analysis.runs import (AnalysisError, completed, default_tracking_uri, descr
                            selection_accuracy, selection_split)
 from analysis.table2 import markdown_table
 from sweep.record import LOSS_NAMES
+from trainer import keys
 from trainer.keys import DENSITY_RATIO_PREFIX, PIXEL_PERTURBATION_PREFIX
 
 
@@ -59,27 +61,62 @@ def select(frame: pd.DataFrame, runs: Sequence[str] | None = None) -> pd.DataFra
     return chosen.drop(columns="_order")
 
 
-def curves(chosen: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """Curve ``prefix`` per model: index = the parsed x value (σ or fraction), columns = models,
-    values = mean over the model's trials."""
-    columns = [c for c in chosen.columns if c.startswith(prefix)]
-    if not columns:
-        return pd.DataFrame()
-    long = chosen.melt(id_vars="model", value_vars=columns, var_name="key").dropna(subset="value")
-    long["x"] = long["key"].str.removeprefix(prefix).astype(float)
-    table = long.pivot_table(index="x", columns="model", values="value", aggfunc="mean", sort=False)
-    return table.sort_index()[list(dict.fromkeys(m for m in chosen["model"] if m in table.columns))]
+def _curve_columns(frame: pd.DataFrame, prefix: str) -> list[str]:
+    """The curve's point columns (``<prefix><x>``), without their interval ends (``_lo``, ``_hi``)."""
+    ends = (keys.LO_SUFFIX, keys.HI_SUFFIX)
+    return [c for c in frame.columns if c.startswith(prefix) and not c.endswith(ends)]
 
 
-def plot_curves(table: pd.DataFrame, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """One line per model on a log x axis; writes a PNG."""
+def curve_intervals(chosen: pd.DataFrame, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Curve ``prefix`` per model as (mean, lo, hi, n): tables indexed by the parsed x value (σ or
+    fraction) with a column per model, in the models' order; each point the mean over the model's
+    seeds with its 95 % interval (:func:`analysis.runs.interval_of`: Student's t over n ≥ 2 seeds,
+    else the run's own logged interval, NaN ends when none was logged); n: seeds per model."""
+    columns = _curve_columns(chosen, prefix)
+    models = list(dict.fromkeys(chosen["model"]))
+    cells: dict[str, dict] = {"value": {}, "lo": {}, "hi": {}}
+    n: dict[str, int] = {}
+    for model in models:
+        rows = chosen[chosen["model"] == model]
+        for column in columns:
+            if rows[column].notna().any():
+                interval, _ = interval_of(rows, column)
+                x = float(column.removeprefix(prefix))
+                for part, value in (("value", interval.value), ("lo", interval.lo), ("hi", interval.hi)):
+                    cells[part].setdefault(model, {})[x] = value
+                n[model] = max(n.get(model, 0), int(rows[column].notna().sum()))
+    tables = [pd.DataFrame(cells[part]).sort_index() for part in ("value", "lo", "hi")]
+    shown = [m for m in models if m in tables[0].columns]
+    return (*(t[shown] if len(t) else pd.DataFrame() for t in tables), n)
+
+
+TITLE_CHARS = 80  # characters per title line of a curve figure
+# The error bars' meaning, said on every curve figure that draws them.
+BARS_NOTE = ("bars: 95 % intervals, Student's t over the n seeds where n ≥ 2, else the run's own "
+             "(over its test images)")
+
+
+def plot_curves(table: pd.DataFrame, path: Path, xlabel: str, ylabel: str, title: str,
+                lo: pd.DataFrame | None = None, hi: pd.DataFrame | None = None,
+                n: dict[str, int] | None = None) -> Path:
+    """One line per model on a log x axis, each point with its 95 % interval as an error bar where
+    ``lo``/``hi`` give one (no bar where an end is unknown) and ``n`` (seeds per model) in the
+    legend; writes a PNG."""
     fig, ax = plt.subplots(figsize=(9.0, 4.4), dpi=120)
     for model in table.columns:
-        ax.plot(table.index, table[model], marker="o", ms=3, label=model)
+        label = model + (f" (n={n[model]} seed{'s' if n[model] != 1 else ''})" if n and model in n else "")
+        values = table[model].to_numpy(float)
+        err = None
+        if lo is not None and hi is not None and model in lo.columns:
+            below, above = values - lo[model].to_numpy(float), hi[model].to_numpy(float) - values
+            err = np.nan_to_num(np.clip(np.stack([below, above]), 0, None), nan=0.0, posinf=0.0)
+        ax.errorbar(table.index, values, yerr=err, marker="o", ms=3, capsize=2, elinewidth=0.8, label=label)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    lines = title.splitlines() + ([BARS_NOTE] if lo is not None else [])
+    # Over the axes, which the legend beside them leaves about 80 characters of 10 points wide.
+    ax.set_title("\n".join(part for line in lines for part in textwrap.wrap(line, TITLE_CHARS)), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside, clear of curves
     fig.tight_layout()
@@ -107,22 +144,24 @@ def write_figures(frame: pd.DataFrame, out_dir: Path, runs: Sequence[str] | None
     """Write ``fig1_density_ratio.png``, ``fig3_pixel_perturbation.png`` (each when its curve was
     logged), ``table1.md`` and ``table1.csv``. Raises AnalysisError when no curve was logged."""
     chosen = select(frame, runs)
-    density, pixel = curves(chosen, DENSITY_RATIO_PREFIX), curves(chosen, PIXEL_PERTURBATION_PREFIX)
-    if density.empty and pixel.empty:
+    density, pixel = curve_intervals(chosen, DENSITY_RATIO_PREFIX), curve_intervals(chosen, PIXEL_PERTURBATION_PREFIX)
+    if density[0].empty and pixel[0].empty:
         raise AnalysisError(f"no selected trial logged {DENSITY_RATIO_PREFIX}* or {PIXEL_PERTURBATION_PREFIX}* metrics "
                             "(are evaluations enabled?)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    if not density.empty:
+    if not density[0].empty:
+        table, lo, hi, n = density
         paths["fig1_density_ratio.png"] = plot_curves(
-            density, out_dir / "fig1_density_ratio.png", "standard deviation of η",
-            "p(x + η) / p(x)", f"Fig. 1, {describe(chosen)}: density ratios (lower is better)")
-    if not pixel.empty:
+            table, out_dir / "fig1_density_ratio.png", "standard deviation of η",
+            "p(x + η) / p(x)", f"Fig. 1, {describe(chosen)}: density ratios (lower is better)", lo, hi, n)
+    if not pixel[0].empty:
+        table, lo, hi, n = pixel
         paths["fig3_pixel_perturbation.png"] = plot_curves(
-            pixel, out_dir / "fig3_pixel_perturbation.png", "masking fraction",
+            table, out_dir / "fig3_pixel_perturbation.png", "masking fraction",
             "fraction of images correctly classified",
-            f"Fig. 3a, {describe(chosen)}: pixel perturbation (higher is better)")
+            f"Fig. 3a, {describe(chosen)}: pixel perturbation (higher is better)", lo, hi, n)
     table = table1_frame(chosen)
     paths["table1.csv"] = out_dir / "table1.csv"
     table.to_csv(paths["table1.csv"], index=False)
@@ -218,9 +257,15 @@ def fig3b_pixel_perturbation(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"fig3b.csv": out_dir / "fig3b.csv"}
     table.to_csv(paths["fig3b.csv"])
-    paths["fig3b_pixel_perturbation.png"] = plot_curves(
-        table, out_dir / "fig3b_pixel_perturbation.png", "masking fraction",
-        f"accuracy of the baseline (n={len(x)} test images)",
-        f"Fig. 3b, {describe(chosen)}: {label} ({baseline['run_name']}) evaluated\n"
-        "with gradients of different models (higher is better)")
+    paths["fig3b_pixel_perturbation.png"] = plot_fig3b(table, out_dir / "fig3b_pixel_perturbation.png", chosen,
+                                                       label, str(baseline["run_name"]), len(x))
     return paths
+
+
+def plot_fig3b(table: pd.DataFrame, path: Path, chosen: pd.DataFrame, label: str, baseline: str, images: int) -> Path:
+    """Fig. 3b's picture: the baseline's accuracy (``table``: fraction × model, from
+    :func:`fig3b_pixel_perturbation`) on ``images`` test images, pixels ranked by each model."""
+    return plot_curves(
+        table, path, "masking fraction", f"accuracy of the baseline (n={images} test images)",
+        f"Fig. 3b, {describe(chosen)}: {label} ({baseline}) evaluated\n"
+        "with gradients of different models (higher is better)")

@@ -9,6 +9,7 @@ interval). Outputs:
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -21,10 +22,13 @@ import pandas as pd
 
 from analysis.hypervolume import DEFAULT_REFERENCE, describe_reference, front_hypervolume
 from analysis.pareto import error_bars, default_minimize, export_columns, front_axes, interval_note, point_front
-from analysis.runs import LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, load, select_parent, sweeps
+from analysis.runs import (LABELS, LOWER_IS_BETTER, PERCENT, AnalysisError, column_name, completed, load,
+                           select_parent, sweeps)
+from sweep.record import Status
 
 
 LINESTYLES = ("-", "--", ":", "-.")
+TITLE_CHARS = 90  # characters per title line at 8 points over the axes the legend leaves
 MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
@@ -63,12 +67,16 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
 
     fig, ax = plt.subplots(figsize=(8.4, 4.8), dpi=120)
     rows, volumes, notes = [], {}, set()
+    kind = f"{Status.FINISHED} or {Status.STOPPED}" if include_stopped else str(Status.FINISHED)
     for i, (name, frame) in enumerate(frames.items()):
         color = f"C{i % 10}"
         # Over points: seeds averaged, each number with its 95 % interval (drawn as error bars).
         front = point_front(frame, xc, yc, include_stopped=include_stopped, minimize=minimize)
         volumes[name] = front_hypervolume(frame, xc, yc, reference, include_stopped, minimize)
-        n_pool = int(frame[xc].notna().sum())
+        # The trials the front was chosen from, as pareto.png counts them: those that ran to the end
+        # (or were stopped, with include_stopped) and have both metrics; a diverged trial is not one.
+        n_pool = int((completed(frame, include_stopped) & frame[xc].notna() & frame[yc].notna()).sum())
+        points = "points" if "seeds" in front.columns and (front["seeds"] > 1).any() else "trials"
         fx, fy = front[xc].to_numpy(float), front[yc].to_numpy(float)
         # Outline in the maximized orientation, then back to the metrics' own direction and units.
         ox, oy = _staircase(sign[0] * fx, sign[1] * fy, (sign[0] * ref[0], sign[1] * ref[1]))
@@ -78,7 +86,8 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
         ax.plot(ox, oy, color=color, lw=1.2, ls=LINESTYLES[i % len(LINESTYLES)])
         ax.scatter(fx * scale[0], fy * scale[1], color=color, s=max(70 - 14 * i, 14), zorder=3 + i,
                    marker=MARKERS[i % len(MARKERS)],
-                   label=f"{name}: hypervolume {volumes[name]:.4f} ({len(front)} of {n_pool} trials on the front)")
+                   label=f"{name}: hypervolume {volumes[name]:.4f} ({len(front)} {points} of {n_pool} {kind} "
+                         "trials on the front)")
         ax.errorbar(fx * scale[0], fy * scale[1], xerr=error_bars(front, xc), yerr=error_bars(front, yc), fmt="none",
                     ecolor=color, alpha=0.4, lw=0.8, capsize=2, zorder=2 + i)
         notes.add(interval_note(front))
@@ -89,9 +98,11 @@ def write_fronts(experiment: str, names: Sequence[str], out_dir: Path, tracking_
         rows.append(export_columns(front, xc, yc).assign(sweep=name, hypervolume=volumes[name]))
     ax.set_xlabel(LABELS.get(xc, xc) + (" (lower is better)" if xc in LOWER_IS_BETTER else ""))
     ax.set_ylabel(LABELS.get(yc, yc) + (" (lower is better)" if yc in LOWER_IS_BETTER else ""))
-    ax.set_title(f"Pareto fronts of {len(frames)} sweeps in {experiment!r} (crosses: off the front)\n"
-                 f"hypervolume against {describe_reference(xc, yc, reference)}\n{'; '.join(sorted(notes))}",
-                 fontsize=8)
+    count = f"{len(frames)} sweep" + ("s" if len(frames) != 1 else "")
+    # One line per distinct note, each wrapped to what the axes beside the legend hold at 8 points.
+    lines = [f"Pareto fronts of {count} in {experiment!r} (crosses: off the front)",
+             f"hypervolume against {describe_reference(xc, yc, reference)}", *sorted(notes)]
+    ax.set_title("\n".join(part for line in lines for part in textwrap.wrap(line, TITLE_CHARS)), fontsize=8)
     ax.grid(alpha=0.3)
     # Beside the axes, never over a point.
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)

@@ -45,6 +45,7 @@ NUMERIC_PARAMS: dict[str, str] = {
     "epochs": "epochs",  # configured epochs
     "width": "model.width",
 }
+AXES = ("lam", "mu")  # Table 2's axes and the grid's: numbers, or the trial is refused (not dropped)
 TEXT_PARAMS: dict[str, str] = {
     "loss": "loss.kind",  # ce | grad_norm | score_matching | anti_score_matching
     "estimator": "loss.estimator",
@@ -209,8 +210,19 @@ def select_parent(experiment: str, tracking_uri: str | None = None, sweep: str |
         found = found[found["sweep"] == sweep]
     if found.empty:
         what = f"no sweep named {sweep!r}" if sweep is not None else "no sweep (parent run)"
-        raise AnalysisError(f"{what} in MLflow experiment {experiment!r}")
+        raise AnalysisError(f"{what} in MLflow experiment {experiment!r}{_elsewhere(sweep, tracking_uri)}")
     return str(found["run_id"].iloc[0])
+
+
+def _elsewhere(sweep: str | None, tracking_uri: str | None) -> str:
+    """Where sweep ``sweep`` is when not in the experiment asked for: ``--name NAME`` without
+    ``experiment`` in the config puts a sweep in an experiment of its own name."""
+    if sweep is None or client(tracking_uri).get_experiment_by_name(sweep) is None:
+        return ""
+    if (sweeps(sweep, tracking_uri)["sweep"] != sweep).all():
+        return ""
+    return (f"; it is in experiment {sweep!r} (a sweep's --name names its experiment unless the config sets "
+            f"experiment: run sweeps to compare with --set experiment=NAME, or pass --experiment {sweep})")
 
 
 def _parent(mlflow: MlflowClient, exp_id: str, run_id: str) -> Run | None:
@@ -313,7 +325,15 @@ def load(experiment: str, tracking_uri: str | None = None, parent_run_id: str | 
                             f"(e.g. {missing[0]!r}); were they written by the sweep?")
     frame = frame.drop(columns="has_lam_mu")
     for col in NUMERIC_PARAMS:
-        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+        raw = frame[col]
+        frame[col] = pd.to_numeric(raw, errors="coerce")
+        if col in AXES:  # a cell's coordinates: a run whose λ or μ is no number would drop out of Table 2
+            bad = frame[col].isna() & raw.notna()
+            if bad.any():
+                row = frame.loc[bad].iloc[0]
+                raise AnalysisError(f"{int(bad.sum())} trial(s) in {scope} have a non-numeric {NUMERIC_PARAMS[col]} "
+                                    f"param (e.g. run {row['run_name']!r}, id {row['run_id']}: {raw[bad].iloc[0]!r}); "
+                                    "were they written by the sweep?")
     # Int64 (nullable): seeds and epoch counts are integers, possibly missing.
     for col in ("seed", "epochs", "epochs_done", "attempts"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").round().astype("Int64")

@@ -330,7 +330,7 @@ def _cell_lines(row: dict, metric: str, percent: bool, floor: float, mark: str) 
              f"{row['n_finished']}/{row['n']} finished" if row["n_finished"] < row["n"] else f"n={row['n']}"]
     if metric not in ("test_acc", "gan_test") and np.isfinite(row[f"{metric}_mean"]):
         shown = value_text(row[f"{metric}_mean"], row[f"{metric}_lo"], row[f"{metric}_hi"], percent)
-        lines.append(f"{metric} {shown}" + (f" (floor {floor:.3g})" if np.isfinite(floor) else ""))
+        lines.append(f"{metric} {shown}" + (f" (floor {floor:.3f})" if np.isfinite(floor) else ""))
     if np.isfinite(row.get("confirm_test_acc_mean", np.nan)):
         lines.append("confirmed " + value_text(row["confirm_test_acc_mean"], row["confirm_test_acc_lo"],
                                                row["confirm_test_acc_hi"], True))
@@ -421,7 +421,7 @@ def write_table2(frame: pd.DataFrame, out_dir: Path, metric: str = "objective",
             text.at[lam, mu] += f"; {column} " + value_text(row[f"{column}_mean"], row[f"{column}_lo"],
                                                             row[f"{column}_hi"], column in PERCENT)
             if floor is not None and np.isfinite(floor.at[lam, mu]):
-                text.at[lam, mu] += f" (floor {floor.at[lam, mu]:.3g})"
+                text.at[lam, mu] += f" (floor {floor.at[lam, mu]:.3f})"
     marks = separability(frame, stats, column, best_run)
     for lam, mu, mark in zip(stats["lam"], stats["mu"], marks):
         if mark and text.at[lam, mu]:

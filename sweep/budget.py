@@ -7,7 +7,7 @@ far plus the epochs it may still train (``per_trial`` less the epoch it reached)
 trial what it trained. When ASHA stops a trial early the rest of its reservation returns to the
 budget and pays for later trials. A trial that ends through any path (finished, stopped,
 diverged, failed, or lost by Tune without a word to the searcher, which the watchdog in
-:mod:`sweep.tune` notices) releases its reservation.
+:mod:`sweep.search`'s watchdog notices) releases its reservation.
 
 Epochs are counted from the ``epoch`` of each result: a higher epoch than the last adds the
 difference (results may be skipped), the same epoch again is a repeat (Tune hands the last result
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -38,15 +37,6 @@ class EpochBudget:
     trained: dict[str, int] = field(default_factory=dict)  # trial id -> epochs trained so far
     restarting: set[str] = field(default_factory=set)  # trials Tune is restarting after a failure
     settled: dict[str, int] = field(default_factory=dict)  # ended trial id -> epochs it trained
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("trained", {})
-        state.setdefault("restarting", set())
-        state.setdefault("settled", {})
-        self.__dict__.update(state)
-        # A searcher pickled before ``trained`` existed counted epochs reached, which is as good.
-        for trial_id, epoch in self.running.items():
-            self.trained.setdefault(trial_id, epoch)
 
     def committed(self) -> int:
         """Epochs spent plus those the running trials trained and may still train."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sweep.config import SweepConfig
-from sweep.loading import load_sweep_config, preset_names
+from sweep.config_files import load_sweep_config, preset_names
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it); SIGTERM 143, SIGHUP 129
 
 # --smoke: any preset as a few-minute CPU run through its real code paths (its dataset, model,
 # loss, grid or search, judge, evaluations and analysis), every size cut down and the grid to its
@@ -102,7 +103,7 @@ def smoke_overrides(cfg: SweepConfig) -> list[str]:
 def load_config(args: argparse.Namespace) -> SweepConfig:
     """The sweep's config from --config, --smoke, --set and --name (raises ConfigError)."""
     cfg = load_sweep_config(args.config, args.set, args.name)
-    if not getattr(args, "smoke", False):
+    if not args.smoke:
         return cfg
     return load_sweep_config(args.config, [*smoke_overrides(cfg), *args.set], args.name)
 
@@ -111,3 +112,16 @@ def fail(message: str) -> int:
     """Print the one-line usage error; returns exit status 2."""
     print(f"sweep.run: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def rerun_command(cfg: SweepConfig, args: argparse.Namespace, resume: bool = True) -> str:
+    """The shell command that runs this sweep again (``--resume``: continues it), quoted, to paste
+    as is: every message that ends a sweep early and the closing summary print it."""
+    return (
+        f"cd {shlex.quote(str(Path.cwd()))} && python -m sweep.run --config {shlex.quote(args.config)}"
+        f" --name {shlex.quote(cfg.name)}"
+        + (" --smoke" if args.smoke else "")
+        + (" --resume" if resume else "")
+        + (f" --address {shlex.quote(args.address)}" if args.address else "")
+        + "".join(f" --set {shlex.quote(s)}" for s in args.set)
+    )

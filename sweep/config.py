@@ -3,7 +3,7 @@
 A sweep config embeds a full :class:`trainer.config.TrainConfig` (the base every trial starts
 from) and describes the points as dotted overrides of that base (``loss.lam``, ``loss.mu``, ...).
 Each field carries its meaning and unit. Reading YAML and ``--set`` overrides is
-:mod:`sweep.loading`, expanding the points :mod:`sweep.points`, resolving paths and environment
+:mod:`sweep.config_files`, expanding the points :mod:`sweep.points`, resolving paths and environment
 variables :mod:`sweep.paths`.
 """
 
@@ -285,6 +285,10 @@ class SweepConfig(_Strict):
     # trainer's). null: no judge, so no GAN-test.
     judge: dict[str, Any] | None = {}
     trial_threads: int = Field(1, ge=1)  # torch threads per trial (CPU trials share cores)
+    # Seconds a trial may go without reporting an epoch (from its start, then from each report);
+    # past it the trial's worker is ended and the trial fails as "timed out", retried per
+    # failure.max_failures (sweep.stall). None: no limit (a silent trial is still named in a line).
+    trial_timeout: float | None = Field(None, gt=0)
     analysis: bool = True  # write Table 2 / Pareto to the parent run at the end
     confirm: ConfirmConfig = ConfirmConfig()  # re-score the finalists on fresh draws (sweep.confirm)
 

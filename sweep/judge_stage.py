@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep import ctrlc, seams, tracking
-from sweep.paths import beside
+from filelock import FileLock
+
+from sweep import judge_runs, kill_points, stopping, tracking
 from sweep.config import SweepConfig, judge_config
 from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT
 from trainer import keys
@@ -34,27 +35,38 @@ CACHE = Path(tempfile.gettempdir()) / "sweep-judges"  # per-node download cache,
 
 
 class EpochPrinter:
-    """The judge's progress: ``judge: epoch 3/100, train acc 0.812, 4.1 s/epoch, ETA ~6 min 40 s``
-    (at most one line every ``every`` seconds, and always the last epoch)."""
+    """The judge's progress: ``judge: epoch 3/100, train acc 0.812, 4.1 s/epoch measured, ETA ~6 min 40 s``
+    (at most one line every ``every`` seconds, and always the first and the last epoch).
+
+    The time per epoch is measured: between the first epoch's result and the latest one; after the
+    first epoch alone, the trainer's own time of that epoch's steps (``time/epoch_s``), so that the
+    loading of the data and the model's start-up are not taken for an epoch's cost."""
 
     def __init__(self, epochs: int, every: float = 5.0) -> None:
         self.epochs, self.every = epochs, every
         self.started = time.time()
         self.printed = 0.0
+        self.first: tuple[int, float] | None = None  # the first epoch reported, and when
 
     def __call__(self, metrics: dict[str, Any], files: dict[str, str]) -> None:
-        ctrlc.check()  # a Ctrl-C Python dropped (raised inside a finalizer) stops here
+        stopping.check()  # a Ctrl-C Python dropped (raised inside a finalizer) stops here
         epoch = int(metrics[keys.EPOCH])
         now = time.time()
-        if epoch < self.epochs and now - self.printed < self.every:
+        if self.first is None:
+            self.first = (epoch, now)
+        elif epoch < self.epochs and now - self.printed < self.every:
             return
         self.printed = now
-        per_epoch = (now - self.started) / epoch
+        if epoch > self.first[0]:
+            per_epoch = (now - self.first[1]) / (epoch - self.first[0])
+        else:
+            measured = metrics.get(keys.EPOCH_SECONDS)
+            per_epoch = float(measured) if isinstance(measured, (int, float)) else (now - self.started) / epoch
         eta = round(per_epoch * (self.epochs - epoch))
         acc = metrics.get(keys.TRAIN_ACC)
         print(
             f"judge: epoch {epoch}/{self.epochs}" + (f", train acc {acc:.3f}" if isinstance(acc, float) else "")
-            + f", {per_epoch:.1f} s/epoch" + (f", ETA ~{eta // 60} min {eta % 60:02d} s" if eta else ""),
+            + f", {per_epoch:.1f} s/epoch measured" + (f", ETA ~{eta // 60} min {eta % 60:02d} s" if eta else ""),
             flush=True,
         )
 
@@ -98,17 +110,33 @@ def step_seconds(jc: JudgeConfig, device: str) -> tuple[float, int, str]:
     return sorted(times[1:])[TIMED_STEPS // 2], len(data.train_x), str(dev)
 
 
+SMALLEST_HINTED_WIDTH = 0.0625  # --smoke's judge width: the plan suggests no narrower judge
+
+
+def shrink_hints(jc: JudgeConfig) -> list[str]:
+    """``--set`` flags that make the judge smaller than ``jc``, never larger: fewer epochs, half
+    the width (down to SMALLEST_HINTED_WIDTH)."""
+    hints = [f"--set judge.epochs=N (N < {jc.epochs})"] if jc.epochs > 1 else []
+    if jc.width > SMALLEST_HINTED_WIDTH:
+        hints.append(f"--set judge.width={max(jc.width / 2, SMALLEST_HINTED_WIDTH):g}")
+    return hints
+
+
 def plan(jc: JudgeConfig, device: str) -> str:
-    """What training the judge will take, printed before it starts: architecture, epochs, an
-    estimated time on ``device`` (from :func:`step_seconds`) and how to shrink it."""
+    """What training the judge will take, printed before it starts: architecture, epochs, a rough
+    guess of the time on ``device`` (from :func:`step_seconds`, said to be one: the epochs' measured
+    time follows in the progress lines) and how to shrink it."""
     per_step, images, device = step_seconds(jc, device)
-    steps = math.ceil(images / jc.batch_size) * jc.epochs
+    per_epoch = math.ceil(images / jc.batch_size)
+    steps = per_epoch * jc.epochs
+    hints = shrink_hints(jc)
     return (
         f"judge plan: {jc.arch} (width {jc.width:g}), {jc.epochs} epochs of {images} {jc.data.dataset} images "
-        f"at batch {jc.batch_size} on {device}: about {_duration(per_step * steps)} ({steps} steps, "
-        f"{per_step * 1000:.0f} ms each in a {TIMED_STEPS}-step timing here)\n"
-        f"judge plan: trained once per dataset and judge config, then reused; shrink it with "
-        f"--set judge.epochs=N (and --set judge.width=0.25)"
+        f"at batch {jc.batch_size} on {device} ({per_epoch} step(s) per epoch, {steps} in all): a rough guess of "
+        f"about {_duration(per_step * steps)} from {TIMED_STEPS} timed steps ({per_step * 1000:.0f} ms each); "
+        f"each epoch's measured time follows\n"
+        f"judge plan: trained once per dataset and judge config, then reused; "
+        + (f"shrink it with {' or '.join(hints)}" if hints else "it is as small as the hints go")
     )
 
 
@@ -138,9 +166,9 @@ def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: 
 
 def _log(jc: JudgeConfig, uri: str, artifact_root: str | None, path: Path) -> str:
     mc = tracking.client(uri)
-    run_id = tracking.start_judge(mc, artifact_root, jc.key())
-    seams.kill_point("judge")  # the judge's run exists, its weights are not logged yet
-    tracking.store_judge(mc, run_id, jc.key(), flatten(jc), path)
+    run_id = judge_runs.start_judge(mc, artifact_root, jc.key())
+    kill_points.kill_point("judge")  # the judge's run exists, its weights are not logged yet
+    judge_runs.store_judge(mc, run_id, jc.key(), flatten(jc), path)
     return run_id
 
 
@@ -164,15 +192,15 @@ def ensure_judge(
     key = jc.key()
     mc = tracking.client(uri)
     CACHE.mkdir(parents=True, exist_ok=True)
-    with beside(CACHE / f"judge-{key}"):  # another sweep training this judge: wait, then find it
-        while run_id := tracking.find_judge(mc, key):
+    with FileLock(CACHE / f"judge-{key}.lock"):  # another sweep training this judge: wait, then find it
+        while run_id := judge_runs.find_judge(mc, key):
             problem = verify_judge(uri, run_id)
             if problem is None:
                 print(f"judge {key}: found in MLflow (experiment {JUDGES_EXPERIMENT}, run {run_id})", flush=True)
                 return run_id
             print(f"judge {key}: run {run_id} is unusable ({problem}); marking it failed and training the judge "
                   "again", flush=True)  # fmt: skip
-            tracking.retire_judge(mc, run_id, problem)
+            judge_runs.retire_judge(mc, run_id, problem)
         where = "in a Ray task" if remote else "here"
         print(f"judge {key}: not in MLflow yet, training it once {where} ({jc.arch}, {jc.epochs} epochs) ...",
               flush=True)  # fmt: skip
@@ -205,9 +233,9 @@ def fetch_judge(uri: str, run_id: str) -> Path:
     """The judge's local path on this node, downloaded from MLflow once per node and checked
     against the sha256 its run was tagged with; raises JudgeUnusable when it cannot be."""
     mc = tracking.client(uri)
-    expected = tracking.judge_checksum(mc, run_id)
+    expected = judge_runs.judge_checksum(mc, run_id)
     target = CACHE / run_id / JUDGE_FILE
-    if target.is_file() and (expected is None or tracking.sha256(target) == expected):
+    if target.is_file() and (expected is None or judge_runs.sha256(target) == expected):
         return target
     # Download beside the target and rename: concurrent trials on a node never see half a file.
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -217,7 +245,7 @@ def fetch_judge(uri: str, run_id: str) -> Path:
             local = tracking.download(mc, run_id, JUDGE_FILE, staging)
         except Exception as e:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
             raise JudgeUnusable(f"cannot fetch its {JUDGE_FILE}: {type(e).__name__}: {e}") from e
-        if expected is not None and tracking.sha256(local) != expected:
+        if expected is not None and judge_runs.sha256(local) != expected:
             raise JudgeUnusable(f"its {JUDGE_FILE} differs from the one logged when it was trained (sha256)")
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(local, target)

@@ -7,11 +7,12 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sweep.config import SearchConfig, SweepConfig
-from sweep.record import LOSS_NAMES
+from sweep.record import LOSS_NAMES, ViewTag
 from trainer.config import ConfigError, TrainConfig, set_dotted, validate
 
 # A grid trial's Tune config: the point's key (its identity; names are for display only).
@@ -65,6 +66,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
     if "." in mantissa:  # 1.20e-3 -> 1.2e-3: trailing zeros add no information
         mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
+
+
+def format_weight(value: Any, digits: int = OPTUNA_DIGITS) -> str:
+    """A loss weight as names show it, in ``digits`` significant digits: ``1e-3``, ``3.16e-4``."""
+    return _fmt(value, digits)
+
+
+def weight_tags(cfg: TrainConfig) -> dict[str, str]:
+    """The runs table's λ and μ of a trial (:class:`sweep.record.ViewTag`) in 3 significant digits,
+    ``-`` where its loss has no such weight (the baseline's config still holds the base's values)."""
+    used = KIND_WEIGHTS[cfg.loss.kind]
+    return {str(tag): format_weight(getattr(cfg.loss, name)) if name in used else "-"
+            for name, tag in (("lam", ViewTag.LAM), ("mu", ViewTag.MU))}
 
 
 def point_name(cfg: TrainConfig, point: Point, digits: int = 1) -> str:
@@ -143,11 +157,30 @@ def check_points(cfg: SweepConfig) -> None:
             f"--set search.max_points={size}"
         )
     base = cfg.trainer.model_dump()
+    explicit = {tuple(p.items()): i for i, p in enumerate(cfg.search.points)}  # an error names where it was typed
     for point in grid_points(cfg.search):
-        apply_point(base, point)
+        i = explicit.get(point.overrides)
+        _check_point(base, point, "search.grid" if i is None else f"search.points[{i}]")
     if cfg.search.method == "optuna":
         for key, rng in cfg.search.space.items():
             for value in (rng.low, rng.high):
-                apply_point(base, Point(((key, value),), cfg.search.seeds[0]))
+                _check_point(base, Point(((key, value),), cfg.search.seeds[0]), "search.space")
     elif not grid_points(cfg.search):
         raise ConfigError("search: the grid has no points (give search.grid or search.points)")
+
+
+def _check_point(base: Mapping[str, Any], point: Point, where: str) -> None:
+    """:func:`apply_point`, its ConfigError naming each key as the user typed it: ``search.grid.loss.lamda``
+    for the trainer's ``trainer.loss.lamda`` (``where``: the section the point's keys come from)."""
+    try:
+        apply_point(base, point)
+    except ConfigError as e:
+        message = str(e)
+        named = False
+        for key, _ in point.overrides:
+            # The key as a whole path (loss.lam is not loss.lamda), or a path inside it.
+            message, count = re.subn(re.escape(f"trainer.{key}") + r"(?=[.:;\s\[]|$)", f"{where}.{key}", message)
+            named = named or count > 0
+        if not named:  # a check across keys: say which point it was
+            message = f"{where} point {dict(point.overrides)}: {message}"
+        raise ConfigError(message) from None

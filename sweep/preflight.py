@@ -1,14 +1,14 @@
 """Checks that run before any trial and before anything is written to MLflow.
 
 Each failure is a :class:`PreflightError` whose message names the problem and how to fix it;
-``sweep.run`` prints it and exits with status 2. The static checks here need neither Ray nor
-MLflow writes (:func:`check_packing` imports torch to estimate a trial's memory on the CPU);
-:func:`check_resources` runs once Ray is up, still before the judge and trials.
+``sweep.run`` prints it and exits with status 2. The checks here need neither Ray nor MLflow
+writes: the dataset, the tracking server, Ray's address and local limits, the database driver, the
+sweep's name and a resumed sweep's config. Whether the trials fit their nodes and GPUs is
+:mod:`sweep.resources`; the stores' folders and files, :mod:`sweep.store_checks`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -19,12 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from sweep.config import SweepConfig
-from sweep.points import apply_point, grid_points
-from trainer.config import DataConfig, TrainConfig
+from trainer.config import DataConfig
 
-# Largest node an autoscaler may add, e.g. '{"CPU": 4, "GPU": 1}'; set by the cluster so a
-# trial may ask for more than the nodes up right now offer.
-ENV_NODE_RESOURCES = "SWEEP_NODE_RESOURCES"
 # Folders torchvision's CIFAR datasets unpack into under data_dir.
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
@@ -111,6 +107,9 @@ def check_ray_address(address: str | None) -> None:
 # sockets/plasma_store, with a 7-digit pid (Linux's largest) -- 68 bytes after the root.
 RAY_SOCKET_TAIL = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 SOCKET_PATH_MAX = 107  # bytes of an AF_UNIX socket path on Linux (108 with the final NUL)
+# The folder of the user's own the sweep puts Ray's temp root in (sweep.engine.session._private_temp_root):
+# /ray-<uid>, or /ray-XXXXXXXX from mkdtemp where that name is taken.
+RAY_PRIVATE_ROOT = len("/ray-") + max(len(str(os.getuid())), 8)
 # SQLAlchemy's driver module per MLflow database URI scheme -> the pip package that provides it
 DB_DRIVERS = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "MySQLdb": "mysqlclient",
               "pymysql": "PyMySQL", "pyodbc": "pyodbc", "pymssql": "pymssql"}  # fmt: skip
@@ -122,14 +121,22 @@ def check_ray_local(address: str | None, environ: Mapping[str, str] | None = Non
     if address and address != "local":
         return
     env = os.environ if environ is None else environ
+    limit = env.get("SWEEP_RAY_START_TIMEOUT", "").strip()
+    try:
+        if limit and not 0 < float(limit) < math.inf:
+            raise ValueError(limit)
+    except ValueError:
+        raise PreflightError(f"SWEEP_RAY_START_TIMEOUT={limit}: must be a positive number of seconds (the "
+                             "longest a local Ray may take to start; unset: 300)") from None
     var = "RAY_TMPDIR" if "RAY_TMPDIR" in env else "TMPDIR" if "TMPDIR" in env else None
     root = env[var] if var else "/tmp"
-    length = len(root.encode()) + RAY_SOCKET_TAIL
+    tail = RAY_PRIVATE_ROOT + RAY_SOCKET_TAIL
+    length = len(root.encode()) + tail
     if var and length > SOCKET_PATH_MAX:
         raise PreflightError(
             f"{var}={root} is too long for Ray: its socket paths would be {length} bytes, over the "
             f"{SOCKET_PATH_MAX} a Unix socket allows; set RAY_TMPDIR to a folder of at most "
-            f"{SOCKET_PATH_MAX - RAY_SOCKET_TAIL} bytes (e.g. export RAY_TMPDIR=/tmp) or a shorter TMPDIR"
+            f"{SOCKET_PATH_MAX - tail} bytes (e.g. export RAY_TMPDIR=/tmp) or a shorter TMPDIR"
         )
     if env.get("RAY_AUTH_MODE", "token").lower() != "token" or env.get("RAY_AUTH_TOKEN"):
         return
@@ -192,10 +199,13 @@ def check_name(name: str, resume: bool, ray_state: bool, parent_id: str | None, 
 # - tracking.*: the MLflow store the parent run was just found in (a server's new address, an
 #   artifact root moved); the runs continued are the ones found there.
 # - analysis: whether Table 2 / the Pareto front are written at the end; the trials are unaffected.
+# - confirm.*: the confirmation runs after every trial has ended and selects nothing; a finalist
+#   confirmed with other settings (sample seed, samples) is measured again, and its run's tags say
+#   what each number was measured on (the parent's params keep the values the sweep started with).
 # Everything else is refused: the trainer, search, objective and judge decide what each trial
 # computes (mixed results), and Tune restores scheduler, resources and retries from its own saved
 # state, so a changed value there would be silently ignored.
-RESUMABLE_CHANGES = ("tracking.", "analysis")
+RESUMABLE_CHANGES = ("tracking.", "analysis", "confirm.")
 NOT_RECORDED = "(not recorded)"
 
 
@@ -203,14 +213,24 @@ def config_changes(stored: Mapping[str, str], current: Mapping[str, object]) -> 
     """``key: old -> new`` for every key of the flattened config whose value differs from the
     stored one (the parent run's params: strings, cut at MLflow's 6000 characters)."""
     changes = []
+    defaults = _default_config()
     for key in sorted(set(stored) | set(current)):
         if key.startswith(RESUMABLE_CHANGES):
             continue
+        if key not in stored and key in defaults and current.get(key) == defaults[key]:
+            continue  # a setting added to the schema after the sweep started, left at its default
         old = stored.get(key, NOT_RECORDED)
         new = str(current[key])[:6000] if key in current else NOT_RECORDED
         if old != new:
             changes.append(f"{key}: {old} -> {new}")
     return changes
+
+
+def _default_config() -> dict[str, Any]:
+    """The flattened defaults of every sweep setting (as the parent run's params flatten a config)."""
+    from trainer.config import flatten
+
+    return flatten(SweepConfig().model_dump(mode="json"))
 
 
 def check_resume_config(name: str, parent_id: str, stored: Mapping[str, str], current: Mapping[str, object]) -> None:
@@ -227,123 +247,3 @@ def check_resume_config(name: str, parent_id: str, stored: Mapping[str, str], cu
         )
 
 
-def node_limits(nodes: list[Mapping[str, float]]) -> dict[str, float]:
-    """Per resource, the most any single node (up now, or addable per SWEEP_NODE_RESOURCES) offers."""
-    limits: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
-    extra = os.environ.get(ENV_NODE_RESOURCES)
-    if extra:
-        try:
-            nodes = [*nodes, json.loads(extra)]
-        except json.JSONDecodeError:
-            raise PreflightError(f"{ENV_NODE_RESOURCES} must be JSON like '{{\"CPU\": 4, \"GPU\": 1}}'") from None
-    for node in nodes:
-        for res in limits:
-            limits[res] = max(limits[res], float(node.get(res, 0.0)))
-    return limits
-
-
-def check_resources(cfg: SweepConfig, nodes: list[Mapping[str, float]]) -> None:
-    """Each trial must fit on one node, or Ray would leave it pending forever."""
-    limits = node_limits(nodes)
-    asked = {"CPU": cfg.resources.cpus, "GPU": cfg.resources.gpus}
-    for res, amount in asked.items():
-        if amount > limits[res]:
-            field = "resources.cpus" if res == "CPU" else "resources.gpus"
-            raise PreflightError(
-                f"{field}: each trial asks for {amount:g} {res}(s) but the largest node in the Ray "
-                f"cluster has {limits[res]:g}; lower {field} (e.g. --set {field}={limits[res]:g})"
-                + (" or set trainer.device=cpu" if res == "GPU" else "")
-            )
-    if cfg.trainer.device.startswith("cuda") and cfg.resources.gpus == 0:
-        raise PreflightError("trainer.device is cuda but resources.gpus is 0; Ray would hide every GPU")
-    if cfg.resources.gpus == 0 or cfg.trainer.device.startswith("cpu"):
-        check_host_memory(cfg, max((float(n.get("memory", 0.0)) for n in nodes), default=0.0))
-
-
-_ESTIMATES: dict[str, Any] = {}  # memory_key -> trainer.memory's estimate, kept for this process
-
-
-def _estimate(cfg: TrainConfig) -> Any:
-    """trainer.memory's estimate of ``cfg``, made once per process for each memory key: it is a
-    pure function of the key (seeded probes on the meta device), and takes seconds for a CIFAR
-    ResNet-18."""
-    from trainer.memory import estimate_memory, memory_key
-
-    key = memory_key(cfg)
-    if key not in _ESTIMATES:
-        _ESTIMATES[key] = estimate_memory(cfg)
-    return _ESTIMATES[key]
-
-
-def check_host_memory(cfg: SweepConfig, node_bytes: float) -> None:
-    """A CPU trial must fit the memory of the largest node (``node_bytes``: Ray's ``memory``
-    resource, bytes; 0: unknown, not checked).
-
-    Each distinct trial config is bounded from below by trainer.memory (dataset and model, no
-    activations; milliseconds); where that bound is above a tenth of the node, the full estimate
-    (with activations, ``peak_bytes``, seconds) decides.
-    """
-    if node_bytes <= 0:
-        return
-    from trainer.memory import GIB, memory_key, resident_bytes  # torch
-
-    base = cfg.trainer.model_dump()
-    configs = {memory_key(c): c for c in [cfg.trainer, *(apply_point(base, p) for p in grid_points(cfg.search))]}
-    for c in configs.values():
-        try:
-            need, what = resident_bytes(c), "dataset and model alone"
-        except RuntimeError as e:  # a tensor size beyond 64 bits: far beyond any node
-            raise PreflightError(f"trainer.model.width={c.model.width:g}: the model is too large to build ({e}); "
-                                 "lower trainer.model.width") from None  # fmt: skip
-        if 10 * need > node_bytes and need <= node_bytes:
-            need, what = _estimate(c).peak_bytes, "with its activations"
-        if need > node_bytes:
-            raise PreflightError(
-                f"a CPU trial needs about {need / GIB:,.1f} GiB ({what}; trainer.model.width={c.model.width:g}, "
-                f"trainer.batch_size={c.batch_size}) but the largest Ray node has {node_bytes / GIB:,.1f} GiB of "
-                "memory; lower trainer.model.width or trainer.batch_size"
-            )
-
-
-def trials_per_gpu(gpus: float) -> int:
-    """Trials Ray places on one GPU when each asks for ``gpus`` of one (a trial asking for a
-    whole GPU or more has it to itself)."""
-    return max(1, math.floor(1 / gpus + 1e-9)) if gpus > 0 else 0
-
-
-def check_packing(cfg: SweepConfig) -> None:
-    """The trials packed onto one GPU (``resources.gpus`` = 1/N) must fit its memory.
-
-    Each distinct trial config among the base and the grid's points (for Optuna, the points it is
-    seeded with) is estimated by trainer.memory on the CPU; the largest counts. Skipped, with a
-    note, when ``resources.gpu_memory_gib`` is unknown.
-    """
-    res = cfg.resources
-    if res.gpus == 0 or cfg.trainer.device.startswith(("cpu", "mps")):
-        return
-    per_gpu = trials_per_gpu(res.gpus)
-    if res.gpu_memory_gib is None:
-        print(
-            f"preflight: resources.gpus={res.gpus:g} packs {per_gpu} trial(s) per GPU; not checked against "
-            "GPU memory (set resources.gpu_memory_gib to check it)"
-        )
-        return
-    from trainer.memory import GIB, memory_key  # torch: only for GPU sweeps
-
-    base = cfg.trainer.model_dump()
-    configs = {memory_key(c): c for c in [cfg.trainer, *(apply_point(base, p) for p in grid_points(cfg.search))]}
-    estimate = max((_estimate(c) for c in configs.values()), key=lambda e: e.footprint_bytes)
-    need = per_gpu * estimate.footprint_bytes / GIB
-    if need <= res.gpu_memory_gib:
-        return
-    fits = math.floor(res.gpu_memory_gib * GIB / estimate.footprint_bytes)
-    fix = (
-        f"use --set resources.gpus={math.floor(100 / fits) / 100:g} ({fits} per GPU)"
-        if fits >= 1
-        else "one trial does not fit: lower trainer.batch_size or use GPUs with more memory"
-    )
-    raise PreflightError(
-        f"resources.gpus={res.gpus:g} packs {per_gpu} trials per GPU, {need:.1f} GiB in all, but "
-        f"resources.gpu_memory_gib is {res.gpu_memory_gib:g}; trainer.memory estimates "
-        f"{estimate.describe()}; {fix}"
-    )

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 from trainer.keys import Status
 
-__all__ = ["Status", "Tag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES", "JUDGES_EXPERIMENT", "items_tag"]
+__all__ = ["Status", "Tag", "ViewTag", "Role", "SelectionSplit", "TrialRecord", "LossNames", "LOSS_NAMES",
+           "JUDGES_EXPERIMENT", "items_tag", "final_status"]
 
 
 class Tag(StrEnum):
@@ -73,6 +74,32 @@ def items_tag(metric: str) -> str:
 
 RETRAIN_TRIAL_PREFIX = "confirm-"  # tag trial.id of a finalist's retrain (sweep.confirm): no Tune trial
 POOLED_PREFIX = "pooled/"  # parent metrics pooled/<frame column>_sd, pooled/<frame column>_df
+
+
+class ViewTag(StrEnum):
+    """Tags written for the MLflow runs table to show (its shared view's columns): text, so that a
+    number reads as ``0.803 [0.759, 0.846]`` (three decimals, its 95 % interval) where a metric
+    column would show ``0.802517361…`` or ``0.6328125``. The metrics stay what the analysis reads."""
+
+    OBJECTIVE = "objective"  # trial: the latest eval/objective (what selected) with its interval
+    CONFIRMED = "confirmed objective"  # finalist: confirm/objective (the mean over seeds when retrained)
+    VAL_ACC = "val acc"  # trial: the latest val/acc with its interval
+    GAN_TEST = "GAN-test"  # trial: the latest eval/gan_test with its interval
+    TEST_ACC = "test acc"  # trial: the latest test/acc with its interval
+    LAM = "λ"  # trial: loss.lam in 3 significant digits, "-" where the loss has no λ (the baseline)
+    MU = "μ"  # trial: loss.mu likewise
+
+
+ENDED = (Status.FINISHED, Status.DIVERGED)  # what a trial's own last report can end it as
+
+
+def final_status(last: str | None, errored: bool = False) -> Status:
+    """A trial's final status, the one rule: it raised (for good) -> failed; its last report said
+    finished or diverged -> that; anything else (a scheduler stopped it before its last epoch, or it
+    never reported) -> stopped. Tune's rows, the trial's own run and the progress lines all use it."""
+    if errored:
+        return Status.FAILED
+    return Status(last) if last in ENDED else Status.STOPPED
 
 
 class SelectionSplit(StrEnum):

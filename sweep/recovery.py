@@ -50,7 +50,7 @@ def _from_mlflow(mlrun: tracking.TrialRun, target: Path, run: Any = None) -> tup
     return epoch, f"continued from MLflow's {LAST_CHECKPOINT} (epoch {epoch})"
 
 
-# Written by sweep.tune into a Tune checkpoint folder it had to replace (the one Tune's saved state
+# Written by sweep.engine.trainable into a Tune checkpoint folder it had to replace (the one Tune's saved state
 # named was gone): why, and from which checkpoint. Read and removed here, so the trial's run says it.
 LOST_NOTE = "sweep_lost_checkpoint.txt"
 

@@ -19,21 +19,28 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from sweep.cli import fail, load_config, parse_args
-from trainer.config import ConfigError
+# Ctrl-C in the first seconds lands in an import (pydantic here, torch, MLflow and Ray below), so
+# main() imports everything inside its own handler: one line and exit 130, never a traceback.
+STARTING = "sweep.run: interrupted by Ctrl-C while starting; nothing was written"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; returns the exit status (0 done, 1 some trials failed, 2 bad input, 128 + n
     for signal n)."""
-    args = parse_args(argv)
     try:
-        cfg = load_config(args)  # a bad flag, key or value: one line and exit 2 before the heavy imports
-    except ConfigError as e:
-        return fail(str(e))
-    # torch, MLflow and Ray: imported once the command line is good
-    from sweep import driver
+        from sweep.cli import fail, load_config, parse_args
+        from trainer.config import ConfigError
 
+        args = parse_args(argv)
+        try:
+            cfg = load_config(args)  # a bad flag, key or value: one line and exit 2 before the heavy imports
+        except ConfigError as e:
+            return fail(str(e))
+        # torch, MLflow and Ray: imported once the command line is good
+        from sweep import driver
+    except KeyboardInterrupt:
+        print(STARTING, file=sys.stderr, flush=True)
+        return 130  # sweep.cli.EXIT_INTERRUPTED, which may not be imported yet
     return driver.run(args, cfg)
 
 

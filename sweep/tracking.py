@@ -1,14 +1,14 @@
-"""Every MLflow write of the sweep: experiments, the parent run, child runs, judges.
+"""Every MLflow write of the sweep's runs: experiments, the parent run, the trials' child runs.
 
-Runs are found again by tags rather than remembered, so a retried or resumed trial continues
-its own child run and a restarted sweep its own parent run (MLflow's Ray callback would make a
-new run per restore instead). Everything goes through an explicit ``MlflowClient`` bound to one
-tracking URI, so driver and Ray workers on other nodes agree.
+Runs are found again by tags rather than remembered, so a retried or resumed trial continues its
+own child run and a restarted sweep its own parent run (MLflow's Ray callback would make a new run
+per restore instead). Everything goes through an explicit ``MlflowClient`` bound to one tracking
+URI, so driver and Ray workers on other nodes agree. The judges' runs are :mod:`sweep.judge_runs`
+(on the helpers here); the runs table's view is :mod:`sweep.runs_view`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,28 +19,27 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from mlflow.entities import Metric, Param, Run, RunTag
+from filelock import FileLock
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweep.paths import beside
 from sweep.record import (
     BEST_CHECKPOINT,
     BEST_METRIC_PREFIX,
     CHECKPOINTS,
     COUNT_METRIC_PREFIX,
-    JUDGE_FILE,
-    JUDGES_EXPERIMENT,
     VIEW_STATE_KEY,
     VIEW_STATE_TAG,
     WARM_START_FILE,
     Role,
     Status,
     Tag,
+    ViewTag,
 )
+from sweep.runs_view import view_state, view_tags, with_interval
 from trainer import keys
 from trainer.config import flatten
-
 
 # MLflow logs the creation and migration of a new sqlite store at INFO on every first run.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -54,7 +53,7 @@ def client(uri: str) -> MlflowClient:
     happens under a lock beside the database file.
     """
     if uri.startswith("sqlite:///"):
-        with beside(Path(uri[len("sqlite:///"):])):
+        with FileLock(f"{uri[len('sqlite:///'):]}.lock"):
             return MlflowClient(tracking_uri=uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -82,7 +81,7 @@ def ensure_experiment(mc: MlflowClient, name: str, artifact_root: str | None) ->
 MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value
 
 
-def _tags(values: Mapping[str, Any]) -> dict[str, str]:
+def tag_texts(values: Mapping[str, Any]) -> dict[str, str]:
     # Plain str keys and values: the names are StrEnums, which MLflow's protobufs need not accept.
     return {str(k): str(v) for k, v in values.items()}
 
@@ -97,19 +96,20 @@ def log_params(mc: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None
     mc.log_batch(run_id, params=_params(values))
 
 
-def search_all(mc: MlflowClient, experiment_id: str, query: str) -> list[Run]:
-    """Every run of the experiment matching ``query``, page by page."""
+def search_all(mc: MlflowClient, experiment_id: str, query: str, view: int = ViewType.ACTIVE_ONLY) -> list[Run]:
+    """Every run of the experiment matching ``query``, page by page (``view``: MLflow's ViewType;
+    ALL or DELETED_ONLY to see runs in MLflow's trash too)."""
     runs: list[Run] = []
     token = None
     while True:
-        page = mc.search_runs([experiment_id], query, page_token=token)
+        page = mc.search_runs([experiment_id], query, run_view_type=view, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
             return runs
 
 
-def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
+def first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
     """The id of the first run of ``experiment`` matching ``query``, or None (no such experiment too)."""
     exp = mc.get_experiment_by_name(experiment)
     if exp is None:
@@ -155,7 +155,7 @@ def start_parent(
     run = mc.create_run(
         experiment_id,
         run_name=parent_name(sweep),
-        tags=_tags({Tag.SWEEP: sweep, Tag.ROLE: Role.PARENT, Tag.COMMIT: git_commit()}),
+        tags=tag_texts({Tag.SWEEP: sweep, Tag.ROLE: Role.PARENT, Tag.COMMIT: git_commit()}),
     )
     log_params(mc, run.info.run_id, params)
     mc.log_artifact(run.info.run_id, str(config_file))
@@ -199,9 +199,19 @@ def finish(mc: MlflowClient, run_id: str, failed: bool = False) -> None:
 
 
 def log_parent_metrics(mc: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
-    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run."""
+    """Log sweep-level numbers (e.g. the front's hypervolume, ``sweep/hypervolume``) on a parent run,
+    once per step: a value equal to the metric's latest is not logged again (the analysis run twice,
+    a resumed sweep's report), and a changed one goes to the next step, so no step holds two."""
     now = int(time.time() * 1000)
-    mc.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    rows = []
+    for key, value in metrics.items():
+        history = mc.get_metric_history(run_id, key)
+        latest = max(history, key=lambda m: (m.step, m.timestamp), default=None)
+        if latest is not None and (latest.value == float(value) or (math.isnan(latest.value) and math.isnan(value))):
+            continue
+        rows.append(Metric(key, float(value), now, 0 if latest is None else latest.step + 1))
+    if rows:
+        mc.log_batch(run_id, metrics=rows)
 
 
 def log_warm_start(mc: MlflowClient, run_id: str, sources: list[Mapping[str, Any]]) -> None:
@@ -247,7 +257,7 @@ def finish_parent(
                 metrics.append(Metric(f"{BEST_METRIC_PREFIX}{short}", float(value), now, 0))
     if note:
         tags[Tag.NOTE] = note
-    mc.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+    mc.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tag_texts(tags).items()])
     finish(mc, run_id)
 
 
@@ -260,65 +270,14 @@ def interrupt_parent(mc: MlflowClient, experiment_id: str, parent_id: str, note:
     for run in search_all(mc, experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'"):
         if run.info.status == "RUNNING":
             mc.set_terminated(run.info.run_id, status="KILLED")
-    mc.log_batch(parent_id, tags=[RunTag(k, v) for k, v in _tags({Tag.INTERRUPTED: "true", Tag.NOTE: note}).items()])
+    mc.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tag_texts({Tag.INTERRUPTED: "true", Tag.NOTE: note}).items()])
     mc.set_terminated(parent_id, status="KILLED")
-
-
-# The runs-table columns of the shared view (MLflow's canonical keys: type.`name`), in the order
-# the README describes them: what selects, then what it trades off, then the point and its status.
-VIEW_COLUMNS = (
-    f"metrics.`{keys.OBJECTIVE}`",
-    f"metrics.`{keys.VAL_ACC}`",
-    f"metrics.`{keys.GAN_TEST}`",
-    f"metrics.`{keys.TEST_ACC}`",
-    "params.`loss.lam`",
-    "params.`loss.mu`",
-    f"tags.`{Tag.STATUS}`",
-)
-# Column widths in pixels, so that all seven fit beside the run names on a 1600 px screen with
-# MLflow's assistant panel open (about 960 px of table); the UI's own columns first.
-RUN_NAME_COLUMN, CREATED_COLUMN = "attributes.`Run Name`", "runDateAndNestInfo"
-VIEW_WIDTHS = {
-    RUN_NAME_COLUMN: 165, CREATED_COLUMN: 100,
-    **dict(zip(VIEW_COLUMNS, (110, 72, 105, 72, 75, 72, 92))),
-}
-
-
-def view_state() -> dict[str, Any]:
-    """The runs table a sweep's experiment opens on: its columns in VIEW_COLUMNS' order and
-    VIEW_WIDTHS, sorted by the objective.
-
-    The MLflow 3 UI reads experiment tag ``mlflow.sharedViewState.<key>`` (JSON of its search
-    facets and UI state) when the page URL has ``?viewStateShareKey=<key>``. It lists selected
-    columns alphabetically within each group unless ``columnOrder`` says otherwise (a column's
-    width is applied only to columns named there). Sorting by a metric lists the runs flat (the
-    UI nests child runs only in its default start-time order), so every trial is visible at once;
-    the parent, which has no ``eval/objective``, sorts last and is told apart by its name
-    (:func:`parent_name`): MLflow 3.17 drops pinned rows (``runsPinned``) from a shared view.
-    """
-    return {
-        "searchFilter": "",
-        "orderByKey": f"metrics.`{keys.OBJECTIVE}`",
-        "orderByAsc": False,
-        "lifecycleFilter": "Active",
-        "selectedColumns": list(VIEW_COLUMNS),
-        "columnOrder": [RUN_NAME_COLUMN, CREATED_COLUMN, *VIEW_COLUMNS],
-        "columnWidths": dict(VIEW_WIDTHS),
-        "runsHiddenMode": "SHOW_ALL",
-    }
 
 
 def write_view_state(mc: MlflowClient, experiment_id: str) -> str:
     """Store :func:`view_state` on the experiment; returns the key to open it with."""
     mc.set_experiment_tag(experiment_id, f"{VIEW_STATE_TAG}{VIEW_STATE_KEY}", json.dumps(view_state()))
     return VIEW_STATE_KEY
-
-
-def runs_table_url(base: str, experiment_id: str, share_key: str | None = None) -> str:
-    """The MLflow UI address of an experiment's runs table (not MLflow 3's GenAI overview)."""
-    # The view state is read on the runs tab's route only (…/runs), not on the bare experiment's.
-    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    return url + (f"&viewStateShareKey={share_key}" if share_key else "")
 
 
 UNSUCCESSFUL = (Status.FAILED, Status.DIVERGED)  # statuses whose MLflow run ends FAILED
@@ -357,8 +316,11 @@ class TrialRun:
         objective: str | None = None,
         from_scratch: bool = False,
         restarted: str | None = None,
+        shown: Mapping[str, str] | None = None,
     ) -> str:
         """Find or create the run; count this start in tag ``trial.attempts``. Returns the run id.
+
+        ``shown``: the runs table's text tags of the point (:class:`sweep.record.ViewTag`: λ, μ).
 
         ``judge`` (the judge's run id) is tagged with the judge's key and architecture, read from
         its run in experiment ``judges``; ``selection_split`` (val or test) is what the objective
@@ -373,9 +335,12 @@ class TrialRun:
         """
         run = self.find()
         previous_attempts = 0
+        replaced = None
         if run is not None and from_scratch and self._last_step(run.info.run_id) > 0:
             previous_attempts = int(run.data.tags.get(Tag.ATTEMPTS, "0"))
-            self.mc.delete_run(run.info.run_id)
+            # Deleted once its successor exists: a kill in between leaves a second run holding no
+            # epoch, which a resume moves to the trash (sweep.state), never a point without a run.
+            replaced = run.info.run_id
             restarted = restarted or "started again from scratch"
             run = None
         if run is not None:
@@ -388,7 +353,7 @@ class TrialRun:
             run = self.mc.create_run(
                 self.experiment_id,
                 run_name=name,
-                tags=_tags(
+                tags=tag_texts(
                     {
                         Tag.PARENT: self.parent_id,
                         Tag.SWEEP: self.sweep,
@@ -402,7 +367,9 @@ class TrialRun:
             self.run_id = run.info.run_id
             self.attempt = previous_attempts + 1
             log_params(self.mc, self.run_id, params)
-        tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt)}
+            if replaced is not None:
+                self.mc.delete_run(replaced)
+        tags = {Tag.TRIAL_ID: trial_id, Tag.STATUS: Status.RUNNING, Tag.ATTEMPTS: str(self.attempt), **(shown or {})}
         if restarted:
             tags[Tag.RESTARTED] = restarted
         if judge:
@@ -415,7 +382,7 @@ class TrialRun:
         return self.run_id
 
     def _set_tags(self, tags: Mapping[str, str]) -> None:
-        self.mc.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+        self.mc.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tag_texts(tags).items()])
 
     def set_status(self, status: Status) -> None:
         """Tag the trial's status while it runs (a diverged trial says so before it ends)."""
@@ -444,9 +411,11 @@ class TrialRun:
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
         ]
-        # A tag holds 8,000 characters; outcomes of more items (about 45,000) are not kept: their
-        # comparisons fall back to the unpaired test.
-        kept = [RunTag(k, v) for k, v in _tags(tags or {}).items() if len(v) <= MAX_TAG_CHARS]
+        # The view's text beside the metrics, in one batch: the table never shows one without the other.
+        # A tag holds 8,000 characters; per-item outcomes of more items (about 45,000) are not kept:
+        # their comparisons fall back to the unpaired test.
+        both = {**view_tags(metrics), **tag_texts(tags or {})}
+        kept = [RunTag(k, v) for k, v in both.items() if len(v) <= MAX_TAG_CHARS]
         self.mc.log_batch(self.run_id, metrics=rows, tags=kept)  # log_batch splits into accepted sizes
         self.logged_step = step
 
@@ -488,64 +457,9 @@ def judge_tags(mc: MlflowClient, run_id: str) -> dict[str, str]:
         return tags
     if Tag.JUDGE_KEY in run.data.tags:
         tags[Tag.JUDGE_KEY] = run.data.tags[Tag.JUDGE_KEY]
-    if "arch" in run.data.params:  # log_judge logs the judge config, its arch resolved
+    if "arch" in run.data.params:  # store_judge logs the judge config, its arch resolved
         tags[Tag.JUDGE_ARCH] = run.data.params["arch"]
     return tags
-
-
-def find_judge(mc: MlflowClient, key: str) -> str | None:
-    """The run id of a finished judge with tag ``judge.key = key``, or None."""
-    return _first_run(mc, JUDGES_EXPERIMENT, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'FINISHED'")
-
-
-def log_judge(mc: MlflowClient, artifact_root: str | None, key: str, params: Mapping[str, Any], path: Path) -> str:
-    """Store a trained judge as artifact ``judge.pt`` of a new run in experiment ``judges``."""
-    run_id = start_judge(mc, artifact_root, key)
-    store_judge(mc, run_id, key, params, path)
-    return run_id
-
-
-def start_judge(mc: MlflowClient, artifact_root: str | None, key: str) -> str:
-    """Create the run that will hold judge ``key`` (weights still to come: :func:`store_judge`)."""
-    exp_id = ensure_experiment(mc, JUDGES_EXPERIMENT, artifact_root)
-    # A driver killed while logging a judge left its run RUNNING without weights: close it.
-    for stale in search_all(mc, exp_id, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'RUNNING'"):
-        finish(mc, stale.info.run_id, failed=True)
-    run = mc.create_run(exp_id, run_name=f"judge-{key}", tags=_tags({Tag.JUDGE_KEY: key, Tag.COMMIT: git_commit()}))
-    return run.info.run_id
-
-
-def store_judge(mc: MlflowClient, run_id: str, key: str, params: Mapping[str, Any], path: Path) -> None:
-    """Log the judge's config and weights (artifact ``judge.pt``) to run ``run_id`` and close it."""
-    log_params(mc, run_id, params)
-    staged = path.parent / JUDGE_FILE
-    if path.name != JUDGE_FILE:
-        staged = path.parent / f"stage-{key}" / JUDGE_FILE
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        staged.write_bytes(path.read_bytes())
-    mc.set_tag(run_id, str(Tag.JUDGE_SHA256), sha256(staged))  # before the weights: never unverifiable
-    mc.log_artifact(run_id, str(staged))
-    finish(mc, run_id)
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def judge_checksum(mc: MlflowClient, run_id: str) -> str | None:
-    """The sha256 a judge run's ``judge.pt`` was logged with; None for judges logged before the tag."""
-    return mc.get_run(run_id).data.tags.get(Tag.JUDGE_SHA256)
-
-
-def retire_judge(mc: MlflowClient, run_id: str, reason: str) -> None:
-    """Mark a judge run whose weights are lost or corrupt FAILED, so :func:`find_judge` skips it."""
-    mc.set_tag(run_id, str(Tag.NOTE), f"Retired: {reason}"[:5000])
-    finish(mc, run_id, failed=True)
 
 
 def download(mc: MlflowClient, run_id: str, artifact: str, dst: Path) -> Path:
@@ -573,8 +487,14 @@ def child_runs(mc: MlflowClient, experiment_id: str, parent_id: str) -> list[Run
 
 
 def log_confirmation(mc: MlflowClient, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
-    """Log a finalist's ``confirm/*`` metrics (step 0: measured once) and the tags saying what
-    they were measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
+    """Log a finalist's ``confirm/*`` metrics (step 0: measured once; measured again with other
+    settings after a resume changed ``confirm.*``: the next step) and the tags saying what they were
+    measured on, in one batch, so a run holds all of them or none (sweep.confirm)."""
     now = int(time.time() * 1000)
-    rows = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
-    mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+    step = 1 + max((m.step for k in metrics for m in mc.get_metric_history(run_id, k)), default=-1)
+    rows = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+    # The runs table's "confirmed objective": what the sweep reports, the mean over the training
+    # seeds where the finalist was retrained (logged after its own confirmation), else its own.
+    confirmed = with_interval(metrics, keys.CONFIRM_OBJECTIVE_SEEDS) or with_interval(metrics, keys.CONFIRM_OBJECTIVE)
+    shown = {**tags, ViewTag.CONFIRMED: confirmed} if confirmed else tags
+    mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in tag_texts(shown).items()])

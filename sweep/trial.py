@@ -1,8 +1,8 @@
 """One trial: a trainer run tracked in its own MLflow child run, reporting to Tune per epoch.
 
-This module does the work of the Tune trainable without importing Ray: ``sweep.tune`` passes in
+This module does the work of the Tune trainable without importing Ray: ``sweep.engine.trainable`` passes in
 the checkpoint to restore and a ``report(metrics, checkpoint_dir)`` function, so every Ray name
-stays in ``sweep.tune``.
+stays in ``sweep.engine``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from sweep import recovery, tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import objective_interval, objective_value, worst_value
-from sweep.points import OPTUNA_DIGITS, POINT_KEY, POINT_SEED, Point, apply_point, point_name
-from sweep.record import CURVES, IMAGES, Status, Tag, items_tag
+from sweep.points import OPTUNA_DIGITS, POINT_KEY, POINT_SEED, Point, apply_point, point_name, weight_tags
+from sweep.record import CURVES, IMAGES, Status, Tag, final_status, items_tag
 from trainer import keys
 from trainer.config import flatten
 
@@ -77,6 +77,31 @@ def _item_tags(path: str | None, epoch: int) -> dict[str, str]:
     return {**{items_tag(key): code for key, code in codes.items()}, Tag.ITEMS_EPOCH: str(epoch)}
 
 
+# What a failed allocation says: PyTorch's CPU allocator ("can't allocate memory ... Error code 12
+# (Cannot allocate memory)"), CUDA's ("out of memory"), oneDNN's (a primitive whose scratch memory it
+# could not allocate), the C++ runtime's (std::bad_alloc); Python's own raises MemoryError.
+_NO_MEMORY = ("can't allocate memory", "cannot allocate memory", "out of memory", "could not create a primitive",
+              "bad_alloc")
+
+
+class OutOfMemory(MemoryError):
+    """A trial that failed allocating memory; the message says so and what to change."""
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """The line a trial fails with when ``error`` (or one it arose from) is a failed allocation,
+    e.g. under a memory limit (``ulimit -v``, a container's); None for any other error."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, MemoryError) or any(m in str(seen).lower() for m in _NO_MEMORY):
+            said = (str(seen).strip().splitlines() or [""])[0][:300]
+            return (f"out of memory: the trial's process could not allocate memory ({type(seen).__name__}: {said}); "
+                    "a memory limit on it (ulimit -v, a container's), or a trial larger than its node: lower "
+                    "trainer.batch_size, trainer.model.width or trainer.eval.samples")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _upload_folder(path: Path) -> str:
     return IMAGES if path.suffix == ".png" else CURVES
 
@@ -122,6 +147,7 @@ def run_trial(
         objective=ctx.objective.model_dump_json(),
         from_scratch=not resumed,
         restarted=note,
+        shown=weight_tags(cfg),
     )
     if ctx.judge_run:
         cfg.eval.judge = str(fetch_judge(ctx.tracking_uri, ctx.judge_run))
@@ -182,12 +208,19 @@ def run_trial(
             on_epoch(dict(final), {})
     except SystemExit:
         # Tune ends a trial its scheduler stops (ASHA) by exiting the trial from inside report().
-        mlrun.end(last["status"] if last["status"] in (Status.FINISHED, Status.DIVERGED) else Status.STOPPED)
+        mlrun.end(final_status(last["status"]))
         raise
-    except Exception:
-        mlrun.end(Status.FAILED)  # a retry reopens the run and marks it running again
+    except Exception as e:
+        memory = out_of_memory(e)  # said before MLflow is written to, which may need memory too
+        try:
+            mlrun.end(final_status(None, errored=True))  # a retry reopens the run and marks it running again
+        except Exception:
+            if memory is None:
+                raise  # out of memory, the driver settles the run's status after the trials
+        if memory is not None:
+            raise OutOfMemory(memory) from e
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mlrun.end(Status(final.get(keys.STATUS, Status.FINISHED)))
+    mlrun.end(final_status(final.get(keys.STATUS)))
     return final

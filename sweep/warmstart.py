@@ -63,7 +63,7 @@ class WarmTrial:
 
 
 def distributions(search: SearchConfig) -> dict[str, optuna.distributions.FloatDistribution]:
-    """The Optuna distribution of each searched key (shared with the searcher in sweep.tune)."""
+    """The Optuna distribution of each searched key (shared with the searcher in sweep.search)."""
     return {k: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log) for k, r in search.space.items()}
 
 

@@ -170,7 +170,7 @@ def _ray_head() -> RayCluster:
         "--include-dashboard=false", f"--dashboard-agent-listen-port={free_port()}",
         f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]  # fmt: skip
-    # Loopback only, as the sweep's own local start (sweep.tune.LOOPBACK_ENV).
+    # Loopback only, as the sweep's own local start (sweep.engine.session.LOOPBACK_ENV).
     head_env = {**os.environ, **env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     log = open(temp_dir / "head.log", "w")
     proc = subprocess.Popen(cmd, env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,5 +1,6 @@
 """Helpers shared by several test modules: the tiny sweep's overrides, running the driver in
-process, reading a sweep's child runs, a free port, and a PNG check.
+process, reading a sweep's child runs, a free port, a PNG check, and the texts of a picture that
+leave its canvas or overlap.
 
 Fixtures stay in ``conftest.py``; plain functions and constants live here so test modules import
 them from one place instead of from each other.
@@ -117,3 +118,56 @@ def is_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie has exited; its parent just has not reaped it
+
+
+def drawn_texts(fig) -> list[tuple[str, object]]:
+    """Every non-empty visible text ``fig`` draws, with its box in pixels, measured by the Agg renderer
+    after a full draw (titles, labels, legends, annotations, cell texts, the drawn tick labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    # An axis keeps tick labels for ticks outside its view, which are not drawn: of the tick
+    # labels, take those of the ticks the axis draws (Axis._update_ticks, what Axis.draw uses).
+    axes = [axis for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
+    ticks = {id(t) for axis in axes for tick in axis.majorTicks + axis.minorTicks for t in (tick.label1, tick.label2)}
+    # Text artists only: a legend's TextArea wraps a Text and would count it twice.
+    drawn = [t for t in fig.findobj(lambda a: isinstance(a, Text)) if id(t) not in ticks]
+    drawn += [t for axis in axes for tick in axis._update_ticks() for t in (tick.label1, tick.label2)]
+    seen, out = set(), []
+    for text in drawn:
+        if id(text) in seen or not text.get_text().strip() or not text.get_visible():
+            continue
+        seen.add(id(text))
+        out.append((text.get_text(), text.get_window_extent(renderer)))
+    return out
+
+
+def texts_outside(fig, texts: list | None = None) -> list[str]:
+    """Every drawn text whose box leaves the canvas (a clipped title or label); ``texts``: those of
+    :func:`drawn_texts`, when already measured."""
+    width, height = fig.bbox.width, fig.bbox.height
+    return [f"{text!r} at x {box.x0:.0f}..{box.x1:.0f} of {width:.0f}, y {box.y0:.0f}..{box.y1:.0f} of {height:.0f}"
+            for text, box in (drawn_texts(fig) if texts is None else texts)
+            if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height]
+
+
+def texts_overlapping(fig, tolerance: float = 1.0, texts: list | None = None) -> list[str]:
+    """Every pair of drawn texts whose boxes share more than ``tolerance`` pixels² (one runs into the other)."""
+    texts = drawn_texts(fig) if texts is None else texts
+    found = []
+    for i, (a, box_a) in enumerate(texts):
+        for b, box_b in texts[i + 1:]:
+            w = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            h = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            if w > 0 and h > 0 and w * h > tolerance:
+                found.append(f"{a!r} overlaps {b!r} ({w:.0f}x{h:.0f} px)")
+    return found
+
+
+def text_problems(fig) -> list[str]:
+    """:func:`texts_outside` and :func:`texts_overlapping` of ``fig`` from one draw."""
+    texts = drawn_texts(fig)
+    return texts_outside(fig, texts) + texts_overlapping(fig, texts=texts)

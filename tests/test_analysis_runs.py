@@ -115,6 +115,12 @@ def store(tmp_path_factory) -> Store:
     _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3)
     _trial(mc, exp, parent, "s", T0 + 2, [], "exploded", [0.1], None)  # no status the sweep writes
 
+    exp = mc.create_experiment("textual", artifact_location=f"{art}/textual")
+    parent = _parent(mc, exp, "s", T0)
+    _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3)
+    params = {**flatten(load_config(None, ["epochs=2"])), "loss.lam": "1e-3 (edited)"}  # a run edited by hand
+    _trial(mc, exp, parent, "s", T0 + 2, [], "finished", [0.1, 0.2], 0.3, params=params)
+
     exp = mc.create_experiment("foreign", artifact_location=f"{art}/foreign")
     parent = _parent(mc, exp, "s", T0)
     _trial(mc, exp, parent, "s", T0 + 1, [], "finished", [0.1, 0.2], 0.3, params={"lr": 0.1})
@@ -169,6 +175,8 @@ def test_load_bad_input(store, experiment, message):
     (["table2", "--experiment", "nope"], "no MLflow experiment named 'nope'"),
     (["table2", "--experiment", "unfinished"], "no finished trials"),
     (["pareto", "--experiment", "foreign"], "no loss.lam/loss.mu params"),
+    (["table2", "--experiment", "textual"], "1 trial(s) in sweep 's' of MLflow experiment 'textual' have a "
+                                            "non-numeric loss.lam param (e.g. run 'ce λ=0e+00 μ=0e+00 s0', id "),
     (["table2", "--experiment", "quick", "--metric", "accuracy"], "unknown metric 'accuracy'"),
     (["table2", "--experiment", "quick", "--metric", "score_alignment"], "was not logged"),
     (["pareto", "--experiment", "quick", "--sweep", "nope"], "no sweep named 'nope'"),
@@ -341,7 +349,7 @@ def test_table2_shows_the_reachable_floor_beside_the_relative_fisher_divergence(
     main(["table2", "--experiment", "judges", "--sweep", "a", "--metric", "fisher_divergence_rel",
           "--tracking-uri", mixed, "--out", str(tmp_path)])
     md = (tmp_path / "fisher_divergence_rel_table2.md").read_text()  # a file per metric
-    assert "fisher_divergence_rel 0.950 (floor 0.9)" in md and "fisher_divergence_rel 0.850 (floor 0.8)" in md
+    assert "fisher_divergence_rel 0.950 (floor 0.900)" in md and "fisher_divergence_rel 0.850 (floor 0.800)" in md
     assert_png(tmp_path / "fisher_divergence_rel_table2.png")
 
 
@@ -369,3 +377,59 @@ def test_cli_fronts_of_two_sweeps_in_one_plot(store, tmp_path, capsys):
     assert table.groupby("sweep")["hypervolume"].first().to_dict() == pytest.approx({"old": 0.07, "grid": 0.59})
     assert table["sweep"].value_counts().to_dict() == {"grid": 2, "old": 2}
     assert _logged(store.uri, store.grid) == before  # several sweeps: nothing logged
+
+
+def test_a_sweep_named_with_name_is_found_in_its_own_experiment_and_the_error_says_so(tmp_path, capsys):
+    """``--name intr`` without ``experiment`` in the config makes experiment ``intr``: comparing it
+    with the quickstart in experiment ``quickstart`` says where it is and how to put sweeps together."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mc = MlflowClient(tracking_uri=uri)
+    for name in ("quickstart", "intr"):
+        exp = mc.create_experiment(name, artifact_location=(tmp_path / name).as_uri())
+        _trial(mc, exp, _parent(mc, exp, name, T0), name, T0 + 1, [], "finished", [0.5, 0.6], 0.7)
+    with pytest.raises(AnalysisError) as err:
+        select_parent("quickstart", uri, "intr")
+    assert str(err.value) == (
+        "no sweep named 'intr' in MLflow experiment 'quickstart'; it is in experiment 'intr' (a sweep's --name "
+        "names its experiment unless the config sets experiment: run sweeps to compare with --set experiment=NAME, "
+        "or pass --experiment intr)")
+    with pytest.raises(AnalysisError) as err:
+        select_parent("quickstart", uri, "nope")
+    assert str(err.value) == "no sweep named 'nope' in MLflow experiment 'quickstart'"
+
+
+def test_a_repeated_export_logs_the_hypervolume_once(store, tmp_path, capsys):
+    # `pareto` twice (the sweep's own report logs the same way): one point per value, never two at one step.
+    for _ in range(2):
+        main(["pareto", "--experiment", "quick", "--sweep", "grid", "--tracking-uri", store.uri, "--out", str(tmp_path)])
+    history = MlflowClient(tracking_uri=store.uri).get_metric_history(store.grid, "sweep/hypervolume")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) and [m.value for m in history].count(pytest.approx(0.59)) == 1, history
+
+
+@pytest.mark.slow  # 5 s: SQLite's busy timeout runs out before the refusal
+def test_a_store_locked_by_another_process_is_one_line_and_exit_2(store, tmp_path, capsys):
+    # Another process holds an exclusive lock (a long write, a backup tool): a traceback after 20 s.
+    import shutil
+    import subprocess
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(store.uri.removeprefix("sqlite:///"), db)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\ncon = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "con.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(600)\n", str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["table2", "--experiment", "quick", "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "o")])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"analysis: error: the MLflow store sqlite:///{db} cannot be read (database is locked): another "
+                     "process holds it; run this again once it is done"], lines
+    assert not (tmp_path / "o").exists()

@@ -6,10 +6,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import torchvision.datasets.cifar
-
 from trainer.config import ConfigError, DataConfig, load_config
-from trainer.data import DATASETS, DataError, Dataset, augment, load_dataset, split_validation, train_batches
+from trainer.data import (DATASETS, DataError, Dataset, augment, cifar_integrity_problem, load_dataset,
+                          split_validation, train_batches)
 
 
 def _write_batch(path, images, labels, label_key):
@@ -42,11 +41,10 @@ def write_mini_cifar(root, classes: int, per_file: int = 4):
 
 
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
-def test_cifar_loads_a_miniature_in_the_on_disk_format(tmp_path, monkeypatch, name, classes):
+def test_cifar_loads_a_miniature_in_the_on_disk_format(tmp_path, name, classes):
     expected = write_mini_cifar(tmp_path, classes)
-    # torchvision checks each file's md5 against the real dataset's: skip only that check.
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
-    data = load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path), val_size=0))
+    # An own copy: its md5 sums are not the published ones, so it is read with verify=false.
+    data = load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path), val_size=0, verify=False))
     assert data.num_classes == classes
     assert data.train_x.shape == (len(expected), 3, 32, 32) and data.train_x.dtype == torch.float32
     assert data.test_x.shape == (4, 3, 32, 32) and data.test_y.dtype == torch.int64
@@ -54,9 +52,41 @@ def test_cifar_loads_a_miniature_in_the_on_disk_format(tmp_path, monkeypatch, na
     assert data.train_x[0, 1, 5, 7].item() == pytest.approx(expected[0, 5, 7, 1] / 255)
     assert 0 <= data.train_x.min() and data.train_x.max() <= 1
     # The validation split is carved from the training images, never from the test images.
-    split = load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path), val_size=2))
+    split = load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path), val_size=2, verify=False))
     assert split.val_x.shape[0] == 2 and split.train_x.shape[0] == len(expected) - 2
     assert torch.equal(split.val_x, data.train_x[split.val_indices]) and torch.equal(split.test_x, data.test_x)
+
+
+@pytest.mark.parametrize("name,classes,files", [("cifar10", 10, "data_batch_1, data_batch_2, data_batch_3, "
+                                                   "data_batch_4, data_batch_5, test_batch, batches.meta"),
+                                                  ("cifar100", 100, "train, test, meta")])
+def test_cifar_files_that_fail_the_md5_check_are_refused_in_one_line_naming_them(tmp_path, name, classes, files):
+    write_mini_cifar(tmp_path, classes)
+    folder = tmp_path / ("cifar-10-batches-py" if classes == 10 else "cifar-100-python")
+    with pytest.raises(DataError) as err:
+        load_dataset(DataConfig(dataset=name, data_dir=str(tmp_path)))
+    message = str(err.value)
+    assert "\n" not in message and str(folder) in message, message
+    assert f"{files} differ from the published files" in message and "md5" in message
+    assert "--set data.verify=false" in message and "--set data.download=true" in message
+    # In a sweep the section is named as the user writes it there.
+    swept = cifar_integrity_problem(DataConfig(dataset=name, data_dir=str(tmp_path)), "trainer.data")
+    assert swept.startswith("trainer.data: ") and "--set trainer.data.verify=false" in swept
+    # A partial copy: the missing file is named as such.
+    (folder / ("test_batch" if classes == 10 else "test")).unlink()
+    problem = cifar_integrity_problem(DataConfig(dataset=name, data_dir=str(tmp_path)))
+    assert problem is not None and ("test_batch missing" if classes == 10 else "; test missing") in problem
+    # Nothing to check: verify off, a download asked for (torchvision fetches it again), no folder.
+    assert cifar_integrity_problem(DataConfig(dataset=name, data_dir=str(tmp_path), verify=False)) is None
+    assert cifar_integrity_problem(DataConfig(dataset=name, data_dir=str(tmp_path), download=True)) is None
+    assert cifar_integrity_problem(DataConfig(dataset=name, data_dir=str(tmp_path / "none"))) is None
+
+
+def test_an_unreadable_own_copy_is_a_data_error_naming_the_folder(tmp_path):
+    write_mini_cifar(tmp_path, 100)
+    (tmp_path / "cifar-100-python" / "test").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="cannot read .*cifar-100-python as CIFAR's on-disk format"):
+        load_dataset(DataConfig(dataset="cifar100", data_dir=str(tmp_path), verify=False))
 
 
 def test_missing_cifar_without_download_names_the_directory_and_the_flag(tmp_path):

@@ -246,9 +246,17 @@ def test_evaluate_all_returns_the_keys_and_writes_valid_images(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training and all(p.grad is None for p in model.parameters())
     expected = {keys.GAN_TEST, keys.lo_key(keys.GAN_TEST), keys.hi_key(keys.GAN_TEST), keys.EVAL_SECONDS}
-    expected |= {keys.density_ratio_key(s) for s in cfg.density_sigmas}
-    expected |= {keys.pixel_perturbation_key(f) for f in np.logspace(-2, 0, 4)}
+    curve = [keys.density_ratio_key(s) for s in cfg.density_sigmas]
+    curve += [keys.pixel_perturbation_key(f) for f in np.logspace(-2, 0, 4)]
+    expected |= {k for key in curve for k in (key, keys.lo_key(key), keys.hi_key(key))}  # each with its interval
     assert set(metrics) == expected
+    for key in curve:
+        assert metrics[keys.lo_key(key)] <= metrics[key] <= metrics[keys.hi_key(key)], key
+    # A pixel-perturbation accuracy's interval: Wilson over the images it was measured on.
+    point = keys.pixel_perturbation_key(1.0)
+    images = min(cfg.perturbation_images, 20)
+    wilson_pp = proportion(metrics[point], images)
+    assert (metrics[keys.lo_key(point)], metrics[keys.hi_key(point)]) == (wilson_pp.lo, wilson_pp.hi)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert set(files) == {"samples", "saliency", "density_ratios", "pixel_perturbation", "eval", "items"}
     # Per-sample verdicts, kept for paired comparisons: as many as samples, their mean the GAN-test.
@@ -347,3 +355,13 @@ def test_evaluate_cli_prints_every_metric_and_rejects_bad_paths(tmp_path, capsys
     assert {p.name for p in out.iterdir()} == {
         "samples.png", "saliency.png", "density_ratios.png", "pixel_perturbation.png", "eval.json", "items.json"
     }
+
+
+def test_a_density_ratios_interval_is_the_mean_of_the_ratios_with_its_normal_interval():
+    # Ratios 1, 2, 3: mean 2, sd 1, half-width 1.96 / √3 = 1.1316; a huge log-ratio does not overflow.
+    interval = ev.ratio_interval(torch.log(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)))
+    assert interval.value == pytest.approx(2.0) and interval.half_width == pytest.approx(1.959964 / math.sqrt(3))
+    assert ev.ratio_interval(torch.tensor([0.0, 0.0])).lo == 1.0  # no spread: a point
+    big = ev.ratio_interval(torch.tensor([600.0, 601.0], dtype=torch.float64))
+    assert math.isfinite(big.value) and big.lo < big.value < big.hi
+    assert ev.ratio_interval(torch.tensor([0.0, 5.0], dtype=torch.float64)).lo == 0.0  # a ratio is never below 0

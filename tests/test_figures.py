@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import text_problems, texts_outside, texts_overlapping
 from test_evaluation import TinyData, _small_eval, rand_images, smooth_net
 from trainer import evaluation as ev
 from trainer import figures
@@ -223,7 +224,7 @@ def test_the_measurements_import_no_plotting():
 
 def _preset_pictures(preset: str):
     """The four per-run figures at ``preset``'s image size, classes, grid size and longest point name."""
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
     from sweep.points import apply_point, grid_points, point_name
 
     cfg = load_sweep_config(preset)
@@ -260,37 +261,11 @@ def _preset_pictures(preset: str):
     }
 
 
-def _texts_outside(fig) -> list[str]:
-    """Every drawn text whose box leaves the canvas (a clipped title), measured by the Agg renderer."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    width, height = fig.bbox.width, fig.bbox.height
-    # An axis keeps tick labels for ticks outside its view, which are not drawn: of the tick
-    # labels, take those of the ticks the axis draws (Axis._update_ticks, what Axis.draw uses).
-    axes = [axis for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
-    ticks = {id(t) for axis in axes for tick in axis.majorTicks + axis.minorTicks for t in (tick.label1, tick.label2)}
-    drawn = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
-             if id(t) not in ticks]
-    drawn += [t for axis in axes for tick in axis._update_ticks() for t in (tick.label1, tick.label2)]
-    outside = []
-    for text in drawn:
-        if not text.get_text() or not text.get_visible():
-            continue
-        box = text.get_window_extent(renderer)
-        if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
-            outside.append(f"{text.get_text()!r} at x {box.x0:.0f}..{box.x1:.0f} of {width:.0f}, "
-                           f"y {box.y0:.0f}..{box.y1:.0f} of {height:.0f}")
-    return outside
-
-
-@pytest.mark.parametrize("preset", __import__("sweep.loading", fromlist=["preset_names"]).preset_names())
+@pytest.mark.parametrize("preset", __import__("sweep.config_files", fromlist=["preset_names"]).preset_names())
 def test_no_title_is_clipped_and_every_picture_names_its_run(preset):
     label, pictures = _preset_pictures(preset)
     for name, fig in pictures.items():
-        assert _texts_outside(fig) == [], (preset, name)
+        assert text_problems(fig) == [], (preset, name)
         # The run's label opens the title: the axes title of a curve, the top line of a grid.
         curve = name in ("density_ratios", "pixel_perturbation")
         title = fig.axes[0].get_title() if curve else max(fig.texts, key=lambda t: t.get_position()[1]).get_text()
@@ -302,4 +277,19 @@ def test_the_checks_above_catch_a_clipped_title():
 
     fig = Figure(figsize=(3, 2), dpi=100)
     fig.text(0.5, 0.99, "a title far wider than a figure of three inches can hold", ha="center", va="top")
-    assert len(_texts_outside(fig)) == 1
+    assert len(texts_outside(fig)) == 1
+    fig.text(0.5, 0.5, "one line", ha="center")
+    fig.text(0.5, 0.5, "another line", ha="center")
+    assert len(texts_overlapping(fig)) == 1
+
+
+@pytest.mark.parametrize("ratios", [
+    {1e-3: 0.9999912, 1e-2: 0.9999231, 1e-1: 0.9998402},  # near one: long tick labels, or an offset
+    {1e-4: 1.0, 1e-3: 3.2e3, 1e-2: 8.1e7, 1e-1: 2.4e12},  # decades: a log axis
+    {1e-3: 1.0, 1e-2: 0.37, 1e-1: 0.0021},
+])
+def test_the_density_ratio_picture_keeps_its_y_label_and_ticks_on_the_canvas(ratios):
+    fig = figures.density_ratios_figure(ratios, images=128, label="sm λ1e-3 μ1e-4 s0")
+    assert text_problems(fig) == []
+    (ax,) = fig.axes
+    assert not ax.yaxis.get_offset_text().get_text()  # each tick says its own value

@@ -11,7 +11,7 @@ import pytest
 from helpers import TINY, child_runs, run_sweep
 from sweep import tracking
 from sweep.budget import EpochBudget
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from trainer import keys
 from trainer.config import ConfigError
 
@@ -147,12 +147,6 @@ def test_a_restart_from_scratch_after_one_epoch_is_counted():
     assert b.spent == 2
 
 
-def test_an_old_pickled_budget_still_loads():
-    b = EpochBudget.__new__(EpochBudget)
-    b.__setstate__({"total": 10, "per_trial": 4, "running": {"a": 2}, "spent": 3})
-    assert b.trained == {"a": 2} and b.committed() == 3 + 2 + 2
-
-
 def test_an_errored_trial_releases_its_reservation(tmp_path):
     search = _searcher(tmp_path, EpochBudget(8, 4))
     search.suggest("a")
@@ -173,7 +167,7 @@ class _Trial:
 
 def test_a_failed_actor_reuse_releases_the_trial_through_the_watchdog(tmp_path):
     """Tune ends the trial (ERROR) without calling the searcher; the watchdog settles it."""
-    from sweep.tune import Watchdog
+    from sweep.search import Watchdog
 
     search = _searcher(tmp_path, EpochBudget(8, 4))
     search.suggest("a")
@@ -190,7 +184,7 @@ def test_a_failed_actor_reuse_releases_the_trial_through_the_watchdog(tmp_path):
 
 
 def test_the_watchdog_ends_a_sweep_that_idles(tmp_path, capsys):
-    from sweep.tune import Watchdog
+    from sweep.search import Watchdog
 
     now = [0.0]
     search = _searcher(tmp_path, EpochBudget(8, 4))
@@ -211,7 +205,7 @@ def test_the_watchdog_ends_a_sweep_that_idles(tmp_path, capsys):
 
 def test_the_watchdog_waits_while_the_budget_is_spent(tmp_path):
     """Nothing running and nothing affordable is the end of the search, not a stall."""
-    from sweep.tune import Watchdog
+    from sweep.search import Watchdog
 
     now = [0.0]
     search = _searcher(tmp_path, EpochBudget(4, 4))
@@ -223,17 +217,16 @@ def test_the_watchdog_waits_while_the_budget_is_spent(tmp_path):
     assert not dog.stop_all()
 
 
-def test_the_eta_counts_the_budget_left(monkeypatch):
+def test_the_eta_counts_the_budget_left():
     from sweep.trial import SweepContext
-    from sweep.tune import TrialProgress
+    from sweep.engine.progress import TrialProgress
 
     b = EpochBudget(total=10, per_trial=4)
     b.start("a")
     b.result("a", 2)
     progress = TrialProgress(SweepContext("s", "", "", "", {}, None, None, 1), epochs=4, total=40, budget=b)
-    progress.started, progress.epochs_seen = 1.0, 2  # 2 epochs seen
+    progress.epoch_s = [10.0]  # one epoch measured between two results: 10 s per epoch
     progress.last = {"a": {keys.EPOCH: 2}}
-    monkeypatch.setattr("sweep.tune.time.time", lambda: 21.0)  # 20 s for 2 epochs: 10 s per epoch
     eta = progress._eta([_Trial("a", "RUNNING")])
     # n_trials alone: 2 + 39 x 4 = 158 epochs left; the budget: 10 - 2 = 8 -> 80 s.
     assert eta == ", ETA ~1 min 20 s"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from helpers import run_sweep
 from sweep import preflight
-from sweep.loading import preset_names
+from sweep.config_files import preset_names
 from sweep.cli import load_config, parse_args
 
 
@@ -88,68 +91,147 @@ def test_reachable_reports_why_a_host_does_not_answer():
 
 
 @pytest.mark.parametrize("preset", preset_names())
-def test_every_preset_header_states_a_measured_run_time_and_result_or_not_run(preset):
-    from sweep.loading import PRESETS
+def test_every_preset_header_links_its_measured_run_time_and_result_or_says_not_run(preset):
+    """Each measured number lives in one place (docs/results.md); a header links to it, or says it
+    was not run (the link's anchor is checked with every other link in tests/test_docs.py)."""
+    from sweep.config_files import PRESETS
 
     header = " ".join(line.lstrip("# ").strip() for line in (PRESETS / f"{preset}.yaml").read_text().splitlines()
                       if line.startswith("#"))
     run_time = header.split("RUN TIME:")[1].split(":")[0]
-    # Measured: a date and the commit of the run; else it says so.
-    assert "not run" in run_time or ("commit" in run_time and "2026-" in run_time), run_time
+    assert "not run" in run_time or run_time.strip().startswith("measured"), run_time
+    linked = header.split("RUN TIME:")[1]
+    assert "not run" in run_time or "docs/results.md#" in linked, header
     assert "EXPECTED:" in header or "MEASURED:" in header
     if "EXPECTED:" in header and "not run" in run_time:
         assert header.split("EXPECTED:")[1].lstrip().startswith("not run"), header
 
 
-def test_the_quickstart_header_expects_what_the_readme_shows():
-    import re
-    from pathlib import Path
+def _no_store_env(monkeypatch) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE_PATH", "RAY_ADDRESS"):  # the preset's own places
+        monkeypatch.delenv(var, raising=False)
 
-    from sweep.loading import PRESETS
 
-    header = (PRESETS / "quickstart.yaml").read_text()
-    point, value = re.search(r"best point (.+?), confirmed objective (\d\.\d+ \[[\d., ]+\])", header).groups()
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert f"Best point: {point}, objective {value}" in readme
+def test_a_cifar_copy_that_fails_the_md5_check_exits_2_before_the_judge_in_one_line(tmp_path, monkeypatch, capsys):
+    """The user's own CIFAR-100 files where the README says: torchvision's md5 check rejects them;
+    the sweep says so in one line naming the files, the check and the way on, and writes nothing."""
+    from test_data import write_mini_cifar
+
+    monkeypatch.chdir(tmp_path)
+    _no_store_env(monkeypatch)
+    write_mini_cifar(tmp_path / "data", 100, per_file=8)
+    assert run_sweep(["--config", "table2", "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for words in ("trainer.data: cifar100", str(tmp_path / "data" / "cifar-100-python"), "train, test, meta",
+                  "md5", "--set trainer.data.verify=false", "--set trainer.data.download=true"):
+        assert words in err, (words, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no mlflow.db, mlruns or sweep_results
+
+
+@pytest.mark.slow  # the driver joins the session's Ray before its judge stage meets the files
+def test_an_own_copy_that_is_not_cifars_format_exits_2_in_the_judge_stage_and_keeps_nothing(
+        ray_cluster, tmp_path, monkeypatch, capsys):
+    """Read unchecked (verify=false), a file that is no CIFAR pickle is found only when the judge
+    stage loads the data: one line, exit 2, and the MLflow store the run created is gone again."""
+    from test_data import write_mini_cifar
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    write_mini_cifar(tmp_path / "data", 100, per_file=8)
+    (tmp_path / "data" / "cifar-100-python" / "test").write_bytes(b"half a download")
+    assert run_sweep(["--config", "table2", "--smoke", "--set", "trainer.data.verify=false"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot read {tmp_path / 'data' / 'cifar-100-python'} as CIFAR's on-disk format" in err, err
+    assert err.rstrip().endswith("(found in the judge stage, before any trial; kept nothing)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], sorted(tmp_path.iterdir())  # no mlflow.db
 
 
 @pytest.mark.slow
-def test_smoke_trains_a_cifar_presets_judge_and_trials_code_on_a_miniature(tmp_path, monkeypatch):
-    """table2 --smoke through the judge stage's plan and training and one trial's trainer run, on a
-    miniature CIFAR-100 in torchvision's on-disk format (CIFAR cannot be downloaded here)."""
-    import torchvision.datasets.cifar
+def test_a_crash_after_the_judge_was_stored_names_the_judge_it_kept(ray_cluster, tmp_path, monkeypatch, capsys):
+    from helpers import TINY
+    from sweep import driver
 
-    from sweep import judge_stage
-    from sweep.config import judge_config
-    from sweep.points import apply_point, grid_points, point_name
+    def broken(*args, **kwargs):
+        raise RuntimeError("the store went away")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver.tracking, "open_parent", broken)  # right after the judge stage
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(RuntimeError, match="the store went away"):
+        run_sweep(["--name", "kept", "--set", f"tracking.uri={uri}", *sum((["--set", s] for s in TINY), [])])
+    err = capsys.readouterr().err
+    import mlflow
+
+    (judge,) = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name("judges").experiment_id])
+    assert (f"sweep 'kept' failed before any trial ran and kept only the judge it trained (MLflow experiment "
+            f"'judges', run {judge.info.run_id}), which the next start reuses") in err, err
+
+
+@pytest.mark.slow
+def test_table2_smoke_runs_end_to_end_on_an_own_cifar100_copy_with_verify_off(tmp_path):
+    """``python -m sweep.run --config table2 --smoke`` on a CIFAR-100 miniature with random pixels in
+    torchvision's on-disk format (pickled train/test/meta) in ./data, read with
+    trainer.data.verify=false: judge, four trials, confirmation and analysis, exit 0."""
+    import os
+
+    import mlflow
+
+    from helpers import stop_session
     from test_data import write_mini_cifar
-    from trainer import keys
-    from trainer.judge import train_judge
-    from trainer.train import run
 
-    write_mini_cifar(tmp_path, 100, per_file=96)
-    # torchvision checks each file's md5 against the real dataset's: skip only that check.
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
-    cfg = load_config(parse_args(["--config", "table2", "--smoke", "--set", f"trainer.data.data_dir={tmp_path}"]))
-    jc = judge_config(cfg)
-    plan = judge_stage.plan(jc, "cpu")
-    assert "vgg11_released (width 0.0625), 2 epochs of 96 cifar100 images" in plan and "--set judge.epochs=N" in plan
-    judge = train_judge(jc, tmp_path / "judges", "cpu")
-
-    point = grid_points(cfg.search)[-1]  # the corner λ = 1e-6, μ = 1e-5: trains without diverging
-    trainer_cfg = apply_point(cfg.trainer.model_dump(), point)
-    trainer_cfg.eval.judge, trainer_cfg.eval.label = str(judge), point_name(trainer_cfg, point)
-    files = {}
-    metrics = run(trainer_cfg, report=lambda m, f: files.update(f), checkpoint_dir=tmp_path / "run",
-                  out_dir=tmp_path / "out")
-    assert metrics[keys.STATUS] == "finished" and metrics[keys.EPOCH] == 2
-    assert 0 <= metrics[keys.GAN_TEST] <= 1 and keys.TEST_ACC in metrics
-    assert {"samples", "saliency", "density_ratios", "pixel_perturbation"} <= set(files)
+    write_mini_cifar(tmp_path / "data", 100, per_file=96)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE_PATH", "RAY_ADDRESS")}
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sweep.run", "--config", "table2", "--smoke",
+                                 "--set", "trainer.data.verify=false"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait(timeout=540)
+        finally:
+            stop_session(proc)  # its local Ray, whatever the outcome
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "vgg11_released (width 0.0625), 2 epochs of 96 cifar100 images" in text, text[-3000:]
+    assert "sweep 'table2' done in" in text and ": 4 trials, 0 failed" in text, text[-3000:]
+    mc = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = mc.get_experiment_by_name("table2")
+    trials = mc.search_runs([exp.experiment_id], "tags.`sweep.role` = 'trial'")
+    assert len(trials) == 4 and {r.data.tags["trial.selection_split"] for r in trials} == {"test"}
+    finished = [r for r in trials if r.data.tags["trial.status"] == "finished"]
+    assert finished, [r.data.tags["trial.status"] for r in trials]
+    images = {a.path.split("/")[-1] for a in mc.list_artifacts(finished[0].info.run_id, "images")}
+    assert {"samples.png", "saliency.png", "density_ratios.png", "pixel_perturbation.png"} <= images, images
+    assert (tmp_path / "out" / "analysis" / "table2" / "table2" / "table2.png").is_file()
 
 
 def test_the_resume_command_keeps_smoke():
-    from sweep.driver import _command
+    from sweep.cli import rerun_command
 
     args = parse_args(["--config", "table2", "--smoke", "--set", "trainer.epochs=3"])
-    command = _command(load_config(args), args)
+    command = rerun_command(load_config(args), args)
     assert command.endswith("--config table2 --name table2 --smoke --resume --set trainer.epochs=3")
+
+
+def test_ctrl_c_while_the_driver_imports_torch_exits_130_in_one_line(tmp_path):
+    # Ctrl-C in the first seconds lands in `from sweep import driver` (torch, MLflow, Ray); it was
+    # a KeyboardInterrupt traceback. The signal is sent once torch's library is mapped, i.e. during
+    # that import (Ray's, which follows, takes longer still).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.time() + 120
+    while "libtorch" not in maps.read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err + out
+    assert err.strip() == "sweep.run: interrupted by Ctrl-C while starting; nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, run_sweep
-from sweep.loading import load_sweep_config, preset_names
+from sweep.config_files import load_sweep_config, preset_names
 from sweep.points import grid_points
 
 YAML_LIST = "- not\n- a mapping\n"
@@ -19,7 +19,7 @@ CASES = [
     (["--set", "trainer.bogus=1"], ["trainer.bogus", "unknown key"]),
     (["--set", "trainer.epochs=0"], ["trainer.epochs"]),
     (["--set", "search.grid.loss.lam=[]"], ["loss.lam", "no values"]),
-    (["--set", "search.grid.loss.lam=[-1.0e-3]"], ["trainer.loss.lam"]),
+    (["--set", "search.grid.loss.lam=[-1.0e-3]"], ["search.grid.loss.lam"]),  # the path as typed
     (["--set", "search.points=[{loss.preset: nosuch}]"], ["nosuch"]),
     (["--config", "nosuch"], ["nosuch", "quickstart"]),
     (["--frobnicate"], ["--frobnicate"]),

@@ -4,12 +4,14 @@ idempotent metric steps."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from argparse import Namespace
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from mlflow import MlflowClient
 
 from helpers import run_sweep
 from sweep import lock, recovery, tracking
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from sweep.points import grid_size
 from sweep.record import Tag
 from trainer import keys
@@ -99,12 +101,12 @@ def test_a_name_with_a_quote_is_found_in_mlflow_and_its_printed_commands_paste_a
     assert tracking.find_parent(mc, name, name) == parent != other
     assert tracking.find_parent(mc, name, 'say "hi"') is None  # the other quote works too
 
-    from sweep.driver import _print_next_steps
+    from sweep.report import print_next_steps
 
     monkeypatch.chdir(tmp_path)
     cfg = load_sweep_config("quickstart", [], name=name)
     uri = f"sqlite:///{tmp_path / 'my store.db'}"
-    _print_next_steps(cfg, uri, parent, str(tmp_path), Namespace(config="quickstart", address=None, set=["a=b c"]), exp)
+    print_next_steps(cfg, uri, parent, str(tmp_path), Namespace(config="quickstart", address=None, set=["a=b c"], smoke=False), exp)
     out = capsys.readouterr().out
     commands = [line.strip() for line in out.splitlines() if line.strip().startswith(("python -m", "cd ", "mlflow ui"))]
     assert len(commands) == 4, out
@@ -157,6 +159,34 @@ def test_a_read_only_mlflow_db_is_refused_up_front(tmp_path, capsys, monkeypatch
     assert str(store) in line and "writable" in line
     assert store.read_bytes() == before
     _nothing_written(tmp_path)
+
+
+def test_a_store_a_killed_writer_left_mid_transaction_is_rolled_back_not_refused(tmp_path):
+    """A resume right after an interrupt met the journal a still-exiting process left: the
+    read-only check failed with "attempt to write a readonly database". Now SQLite rolls the
+    journal back and the store passes, with its committed content and not the half-written one."""
+    from sweep import store_checks
+
+    store = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{store}"
+    mc = tracking.client(uri)
+    exp = tracking.ensure_experiment(mc, "kept", None)
+    writer = (
+        "import os, signal, sqlite3, sys\n"
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "con.execute('BEGIN')\n"
+        "con.execute(\"UPDATE experiments SET name = 'half-written' WHERE name = 'kept'\")\n"
+        "con.execute('CREATE TABLE filler AS WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
+        "WHERE n < 3000) SELECT randomblob(1000) AS b FROM c')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    died = subprocess.run([sys.executable, "-c", writer, str(store)], timeout=120)
+    assert died.returncode == -signal.SIGKILL
+    assert (tmp_path / "mlflow.db-journal").stat().st_size > 0  # hot: nobody holds its lock
+    store_checks.check_tracking_store(uri, None)
+    assert not (tmp_path / "mlflow.db-journal").exists()
+    assert MlflowClient(uri).get_experiment(exp).name == "kept"
+    assert "half-written" not in {e.name for e in MlflowClient(uri).search_experiments()}
 
 
 def test_a_tracking_uri_in_an_unwritable_folder_is_refused_up_front(tmp_path, capsys, monkeypatch):
@@ -297,7 +327,7 @@ def test_a_replaced_lost_checkpoint_says_so_in_the_note_and_is_not_carried_on(tr
     run.log_metrics({keys.EPOCH: 1, keys.TRAIN_LOSS: 1.0}, step=1)
     run.log_checkpoint(_checkpoint(tmp_path / "up" / "last.pt", 1))
     said = "the Tune checkpoint checkpoint_000002 of this trial was gone; continued from checkpoint_000003"
-    # sweep.tune moved the newest checkpoint where Tune's state pointed, with its note
+    # sweep.engine.trainable moved the newest checkpoint where Tune's state pointed, with its note
     moved = tmp_path / "moved"
     _checkpoint(moved / "last.pt", 3)
     (moved / recovery.LOST_NOTE).write_text(said)
@@ -329,3 +359,54 @@ def test_a_resumed_trial_never_logs_a_step_mlflow_holds(trial_store):
         resumed.log_metrics({keys.EPOCH: epoch, keys.TRAIN_LOSS: 2.0}, step=epoch)
     history = MlflowClient(uri).get_metric_history(run.run_id, keys.TRAIN_LOSS)
     assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 1.0), (3, 2.0)]
+
+
+# --- a trial under a memory limit ---------------------------------------------------------------
+
+_LIMITED_TRIAL = """
+import json, resource, sys
+from pathlib import Path
+import torch
+from sweep import tracking
+from sweep.config import ObjectiveConfig
+from sweep.points import Point
+from sweep.trial import POINT_KEY, SweepContext, run_trial
+from trainer.config import load_config
+
+root = Path(sys.argv[1])
+uri = f"sqlite:///{root / 'mlflow.db'}"
+mc = tracking.client(uri)
+exp = tracking.ensure_experiment(mc, "e", (root / "artifacts").as_uri())
+(root / "sweep.yaml").write_text("x: 1\\n")
+parent = tracking.start_parent(mc, exp, "s", {"a": 1}, root / "sweep.yaml")
+base = load_config(None, ["data.dataset=synthetic", "data.image_size=32", "data.channels=3", "data.train_size=512",
+                          "data.test_size=64", "epochs=1", "batch_size=512", "eval.enabled=false",
+                          "model.width=0.5", "device=cpu"]).model_dump()
+point = Point((("loss.lam", 1e-3),), 0)
+ctx = SweepContext("s", uri, exp, parent, base, ObjectiveConfig(name="accuracy"), None, 1,
+                   points={point.key: point}, names={point.key: "p"})
+torch.zeros(1)
+# 64 MiB more address space than the process holds now: enough for the data, not for a training step
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 64 * 2**20, resource.RLIM_INFINITY))
+try:
+    run_trial(ctx, {POINT_KEY: point.key}, "t0", None, lambda result, ckpt: None)
+except Exception as e:
+    print(json.dumps({"type": type(e).__name__, "message": str(e)}))
+"""
+
+
+@pytest.mark.slow  # ~30 s: torch and MLflow imported in a fresh process
+def test_a_trial_under_a_memory_limit_fails_saying_out_of_memory(tmp_path):
+    # An address-space limit on a trial's process (ulimit -v, a container's) made its training
+    # step fail with oneDNN's "could not create a primitive", with no word of memory.
+    done = subprocess.run([sys.executable, "-c", _LIMITED_TRIAL, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)  # fmt: skip
+    failed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert failed["type"] == "OutOfMemory", failed
+    assert failed["message"].startswith("out of memory: the trial's process could not allocate memory (")
+    assert "lower trainer.batch_size" in failed["message"]
+    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [tracking.ensure_experiment(tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}"), "e", None)],
+        f"tags.`{Tag.ROLE}` = 'trial'")
+    assert [(r.info.status, r.data.tags[Tag.STATUS]) for r in runs] == [("FAILED", "failed")]

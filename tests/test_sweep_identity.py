@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from sweep.points import Point, _fmt, grid_points, point_name, point_names
 from sweep.trial import POINT_KEY, SweepContext
 
@@ -73,7 +73,8 @@ def test_points_differing_in_no_shown_value_get_their_key_appended():
 
 def test_the_grid_tune_runs_is_over_keys_and_every_point_is_found_by_its_key():
     pytest.importorskip("ray")
-    from sweep.tune import search_setup, trial_name
+    from sweep.engine.progress import trial_name
+    from sweep.engine.tuner import search_setup
 
     cfg = load_sweep_config("quickstart", ALIKE)
     points = grid_points(cfg.search)

@@ -1,4 +1,4 @@
-"""The import graph: no cycles in sweep/ and analysis/, layers sweep -> analysis -> trainer, Ray in one file.
+"""The import graph: no cycles in sweep/ and analysis/, layers sweep -> analysis -> trainer, Ray in sweep.engine and the search.
 
 Imports are read from the source (module level and inside functions alike), so a lazy import
 that would close a cycle counts as much as a top-level one.
@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("sweep", "analysis")
-RAY_MODULES = {"sweep.tune"}  # the one file that may import Ray (its API moves fast)
+# The files that may import Ray (its API moves fast): the session and Tuner, and the search, whose
+# one Ray name is Tune's public Searcher base class.
+RAY_MODULES = {"sweep.engine.session", "sweep.engine.tuner", "sweep.engine.trainable", "sweep.engine.progress",
+               "sweep.search"}
 
 
 def _modules(package: str) -> dict[str, Path]:
+    """Every module of ``package``, its subpackages' included, by dotted name."""
     out = {}
-    for path in sorted((REPO / package).glob("*.py")):
-        name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-        out[name] = path
+    for path in sorted((REPO / package).rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 
@@ -94,7 +100,7 @@ def test_layers_sweep_then_analysis_then_trainer():
                 assert not edges[dep] & {"ray", "optuna"} and dep not in RAY_MODULES, f"{module} reaches {dep}"
 
 
-def test_ray_is_imported_in_one_file():
+def test_ray_is_imported_in_the_session_and_the_search_only():
     users = {m for m, deps in graph().items() if "ray" in deps}
     assert users == RAY_MODULES
 
@@ -104,3 +110,13 @@ def test_the_trial_record_imports_no_service(module):
     """The record is plain data: analysis and trainer-side readers import it without a service."""
     deps = graph()[module]
     assert not deps & {"ray", "optuna", "mlflow", "torch"}, deps
+
+
+def test_a_trial_worker_imports_neither_optuna_nor_the_analysis():
+    """What Ray's workers import for a trial (the pickled trainable's module): the trainer, MLflow
+    and Ray Tune, not the search's Optuna or the analysis (seconds of a worker's start-up each)."""
+    code = ("import sys, sweep.engine.trainable\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'analysis'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

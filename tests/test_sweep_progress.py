@@ -1,4 +1,4 @@
-"""The driver's live trial lines (sweep.tune.TrialProgress), fed Tune-like trials and results."""
+"""The driver's live trial lines (sweep.engine.progress.TrialProgress), fed Tune-like trials and results."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class FakeTrial:
 
 
 def test_objective_shows_a_dash_until_the_first_evaluation_and_trials_by_point(capsys):
-    from sweep.tune import TrialProgress
+    from sweep.engine.progress import TrialProgress
 
     pa, pb = Point((("loss.lam", 1e-3), ("loss.mu", 1e-4)), 0), Point((("loss.preset", "baseline"),), 0)
     ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1, points={pa.key: pa, pb.key: pb},
@@ -45,7 +45,7 @@ def test_objective_shows_a_dash_until_the_first_evaluation_and_trials_by_point(c
 
 
 def test_a_resumed_sweep_counts_only_the_trials_left_to_run(capsys):
-    from sweep.tune import TrialProgress
+    from sweep.engine.progress import TrialProgress
 
     ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1)
     progress = TrialProgress(ctx, epochs=4, total=10, every=0.0)
@@ -56,3 +56,33 @@ def test_a_resumed_sweep_counts_only_the_trials_left_to_run(capsys):
     progress.on_step_begin(0, trials)
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("trials: 6 to run (4 of 10 ended before this resume); ")
+
+
+def test_the_eta_waits_for_measured_epochs_and_leaves_out_the_start_up(capsys, monkeypatch):
+    """Two trials side by side, 4 epochs each, 4 trials in all: a first result 60 s after the start
+    (start-up) gives no ETA; then epochs of 10 s measured between results give 10 s × the epochs
+    left / the 2 trials running."""
+    from sweep.engine import progress as sweep_tune
+    from sweep.engine.progress import TrialProgress
+
+    clock = [1000.0]
+    monkeypatch.setattr(sweep_tune.time, "time", lambda: clock[0])
+    ctx = SweepContext("s", "sqlite://", "1", "p", {}, ObjectiveConfig(), None, 1)
+    progress = TrialProgress(ctx, epochs=4, total=4, every=0.0)
+    a, b = FakeTrial("t0"), FakeTrial("t1")
+    trials = [a, b]
+    progress.on_step_begin(0, trials)
+    clock[0] += 60  # Ray's worker start, the dataset and the judge's download, then the first epoch
+    progress.on_trial_result(1, trials, a, {keys.EPOCH: 1, keys.STATUS: "running"})
+    progress.on_trial_result(2, trials, b, {keys.EPOCH: 1, keys.STATUS: "running"})
+    clock[0] += 10
+    progress.on_trial_result(3, trials, a, {keys.EPOCH: 2, keys.STATUS: "running"})
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert "ETA" not in lines[0] and "ETA" not in lines[1], lines
+    # Left: a 2, b 3, two trials not created yet 8: 13 epochs of 10 s, two at a time.
+    assert lines[2].endswith("[0/4 trials done, ETA ~1 min 05 s]"), lines[2]
+    # A retried trial's next result comes after its restart: not an epoch's time.
+    progress.on_trial_recover(4, trials, b)
+    clock[0] += 300
+    progress.on_trial_result(5, trials, b, {keys.EPOCH: 2, keys.STATUS: "running"})
+    assert progress.epoch_s == [10.0]

@@ -81,3 +81,44 @@ def test_settle_trials_closes_runs_with_tunes_final_word(store):
     tracking.finish_parent(mc, parent, trials=3, failed=1)
     tags = mc.get_run(parent).data.tags
     assert (tags[Tag.TRIALS], tags[Tag.FAILED_TRIALS], mc.get_run(parent).info.status) == ("3", "1", "FINISHED")
+
+
+def test_the_runs_table_shows_each_number_with_its_interval_in_three_decimals(store):
+    """The view's text tags: what the MLflow runs table shows instead of cut or raw-precision metrics."""
+    from sweep.points import Point, apply_point, weight_tags
+    from sweep.record import ViewTag
+    from trainer import keys
+
+    mc, exp, parent = store
+    cfg = apply_point({"loss": {"kind": "score_matching"}}, Point((("loss.lam", 3.1622776601683794e-4), ("loss.mu", 1e-4)), 0))
+    run = tracking.TrialRun(mc.tracking_uri, exp, parent, "s", "k1")
+    run_id = run.open("sm λ3.16e-4 μ1e-4 s0", "t0", {"a": 1}, shown=weight_tags(cfg))
+    run.log_metrics({keys.OBJECTIVE: 0.7, keys.lo_key(keys.OBJECTIVE): 0.651, keys.hi_key(keys.OBJECTIVE): 0.745,
+                     keys.VAL_ACC: 0.6328125, keys.lo_key(keys.VAL_ACC): 0.5, keys.hi_key(keys.VAL_ACC): 0.75,
+                     keys.TEST_ACC: 0.8025173611111112}, step=1)  # a test accuracy without its interval
+    tags = mc.get_run(run_id).data.tags
+    assert tags[ViewTag.OBJECTIVE] == "0.700 [0.651, 0.745]" and tags[ViewTag.VAL_ACC] == "0.633 [0.500, 0.750]"
+    assert tags[ViewTag.TEST_ACC] == "0.803" and ViewTag.GAN_TEST not in tags and ViewTag.CONFIRMED not in tags
+    assert (tags[ViewTag.LAM], tags[ViewTag.MU]) == ("3.16e-4", "1e-4")
+    tracking.log_confirmation(mc, run_id, {keys.CONFIRM_OBJECTIVE: 0.889, keys.lo_key(keys.CONFIRM_OBJECTIVE): 0.827,
+                                           keys.hi_key(keys.CONFIRM_OBJECTIVE): 0.93}, {})
+    assert mc.get_run(run_id).data.tags[ViewTag.CONFIRMED] == "0.889 [0.827, 0.930]"
+    # Retrained with more seeds: the mean over the seeds is what the sweep reports, and what the table shows.
+    seeds = keys.CONFIRM_OBJECTIVE_SEEDS
+    tracking.log_confirmation(mc, run_id, {seeds: 0.8, keys.lo_key(seeds): 0.75, keys.hi_key(seeds): 0.85}, {})
+    assert mc.get_run(run_id).data.tags[ViewTag.CONFIRMED] == "0.800 [0.750, 0.850]"
+    baseline = apply_point({"loss": {"kind": "score_matching"}}, Point((("loss.preset", "baseline"),), 0))
+    assert weight_tags(baseline) == {ViewTag.LAM: "-", ViewTag.MU: "-"}  # the baseline has neither weight
+    # The view shows these tags, and no metric or param column.
+    from sweep.runs_view import view_state
+
+    assert all(c.startswith("tags.") for c in view_state()["selectedColumns"])
+
+
+def test_one_rule_decides_a_trials_final_status():
+    from sweep.record import final_status
+
+    assert final_status("finished") == "finished" and final_status("diverged") == "diverged"
+    assert final_status("running") == "stopped"  # ended before its last epoch: the scheduler stopped it
+    assert final_status(None) == "stopped"  # never reported
+    assert final_status("finished", errored=True) == "failed"  # it raised for good, whatever it said before

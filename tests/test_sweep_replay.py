@@ -81,7 +81,7 @@ def test_stopped_trials_reach_the_study_as_pruned():
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
 
     table = _tiny_table()
     cfg = bench.sweep_config(table, "tpe+asha", 10 * EPOCHS, 3)
@@ -213,7 +213,7 @@ def test_a_failed_cell_ends_its_trial_as_failed():
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
 
     table = _tiny_table()
     for seed in (0, 1):
@@ -253,7 +253,7 @@ def test_the_shipped_table_is_whole_and_says_how_it_was_recorded():
 
 
 def test_run_takes_a_seed_base_and_overrides_and_refuses_a_bad_one(tmp_path, capsys):
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
     from sweep.bench.replay.__main__ import main
 
     table = _three_seed_table(seeds=4)  # the replicating methods keep two seeds and hold out two
@@ -389,7 +389,7 @@ def test_a_replicating_search_answers_replicates_on_its_next_seed_and_chooses_by
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
     from sweep.trial import POINT_SEED
 
     table = _three_seed_table(seeds=4)
@@ -499,7 +499,7 @@ def test_asha_that_spares_replicates_stops_the_others_as_asha_does():
 
     from ray.tune.schedulers import TrialScheduler
 
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner as sweep_tune
     from sweep.bench.replay.spare import spare_replicates
     from sweep.points import POINT_SEED
 

@@ -12,7 +12,7 @@ import pytest
 
 from sweep import choice, search
 from sweep.budget import EpochBudget
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from sweep.points import POINT_KEY, POINT_SEED, Point, grid_points, point_names
 from sweep.trial import SweepContext
 from trainer import keys
@@ -298,16 +298,6 @@ def test_a_resumed_replicating_search_continues_where_it_stopped(tmp_path):
     assert len(ended) == sum(POINT_SEED not in c for c in loop.configs.values())
 
 
-def test_a_searcher_pickled_before_replication_still_loads(tmp_path):
-    cfg, s = _optuna_searcher([])
-    state = s.__getstate__()
-    for name in ("finals", "started", "first", "seed_of", "replicates", "replication", "seed", "explore"):
-        state.pop(name)
-    old = search.OptunaSearcher.__new__(search.OptunaSearcher)
-    old.__setstate__(state)
-    assert old.replication is None and old.explore and old.finals == {} and old.suggest("t") is not None
-
-
 # --- the grid ----------------------------------------------------------------------------------
 
 
@@ -341,7 +331,7 @@ def test_a_replicating_grid_runs_every_point_then_replicates_within_its_ledger()
 
 
 def test_search_setup_keeps_tunes_grid_without_replication_and_uses_the_grid_searcher_with_it():
-    from sweep.tune import search_setup
+    from sweep.engine.tuner import search_setup
 
     plain = load_sweep_config("quickstart", GRID)
     keys_ = [p.key for p in grid_points(plain.search)]

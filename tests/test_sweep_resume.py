@@ -18,7 +18,7 @@ from ray.tune.trainable.function_trainable import wrap_function
 
 from helpers import TINY, child_runs, run_sweep
 from sweep import recovery, tracking
-from sweep import tune as sweep_tune
+from sweep.engine import trainable as sweep_tune
 from sweep.record import Tag
 from trainer import keys
 

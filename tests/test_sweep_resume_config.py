@@ -10,7 +10,7 @@ import pytest
 
 from helpers import run_sweep
 from sweep import preflight, tracking
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from trainer.config import flatten
 
 NAME = "changed"
@@ -38,6 +38,9 @@ def test_config_changes_names_each_key_with_old_and_new_value_and_skips_resumabl
     current = {"trainer.epochs": 3, "search.grid.loss.lam": [0.001], "tracking.uri": "sqlite:///b.db", "new": True}
     assert preflight.config_changes(stored, current) == [
         "gone: 1 -> (not recorded)", "new: (not recorded) -> True", "trainer.epochs: 6 -> 3"]  # fmt: skip
+    # A setting added to the schema after the sweep started is no change at its default, only when set.
+    assert preflight.config_changes({}, {"trial_timeout": None}) == []
+    assert preflight.config_changes({}, {"trial_timeout": 60.0}) == ["trial_timeout: (not recorded) -> 60.0"]
 
 
 @pytest.mark.parametrize(
@@ -97,3 +100,28 @@ def test_a_first_attempt_that_failed_before_any_trial_leaves_the_name_free(ray_c
         err = capsys.readouterr().err
         assert "failed before any trial ran and kept nothing" in err and "already exists" not in err, err
     assert not (tmp_path / "ray" / "first").exists()
+
+
+def test_a_resume_may_change_confirm_settings_and_a_changed_sample_count_is_measured_again(tmp_path):
+    # The confirmation runs after every trial and selects nothing: a sweep whose confirmation could
+    # not run (confirm.samples too large for the machine) must be able to finish with a smaller one.
+    mc, parent = _started(tmp_path)
+    stored = tracking.stored_config(mc, parent)
+    for change in ("confirm.samples=512", "confirm.top_k=2", "confirm.sample_seed=7", "confirm.enabled=false"):
+        cfg = load_sweep_config("quickstart", [a for a in _sets(tmp_path, change) if a != "--set"], name=NAME)
+        preflight.check_resume_config(NAME, parent, stored, flatten(cfg.model_dump(mode="json")))
+    # A finalist measured on 256 samples is reused as long as the count asked for is the same.
+    from types import SimpleNamespace
+
+    from sweep import finalists
+    from sweep.record import Tag
+    from trainer import keys
+
+    run = SimpleNamespace(data=SimpleNamespace(
+        tags={Tag.CONFIRM_SAMPLE_SEED: "100000", Tag.CONFIRM_SAMPLES: "256", Tag.CONFIRM_TEST_IMAGES: "360"},
+        metrics={keys.CONFIRM_TEST_ACC: 0.9, keys.CONFIRM_GAN_TEST: 0.5}))  # fmt: skip
+    finalist = SimpleNamespace(point="p")
+    assert finalists.reused(run, finalist, 100000, None) is not None  # the default count: as measured
+    assert finalists.reused(run, finalist, 100000, 256) is not None
+    assert finalists.reused(run, finalist, 100000, 512) is None  # measured again
+    assert finalists.reused(run, finalist, 7, 256) is None  # another seed, as before

@@ -1,4 +1,4 @@
-"""sweep.tune's filter on Tune's experiment-state logger: the temporary-file race is dropped,
+"""sweep.engine.tuner's filter on Tune's experiment-state logger: the temporary-file race is dropped,
 every other sync failure still shows."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from sweep.tune import _TempFileRace
+from sweep.engine.tuner import _TempFileRace
 
 MESSAGE = "Saving experiment state to storage at '/x/sweep' failed with exception: "
 

@@ -7,7 +7,8 @@ CPU for. All randomness comes from one CPU ``torch.Generator``, so a run is repr
 resumable on any device.
 
 Loaders (the ``DATASETS`` registry): ``cifar10`` / ``cifar100`` (torchvision, from
-``data.data_dir``; downloaded only with ``data.download=true``), ``digits`` (scikit-learn's 8x8
+``data.data_dir``; downloaded only with ``data.download=true``; checked against the published
+md5 sums unless ``data.verify=false``, for an own copy in CIFAR's on-disk format), ``digits`` (scikit-learn's 8x8
 digits, offline), ``synthetic`` (seeded class prototypes plus noise, for tests) and ``gaussians``
 (classes drawn from a known Gaussian density, :class:`GaussianDensity`, which trainer.groundtruth
 measures models against).
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -81,15 +84,69 @@ def _images(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def _cifar(cfg: DataConfig, dataset_class, name: str) -> Dataset:
+def _cifar_class(name: str) -> type:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return {"cifar10": CIFAR10, "cifar100": CIFAR100}[name]
+
+
+def _unverified(dataset_class: type) -> type:
+    """``dataset_class`` without its md5 sums: torchvision's ``check_integrity(path, None)`` then
+    checks only that each file exists, and the files are read as they are."""
+    return type(f"Unverified{dataset_class.__name__}", (dataset_class,), {
+        "train_list": [[name, None] for name, _ in dataset_class.train_list],
+        "test_list": [[name, None] for name, _ in dataset_class.test_list],
+        "meta": {**dataset_class.meta, "md5": None},
+    })
+
+
+def cifar_integrity_problem(cfg: DataConfig, prefix: str = "data") -> str | None:
+    """Why torchvision would reject the CIFAR files in ``cfg.data_dir`` (one line naming the files,
+    the check and what to do), or None: the files pass, or there is nothing to check here (another
+    dataset, ``verify=false``, no folder yet, or ``download=true``, where torchvision fetches the
+    archive again). ``prefix``: where the data section sits in the user's config (``trainer.data``)."""
+    if cfg.dataset not in ("cifar10", "cifar100") or not cfg.verify or cfg.download:
+        return None
+    from torchvision.datasets.utils import check_integrity
+
+    cls = _cifar_class(cfg.dataset)
+    folder = Path(cfg.data_dir) / cls.base_folder
+    if not folder.is_dir():
+        return None
+    files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    missing = [name for name, _ in files if not (folder / name).is_file()]
+    differ = [name for name, md5 in files if name not in missing and not check_integrity(str(folder / name), md5)]
+    if not missing and not differ:
+        return None
+    found = ([f"{', '.join(differ)} differ from the published files"] if differ else []) + (
+        [f"{', '.join(missing)} missing"] if missing else [])
+    return (
+        f"{prefix}: {cfg.dataset} files in {folder.resolve()} fail torchvision's integrity check (each file's md5 "
+        f"against the published dataset's): {'; '.join(found)}; for your own copy in CIFAR's format, "
+        f"--set {prefix}.verify=false reads it unchecked; for the published dataset, remove the folder and "
+        f"--set {prefix}.download=true"
+    )
+
+
+def _cifar(cfg: DataConfig, name: str) -> Dataset:
+    dataset_class = _cifar_class(name)
+    if not cfg.verify:
+        dataset_class = _unverified(dataset_class)
     splits = []
     for train in (True, False):
         try:
             ds = dataset_class(root=cfg.data_dir, train=train, download=cfg.download)
         except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-            raise DataError(
+            problem = cifar_integrity_problem(cfg)
+            raise DataError(problem or (
                 f"data.dataset={name}: no {name} files in data.data_dir={cfg.data_dir!r}; "
                 "set data.download=true to download them, or point data.data_dir at a copy"
+            )) from None
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as e:  # unchecked files
+            folder = Path(cfg.data_dir) / dataset_class.base_folder
+            raise DataError(
+                f"data.dataset={name}: cannot read {folder.resolve()} as CIFAR's on-disk format "
+                f"({type(e).__name__}: {e}); each of its files must be a pickled dict as the published dataset's"
             ) from None
         splits += [_images(ds.data), torch.as_tensor(ds.targets, dtype=torch.int64)]
     return Dataset(name, *splits, num_classes=len(ds.classes))
@@ -97,16 +154,12 @@ def _cifar(cfg: DataConfig, dataset_class, name: str) -> Dataset:
 
 def load_cifar10(cfg: DataConfig) -> Dataset:
     """CIFAR-10 through torchvision (50000/10000 images, 32x32x3)."""
-    from torchvision.datasets import CIFAR10
-
-    return _cifar(cfg, CIFAR10, "cifar10")
+    return _cifar(cfg, "cifar10")
 
 
 def load_cifar100(cfg: DataConfig) -> Dataset:
     """CIFAR-100 through torchvision (50000/10000 images, 32x32x3, fine labels)."""
-    from torchvision.datasets import CIFAR100
-
-    return _cifar(cfg, CIFAR100, "cifar100")
+    return _cifar(cfg, "cifar100")
 
 
 DIGITS_TEST_SIZE = 360  # of 1797 images: a stratified 1437/360 split

@@ -32,7 +32,7 @@ from trainer.config import CONSTANT_FILL, EvalConfig, LossConfig
 from trainer.groundtruth import flat_samples, groundtruth_metrics
 from trainer.keys import EVAL_SECONDS, GAN_TEST, density_ratio_key, hi_key, lo_key, pixel_perturbation_key
 from trainer.precision import fp32_precision
-from trainer.stats import proportion
+from trainer.stats import Interval, mean_interval, proportion
 
 # Images per forward/backward pass. Bounds memory; results do not depend on it. 256 keeps the
 # evaluation's input gradients (about 1.8 GiB for a ResNet-18 on CIFAR, trainer.memory) below a
@@ -141,7 +141,7 @@ def gan_test(samples: Tensor, targets: Tensor, judge: nn.Module, batch_size: int
 
 
 @torch.no_grad()
-def density_ratios(
+def log_density_ratios(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
@@ -149,13 +149,9 @@ def density_ratios(
     draws: int = 1,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
-) -> dict[float, float]:
-    """Dataset mean of p(x+η|y)/p(x|y) = exp(f_y(x+η) − f_y(x)), η ~ N(0, σ²I), per σ (Fig. 1).
-
-    ``draws`` noise draws per image; the mean over images × draws is a log-mean-exp of the
-    log-ratios, so large ratios do not overflow. ``sigmas`` default to EvalConfig's grid
-    (1e-4 … 1e-1). The noisy images are not clamped: the ratio probes the density along η.
-    """
+) -> dict[float, Tensor]:
+    """Per σ, the log-ratios f_y(x+η) − f_y(x) of every image × draw (float64, on the model's device):
+    what :func:`density_ratios` averages. The noisy images are not clamped."""
     sigmas = list(EvalConfig().density_sigmas if sigmas is None else sigmas)
     device = _device(model)
     labels = labels.to(device=device, dtype=torch.long)
@@ -172,11 +168,39 @@ def density_ratios(
                 for _ in range(draws):
                     noisy = model(x + sigma * _randn(x.shape, generator, device)).gather(1, y)
                     log_ratios[float(sigma)].append((noisy - clean).flatten().double())
-    out = {}
-    for sigma, parts in log_ratios.items():
-        values = torch.cat(parts)
-        out[sigma] = (torch.logsumexp(values, 0) - math.log(len(values))).exp().item()
-    return out
+    return {sigma: torch.cat(parts) for sigma, parts in log_ratios.items()}
+
+
+def ratio_interval(log_ratios: Tensor) -> Interval:
+    """The mean of exp(log_ratios) (a log-mean-exp, so large ratios do not overflow) with its 95 %
+    interval mean ± 1.96·sd/√n over the images × draws (:func:`trainer.stats.mean_interval`, on the
+    ratios scaled by their largest so that none overflows), the lower end kept at 0 or above."""
+    values = log_ratios.double().flatten()
+    mean = (torch.logsumexp(values, 0) - math.log(len(values))).exp().item()
+    top = values.max()
+    scaled = mean_interval((values - top).exp().tolist())
+    scale = math.exp(top.item()) if top.item() < 700 else math.inf  # exp(709.8) overflows a double
+    lo, hi = scaled.lo * scale, scaled.hi * scale
+    return Interval(mean, max(lo, 0.0) if math.isfinite(lo) else lo, hi)
+
+
+def density_ratios(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    sigmas: Sequence[float] | None = None,
+    draws: int = 1,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+) -> dict[float, float]:
+    """Dataset mean of p(x+η|y)/p(x|y) = exp(f_y(x+η) − f_y(x)), η ~ N(0, σ²I), per σ (Fig. 1).
+
+    ``draws`` noise draws per image; the mean over images × draws is a log-mean-exp of the
+    log-ratios, so large ratios do not overflow. ``sigmas`` default to EvalConfig's grid
+    (1e-4 … 1e-1). The noisy images are not clamped: the ratio probes the density along η.
+    """
+    logs = log_density_ratios(model, images, labels, sigmas, draws, seed, batch_size)
+    return {sigma: (torch.logsumexp(v, 0) - math.log(len(v))).exp().item() for sigma, v in logs.items()}
 
 
 def pixel_importance(gradients: Tensor) -> Tensor:
@@ -314,14 +338,21 @@ def evaluate_all(
         interval = proportion(metrics[GAN_TEST], len(samples))  # Wilson over the samples
         metrics[lo_key(GAN_TEST)], metrics[hi_key(GAN_TEST)] = interval.lo, interval.hi
 
+    # Each curve point with its 95 % interval beside it (<key>_lo, <key>_hi), as every reported number.
     n = cfg.density_images
-    ratios = density_ratios(model, test_x[:n], test_y[:n], cfg.density_sigmas, cfg.density_draws, seed)
-    metrics.update({density_ratio_key(s): r for s, r in ratios.items()})
+    logs = log_density_ratios(model, test_x[:n], test_y[:n], cfg.density_sigmas, cfg.density_draws, seed)
+    ratios = {}
+    for sigma, values in logs.items():
+        interval, key = ratio_interval(values), density_ratio_key(sigma)
+        ratios[sigma] = metrics[key] = interval.value
+        metrics[lo_key(key)], metrics[hi_key(key)] = interval.lo, interval.hi
 
     n = cfg.perturbation_images
     fractions = np.logspace(-2, 0, cfg.perturbation_points)
     accuracy = pixel_perturbation(model, test_x[:n], test_y[:n], fractions=fractions, fill=cfg.perturbation_fill)
-    metrics.update({pixel_perturbation_key(f): a for f, a in accuracy.items()})
+    for fraction, value in accuracy.items():
+        interval, key = proportion(value, len(test_x[:n])), pixel_perturbation_key(fraction)  # Wilson over the images
+        metrics[key], metrics[lo_key(key)], metrics[hi_key(key)] = value, interval.lo, interval.hi
 
     if getattr(data, "density", None) is not None:
         # Sample likelihood's controls: the sampler's start (no step taken) and a flat model's samples.

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -327,11 +328,25 @@ def density_ratios_figure(
     finite = all(math.isfinite(v) and v > 0 for v in values)
     if finite and values and max(values + [1.0]) / min(values + [1.0]) > 100:
         ax.set_yscale("log")
+    else:  # each tick says its value: no "1e-5+9.999e-1" offset above the axis, into the title
+        ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("noise standard deviation σ (pixel intensity, images in [0, 1])")
     ax.set_ylabel("density ratio p(x+η|y) / p(x|y)")
     # The legend sits below the axes, where it cannot cover a point.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
+    _fit_left_margin(fig, ax)
     return fig
+
+
+def _fit_left_margin(fig: Figure, ax: Axes, pad: float = 4.0) -> None:
+    """Widen the left margin until the y axis' tick labels and label lie ``pad`` pixels inside the
+    figure: ratios near 1 need long tick labels (0.99992), which the fixed margin cuts. Measures the
+    axis alone (its tight box), not the whole figure as a layout engine would."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    left = ax.yaxis.get_tightbbox(renderer).x0
+    if left < pad:
+        margin = fig.subplotpars.left + (pad - left) / fig.bbox.width
+        fig.subplots_adjust(left=min(margin, 0.5))
 
 
 def plot_density_ratios(

@@ -63,11 +63,14 @@ class JudgeConfig(BaseModel):
         """Short sha256 of the canonical JSON of everything that changes the trained judge.
 
         ``data.data_dir`` and ``data.download`` say where the data comes from, not what it is,
-        so they are left out: the same judge is found from any data directory.
+        so they are left out: the same judge is found from any data directory. ``data.verify=false``
+        (an own, unchecked copy of CIFAR) is kept in: such a judge is not the published data's.
         """
         tree = self.model_dump(mode="json")
         for field in ("data_dir", "download"):
             tree["data"].pop(field)
+        if tree["data"]["verify"]:  # the published files: keys stay those of judges trained before the field
+            tree["data"].pop("verify")
         canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

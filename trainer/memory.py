@@ -103,6 +103,12 @@ def dataset_shape(data: DataConfig) -> tuple[int, int, int, int, int]:
     return train, test, channels, size, classes
 
 
+def image_bytes(data: DataConfig) -> int:
+    """Bytes of one float32 image of ``data`` (a generated sample is one too)."""
+    _, _, channels, size, _ = dataset_shape(data)
+    return channels * size * size * 4
+
+
 def data_bytes(data: DataConfig) -> int:
     """Bytes of the dataset's tensors on the device: float32 images and int64 labels."""
     train, test, channels, size, _ = dataset_shape(data)

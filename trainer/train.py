@@ -173,9 +173,7 @@ def _set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]
 
 
 def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> None:
-    # A field the checkpoint lacks was added after it was written: it had today's default,
-    # except the validation split: checkpoints from before it trained on the whole training set.
-    old = {**flatten(TrainConfig().model_dump(mode="json")), "data.val_size": 0, **flatten(saved)}
+    old = flatten(saved)
     new = flatten(cfg.model_dump(mode="json"))
     changed = sorted(
         k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)

@@ -1,10 +1,10 @@
 """Replay searches against recorded learning curves (a tabular benchmark of the search).
 
 Each replayed search runs the live sweep's own parts on the recorded table
-(:mod:`sweep.bench.replay.table`) instead of training: the searcher :func:`sweep.tune._optuna` builds
+(:mod:`sweep.bench.replay.table`) instead of training: the searcher :func:`sweep.search.searcher` builds
 from a sweep config (:class:`sweep.search.OptunaSearcher` with its sampler from
 :data:`sweep.search.SAMPLERS` and its :class:`sweep.budget.EpochBudget`), Ray's ``ASHAScheduler``
-that :func:`sweep.tune._scheduler` builds, the objective of :mod:`sweep.objective`, and warm start
+that :func:`sweep.engine.tuner.scheduler` builds, the objective of :mod:`sweep.objective`, and warm start
 through :func:`sweep.warmstart.seed_study`. What stands in for Tune is :func:`drive`, a loop that
 makes the Tune controller's calls in its order (``suggest``; per result ``scheduler.on_trial_result``
 then ``searcher.on_trial_result``, or on a stop ``scheduler.on_trial_complete`` and
@@ -64,7 +64,7 @@ from sweep.objective import objective_value, worst_value
 from sweep.bench.replay.table import Table, read_table
 from trainer import keys
 from trainer.config import ConfigError
-from trainer.stats import Interval, wilson
+from trainer.stats import Interval
 
 KINDS = ("grid", "grid+asha", "random+asha", "tpe+asha", "tpe+asha warm")
 DEFAULT = "tpe+asha"  # the sweep's default search, judged by the goal
@@ -159,7 +159,7 @@ def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, sets
     """The sweep config a live search of ``method`` (a kind of :data:`KINDS`) over the table's
     ranges would run, with ``sets`` (KEY=VALUE) applied last. The grid kinds' is a grid over the
     table's cells (FIFO, or ASHA for grid + ASHA) with no budget: what a replicating grid runs."""
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
 
     lo_l, hi_l, lo_m, hi_m = min(table.lams), max(table.lams), min(table.mus), max(table.mus)
     if method.startswith("grid"):
@@ -213,8 +213,8 @@ def drive(
     ``answer`` says which cell and recorded training seed answer a config (default: the nearest
     cell, on ``train_seed``)."""
     from sweep.choice import point_id
-    from sweep.tune import CONTINUE, FINISHED, STOP
-    from sweep.trial import POINT_SEED
+    from sweep.engine.tuner import CONTINUE, FINISHED, STOP
+    from sweep.points import POINT_SEED
 
     answer = answer or (lambda config: (nearest(table, config), train_seed))
     acc_key = table.meta.get("accuracy", keys.VAL_ACC)
@@ -289,7 +289,7 @@ def _record(t: dict[str, Any]) -> dict[str, Any]:
 
 def _grid_proposer(table: Table, rng: random.Random) -> Callable[[str], Any]:
     cells = [(lam, mu) for lam in table.lams for mu in table.mus]
-    rng.shuffle(cells)  # as sweep.tune.search_setup shuffles a grid run under ASHA
+    rng.shuffle(cells)  # as sweep.engine.tuner.search_setup shuffles a grid run under ASHA
     queue = iter(cells)
 
     def propose(tid: str) -> Any:
@@ -311,11 +311,11 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner
     from sweep import warmstart
     from sweep.bench.replay import spare
     from sweep.points import grid_points
-    from sweep.trial import POINT_KEY, POINT_SEED
+    from sweep.points import POINT_KEY, POINT_SEED
 
     spec = as_method(method)
     method = spec.kind
@@ -334,7 +334,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
     out = Search(spec.label, replay_seed, train_seed, heldout=tuple(order[reserve:]), rule=rule)
     scheduler = None
     if method != "grid":
-        scheduler = spare.spare_replicates(cfg) if spec.spare else sweep_tune.scheduler(cfg)
+        scheduler = spare.spare_replicates(cfg) if spec.spare else tuner.scheduler(cfg)
         scheduler.set_search_properties(keys.OBJECTIVE, "max")  # what tune.TuneConfig(metric, mode) does
     if method.startswith("grid") and rule is None:
         return drive(table, train_seed, _grid_proposer(table, rng), cfg.objective, None, scheduler,
@@ -346,7 +346,7 @@ def replay(table: Table, method: str | Method, replay_seed: int, budget: int, re
         params = dict(points[config[POINT_KEY]].overrides) if POINT_KEY in config else config
         return nearest(table, params), seeds[config.get(POINT_SEED, cfg.search.seeds[0])]
 
-    if method.startswith("grid"):  # the live grid searcher, as sweep.tune.search_setup builds it
+    if method.startswith("grid"):  # the live grid searcher, as sweep.engine.tuner.search_setup builds it
         points.update({p.key: p for p in grid_points(cfg.search)})
         grid = search.grid_searcher(cfg, list(points), announce=False)
         return drive(table, train_seed, grid.suggest, cfg.objective, grid, scheduler, reference=chance(table),
@@ -367,11 +367,11 @@ def replay_source(table: Table, sampler_seed: int, train_seed: int, budget: int,
     import optuna
 
     from sweep import search
-    from sweep import tune as sweep_tune
+    from sweep.engine import tuner
     from sweep.warmstart import WarmTrial
 
     cfg = sweep_config(table, "tpe+asha", budget, sampler_seed, sets)
-    scheduler = sweep_tune.scheduler(cfg)
+    scheduler = tuner.scheduler(cfg)
     scheduler.set_search_properties(keys.OBJECTIVE, "max")
     searcher = search.searcher(cfg, optuna.storages.InMemoryStorage())
     run = drive(table, train_seed, searcher.suggest, cfg.objective, searcher, scheduler)
@@ -759,12 +759,6 @@ def markdown(report: Report) -> str:
     if note:
         lines.append(note)
     return "\n".join(lines)
-
-
-def share(fraction: float, n: int) -> str:
-    """A share of ``n`` seeds with its 95 % Wilson interval, in percent: "45% [26, 66]"."""
-    iv = wilson(round(fraction * n), n)
-    return f"{iv.value:.0%} [{100 * iv.lo:.0f}, {100 * iv.hi:.0f}]"
 
 
 PLOT_FRACTIONS = tuple(np.round(np.linspace(0.05, 1.0, 20), 2))  # budget fractions the picture shows

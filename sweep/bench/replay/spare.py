@@ -12,27 +12,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-
 from sweep.config import SweepConfig
+from sweep.engine import tuner
 from sweep.points import POINT_SEED
 from trainer import keys
 
 
-class SpareReplicates(ASHAScheduler):
-    """ASHA (Ray's public class) that never stops a replicate before ``max_t``."""
+class SpareReplicates:
+    """The sweep's ASHA (``asha``, on the epochs) that never stops a replicate before ``max_t``; every other call
+    goes to ``asha`` itself. A wrapper, not a subclass, so that Ray stays imported in the engine
+    and the search only."""
 
-    def __init__(self, time_attr: str, max_t: int, **kwargs: Any) -> None:
-        super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
-        self.epoch_key, self.last_epoch = time_attr, max_t
+    def __init__(self, asha: Any, max_t: int) -> None:
+        self.asha, self.last_epoch = asha, max_t
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.asha, name)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if POINT_SEED in (getattr(trial, "config", None) or {}):
-            return TrialScheduler.STOP if result.get(self.epoch_key, 0) >= self.last_epoch else TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+            return tuner.STOP if result.get(keys.EPOCH, 0) >= self.last_epoch else tuner.CONTINUE
+        return self.asha.on_trial_result(tune_controller, trial, result)
 
 
 def spare_replicates(cfg: SweepConfig) -> SpareReplicates:
-    """The sweep's ASHA as ``sweep.tune.scheduler`` builds it from ``cfg``, sparing replicates."""
-    return SpareReplicates(time_attr=keys.EPOCH, max_t=cfg.max_epochs, grace_period=cfg.scheduler.grace_period,
-                           reduction_factor=cfg.scheduler.reduction_factor)
+    """The sweep's ASHA as ``sweep.engine.tuner.scheduler`` builds it from ``cfg``, sparing replicates."""
+    if cfg.scheduler.kind != "asha":
+        raise ValueError("spare_replicates: the what-if spares replicates from ASHA (scheduler.kind: asha)")
+    return SpareReplicates(tuner.scheduler(cfg), cfg.max_epochs)
