@@ -343,6 +343,22 @@ def test_search_setup_keeps_tunes_grid_without_replication_and_uses_the_grid_sea
     assert setup.param_space == {} and setup.num_samples == 6 * 3 and setup.metric == keys.OBJECTIVE
 
 
+
+def test_the_progress_lines_count_the_trials_a_search_runs_replicates_included():
+    """The N of "[k/N trials done]" (SearchSetup.trials, what fit gives TrialProgress): Tune's grid
+    runs num_samples (1) per point; a replicating grid's searcher bounds its trials itself, 6
+    points × (1 + 2 seeds) = 18 (the grid's size times that bound gave 108); Optuna's n_trials,
+    which its replicates count toward."""
+    from sweep.engine.tuner import search_setup
+
+    plain = load_sweep_config("quickstart", GRID)
+    keys_ = [p.key for p in grid_points(plain.search)]
+    assert len(keys_) == 6 and search_setup(plain, keys_, "").trials() == 6
+    rep = load_sweep_config("quickstart", [*GRID, "search.replicate={seeds: 2}"])
+    assert search_setup(rep, keys_, "").trials() == 18
+    cfg = load_sweep_config("quickstart", [*OPTUNA, "search.replicate={}"])
+    assert search_setup(cfg, [], optuna.storages.InMemoryStorage()).trials() == 40
+
 def test_budget_settles_each_trials_epochs():
     b = EpochBudget(total=20, per_trial=4)
     b.start("a")

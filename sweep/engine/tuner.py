@@ -100,6 +100,12 @@ class SearchSetup:
     num_samples: int
     metric: str | None  # None: several objectives, the searcher knows them
 
+    def trials(self) -> int:
+        """Most Tune trials this runs: ``num_samples`` per value of Tune's ``grid_search``, or a
+        searcher's ``num_samples`` itself (a replicating grid's bound counts its replicates)."""
+        grid = self.param_space.get(POINT_KEY)
+        return self.num_samples * (len(grid["grid_search"]) if grid else 1)
+
 
 def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> SearchSetup:
     """The grid over the point keys (never their display names), or Optuna over ``search.space``;
@@ -170,7 +176,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[
                     _KillSeams(),
-                    TrialProgress(ctx, cfg.max_epochs, setup.num_samples * max(1, len(ctx.points)), budget=budget),
+                    TrialProgress(ctx, cfg.max_epochs, setup.trials(), budget=budget),
                     *([watchdog] if watchdog else []),
                     Stalls(ctx, cfg.trial_timeout),
                 ],
