@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from sweep.config import SweepConfig
 from sweep.points import POINT_SEED
 from sweep.record import Status
 from trainer.pooled import Pooled, pooled
@@ -80,6 +81,19 @@ def choose(points: Mapping[K, Sequence[SeedValue]], rule: str = "mean") -> Choic
     return Choice(best, estimate(best), len(points[best]), pool, rule)
 
 
+def describe(c: Choice[Any]) -> str:
+    """``objective 0.853 over 2 seed(s) ([0.750, 0.956], pooled run-to-run sd 0.046 on 3 d.f.; by
+    the best lower 95 % bound of the mean)``: the choice as the searcher and the report print it."""
+    iv, pool = c.estimate, c.pool
+    spread = (f"[{iv.lo:.3f}, {iv.hi:.3f}], pooled run-to-run sd {pool.sd:.3f} on {pool.df} d.f." if pool
+              else "no point has two finished seeds yet")
+    rule = "best mean" if c.rule == "mean" else "best lower 95 % bound of the mean"
+    return f"objective {iv.value:.3f} over {c.seeds} seed(s) ({spread}; by the {rule})"
+
+
+def rule_of(cfg: SweepConfig) -> str:
+    """The rule a sweep chooses among its points' seeds by: ``search.replicate.choose``, else the mean."""
+    return cfg.search.replicate.choose if cfg.search.replicate is not None else "mean"
 
 
 def point_id(params: Mapping[str, Any]) -> PointId:

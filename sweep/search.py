@@ -59,7 +59,7 @@ from ray.tune.search import Searcher
 from sweep import warmstart
 from sweep.budget import EpochBudget
 from sweep.config import SweepConfig
-from sweep.choice import Choice, PointId, SeedValue, choose, point_id, ranked
+from sweep.choice import Choice, PointId, SeedValue, choose, describe, point_id, ranked
 from sweep.points import OPTUNA_DIGITS, POINT_KEY, POINT_SEED, Point, apply_point, grid_points, point_name, point_names
 from trainer import keys
 
@@ -256,12 +256,7 @@ class OptunaSearcher(Searcher):
         if self.names is None or choice is None or point_id(choice.point) == self.chosen:
             return
         self.chosen = point_id(choice.point)
-        iv, pool = choice.estimate, choice.pool
-        spread = (f"[{iv.lo:.3f}, {iv.hi:.3f}], pooled run-to-run sd {pool.sd:.3f} on {pool.df} d.f." if pool
-                  else "no point has two finished seeds yet")
-        rule = "best mean" if choice.rule == "mean" else "best lower 95 % bound of the mean"
-        print(f"  search: its choice is now {self.names(choice.point)}, objective {iv.value:.3f} over "
-              f"{choice.seeds} seed(s) ({spread}; by the {rule})", flush=True)
+        print(f"  search: its choice is now {self.names(choice.point)}, {describe(choice)}", flush=True)
 
     def _value(self, result: Mapping[str, Any] | None) -> tuple[int, float] | None:
         """(epoch, objective) of a single-objective result, or None."""

@@ -17,6 +17,7 @@ from sweep.points import POINT_KEY, POINT_SEED, Point, grid_points, point_names
 from sweep.trial import SweepContext
 from trainer import keys
 from trainer.config import ConfigError
+from trainer.stats import t_quantile
 
 OPTUNA = ["search.method=optuna", "search.grid={}", "search.points=[]", "search.n_trials=40",
           "search.space.loss.lam={low: 1.0e-6, high: 1.0e-1}", "search.space.loss.mu={low: 1.0e-6, high: 1.0e-1}",
@@ -367,6 +368,63 @@ def test_budget_settles_each_trials_epochs():
     assert b.committed_by(["r"]) == 4 and b.committed_by(["a", "r"]) == 8 and b.committed_by(["x"]) == 0
     b.end("r", 2)  # stopped at epoch 2: 2 trained, the rest returns
     assert b.settled == {"r": 2} and b.committed_by(["r"]) == 2 and b.committed() == 6
+
+
+
+# --- the report and the confirmation read the choice over seeds --------------------------------
+
+
+def _row(trial_id: str, point: str, config: dict, objective: float, status: str = "finished",
+         acc: float = 0.9, gan: float = 0.6) -> dict:
+    """One of Tune's rows as the trials stage leaves it (sweep.engine.tuner.fit, status set)."""
+    m = {"point": point, keys.EPOCH: 4, keys.OBJECTIVE: objective}
+    if status == "finished":
+        m.update({keys.VAL_ACC: acc, keys.GAN_TEST: gan})
+    return {"trial_id": trial_id, "config": config, "metrics": m, "status": status, "error": None}
+
+
+# a: 0.80 and 0.60 on seeds 0 and 10000 (mean 0.70); b: 0.72 on one seed; c: 0.78, and its replicate
+# diverged (counted at the objective's worst, 0: mean 0.39). a's replicate is listed first.
+REPLICATED = [
+    _row("t-ar", "sm a s10000", {POINT_KEY: "ka", POINT_SEED: 10000}, 0.60, acc=0.80, gan=0.40),
+    _row("t-a", "sm a s0", {POINT_KEY: "ka"}, 0.80, acc=0.90, gan=0.70),
+    _row("t-b", "sm b s0", {POINT_KEY: "kb"}, 0.72),
+    _row("t-c", "sm c s0", {POINT_KEY: "kc"}, 0.78),
+    _row("t-cr", "sm c s10000", {POINT_KEY: "kc", POINT_SEED: 10000}, 0.0, status="diverged"),
+]
+# The pooled run-to-run variance: a alone has two finished seeds, s² = (0.1² + 0.1²) / 1 = 0.02 on
+# 1 d.f., s = 0.14142, t = 12.706. Lower bounds: a 0.70 − 12.706 · 0.14142 / √2 = −0.5706;
+# b 0.72 − 12.706 · 0.14142 = −1.0769; c 0.39 − 1.2706 = −0.8806.
+S, T1 = math.sqrt(0.02), 12.706204736174707
+
+
+def test_the_best_row_is_the_best_point_over_its_seeds_by_the_replication_rule():
+    from sweep.rows import best_choice, best_row
+
+    assert T1 == pytest.approx(t_quantile(1))
+    # Without replicates the best single trial: a's 0.80 on seed 0.
+    plain = [r for r in REPLICATED if POINT_SEED not in r["config"]]
+    assert best_row(plain)["trial_id"] == "t-a" and best_choice(plain) is None
+    # By the mean over seeds b's 0.72 beats a's 0.70 (its single best run, 0.80, no longer counts).
+    assert best_row(REPLICATED, "mean")["trial_id"] == "t-b"
+    # By the lower bound a (two seeds) wins, and its run on the search's seed stands for it.
+    row, chosen = best_choice(REPLICATED, "lower")
+    assert row["trial_id"] == "t-a" and best_row(REPLICATED, "lower") is row
+    assert chosen.seeds == 2 and chosen.pool.df == 1 and chosen.pool.sd == pytest.approx(S)
+    half = T1 * S / math.sqrt(2)
+    assert (chosen.estimate.value, chosen.estimate.lo, chosen.estimate.hi) == pytest.approx((0.70, 0.70 - half, 0.70 + half))
+
+
+def test_the_summary_names_the_best_point_with_its_mean_over_seeds(capsys):
+    from sweep.report import Outcome, note, print_summary
+
+    print_summary(Outcome(REPLICATED, rule="lower"))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Best point:"))
+    # 0.70 ± 1.2706 (the hand computation above)
+    assert line == ("Best point: sm a, selection objective 0.700 over 2 seed(s) ([-0.571, 1.971], pooled run-to-run "
+                    "sd 0.141 on 1 d.f.; by the best lower 95 % bound of the mean); not confirmed on fresh draws")
+    outcome = Outcome(REPLICATED, rule="mean")
+    assert outcome.best_trial() == "t-b" and "**sm b**, selection objective 0.720 over 1 seed(s) (" in note("s", outcome)
 
 
 # --- a whole sweep (slow) ----------------------------------------------------------------------
