@@ -427,6 +427,33 @@ def test_the_summary_names_the_best_point_with_its_mean_over_seeds(capsys):
     assert outcome.best_trial() == "t-b" and "**sm b**, selection objective 0.720 over 1 seed(s) (" in note("s", outcome)
 
 
+def test_the_confirmations_candidates_are_one_per_point_with_its_means_over_seeds():
+    from types import SimpleNamespace
+
+    from sweep import finalists
+    from sweep.config import ObjectiveConfig
+    from sweep.record import Role, Tag
+    from sweep.rows import best_row
+
+    def run(trial_id: str) -> SimpleNamespace:
+        tags = {Tag.TRIAL_ID: trial_id, Tag.ROLE: Role.TRIAL, Tag.KEY: "k" + trial_id, Tag.CHECKPOINT: "best.pt"}
+        return SimpleNamespace(info=SimpleNamespace(run_id="r" + trial_id), data=SimpleNamespace(tags=tags))
+
+    runs = [run(r["trial_id"]) for r in REPLICATED]
+    pool = finalists.candidates(REPLICATED, runs, ObjectiveConfig())
+    assert list(pool) == ["t-a", "t-b", "t-c"]  # no replicate is a candidate of its own
+    a, b, c = pool.values()
+    assert (a.run_id, a.point, a.objective) == ("rt-a", "sm a s0", pytest.approx(0.70))
+    assert (a.accuracy, a.gan_test) == (pytest.approx(0.85), pytest.approx(0.55))  # (0.9 + 0.8) / 2, (0.7 + 0.4) / 2
+    assert (b.objective, c.objective) == (0.72, pytest.approx(0.39))  # c: (0.78 + 0) / 2
+    assert (c.accuracy, c.gan_test) == (0.9, 0.6)  # its diverged seed has neither
+    chosen = finalists.finalists(pool, best_row(REPLICATED, "lower")["trial_id"], top_k=2)
+    assert [f.trial_id for f in chosen] == ["t-a", "t-b"]  # the choice first, then by mean (b on the front)
+    # Without replicates, one candidate per finished trial with its own numbers, as before.
+    plain = finalists.candidates([r for r in REPLICATED if POINT_SEED not in r["config"]], runs, ObjectiveConfig())
+    assert {t: (f.objective, f.accuracy) for t, f in plain.items()} == {"t-a": (0.80, 0.90), "t-b": (0.72, 0.9),
+                                                                         "t-c": (0.78, 0.9)}
+
 # --- a whole sweep (slow) ----------------------------------------------------------------------
 
 
