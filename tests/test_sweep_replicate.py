@@ -454,6 +454,27 @@ def test_the_confirmations_candidates_are_one_per_point_with_its_means_over_seed
     assert {t: (f.objective, f.accuracy) for t, f in plain.items()} == {"t-a": (0.80, 0.90), "t-b": (0.72, 0.9),
                                                                          "t-c": (0.78, 0.9)}
 
+
+def test_resume_reads_a_replicates_point_key_from_tunes_state_as_its_run_has_it():
+    """--resume compares the point keys of Tune's ended trials with the MLflow runs' (sweep.state):
+    a replicate's key is its point's settings with its own seed, as SweepContext.point_of makes it
+    (with the seed among the sampled values, an ended Optuna replicate had no run and was refused)."""
+    from sweep.state import _key
+
+    cfg = load_sweep_config("quickstart", [*GRID, "search.replicate={}"])
+    points = {p.key: p for p in grid_points(cfg.search)}
+    ctx = SweepContext("s", "", "", "", cfg.trainer.model_dump(), cfg.objective, None, 1, points=points)
+    first = next(iter(points.values()))
+    for config in ({POINT_KEY: first.key}, {POINT_KEY: first.key, POINT_SEED: 10000}):
+        assert _key(cfg, config) == ctx.point_of(config).key
+    assert _key(cfg, {POINT_KEY: first.key, POINT_SEED: 10000}) == Point(first.overrides, 10000).key != first.key
+    cfg = load_sweep_config("quickstart", [*OPTUNA, "search.replicate={}"])
+    ctx = SweepContext("s", "", "", "", cfg.trainer.model_dump(), cfg.objective, None, 1, seed=0)
+    sampled = {"loss.lam": 1e-3, "loss.mu": 1e-4}
+    for config in (sampled, {**sampled, POINT_SEED: 10000}):
+        assert _key(cfg, config) == ctx.point_of(config).key
+    assert _key(cfg, {**sampled, POINT_SEED: 10000}) == Point(tuple(sorted(sampled.items())), 10000).key
+
 # --- a whole sweep (slow) ----------------------------------------------------------------------
 
 
