@@ -22,6 +22,7 @@ proposal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -35,12 +36,24 @@ class EpochBudget:
     spent: int = 0  # epochs trained by ended trials
     trained: dict[str, int] = field(default_factory=dict)  # trial id -> epochs trained so far
     restarting: set[str] = field(default_factory=set)  # trials Tune is restarting after a failure
+    settled: dict[str, int] = field(default_factory=dict)  # ended trial id -> epochs it trained
 
     def committed(self) -> int:
         """Epochs spent plus those the running trials trained and may still train."""
         return self.spent + sum(
             self.trained[t] + max(self.per_trial - epoch, 0) for t, epoch in self.running.items()
         )
+
+    def committed_by(self, trial_ids: Iterable[str]) -> int:
+        """What :meth:`committed` counts for ``trial_ids`` alone (a part of the search, such as its
+        replicates): the epochs the ended ones trained, and the running ones' trained and reserved."""
+        out = 0
+        for t in trial_ids:
+            if t in self.running:
+                out += self.trained[t] + max(self.per_trial - self.running[t], 0)
+            else:
+                out += self.settled.get(t, 0)
+        return out
 
     def left(self) -> int:
         """Trial-epochs not yet committed."""
@@ -89,4 +102,5 @@ class EpochBudget:
         self.result(trial_id, epoch)
         self.running.pop(trial_id)
         self.restarting.discard(trial_id)
-        self.spent += self.trained.pop(trial_id)
+        self.settled[trial_id] = self.trained.pop(trial_id)
+        self.spent += self.settled[trial_id]

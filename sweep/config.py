@@ -78,6 +78,29 @@ NOT_SELECTABLE = {"sample_loglik": _FLAT_WINS, keys.SAMPLE_LOGLIK: _FLAT_WINS}  
 ACCURACY_OBJECTIVES = frozenset({"weighted", "harmonic", "accuracy"})  # those that read accuracy
 
 
+class ReplicateConfig(_Strict):
+    """Replication (``search.replicate``; docs/sweep.md#replication): part of the epoch budget
+    retrains the current incumbents on new training seeds, and the search's choice is decided over
+    a point's seeds. Each retrain (a *replicate*) is one more trial of the same point with another
+    seed: its own Tune trial, MLflow run and point key. The defaults are the replay benchmark's
+    pick (python -m sweep.bench.replay pick; docs/results.md)."""
+
+    # Incumbents replicated: the top_k points by mean objective over their ended seeds (a diverged
+    # seed counts at the objective's worst value); those with the fewest seeds started go first.
+    top_k: int = Field(3, ge=1)
+    # New training seeds per incumbent, the same ones for every point (SweepConfig.replicate_seeds:
+    # from REPLICATE_SEED_START up, none of search.seeds, the confirmation's retrain or sample seeds).
+    seeds: int = Field(1, ge=1)
+    # Most of the trial-epochs committed (trained, and reserved by running trials) that replicates
+    # may hold: a replicate starts only while replicates' epochs stay within this share of all.
+    share: float = Field(0.5, gt=0, lt=1)
+    # The search's choice among its points: "mean", the best mean over its seeds; "lower", the best
+    # lower 95 % bound of that mean, x̄ − t·s/√n with s the run-to-run sd pooled over every point
+    # with >= 2 finished seeds (trainer.pooled), so a point measured once must beat a replicated one
+    # by more than its noise. Before any point has two finished seeds both are the mean.
+    choose: Literal["mean", "lower"] = "lower"
+
+
 class SearchConfig(_Strict):
     """Which trainer configs to try: a grid (plus explicit points) or an Optuna search."""
 
@@ -110,6 +133,8 @@ class SearchConfig(_Strict):
     # study as completed trials before the first proposal; they are never run again.
     warm_start: list[str] = []
     warm_start_experiment: str | None = None  # MLflow experiment of those sweeps; None: this sweep's
+    # Replication of the incumbents on new training seeds (ReplicateConfig); None: off.
+    replicate: ReplicateConfig | None = None
 
     @field_validator("grid", "points", mode="before")
     @classmethod
@@ -237,6 +262,9 @@ class ConfirmConfig(_Strict):
 # The new training seeds of confirm.train_seeds start here: far above the seeds a grid usually
 # lists (0, 1, 2, ...), so a retrain is never a trial the sweep already ran.
 RETRAIN_SEED_START = 1000
+# The replicates' training seeds (search.replicate) start here: above the confirmation's retrain
+# seeds (1000 up) and below its sample seeds (CONFIRM_SEED_OFFSET + a trainer seed).
+REPLICATE_SEED_START = 10_000
 
 
 class SweepConfig(_Strict):
@@ -298,6 +326,7 @@ class SweepConfig(_Strict):
             raise ValueError("search.max_epochs_total is for search.method=optuna (a grid's cost is its size)")
         if self.search.method == "grid" and self.search.warm_start:
             raise ValueError("search.warm_start is for search.method=optuna (a grid runs every point anyway)")
+        self._check_replicate()
         if self.search.method == "optuna":
             if not self.search.space:
                 raise ValueError("search.space: optuna needs at least one range")
@@ -374,6 +403,40 @@ class SweepConfig(_Strict):
                 f"confirm.sample_seed: {seed} is a trainer seed of search.seeds, so the trials of that seed drew "
                 "their GAN-test samples with it; confirmation needs fresh draws (leave it unset for a derived one)"
             )
+
+    def _check_replicate(self) -> None:
+        """Replication needs one objective to rank by and one seed per point to add seeds to, and
+        a share of the budget that pays for at least one replicate."""
+        rep = self.search.replicate
+        if rep is None:
+            return
+        if len(self.search.objectives) > 1:
+            raise ValueError("search.replicate ranks points by one objective; it cannot replicate a "
+                             "multi-objective front (search.objectives)")
+        if len(self.search.seeds) != 1:
+            raise ValueError("search.replicate adds seeds to points trained with one seed; search.seeds "
+                             f"{self.search.seeds} already trains every point with several")
+        budget = self.search.max_epochs_total
+        if budget is not None and rep.share * budget < self.max_epochs:
+            raise ValueError(f"search.replicate.share ({rep.share:g}) of search.max_epochs_total ({budget}) cannot "
+                             f"pay for one replicate of {self.max_epochs} epochs")
+
+    def replicate_seeds(self) -> list[int]:
+        """The replicates' training seeds (``search.replicate.seeds`` of them; [] when off): the first
+        integers from REPLICATE_SEED_START up that are none of ``search.seeds``, the confirmation's
+        retrain seeds or its sample seed, so a replicate is never a trial or retrain the sweep runs
+        otherwise, and its own evaluation never draws the confirmation's samples."""
+        rep = self.search.replicate
+        if rep is None:
+            return []
+        taken = {*self.search.seeds, *self.confirm_train_seeds(), self.confirm_sample_seed}
+        out: list[int] = []
+        seed = REPLICATE_SEED_START
+        while len(out) < rep.seeds:
+            if seed not in taken:
+                out.append(seed)
+            seed += 1
+        return out
 
     @property
     def confirm_sample_seed(self) -> int:

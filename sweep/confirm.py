@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep import kill_points, stopping, tracking
+from sweep.choice import rule_of
 from sweep.config import SweepConfig
 from sweep.finalists import (
     Candidate,
@@ -174,7 +175,7 @@ def run_stage(sweep: ConfirmInput, rows: Sequence[Mapping[str, Any]], where: Whe
     mc = tracking.client(sweep.uri)
     found = tracking.child_runs(mc, sweep.experiment_id, sweep.parent_id)
     runs = {run.info.run_id: run for run in found}
-    best = best_row(rows)
+    best = best_row(rows, rule_of(cfg))
     chosen = finalists(candidates(rows, found, cfg.objective), best and best["trial_id"], cfg.confirm.top_k)
     if not chosen:
         print("confirm: no finished trial to confirm", flush=True)

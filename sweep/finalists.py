@@ -25,16 +25,18 @@ numbers it is compared on, Holm corrects over every pair.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweep.choice import mean_of, point_values
 from sweep.config import ObjectiveConfig
 from sweep.objective import OBJECTIVES, accuracy_key, worst_value
 from sweep.objective import objective_interval as sweep_objective_interval
 from sweep.points import Point
 from sweep.record import Role, Status, Tag, items_tag
-from sweep.rows import objective_of, point_of
+from sweep.rows import objective_of, point_of, point_rows, replicated
 from trainer import compare, keys
 from trainer import items as item_codes
 from trainer.compare import Difference, VersusBest
@@ -135,27 +137,39 @@ def candidates(
     cfg: ObjectiveConfig,
 ) -> dict[str, Candidate]:
     """The finished trials with a selection objective, by Tune trial id, each tied to its MLflow
-    run through the run's tag ``trial.id`` (never through its display name)."""
+    run through the run's tag ``trial.id`` (never through its display name).
+
+    With replicates (``search.replicate``) one candidate per point, its row that stands for it
+    (:func:`sweep.rows.point_rows`), with the point's means over its seeds: the objective over
+    its finished and diverged seeds (a diverged one at its worst value, as the search chose), the
+    accuracy and GAN-test over its finished seeds."""
     by_trial = {
         run.data.tags.get(Tag.TRIAL_ID): run for run in runs if run.data.tags.get(Tag.ROLE) == Role.TRIAL
     }
+    seeds = point_values(rows, objective_of) if replicated(rows) else {}
+    groups = point_rows(rows) if seeds else {(row["trial_id"],): [row] for row in rows}
     out = {}
-    for row in rows:
+    for pid, group in groups.items():
+        row = group[0]
         run, value = by_trial.get(row["trial_id"]), objective_of(row)
         if row["status"] != Status.FINISHED or value is None or run is None:
             continue
-        m = row["metrics"]
         out[row["trial_id"]] = Candidate(
             run_id=run.info.run_id,
             trial_id=row["trial_id"],
             key=run.data.tags.get(Tag.KEY, run.info.run_id),
             point=point_of(row),
             checkpoint=run.data.tags.get(Tag.CHECKPOINT),
-            objective=float(value),
-            accuracy=m.get(accuracy_key(cfg)),
-            gan_test=m.get(keys.GAN_TEST),
+            objective=mean_of(seeds[pid]) if pid in seeds else float(value),
+            accuracy=_mean([r["metrics"].get(accuracy_key(cfg)) for r in group]),
+            gan_test=_mean([r["metrics"].get(keys.GAN_TEST) for r in group]),
         )
     return out
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean of a point's seeds' values; None when a seed lacks it."""
+    return None if any(v is None for v in values) else math.fsum(values) / len(values)  # type: ignore[arg-type]
 
 
 def finalists(pool: Mapping[str, Candidate], best_trial: str | None, top_k: int) -> list[Candidate]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sweep import kill_points, report, stopping, tracking
 from sweep.checks import CheckedSweep
+from sweep.choice import rule_of
 from sweep.finalists import Confirmation
 from sweep.record import POOLED_PREFIX, Status, Tag
 from sweep.report import Phases
@@ -68,7 +69,7 @@ def finish(
     a grid point has no trial."""
     cfg, rows = plan.cfg, trials.rows
     pools = _pooled(mc, plan.uri, cfg.experiment_name, parent_id)
-    outcome = report.Outcome(rows, confirmation, cfg.objective.split, pools)
+    outcome = report.Outcome(rows, confirmation, cfg.objective.split, pools, rule_of(cfg))
     report.print_summary(outcome)
     failed = sum(r["status"] == Status.FAILED for r in rows)
     best_run = _run_of(mc, experiment_id, parent_id, outcome.best_trial())

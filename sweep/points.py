@@ -15,6 +15,11 @@ from sweep.config import SearchConfig, SweepConfig
 from sweep.record import LOSS_NAMES, ViewTag
 from trainer.config import ConfigError, TrainConfig, set_dotted, validate
 
+# A grid trial's Tune config: the point's key (its identity; names are for display only).
+POINT_KEY = "point_key"
+# A replicate's Tune config (search.replicate) carries its training seed under this key, beside
+# the grid point's key or the sampled values: the same settings with another seed, its own key.
+POINT_SEED = "point_seed"
 # Which loss weights a kind uses, so names show only what matters.
 KIND_WEIGHTS = {"ce": (), "score_matching": ("lam", "mu"), "anti_score_matching": ("lam",), "grad_norm": ("lam",)}
 SYMBOLS = {"loss.lam": "λ", "loss.mu": "μ", "loss.sigma": "σ", "loss.tau": "τ"}

@@ -23,10 +23,11 @@ from typing import Any
 
 from sweep import tracking
 from sweep.cli import rerun_command
+from sweep.choice import Choice, PointId, describe
 from sweep.config import SweepConfig
 from sweep.finalists import Confirmation, Confirmed, seeds_phrase
 from sweep.record import BEST_METRIC_PREFIX, BEST_SELECTION_PREFIX, VIEW_STATE_KEY, Status
-from sweep.rows import best_row, objective_of, point_of
+from sweep.rows import best_choice, best_row, objective_of, point_of
 from sweep.runs_view import runs_table_url
 from trainer import keys
 from trainer.pooled import Pooled
@@ -42,6 +43,7 @@ class Outcome:
     # The training seed's run-to-run variance per frame column (analysis.verdicts.pooled_all):
     # from points with >= 2 seeds, the retrains' included.
     pooled: Mapping[str, Pooled] = field(default_factory=dict)
+    rule: str = "mean"  # how a replicated point is chosen over its seeds (sweep.choice.rule_of)
 
     def best(self) -> Confirmed | None:
         """The confirmed best point (None: not confirmed; then :func:`best_row` is the best)."""
@@ -52,8 +54,13 @@ class Outcome:
         confirmed = self.best()
         if confirmed is not None:
             return confirmed.finalist.trial_id
-        row = best_row(self.rows)
+        row = best_row(self.rows, self.rule)
         return None if row is None else str(row["trial_id"])
+
+    def choice(self) -> Choice[PointId] | None:
+        """With replicates, the selection's choice over the best point's seeds (None without)."""
+        chosen = best_choice(self.rows, self.rule)
+        return None if chosen is None else chosen[1]
 
     def best_row(self) -> Mapping[str, Any] | None:
         """Tune's row of the best point (its selection numbers)."""
@@ -168,6 +175,10 @@ def best_line(outcome: Outcome, md: bool = False) -> str:
     end = "." if md else ""
     name = point_of(row) if c is None or not c.retrains else _without_seed(point_of(row))
     name = f"**{name}**" if md else name
+    chosen = outcome.choice()
+    if (c is None or c.objective is None) and chosen is not None:  # a replicating search: over its seeds
+        name = f"**{_without_seed(point_of(row))}**" if md else _without_seed(point_of(row))
+        return f"Best point: {name}, selection {describe(chosen)}; not confirmed on fresh draws{end}"
     if c is None or c.objective is None:
         return (f"Best point: {name}, selection objective {_fmt(objective_of(row))} (the draw that chose it; "
                 f"not confirmed on fresh draws){end}")  # fmt: skip

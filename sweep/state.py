@@ -29,7 +29,7 @@ from mlflow.entities import Run, ViewType
 
 from sweep import tracking
 from sweep.config import SweepConfig
-from sweep.points import Point
+from sweep.points import POINT_SEED, Point, grid_points
 from sweep.preflight import PreflightError
 from sweep.record import Role, Status, Tag
 from trainer import keys
@@ -132,10 +132,17 @@ def read_tune_state(cfg: SweepConfig, sweep_dir: str) -> list[TuneTrial] | None:
 
 
 def _key(cfg: SweepConfig, config: dict[str, Any]) -> str:
-    """The point key of a Tune trial's config, as :meth:`sweep.trial.SweepContext.point_of` makes it."""
+    """The point key of a Tune trial's config, as :meth:`sweep.trial.SweepContext.point_of` makes it
+    (a replicate's, with :data:`POINT_SEED`: its point's settings with that seed)."""
+    seed = config.get(POINT_SEED)
     if TUNE_TRIAL_CONFIG in config:
-        return str(config[TUNE_TRIAL_CONFIG])
-    return Point(tuple(sorted(config.items())), cfg.search.seeds[0]).key
+        key = str(config[TUNE_TRIAL_CONFIG])
+        if seed is None:
+            return key
+        point = next((p for p in grid_points(cfg.search) if p.key == key), None)
+        return key if point is None else Point(point.overrides, int(seed)).key
+    sampled = tuple(sorted((k, v) for k, v in config.items() if k != POINT_SEED))
+    return Point(sampled, cfg.search.seeds[0] if seed is None else int(seed)).key
 
 
 def _unreadable(cfg: SweepConfig, sweep_dir: str, name: str, error: Exception) -> str:

@@ -18,16 +18,16 @@ from sweep import recovery, tracking
 from sweep.config import ObjectiveConfig
 from sweep.judge_stage import fetch_judge
 from sweep.objective import objective_interval, objective_value, worst_value
-from sweep.points import OPTUNA_DIGITS, Point, apply_point, point_name, weight_tags
+from sweep.points import OPTUNA_DIGITS, POINT_KEY, POINT_SEED, Point, apply_point, point_name, weight_tags
 from sweep.record import CURVES, IMAGES, Status, Tag, final_status, items_tag
 from trainer import keys
 from trainer.config import flatten
 
 STATE_FILE = "sweep_state.json"  # beside the trainer's last.pt in every Tune checkpoint
-# The column Tune sees besides the trainer's metrics: the point's display name.
+# The column Tune sees besides the trainer's metrics: the point's display name. POINT_KEY and
+# POINT_SEED (sweep.points) are what a Tune config names a point by.
 POINT = "point"
-# A grid trial's Tune config: the point's key (its identity; names are for display only).
-POINT_KEY = "point_key"
+__all__ = ["POINT", "POINT_KEY", "POINT_SEED", "STATE_FILE", "SweepContext", "run_trial"]
 
 
 @dataclass
@@ -47,15 +47,25 @@ class SweepContext:
     seed: int = 0  # optuna: the one seed
 
     def point_of(self, config: Mapping[str, Any]) -> Point:
-        """The point of a Tune config: a grid point's key, or Optuna's sampled dotted keys."""
+        """The point of a Tune config: a grid point's key, or Optuna's sampled dotted keys; with
+        :data:`POINT_SEED` (a replicate) the same settings with that training seed."""
+        seed = config.get(POINT_SEED)
         if POINT_KEY in config:
-            return self.points[config[POINT_KEY]]
-        return Point(tuple(sorted(config.items())), self.seed)
+            point = self.points[config[POINT_KEY]]
+            return point if seed is None else Point(point.overrides, int(seed))
+        sampled = tuple(sorted((k, v) for k, v in config.items() if k != POINT_SEED))
+        return Point(sampled, self.seed if seed is None else int(seed))
 
     def name_of(self, point: Point) -> str:
-        """The point's display name: the grid's unique one, else (Optuna) 3 significant digits."""
+        """The point's display name: the grid's unique one (for a replicate of a grid point, that
+        name with its seed), else (Optuna) 3 significant digits."""
         if point.key in self.names:
             return self.names[point.key]
+        for grid_point in self.points.values():  # a replicate: its grid point's name, another seed
+            if grid_point.overrides == point.overrides and grid_point.key in self.names:
+                head, sep, tail = self.names[grid_point.key].rpartition(f" s{grid_point.seed}")
+                if sep:
+                    return f"{head} s{point.seed}{tail}"
         return point_name(apply_point(self.base, point), point, OPTUNA_DIGITS)
 
 

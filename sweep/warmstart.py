@@ -17,11 +17,15 @@ with a note: it lies outside the searched space. The source runs are not copied,
 of the earlier sweep still shows them, diverged or not.
 
 Each added trial carries the user attribute :data:`SOURCE_ATTR` (its MLflow run id); a resumed
-sweep skips runs already in the study, so nothing is added twice.
+sweep skips runs already in the study, so nothing is added twice. A source's runs on seeds outside
+its ``search.seeds`` (replicates of ``search.replicate``, confirmation retrains) are left out with a
+note: each point enters once, with its search seed, as the rule that every other setting but the
+searched ones must match requires.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -134,9 +138,16 @@ def collect(cfg: SweepConfig, uri: str) -> tuple[list[WarmTrial], int]:
         parent_id = tracking.find_parent(mc, experiment, sweep)
         if parent_id is None:
             raise _refuse(f"no sweep named {sweep!r} in MLflow experiment {experiment!r}")
-        _check_judge(cfg, mc.get_run(parent_id), sweep)
-        skipped = 0
+        parent = mc.get_run(parent_id)
+        _check_judge(cfg, parent, sweep)
+        own_seeds = _search_seeds(parent)
+        skipped = other_seeds = 0
         for run in tracking.search_all(mc, exp.experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'"):
+            if own_seeds is not None and run.data.params.get("seed") not in own_seeds:
+                # A replicate (search.replicate) or a confirmation retrain: another seed of a point
+                # the source trained with its own seed, which is what enters.
+                other_seeds += 1
+                continue
             status = run.data.tags.get(Tag.STATUS)
             pruned = status == Status.STOPPED and len(search.objectives) == 1 and _stopped_value(cfg, run) is not None
             if status not in ENTERED and not pruned:
@@ -160,11 +171,25 @@ def collect(cfg: SweepConfig, uri: str) -> tuple[list[WarmTrial], int]:
                                         epoch=int(run.data.metrics.get(keys.EPOCH, 0))))
             else:
                 trials.append(WarmTrial(run.info.run_id, sweep, str(status), searched, _values(cfg, run, str(status))))
+        if other_seeds:
+            print(f"warm start: left out {other_seeds} run(s) of sweep {sweep!r} trained on other seeds than its "
+                  "search.seeds (replicates, confirmation retrains): each point enters with its search seed",
+                  flush=True)
         if skipped:
             print(f"warm start: skipped {skipped} trial(s) of sweep {sweep!r} with another loss than "
                   f"{cfg.trainer.loss.kind} (such as the baseline point): they are outside this search's space",
                   flush=True)
     return trials, left_out
+
+
+def _search_seeds(parent: Run) -> set[str] | None:
+    """The source sweep's ``search.seeds`` as the strings its runs log (param ``seed``), from its
+    parent run's params; None when the parent does not say."""
+    logged = parent.data.params.get("search.seeds")
+    try:
+        return {str(int(s)) for s in json.loads(logged)} if logged else None
+    except (ValueError, TypeError):
+        return None
 
 
 def _stopped_value(cfg: SweepConfig, run: Run) -> float | None:

@@ -159,3 +159,27 @@ def test_incompatible_sweep_is_refused_before_any_trial(store, tmp_path, capsys,
     assert len(err) == 1 and err[0].startswith("sweep.run: error: search.warm_start: ") and message in err[0], err
     assert tracking.find_parent(mlflow.MlflowClient(uri), EXPERIMENT, name) is None  # nothing written
     assert not (tmp_path / name).exists() and not (tmp_path / f"{name}-optuna.db").exists()
+
+
+def test_a_sources_other_seeds_are_left_out_with_a_note(store, capsys):
+    """A replicating source (search.replicate) trained some points on a replicate seed too, and a
+    confirmation retrains finalists on seeds from 1000: those runs are left out, not refused for
+    their seed, and each point enters once with the source's search seed."""
+    uri = store
+    ids = _write_sweep(uri, "replicating", SOURCE[:2], ("search.replicate={}",))
+    cfg = load_sweep_config("quickstart", [*SEARCH, "search.replicate={}"], "replicating")
+    mc = tracking.client(uri)
+    parent = tracking.find_parent(mc, EXPERIMENT, "replicating")
+    exp_id = mc.get_experiment_by_name(EXPERIMENT).experiment_id
+    for seed in (10000, 1000):  # a replicate and a retrain of the first point
+        point = Point((("loss.lam", 1e-3), ("loss.mu", 1e-4)), seed)
+        run = tracking.TrialRun(uri, exp_id, parent, "replicating", point.key)
+        run.open(f"sm s{seed}", f"r{seed}", flatten(apply_point(cfg.trainer.model_dump(), point)),
+                 selection_split=cfg.objective.split)
+        run.log_metrics({keys.EPOCH: 1, keys.VAL_ACC: 0.9, keys.TEST_ACC: 0.9, keys.GAN_TEST: 0.9,
+                         keys.OBJECTIVE: 0.9}, step=1)
+        run.end(Status.FINISHED)
+    warm = load_sweep_config("quickstart", [*SEARCH, f"tracking.uri={uri}", "search.warm_start=[replicating]"], "w2")
+    trials, left_out = warmstart.collect(warm, uri)
+    assert sorted(t.run_id for t in trials) == sorted(ids.values()) and left_out == 0
+    assert "left out 2 run(s) of sweep 'replicating' trained on other seeds than its search.seeds" in capsys.readouterr().out

@@ -101,11 +101,20 @@ class SearchSetup:
     num_samples: int
     metric: str | None  # None: several objectives, the searcher knows them
 
+    def trials(self) -> int:
+        """Most Tune trials this runs: ``num_samples`` per value of Tune's ``grid_search``, or a
+        searcher's ``num_samples`` itself (a replicating grid's bound counts its replicates)."""
+        grid = self.param_space.get(POINT_KEY)
+        return self.num_samples * (len(grid["grid_search"]) if grid else 1)
+
 
 def search_setup(cfg: SweepConfig, points: list[str], study_storage: str) -> SearchSetup:
-    """The grid over the point keys (never their display names), or Optuna over ``search.space``."""
+    """The grid over the point keys (never their display names), or Optuna over ``search.space``;
+    a grid with ``search.replicate`` is proposed by :func:`search.grid_searcher` instead."""
     if cfg.search.method == "grid":
         ids = list(points)
+        if cfg.search.replicate is not None:
+            return SearchSetup({}, search.grid_searcher(cfg, ids), search.grid_trials(cfg, len(ids)), keys.OBJECTIVE)
         if cfg.scheduler.kind == "asha":
             # ASHA judges each trial against those that reached a rung before it; a grid in
             # config order (often worst λ first) would never be cut, so run it shuffled.
@@ -171,7 +180,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[
                     _KillSeams(),
-                    TrialProgress(ctx, cfg.max_epochs, setup.num_samples * max(1, len(ctx.points)), budget=budget),
+                    TrialProgress(ctx, cfg.max_epochs, setup.trials(), budget=budget),
                     *([watchdog] if watchdog else []),
                     Stalls(ctx, cfg.trial_timeout),
                 ],

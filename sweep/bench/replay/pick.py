@@ -1,33 +1,43 @@
 """Choose the default search settings by the replay, without scoring the choice on the seeds that chose it.
 
-Protocol (``python -m sweep.bench.replay pick``): every candidate of :func:`candidates` (samplers, TPE's
-startup trials, ASHA's grace period and reduction factor, each through the live sweep config) is
-replayed on the TUNING replay seeds; :func:`score` ranks them and the best is picked. Picking the
-best of many candidates on the same seeds that score it overrates it (a winner's curse across
-candidates), so the picked setting, the current default and random + ASHA are then replayed on
-FRESH replay seeds, disjoint from the tuning ones, and only those figures are the result.
+Protocol (``python -m sweep.bench.replay pick``): every candidate of :func:`candidates` (TPE + ASHA,
+random + ASHA and the one-seed grid, each without replication and with every ``search.replicate``
+setting of :data:`TOP_K` × :data:`SEEDS` × :data:`SHARES` × :data:`CHOOSE`, each through the live
+sweep config) is replayed on the TUNING replay seeds; :func:`score` ranks them by held-out regret
+and the best is picked. Picking the best of many candidates on the same seeds that score it
+overrates it (a winner's curse across candidates), so the picked setting, the current default, the
+grid, random + ASHA and the picked setting without replication are then replayed on FRESH replay
+seeds, disjoint from the tuning ones, and only those figures are the result.
 
-:func:`verdict` says whether the picked setting beats the current default on the fresh seeds: the
+:func:`verdict` says whether the picked setting replaces the current default: on the fresh seeds the
 paired difference of their held-out values (the same replay seeds, so the same held-out training
-seeds) at 50 % or 100 % of the grid's epochs has a 95 % interval (bootstrap over training seeds)
-above 0, and neither is below 0.
+seeds) at 50 % or 100 % of the grid's epochs has an interval (bootstrap over training seeds, at
+1 − 0.05/2 for the two readings) above 0 and neither is below 0; or, with neither separable, the
+picked setting meets the goal on the fresh seeds (:func:`sweep.bench.replay.searches.goal_parts`)
+and the default does not.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sweep.bench.replay.searches import (
     DEFAULT,
+    PROCESS_MAX,
     Method,
     Report,
     check_methods,
     cluster_bootstrap,
+    goal_markdown,
+    goal_parts,
+    goal_rows,
     load,
     markdown,
     plot,
+    reserve_for,
     run_all,
     summary_rows,
     write_csv,
@@ -36,45 +46,63 @@ from sweep.bench.replay.table import Table
 from trainer.config import ConfigError
 
 TUNING = (1000, 20)  # replay seeds that pick: first, how many
-FRESH = (2000, 40)  # replay seeds that report the pick: first, how many
-STARTUP = (4, 6, 10)  # TPE's n_startup_trials, NSGA-II's population
-REDUCTION = (2, 3, 4)  # ASHA's reduction factor
-GRACE_EVALS = (1, 2)  # ASHA's grace period in evaluation periods (rungs must fall on evaluations)
+# Replay seeds that report the pick: first, how many. 2000-2039 reported the first run of this
+# protocol, before its process condition (score) was added; they are spent (docs/results.md).
+FRESH = (3000, 40)
+# search.replicate settings tried. Seeds: at most 2, so that with the recorded table's 8 training
+# seeds each replay seed keeps 1 + 2 for the searches and holds out 5.
+TOP_K = (1, 3)
+SEEDS = (1, 2)
+SHARES = (0.25, 0.5)
+CHOOSE = ("mean", "lower")
+SEARCHES = (("tpe", "tpe+asha"), ("random", "random+asha"), ("grid", "grid"))  # label, replay kind
 
 
 def asha_sets(grace: int, reduction: int) -> tuple[str, ...]:
     return (f"scheduler.grace_period={grace}", f"scheduler.reduction_factor={reduction}")
 
 
+def replicate_sets(top_k: int, seeds: int, share: float, choose: str) -> tuple[str, ...]:
+    return (f"search.replicate.top_k={top_k}", f"search.replicate.seeds={seeds}",
+            f"search.replicate.share={share}", f"search.replicate.choose={choose}")
+
+
 def candidates(table: Table) -> list[Method]:
-    """Every setting tried: TPE and NSGA-II at each startup size, random and QMC (scrambled Sobol),
-    each with every ASHA grace period and reduction factor. The current default (TPE, 10 startup
-    trials, grace one evaluation, reduction factor 3) is among them."""
+    """Every setting tried: TPE + ASHA, random + ASHA and the grid (the replay's ASHA: grace one
+    evaluation, reduction factor 3), each without replication and with every replication setting.
+    The current default (TPE + ASHA without replication) is among them."""
     out = []
-    for grace in (g * table.eval_every for g in GRACE_EVALS):
-        for rf in REDUCTION:
-            asha = asha_sets(grace, rf)
-            tag = f"grace={grace} rf={rf}"
-            for n in STARTUP:
-                out.append(Method(f"tpe startup={n} {tag}", "tpe+asha", (f"search.startup_trials={n}", *asha)))
-            for n in STARTUP:
-                out.append(Method(f"nsga2 population={n} {tag}", "tpe+asha",
-                                  ("search.sampler=nsga2", f"search.startup_trials={n}", *asha)))
-            out.append(Method(f"random {tag}", "random+asha", asha))
-            out.append(Method(f"qmc {tag}", "tpe+asha", ("search.sampler=qmc", *asha)))
+    for name, kind in SEARCHES:
+        out.append(Method(name, kind))
+        for k, n, share, rule in itertools.product(TOP_K, SEEDS, SHARES, CHOOSE):
+            out.append(Method(f"{name} rep top_k={k} seeds={n} share={share} {rule}", kind,
+                              replicate_sets(k, n, share, rule)))
     return out
 
 
 def current_default(table: Table) -> Method:
-    """The default search as the replay's ``tpe+asha`` runs it, spelled as a candidate."""
-    return Method(f"current default: tpe startup=10 grace={table.eval_every} rf=3", DEFAULT,
-                  ("search.startup_trials=10", *asha_sets(table.eval_every, 3)))
+    """The default search (the ``optuna`` preset's: TPE + ASHA replicating with ``search.replicate``'s
+    defaults, the pick of 2026-12-07) as the replay runs it, spelled as a candidate. Before that pick
+    it was TPE + ASHA without replication, candidate ``tpe``."""
+    from sweep.config import ReplicateConfig
+
+    rep = ReplicateConfig()
+    sets = replicate_sets(rep.top_k, rep.seeds, rep.share, rep.choose)
+    return Method(f"current default: tpe rep top_k={rep.top_k} seeds={rep.seeds} share={rep.share} {rep.choose}",
+                  DEFAULT, sets)
 
 
-def score(row: dict[str, Any]) -> tuple[float, float]:
-    """How a candidate ranks on the tuning seeds: the lower held-out regret with all of the grid's
-    epochs, then with half of them."""
-    return (-row["regret@1"].value, -row["regret@0.5"].value)
+def without_replication(method: Method) -> Method:
+    """The same search with ``search.replicate`` left out."""
+    sets = tuple(x for x in method.sets if not x.startswith("search.replicate"))
+    return Method(method.label.split(" rep ")[0] + " (no replication)", method.kind, sets)
+
+
+def score(row: dict[str, Any]) -> tuple[bool, float, float]:
+    """How a candidate ranks on the tuning seeds: first those that meet the goal's process
+    condition (at most :data:`PROCESS_MAX` of the epochs after 25 % on cells below 0.5), then the
+    lower held-out regret with all of the grid's epochs, then with half of them."""
+    return (row["bad@0.25"].value <= PROCESS_MAX, -row["regret@1"].value, -row["regret@0.5"].value)
 
 
 def same_setting(a: Method, b: Method) -> bool:
@@ -94,20 +122,17 @@ class Pick:
 
 
 def fresh_methods(table: Table, picked: Method) -> tuple[list[Method], Method, Method]:
-    """What the fresh seeds replay: the grid, the picked setting, the current default, random + ASHA
-    with the default's ASHA, and random + ASHA with the picked ASHA where that differs."""
+    """What the fresh seeds replay: the one-seed grid, the picked setting, the current default,
+    random + ASHA, and the picked search without replication where that differs from them all."""
     default = current_default(table)
-    random = Method(f"random grace={table.eval_every} rf=3", "random+asha", asha_sets(table.eval_every, 3))
+    random = Method("random", "random+asha")
+    grid = Method("grid", "grid")
     if same_setting(picked, default):
         picked = default
-    methods = [Method("grid", "grid"), picked]
-    methods += [m for m in (default, random) if not same_setting(m, picked)]
-    asha = dict(x.split("=", 1) for x in picked.sets if x.startswith("scheduler."))
-    grace = int(asha.get("scheduler.grace_period", table.eval_every))
-    rf = int(float(asha.get("scheduler.reduction_factor", 3)))
-    other = Method(f"random grace={grace} rf={rf}", "random+asha", asha_sets(grace, rf))
-    if not any(same_setting(other, m) for m in methods):
-        methods.append(other)
+    methods = [grid, picked]
+    for m in (default, random, without_replication(picked)):
+        if not any(same_setting(m, x) for x in methods):
+            methods.append(m)
     return methods, default, random
 
 
@@ -121,14 +146,20 @@ def verdict(report: Report, picked: str, default: str) -> str:
     for f in (0.5, 1.0):
         runs = report.searches[picked]
         diffs = [report.value(s, f) - report.value(base[s.replay_seed], f) for s in runs]
-        readings[f"held-out value @{f:.0%}"] = cluster_bootstrap(diffs, [s.train_seed for s in runs])
+        readings[f"held-out value @{f:.0%}"] = cluster_bootstrap(diffs, [s.train_seed for s in runs],
+                                                                 draws=20_000, level=1 - 0.05 / 2)
     better = [k for k, iv in readings.items() if iv.lo > 0]
     worse = [k for k, iv in readings.items() if iv.hi < 0]
     shown = "; ".join(f"{k}: {iv}" for k, iv in readings.items())
+    shown = f"picked − default, intervals at 1 − 0.05/2 over the two readings: {shown}"
+    goal = {m: all(goal_parts(goal_rows(report, m))) for m in (picked, default)} if "grid" in report.searches else {}
     if better and not worse:
         return f"The picked setting beats the current default ({shown}): make it the default."
     if worse:
         return f"The picked setting is worse than the current default on the fresh seeds ({shown}): the default stays."
+    if goal.get(picked) and not goal.get(default):
+        return (f"Not separable from the current default on the fresh seeds ({shown}), but it meets the goal there "
+                "and the default does not: make it the default.")
     return f"Not separable from the current default on the fresh seeds ({shown}): the default stays."
 
 
@@ -143,13 +174,16 @@ def pick(table: Table, tuning: tuple[int, int] = TUNING, fresh: tuple[int, int] 
                           f"tuning seeds {tuning[0]}..{tuning[0] + tuning[1] - 1}; they must be disjoint")
     methods = methods or candidates(table)
     check_methods(table, methods)
-    tuning_report = run_all(table, tuning[1], methods, tuning[0])
+    # One reserve for both seed sets and every candidate, so all are scored on as many held-out
+    # seeds (a method's regret depends on how many the oracle is chosen from).
+    reserve = reserve_for(table, methods)
+    tuning_report = run_all(table, tuning[1], methods, tuning[0], reserve)
     rows = summary_rows(tuning_report)
     best = max(rows, key=score)
     picked = next(m for m in methods if m.label == best["method"])
     fresh_list, default, random = fresh_methods(table, picked)
     check_methods(table, fresh_list)
-    fresh_report = run_all(table, fresh[1], fresh_list, fresh[0])
+    fresh_report = run_all(table, fresh[1], fresh_list, fresh[0], reserve)
     chosen = fresh_list[1]  # the picked setting, labelled as the default where it is the default
     return Pick(tuning_report, chosen, fresh_report, default, random,
                 verdict(fresh_report, chosen.label, default.label))
@@ -158,9 +192,10 @@ def pick(table: Table, tuning: tuple[int, int] = TUNING, fresh: tuple[int, int] 
 def tuning_markdown(report: Report) -> str:
     """The tuning seeds' table, one row per candidate in rank order (not a result: these seeds picked)."""
     rows = sorted(summary_rows(report), key=score, reverse=True)
-    lines = ["| candidate | held-out regret @100 % | @50 % | @25 % |", "|" + " --- |" * 4]
+    lines = ["| candidate | held-out regret @100 % | @50 % | @25 % | epochs on cells < 0.5 after 25 % |",
+             "|" + " --- |" * 5]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['regret@1']} | {r['regret@0.5']} | {r['regret@0.25']} |")
+        lines.append(f"| {r['method']} | {r['regret@1']} | {r['regret@0.5']} | {r['regret@0.25']} | {r['bad@0.25']} |")
     return "\n".join(lines)
 
 
@@ -176,6 +211,8 @@ def main(table_path: Path, out: Path, tuning: tuple[int, int] = TUNING, fresh: t
         f"Picked: {result.picked.label} ({' '.join(result.picked.sets)}).",
         f"Fresh seeds {fresh[0]}..{sum(fresh) - 1} (the result):",
         markdown(result.fresh),
+        goal_markdown(result.fresh, result.picked.label),
+        goal_markdown(result.fresh, result.default.label) if result.default.label != result.picked.label else "",
         result.verdict,
         f"{n_tuned} candidates x {tuning[1]} seeds and {n_fresh} methods x {fresh[1]} seeds in {seconds:.0f} s.",
     ])
