@@ -69,6 +69,7 @@ class Candidate:
     objective: float  # the selection objective (final eval/objective)
     accuracy: float | None  # the accuracy the objective reads (val/acc, or test/acc with split: test)
     gan_test: float | None  # eval/gan_test, the selection draw
+    seeds: int = 1  # the training seeds the selection numbers are means over (search.replicate)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ def candidates(
             objective=mean_of(seeds[pid]) if pid in seeds else float(value),
             accuracy=_mean([r["metrics"].get(accuracy_key(cfg)) for r in group]),
             gan_test=_mean([r["metrics"].get(keys.GAN_TEST) for r in group]),
+            seeds=len(seeds[pid]) if pid in seeds else 1,
         )
     return out
 
@@ -368,6 +370,11 @@ def seeds_metrics_of(c: Confirmed) -> dict[str, float]:
             if k in (key, keys.lo_key(key), keys.hi_key(key))}  # fmt: skip
 
 
+def _selection(c: Candidate) -> str:
+    """``selection objective 0.812``, with ``(mean over 2 seeds)`` for a replicated point."""
+    return f"selection objective {c.objective:.3f}" + (f" (mean over {c.seeds} seeds)" if c.seeds > 1 else "")
+
+
 def describe(c: Confirmed) -> str:
     """``objective 0.800 [0.760, 0.830], test acc …, GAN-test … (selected by 0.812)``."""
     parts = []
@@ -378,11 +385,11 @@ def describe(c: Confirmed) -> str:
         if c.gan_test is not None:
             parts.append(f"GAN-test {c.gan_test}")
         own = f"; its own selected run: objective {c.own.objective}" if c.own and c.own.objective else ""
-        return ", ".join(parts) + f" ({seeds_phrase(c)}){own}; selection objective {c.finalist.objective:.3f}"
+        return ", ".join(parts) + f" ({seeds_phrase(c)}){own}; {_selection(c.finalist)}"
     parts.append(f"test acc {c.test_acc} (n={c.test_images})")
     if c.gan_test is not None:
         parts.append(f"GAN-test {c.gan_test} (n={c.samples})")
-    return ", ".join(parts) + f"; selection objective {c.finalist.objective:.3f}"
+    return ", ".join(parts) + f"; {_selection(c.finalist)}"
 
 
 def seeds_phrase(c: Confirmed) -> str:

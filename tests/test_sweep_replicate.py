@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -447,6 +448,14 @@ def test_the_confirmations_candidates_are_one_per_point_with_its_means_over_seed
     assert (a.accuracy, a.gan_test) == (pytest.approx(0.85), pytest.approx(0.55))  # (0.9 + 0.8) / 2, (0.7 + 0.4) / 2
     assert (b.objective, c.objective) == (0.72, pytest.approx(0.39))  # c: (0.78 + 0) / 2
     assert (c.accuracy, c.gan_test) == (0.9, 0.6)  # its diverged seed has neither
+    assert (a.seeds, b.seeds, c.seeds) == (2, 1, 2)
+    # The confirmed line says what the selection number is: a's mean over its two seeds.
+    from trainer.stats import Interval
+
+    confirmed = finalists.Confirmed(a, Interval(0.81, 0.77, 0.85), None, Interval(0.81, 0.77, 0.85), samples=1024,
+                                    test_images=360, sample_seed=100_000)  # fmt: skip
+    assert finalists.describe(confirmed).endswith("; selection objective 0.700 (mean over 2 seeds)")
+    assert finalists.describe(replace(confirmed, finalist=b)).endswith("; selection objective 0.720")
     chosen = finalists.finalists(pool, best_row(REPLICATED, "lower")["trial_id"], top_k=2)
     assert [f.trial_id for f in chosen] == ["t-a", "t-b"]  # the choice first, then by mean (b on the front)
     # Without replicates, one candidate per finished trial with its own numbers, as before.
