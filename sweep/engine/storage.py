@@ -4,8 +4,9 @@ Tune saves its experiment state into a staging folder on the driver and copies i
 path from a background thread (``pyarrow.fs.copy_files``, which writes each file in place). A
 driver killed during that copy (``kill -9``, a lost head node, an OOM kill) leaves a half-written
 ``experiment_state-*.json`` or searcher pickle behind; ``--resume`` then has nothing whole to read
-and Tune would start over. Measured on a loaded 2-core machine: the every-phase kill test met one
-such torn state in one of its runs.
+and Tune would start over (the resume checks refuse it instead). A CI run of the every-phase kill
+test on a loaded 2-core machine met it: the resume after the kill at a trial's result was refused
+for an unreadable state; the test passed in the runs before and after.
 
 :func:`filesystem_for` gives Tune, for a local storage path, a ``pyarrow`` filesystem (through
 pyarrow's public ``PyFileSystem``/``FileSystemHandler``) that is the local one except that every
