@@ -167,7 +167,7 @@ class _Trial:
 
 def test_a_failed_actor_reuse_releases_the_trial_through_the_watchdog(tmp_path):
     """Tune ends the trial (ERROR) without calling the searcher; the watchdog settles it."""
-    from sweep.search import Watchdog
+    from sweep.engine.watchdog import Watchdog
 
     search = _searcher(tmp_path, EpochBudget(8, 4))
     search.suggest("a")
@@ -184,7 +184,7 @@ def test_a_failed_actor_reuse_releases_the_trial_through_the_watchdog(tmp_path):
 
 
 def test_the_watchdog_ends_a_sweep_that_idles(tmp_path, capsys):
-    from sweep.search import Watchdog
+    from sweep.engine.watchdog import Watchdog
 
     now = [0.0]
     search = _searcher(tmp_path, EpochBudget(8, 4))
@@ -205,7 +205,7 @@ def test_the_watchdog_ends_a_sweep_that_idles(tmp_path, capsys):
 
 def test_the_watchdog_waits_while_the_budget_is_spent(tmp_path):
     """Nothing running and nothing affordable is the end of the search, not a stall."""
-    from sweep.search import Watchdog
+    from sweep.engine.watchdog import Watchdog
 
     now = [0.0]
     search = _searcher(tmp_path, EpochBudget(4, 4))

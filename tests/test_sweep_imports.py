@@ -19,7 +19,7 @@ PACKAGES = ("sweep", "analysis")
 # The files that may import Ray (its API moves fast): the session and Tuner, and the search, whose
 # one Ray name is Tune's public Searcher base class.
 RAY_MODULES = {"sweep.engine.session", "sweep.engine.tuner", "sweep.engine.trainable", "sweep.engine.progress",
-               "sweep.search"}
+               "sweep.engine.watchdog", "sweep.search"}
 
 
 def _modules(package: str) -> dict[str, Path]:

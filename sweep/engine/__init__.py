@@ -6,6 +6,8 @@
 - :mod:`sweep.engine.trainable`: what a trial's worker imports: the trainable around
   :func:`sweep.trial.run_trial` (no Optuna, no analysis).
 - :mod:`sweep.engine.progress`: the live lines of the trials and the stall watch.
+- :mod:`sweep.engine.watchdog`: the Optuna search's watchdog (its budget kept true to what Tune
+  did, a sweep that idles ended).
 - :mod:`sweep.engine.storage`: the filesystem Tune writes a local storage path with (each file
   replaced whole, so a killed driver never leaves a half-written state).
 

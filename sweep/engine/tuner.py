@@ -21,7 +21,7 @@ from sweep import kill_points, search
 from sweep.engine import storage
 from sweep.engine.progress import Stalls, TrialProgress, forget_stalls, stall_error, trial_name
 from sweep.engine.trainable import trainable_of
-from sweep.search import Watchdog
+from sweep.engine.watchdog import Watchdog, forget_watchdog, watchdog_fired
 from sweep.config import SweepConfig
 from sweep.trial import POINT, POINT_KEY, SweepContext
 from trainer import keys
@@ -190,7 +190,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
         )
     INTERRUPT.interrupted = False
     forget_stalls()
-    search.forget_watchdog()
+    forget_watchdog()
     handler = signal.getsignal(signal.SIGINT)
     try:
         grid = tuner.fit()
@@ -219,7 +219,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
 
 def stalled() -> bool:
     """Whether the last :func:`fit` was ended by its watchdog (nothing ran, nothing was proposed)."""
-    return search.watchdog_fired()
+    return watchdog_fired()
 
 
 def interrupted() -> bool:
