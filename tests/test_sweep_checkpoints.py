@@ -78,3 +78,68 @@ def test_a_finished_sweep_keeps_one_checkpoint_per_trial(tiny_sweep):
     held = {p.name: sorted(c.name for c in p.glob("checkpoint_*")) for p in trials}
     assert all(len(names) <= 1 for names in held.values()), held  # the diverged trial may hold none
     assert sum(names == ["checkpoint_000001"] for names in held.values()) >= 3, held  # 2 epochs each
+
+
+# --- a driver killed before Tune saved any checkpoint of its trials (slow) -------------------------
+
+KILLED = "unsaved"
+KILLED_EPOCHS = 3
+
+
+def _drive(tmp_path: Path, resume: bool, log: Path, env: dict[str, str]):
+    import os
+    import subprocess
+    import sys
+
+    from helpers import TINY
+    from sweep import seams
+
+    sets = [*TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"trainer.epochs={KILLED_EPOCHS}",
+            "max_concurrent_trials=1", "search.grid.loss.lam=[1.0e-3]", "search.points=[{loss.preset: baseline}]",
+            "analysis=false", "confirm.enabled=false"]  # fmt: skip
+    argv = [sys.executable, "-m", "sweep.run", "--name", KILLED, *sum((["--set", s] for s in sets), []),
+            *(["--resume"] if resume else [])]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if k != seams.ENV_KILL_AT}
+    return subprocess.Popen(argv, cwd=tmp_path, env={**environ, **env}, stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+@pytest.mark.slow  # two driver starts of a 2-trial, 3-epoch sweep: a few minutes on 2 loaded cores
+@pytest.mark.timeout(1200)
+def test_a_driver_killed_before_tune_saved_its_trials_checkpoints_is_continued_from_mlflow(ray_cluster, tmp_path):
+    """Tune saves its state every 10 s or more, so a driver killed between two saves leaves trials
+    whose epochs MLflow holds but whose checkpoints Tune's state does not name. Here the state is
+    saved once, at the start, so it names none. sweep.recovery then continues the trial from the
+    last.pt MLflow holds, in its own run; without it the point starts again from scratch."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    from sweep import seams
+    from sweep.record import Tag
+    from test_sweep_kill import _wait
+    from trainer import keys
+
+    log = tmp_path / "driver-0.log"
+    never = {"TUNE_GLOBAL_CHECKPOINT_S": "1000000", seams.ENV_KILL_AT: "result"}  # killed at a trial's epoch 2
+    assert _wait(_drive(tmp_path, False, log, never)) == -signal.SIGKILL, log.read_text()[-3000:]
+    mc = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = mc.get_experiment_by_name(KILLED).experiment_id
+    before = {r.data.tags[Tag.KEY]: r for r in mc.search_runs([exp], f"tags.`{Tag.ROLE}` = 'trial'")}
+    assert len(before) == 1, before  # one trial at a time: the one killed mid-training
+    killed_at = max(m.timestamp for r in before.values() for m in mc.get_metric_history(r.info.run_id, keys.EPOCH))
+
+    log = tmp_path / "driver-1.log"
+    assert _wait(_drive(tmp_path, True, log, {})) == 0, log.read_text()[-3000:]
+    after = {r.data.tags[Tag.KEY]: r for r in mc.search_runs([exp], f"tags.`{Tag.ROLE}` = 'trial'")}
+    assert len(after) == 2
+    for key, run in after.items():
+        assert run.data.tags[Tag.STATUS] == "finished", run.info.run_name
+        steps = sorted(m.step for m in mc.get_metric_history(run.info.run_id, keys.TRAIN_LOSS))
+        assert steps == list(range(1, KILLED_EPOCHS + 1)), (run.info.run_name, steps)  # each epoch once
+    (key, old), = before.items()
+    run = after[key]
+    assert run.info.run_id == old.info.run_id and run.data.tags[Tag.ATTEMPTS] == "2"  # its own run, continued
+    assert "Tune held no checkpoint" in run.data.tags[Tag.RESTARTED], run.data.tags[Tag.RESTARTED]
+    first = [m.timestamp for m in mc.get_metric_history(run.info.run_id, keys.TRAIN_LOSS) if m.step == 1]
+    assert first and first[0] <= killed_at  # epoch 1 trained once, before the kill
