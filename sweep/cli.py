@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sweep.config import SweepConfig
-from sweep.loading import load_sweep_config, preset_names
+from sweep.config_files import load_sweep_config, preset_names
 
 EXIT_USAGE = 2  # bad input: nothing was started or written
 
@@ -110,3 +112,16 @@ def fail(message: str) -> int:
     """Print the one-line usage error; returns exit status 2."""
     print(f"sweep.run: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def rerun_command(cfg: SweepConfig, args: argparse.Namespace, resume: bool = True) -> str:
+    """The shell command that runs this sweep again (``--resume``: continues it), quoted, to paste
+    as is: every message that ends a sweep early and the closing summary print it."""
+    return (
+        f"cd {shlex.quote(str(Path.cwd()))} && python -m sweep.run --config {shlex.quote(args.config)}"
+        f" --name {shlex.quote(cfg.name)}"
+        + (" --smoke" if args.smoke else "")
+        + (" --resume" if resume else "")
+        + (f" --address {shlex.quote(args.address)}" if args.address else "")
+        + "".join(f" --set {shlex.quote(s)}" for s in args.set)
+    )

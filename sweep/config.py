@@ -3,7 +3,7 @@
 A sweep config embeds a full :class:`trainer.config.TrainConfig` (the base every trial starts
 from) and describes the points as dotted overrides of that base (``loss.lam``, ``loss.mu``, ...).
 Each field carries its meaning and unit. Reading YAML and ``--set`` overrides is
-:mod:`sweep.loading`, expanding the points :mod:`sweep.points`, resolving paths and environment
+:mod:`sweep.config_files`, expanding the points :mod:`sweep.points`, resolving paths and environment
 variables :mod:`sweep.paths`.
 """
 

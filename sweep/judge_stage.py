@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep import ctrlc, seams, tracking
-from sweep.paths import beside
+from filelock import FileLock
+
+from sweep import judge_runs, kill_points, stopping, tracking
 from sweep.config import SweepConfig, judge_config
 from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT
 from trainer import keys
@@ -48,7 +49,7 @@ class EpochPrinter:
         self.first: tuple[int, float] | None = None  # the first epoch reported, and when
 
     def __call__(self, metrics: dict[str, Any], files: dict[str, str]) -> None:
-        ctrlc.check()  # a Ctrl-C Python dropped (raised inside a finalizer) stops here
+        stopping.check()  # a Ctrl-C Python dropped (raised inside a finalizer) stops here
         epoch = int(metrics[keys.EPOCH])
         now = time.time()
         if self.first is None:
@@ -165,9 +166,9 @@ def train_and_log(jc: JudgeConfig, uri: str, artifact_root: str | None, device: 
 
 def _log(jc: JudgeConfig, uri: str, artifact_root: str | None, path: Path) -> str:
     mc = tracking.client(uri)
-    run_id = tracking.start_judge(mc, artifact_root, jc.key())
-    seams.kill_point("judge")  # the judge's run exists, its weights are not logged yet
-    tracking.store_judge(mc, run_id, jc.key(), flatten(jc), path)
+    run_id = judge_runs.start_judge(mc, artifact_root, jc.key())
+    kill_points.kill_point("judge")  # the judge's run exists, its weights are not logged yet
+    judge_runs.store_judge(mc, run_id, jc.key(), flatten(jc), path)
     return run_id
 
 
@@ -191,15 +192,15 @@ def ensure_judge(
     key = jc.key()
     mc = tracking.client(uri)
     CACHE.mkdir(parents=True, exist_ok=True)
-    with beside(CACHE / f"judge-{key}"):  # another sweep training this judge: wait, then find it
-        while run_id := tracking.find_judge(mc, key):
+    with FileLock(CACHE / f"judge-{key}.lock"):  # another sweep training this judge: wait, then find it
+        while run_id := judge_runs.find_judge(mc, key):
             problem = verify_judge(uri, run_id)
             if problem is None:
                 print(f"judge {key}: found in MLflow (experiment {JUDGES_EXPERIMENT}, run {run_id})", flush=True)
                 return run_id
             print(f"judge {key}: run {run_id} is unusable ({problem}); marking it failed and training the judge "
                   "again", flush=True)  # fmt: skip
-            tracking.retire_judge(mc, run_id, problem)
+            judge_runs.retire_judge(mc, run_id, problem)
         where = "in a Ray task" if remote else "here"
         print(f"judge {key}: not in MLflow yet, training it once {where} ({jc.arch}, {jc.epochs} epochs) ...",
               flush=True)  # fmt: skip
@@ -232,9 +233,9 @@ def fetch_judge(uri: str, run_id: str) -> Path:
     """The judge's local path on this node, downloaded from MLflow once per node and checked
     against the sha256 its run was tagged with; raises JudgeUnusable when it cannot be."""
     mc = tracking.client(uri)
-    expected = tracking.judge_checksum(mc, run_id)
+    expected = judge_runs.judge_checksum(mc, run_id)
     target = CACHE / run_id / JUDGE_FILE
-    if target.is_file() and (expected is None or tracking.sha256(target) == expected):
+    if target.is_file() and (expected is None or judge_runs.sha256(target) == expected):
         return target
     # Download beside the target and rename: concurrent trials on a node never see half a file.
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -244,7 +245,7 @@ def fetch_judge(uri: str, run_id: str) -> Path:
             local = tracking.download(mc, run_id, JUDGE_FILE, staging)
         except Exception as e:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
             raise JudgeUnusable(f"cannot fetch its {JUDGE_FILE}: {type(e).__name__}: {e}") from e
-        if expected is not None and tracking.sha256(local) != expected:
+        if expected is not None and judge_runs.sha256(local) != expected:
             raise JudgeUnusable(f"its {JUDGE_FILE} differs from the one logged when it was trained (sha256)")
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(local, target)

@@ -3,18 +3,13 @@
 Environment variables a cluster sets win over the config, so every sweep on it lands in shared
 places; local paths are made absolute because Tune runs each trial in its own folder.
 
-:func:`beside` serialises work on a local file between processes, such as the first creation of
-a local sqlite MLflow store (two drivers starting at once in a fresh folder would both try to
-create its tables). This module imports no other module of ``sweep`` at run time, so the MLflow
-writer (``sweep.tracking``) can use it without depending on the driver.
+This module imports no other module of ``sweep`` at run time, so the MLflow writer
+(``sweep.tracking``) can use it without depending on the driver.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,14 +46,3 @@ def resolve_storage_path(cfg: SweepConfig, cwd: Path | None = None) -> str:
     if "://" in path:
         return path
     return str(((cwd or Path.cwd()) / path).resolve())
-
-
-@contextmanager
-def beside(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` (waiting for it) while the block runs."""
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

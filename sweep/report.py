@@ -6,43 +6,30 @@ prints or returns text: the terminal's summary (:func:`print_summary`), the pare
 description (:func:`note`), its ``best/*`` metrics (:func:`best_metrics`). The best point is
 named by one rule everywhere (:meth:`Outcome.best`): the confirmation's where it ran (with
 retrains, the best mean over new training seeds), else the selection's, labelled as such.
+
+The closing lines are here too: the seconds per phase (:class:`Phases`) and where the results are
+with the commands that open, analyse and continue them (:func:`print_next_steps`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import argparse
+import shlex
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweep.confirm import Confirmation, Confirmed, seeds_phrase
-from sweep.objective import WORST
-from sweep.record import BEST_METRIC_PREFIX, BEST_SELECTION_PREFIX, Status
+from sweep import tracking
+from sweep.cli import rerun_command
+from sweep.config import SweepConfig
+from sweep.finalists import Confirmation, Confirmed, seeds_phrase
+from sweep.record import BEST_METRIC_PREFIX, BEST_SELECTION_PREFIX, VIEW_STATE_KEY, Status
+from sweep.rows import best_row, objective_of, point_of
+from sweep.runs_view import runs_table_url
 from trainer import keys
 from trainer.pooled import Pooled
-
-
-def objective_of(row: Mapping[str, Any]) -> float | None:
-    """The trial's final eval/objective; None when it never evaluated (or never started).
-
-    Tune's last result carries the objective of the trial's latest evaluation, or the worst
-    value before the first one; a diverged trial's worst value is its real objective.
-    """
-    m = row["metrics"]
-    if row["status"] == Status.DIVERGED:
-        return m.get(keys.OBJECTIVE)
-    value = m.get(keys.OBJECTIVE)
-    return value if value is not None and (value != WORST or keys.GAN_TEST in m) else None
-
-
-def point_of(row: Mapping[str, Any]) -> str:
-    """The trial's display name."""
-    return str(row["metrics"].get("point", row["trial_id"]))
-
-
-def best_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The finished trial with the highest final eval/objective (the selection metric), or None."""
-    done = [r for r in rows if r["status"] == Status.FINISHED and objective_of(r) is not None]
-    return max(done, key=lambda r: objective_of(r) or 0.0) if done else None
 
 
 @dataclass(frozen=True)
@@ -262,3 +249,51 @@ def note(name: str, outcome: Outcome) -> str:
     if noise:
         text += " " + noise.replace("These intervals", "The trials' intervals")
     return text + " Config: `sweep.yaml`; Table 2 and Pareto front: `analysis/` in this run's artifacts."
+
+
+class Phases:
+    """Wall seconds per phase of the run, for the closing line: ``with phases("judge"): ...``."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        mark = time.time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.time() - mark
+
+    def summary(self) -> str:
+        split = ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+        return f"{time.time() - self.started:.0f} s ({split})"
+
+
+def ui_command(uri: str, experiment_id: str) -> str:
+    """How to open the experiment's runs table in the MLflow UI (the sweep's shared view)."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {runs_table_url(uri, experiment_id, VIEW_STATE_KEY)}"
+    link = runs_table_url("http://127.0.0.1:5000", experiment_id, VIEW_STATE_KEY)
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}\n  then browse {link}"
+
+
+def print_next_steps(
+    cfg: SweepConfig, uri: str, parent_id: str, storage: str, args: argparse.Namespace, experiment_id: str
+) -> None:
+    """Where the results are, and the commands that open, analyse and continue them."""
+    exp, q = cfg.experiment_name, shlex.quote  # every printed command pastes into a shell as is
+    uri_flag = f" --tracking-uri {q(uri)}"
+    print(
+        f"\nResults:\n"
+        f"  MLflow:      {uri}  (experiment '{exp}', parent run '{tracking.parent_name(cfg.name)}' = {parent_id})\n"
+        f"  Ray results: {storage.rstrip('/')}/{cfg.name}\n"
+        f"Open the MLflow UI (the runs table, best first):\n"
+        f"  {ui_command(uri, experiment_id)}\n"
+        f"Analysis (Table 2 heatmap, Pareto front):\n"
+        f"  python -m analysis table2 --experiment {q(exp)}{uri_flag}\n"
+        f"  python -m analysis pareto --experiment {q(exp)}{uri_flag}\n"
+        f"Continue after an interruption:\n"
+        f"  {rerun_command(cfg, args)}"
+    )

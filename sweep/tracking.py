@@ -1,14 +1,14 @@
-"""Every MLflow write of the sweep: experiments, the parent run, child runs, judges.
+"""Every MLflow write of the sweep's runs: experiments, the parent run, the trials' child runs.
 
-Runs are found again by tags rather than remembered, so a retried or resumed trial continues
-its own child run and a restarted sweep its own parent run (MLflow's Ray callback would make a
-new run per restore instead). Everything goes through an explicit ``MlflowClient`` bound to one
-tracking URI, so driver and Ray workers on other nodes agree.
+Runs are found again by tags rather than remembered, so a retried or resumed trial continues its
+own child run and a restarted sweep its own parent run (MLflow's Ray callback would make a new run
+per restore instead). Everything goes through an explicit ``MlflowClient`` bound to one tracking
+URI, so driver and Ray workers on other nodes agree. The judges' runs are :mod:`sweep.judge_runs`
+(on the helpers here); the runs table's view is :mod:`sweep.runs_view`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,18 +19,16 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+from filelock import FileLock
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweep.paths import beside
 from sweep.record import (
     BEST_CHECKPOINT,
     BEST_METRIC_PREFIX,
     CHECKPOINTS,
     COUNT_METRIC_PREFIX,
-    JUDGE_FILE,
-    JUDGES_EXPERIMENT,
     VIEW_STATE_KEY,
     VIEW_STATE_TAG,
     WARM_START_FILE,
@@ -39,10 +37,9 @@ from sweep.record import (
     Tag,
     ViewTag,
 )
+from sweep.runs_view import view_state, view_tags, with_interval
 from trainer import keys
 from trainer.config import flatten
-from trainer.stats import Interval
-
 
 # MLflow logs the creation and migration of a new sqlite store at INFO on every first run.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -56,7 +53,7 @@ def client(uri: str) -> MlflowClient:
     happens under a lock beside the database file.
     """
     if uri.startswith("sqlite:///"):
-        with beside(Path(uri[len("sqlite:///"):])):
+        with FileLock(f"{uri[len('sqlite:///'):]}.lock"):
             return MlflowClient(tracking_uri=uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -84,7 +81,7 @@ def ensure_experiment(mc: MlflowClient, name: str, artifact_root: str | None) ->
 MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value
 
 
-def _tags(values: Mapping[str, Any]) -> dict[str, str]:
+def tag_texts(values: Mapping[str, Any]) -> dict[str, str]:
     # Plain str keys and values: the names are StrEnums, which MLflow's protobufs need not accept.
     return {str(k): str(v) for k, v in values.items()}
 
@@ -112,7 +109,7 @@ def search_all(mc: MlflowClient, experiment_id: str, query: str, view: int = Vie
             return runs
 
 
-def _first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
+def first_run(mc: MlflowClient, experiment: str, query: str) -> str | None:
     """The id of the first run of ``experiment`` matching ``query``, or None (no such experiment too)."""
     exp = mc.get_experiment_by_name(experiment)
     if exp is None:
@@ -158,7 +155,7 @@ def start_parent(
     run = mc.create_run(
         experiment_id,
         run_name=parent_name(sweep),
-        tags=_tags({Tag.SWEEP: sweep, Tag.ROLE: Role.PARENT, Tag.COMMIT: git_commit()}),
+        tags=tag_texts({Tag.SWEEP: sweep, Tag.ROLE: Role.PARENT, Tag.COMMIT: git_commit()}),
     )
     log_params(mc, run.info.run_id, params)
     mc.log_artifact(run.info.run_id, str(config_file))
@@ -260,7 +257,7 @@ def finish_parent(
                 metrics.append(Metric(f"{BEST_METRIC_PREFIX}{short}", float(value), now, 0))
     if note:
         tags[Tag.NOTE] = note
-    mc.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+    mc.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tag_texts(tags).items()])
     finish(mc, run_id)
 
 
@@ -273,98 +270,14 @@ def interrupt_parent(mc: MlflowClient, experiment_id: str, parent_id: str, note:
     for run in search_all(mc, experiment_id, f"tags.`{Tag.PARENT}` = '{parent_id}'"):
         if run.info.status == "RUNNING":
             mc.set_terminated(run.info.run_id, status="KILLED")
-    mc.log_batch(parent_id, tags=[RunTag(k, v) for k, v in _tags({Tag.INTERRUPTED: "true", Tag.NOTE: note}).items()])
+    mc.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tag_texts({Tag.INTERRUPTED: "true", Tag.NOTE: note}).items()])
     mc.set_terminated(parent_id, status="KILLED")
-
-
-# The runs-table columns of the shared view (MLflow's canonical keys: type.`name`), in the order
-# the README describes them: what selected and what was confirmed, the point and its status, then
-# the parts the objective trades off. Each number is a ViewTag's text, ``0.803 [0.759, 0.846]``:
-# a metric column would cut it (``0.802517361…``) or show float noise (``0.6328125``), and no
-# column can show a metric's interval.
-VIEW_COLUMNS = (
-    f"tags.`{ViewTag.OBJECTIVE}`",
-    f"tags.`{ViewTag.CONFIRMED}`",
-    f"tags.`{ViewTag.LAM}`",
-    f"tags.`{ViewTag.MU}`",
-    f"tags.`{Tag.STATUS}`",
-    f"tags.`{ViewTag.VAL_ACC}`",
-    f"tags.`{ViewTag.GAN_TEST}`",
-    f"tags.`{ViewTag.TEST_ACC}`",
-)
-# Column widths in pixels. On a 1600 px screen with MLflow's assistant panel open, MLflow 3.17 pins
-# the run name and its start time left and leaves about 560 px for the others: the objective, the
-# confirmed objective, λ, μ and the status fit there (520 px); validation accuracy, GAN-test and test
-# accuracy follow to their right (scroll, or close the panel). 150 px holds ``0.803 [0.759, 0.846]``
-# (measured: 148 px) and 140 px the start time's icon and ``42 seconds ago``.
-RUN_NAME_COLUMN, CREATED_COLUMN = "attributes.`Run Name`", "runDateAndNestInfo"
-VIEW_WIDTHS = {
-    RUN_NAME_COLUMN: 165, CREATED_COLUMN: 140,
-    **dict(zip(VIEW_COLUMNS, (150, 150, 70, 70, 80, 150, 150, 150))),
-}
-# Metrics shown in the view as text with their interval (trainer.stats.Interval's format).
-VIEW_METRICS = {
-    keys.OBJECTIVE: ViewTag.OBJECTIVE,
-    keys.VAL_ACC: ViewTag.VAL_ACC,
-    keys.GAN_TEST: ViewTag.GAN_TEST,
-    keys.TEST_ACC: ViewTag.TEST_ACC,
-}
-
-
-def with_interval(metrics: Mapping[str, Any], key: str) -> str | None:
-    """Metric ``key`` of ``metrics`` with its logged 95 % interval, ``0.803 [0.759, 0.846]`` (three
-    decimals: :class:`trainer.stats.Interval`'s format); the value alone without interval ends;
-    None when the metric is missing or not a finite number."""
-    value = metrics.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(float(value)):
-        return None
-    lo, hi = metrics.get(keys.lo_key(key)), metrics.get(keys.hi_key(key))
-    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and math.isfinite(lo) and math.isfinite(hi):
-        return str(Interval(float(value), float(lo), float(hi)))
-    return f"{float(value):.3f}"
-
-
-def view_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
-    """The runs table's text tags (:class:`sweep.record.ViewTag`) of the metrics present."""
-    texts = {tag: with_interval(metrics, key) for key, tag in VIEW_METRICS.items()}
-    return {str(tag): text for tag, text in texts.items() if text is not None}
-
-
-def view_state() -> dict[str, Any]:
-    """The runs table a sweep's experiment opens on: its columns in VIEW_COLUMNS' order and
-    VIEW_WIDTHS, sorted by the objective (the metric: a sort needs no shown column).
-
-    The MLflow 3 UI reads experiment tag ``mlflow.sharedViewState.<key>`` (JSON of its search
-    facets and UI state) when the page URL has ``?viewStateShareKey=<key>``. It lists selected
-    columns alphabetically within each group unless ``columnOrder`` says otherwise (a column's
-    width is applied only to columns named there). Sorting by a metric lists the runs flat (the
-    UI nests child runs only in its default start-time order), so every trial is visible at once;
-    the parent, which has no ``eval/objective``, sorts last and is told apart by its name
-    (:func:`parent_name`): MLflow 3.17 drops pinned rows (``runsPinned``) from a shared view.
-    """
-    return {
-        "searchFilter": "",
-        "orderByKey": f"metrics.`{keys.OBJECTIVE}`",
-        "orderByAsc": False,
-        "lifecycleFilter": "Active",
-        "selectedColumns": list(VIEW_COLUMNS),
-        "columnOrder": [RUN_NAME_COLUMN, CREATED_COLUMN, *VIEW_COLUMNS],
-        "columnWidths": dict(VIEW_WIDTHS),
-        "runsHiddenMode": "SHOW_ALL",
-    }
 
 
 def write_view_state(mc: MlflowClient, experiment_id: str) -> str:
     """Store :func:`view_state` on the experiment; returns the key to open it with."""
     mc.set_experiment_tag(experiment_id, f"{VIEW_STATE_TAG}{VIEW_STATE_KEY}", json.dumps(view_state()))
     return VIEW_STATE_KEY
-
-
-def runs_table_url(base: str, experiment_id: str, share_key: str | None = None) -> str:
-    """The MLflow UI address of an experiment's runs table (not MLflow 3's GenAI overview)."""
-    # The view state is read on the runs tab's route only (…/runs), not on the bare experiment's.
-    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    return url + (f"&viewStateShareKey={share_key}" if share_key else "")
 
 
 UNSUCCESSFUL = (Status.FAILED, Status.DIVERGED)  # statuses whose MLflow run ends FAILED
@@ -440,7 +353,7 @@ class TrialRun:
             run = self.mc.create_run(
                 self.experiment_id,
                 run_name=name,
-                tags=_tags(
+                tags=tag_texts(
                     {
                         Tag.PARENT: self.parent_id,
                         Tag.SWEEP: self.sweep,
@@ -469,7 +382,7 @@ class TrialRun:
         return self.run_id
 
     def _set_tags(self, tags: Mapping[str, str]) -> None:
-        self.mc.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in _tags(tags).items()])
+        self.mc.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tag_texts(tags).items()])
 
     def set_status(self, status: Status) -> None:
         """Tag the trial's status while it runs (a diverged trial says so before it ends)."""
@@ -501,7 +414,7 @@ class TrialRun:
         # The view's text beside the metrics, in one batch: the table never shows one without the other.
         # A tag holds 8,000 characters; per-item outcomes of more items (about 45,000) are not kept:
         # their comparisons fall back to the unpaired test.
-        both = {**view_tags(metrics), **_tags(tags or {})}
+        both = {**view_tags(metrics), **tag_texts(tags or {})}
         kept = [RunTag(k, v) for k, v in both.items() if len(v) <= MAX_TAG_CHARS]
         self.mc.log_batch(self.run_id, metrics=rows, tags=kept)  # log_batch splits into accepted sizes
         self.logged_step = step
@@ -549,54 +462,6 @@ def judge_tags(mc: MlflowClient, run_id: str) -> dict[str, str]:
     return tags
 
 
-def find_judge(mc: MlflowClient, key: str) -> str | None:
-    """The run id of a finished judge with tag ``judge.key = key``, or None."""
-    return _first_run(mc, JUDGES_EXPERIMENT, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'FINISHED'")
-
-
-def start_judge(mc: MlflowClient, artifact_root: str | None, key: str) -> str:
-    """Create the run that will hold judge ``key`` (weights still to come: :func:`store_judge`)."""
-    exp_id = ensure_experiment(mc, JUDGES_EXPERIMENT, artifact_root)
-    # A driver killed while logging a judge left its run RUNNING without weights: close it.
-    for stale in search_all(mc, exp_id, f"tags.`{Tag.JUDGE_KEY}` = '{key}' and attributes.status = 'RUNNING'"):
-        finish(mc, stale.info.run_id, failed=True)
-    run = mc.create_run(exp_id, run_name=f"judge-{key}", tags=_tags({Tag.JUDGE_KEY: key, Tag.COMMIT: git_commit()}))
-    return run.info.run_id
-
-
-def store_judge(mc: MlflowClient, run_id: str, key: str, params: Mapping[str, Any], path: Path) -> None:
-    """Log the judge's config and weights (artifact ``judge.pt``) to run ``run_id`` and close it."""
-    log_params(mc, run_id, params)
-    staged = path.parent / JUDGE_FILE
-    if path.name != JUDGE_FILE:
-        staged = path.parent / f"stage-{key}" / JUDGE_FILE
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        staged.write_bytes(path.read_bytes())
-    mc.set_tag(run_id, str(Tag.JUDGE_SHA256), sha256(staged))  # before the weights: never unverifiable
-    mc.log_artifact(run_id, str(staged))
-    finish(mc, run_id)
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def judge_checksum(mc: MlflowClient, run_id: str) -> str | None:
-    """The sha256 a judge run's ``judge.pt`` was logged with; None for judges logged before the tag."""
-    return mc.get_run(run_id).data.tags.get(Tag.JUDGE_SHA256)
-
-
-def retire_judge(mc: MlflowClient, run_id: str, reason: str) -> None:
-    """Mark a judge run whose weights are lost or corrupt FAILED, so :func:`find_judge` skips it."""
-    mc.set_tag(run_id, str(Tag.NOTE), f"Retired: {reason}"[:5000])
-    finish(mc, run_id, failed=True)
-
-
 def download(mc: MlflowClient, run_id: str, artifact: str, dst: Path) -> Path:
     """Download one artifact of a run into ``dst`` (a folder) and return the local path."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -632,4 +497,4 @@ def log_confirmation(mc: MlflowClient, run_id: str, metrics: Mapping[str, float]
     # seeds where the finalist was retrained (logged after its own confirmation), else its own.
     confirmed = with_interval(metrics, keys.CONFIRM_OBJECTIVE_SEEDS) or with_interval(metrics, keys.CONFIRM_OBJECTIVE)
     shown = {**tags, ViewTag.CONFIRMED: confirmed} if confirmed else tags
-    mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in _tags(shown).items()])
+    mc.log_batch(run_id, metrics=rows, tags=[RunTag(k, v) for k, v in tag_texts(shown).items()])

@@ -102,7 +102,7 @@ def test_cluster_yaml_keeps_services_private_and_authenticated():
     assert mlflow[mlflow.index("--artifacts-destination") + 1].startswith("s3://$SWEEP_S3_BUCKET/")
     # What the sweep reads (sweep.paths / sweep.preflight) is set for it.
     from sweep.paths import ENV_STORAGE, ENV_TRACKING
-    from sweep.preflight import ENV_NODE_RESOURCES
+    from sweep.resources import ENV_NODE_RESOURCES
 
     assert f"export {ENV_STORAGE}=s3://$SWEEP_S3_BUCKET/" in setup
     assert f"export {ENV_TRACKING}=http://" in setup
@@ -292,7 +292,7 @@ def test_sweep_spreads_over_fake_gpu_nodes(tmp_path, auth_env, mlflow_server, ra
     from mlflow.tracking import MlflowClient
 
     from sweep.paths import ENV_STORAGE, ENV_TRACKING
-    from sweep.preflight import ENV_NODE_RESOURCES
+    from sweep.resources import ENV_NODE_RESOURCES
 
     mlflow_uri, mlflow_proc = mlflow_server
     cluster = load_cluster()

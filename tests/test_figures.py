@@ -224,7 +224,7 @@ def test_the_measurements_import_no_plotting():
 
 def _preset_pictures(preset: str):
     """The four per-run figures at ``preset``'s image size, classes, grid size and longest point name."""
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
     from sweep.points import apply_point, grid_points, point_name
 
     cfg = load_sweep_config(preset)
@@ -261,7 +261,7 @@ def _preset_pictures(preset: str):
     }
 
 
-@pytest.mark.parametrize("preset", __import__("sweep.loading", fromlist=["preset_names"]).preset_names())
+@pytest.mark.parametrize("preset", __import__("sweep.config_files", fromlist=["preset_names"]).preset_names())
 def test_no_title_is_clipped_and_every_picture_names_its_run(preset):
     label, pictures = _preset_pictures(preset)
     for name, fig in pictures.items():

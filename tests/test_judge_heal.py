@@ -11,8 +11,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from helpers import TINY
-from sweep import judge_stage, tracking
-from sweep.loading import load_sweep_config
+from sweep import judge_runs, judge_stage, tracking
+from sweep.config_files import load_sweep_config
 from sweep.record import JUDGE_FILE, JUDGES_EXPERIMENT, Tag
 
 
@@ -41,7 +41,7 @@ def test_a_judge_lost_or_corrupt_in_the_store_and_cache_is_retrained_once(judged
     mc = tracking.client(uri)
     first = judge_stage.ensure_judge(cfg, uri, root)
     stored = _stored(mc, first)
-    assert mc.get_run(first).data.tags[Tag.JUDGE_SHA256] == tracking.sha256(stored)  # tagged when trained
+    assert mc.get_run(first).data.tags[Tag.JUDGE_SHA256] == judge_runs.sha256(stored)  # tagged when trained
     cached = judge_stage.fetch_judge(uri, first)
     for path in (stored, cached):
         if damage == "deleted":
@@ -53,7 +53,7 @@ def test_a_judge_lost_or_corrupt_in_the_store_and_cache_is_retrained_once(judged
     out = capsys.readouterr().out
     assert second != first and f"run {first} is unusable" in out and "training the judge again" in out
     assert mc.get_run(first).info.status == "FAILED" and mc.get_run(second).info.status == "FINISHED"
-    assert tracking.sha256(judge_stage.fetch_judge(uri, second)) == mc.get_run(second).data.tags[Tag.JUDGE_SHA256]
+    assert judge_runs.sha256(judge_stage.fetch_judge(uri, second)) == mc.get_run(second).data.tags[Tag.JUDGE_SHA256]
     # healed: the next sweep finds the new judge and trains nothing
     assert judge_stage.ensure_judge(cfg, uri, root) == second and "found in MLflow" in capsys.readouterr().out
     assert len(_judges(mc)) == 2
@@ -66,7 +66,7 @@ def test_a_corrupt_cached_copy_is_downloaded_again_and_a_bad_store_copy_raises(j
     run_id = judge_stage.ensure_judge(cfg, uri, root)
     cached = judge_stage.fetch_judge(uri, run_id)
     cached.write_bytes(b"garbage")
-    assert tracking.sha256(judge_stage.fetch_judge(uri, run_id)) == tracking.sha256(_stored(mc, run_id))
+    assert judge_runs.sha256(judge_stage.fetch_judge(uri, run_id)) == judge_runs.sha256(_stored(mc, run_id))
     _stored(mc, run_id).write_bytes(b"garbage")
     cached.unlink()
     with pytest.raises(judge_stage.JudgeUnusable, match="sha256"):

@@ -186,16 +186,37 @@ def test_the_record_and_its_writer_import_nothing_of_the_driver():
     # may know the driver: record imports no sweep module, tracking only record and the paths
     # helper, and the paths helper none at run time.
     assert sweep_imports("record") == set()
-    assert sweep_imports("tracking") <= {"sweep.record", "sweep.paths"}
+    assert sweep_imports("tracking") <= {"sweep.record", "sweep.paths", "sweep.runs_view"}
     assert "sweep.record" in sweep_imports("tracking")  # the imports were read
+    assert sweep_imports("runs_view") == {"sweep.record"}
+    assert sweep_imports("judge_runs") == {"sweep.record", "sweep.tracking"}
     assert sweep_imports("paths") == set()
-    assert sweep_imports("driver") >= {"sweep.tracking", "sweep.seams"}  # the checker sees both forms
+    assert sweep_imports("driver") >= {"sweep.tracking", "sweep.kill_points"}  # the checker sees both forms
     # In a fresh interpreter: importing the writer brings in no other sweep module, even indirectly.
     code = (
         "import sys, sweep.tracking\n"
         "extra = sorted(m for m in sys.modules if m.startswith('sweep.')"
-        " and m not in ('sweep.tracking', 'sweep.record', 'sweep.paths'))\n"
+        " and m not in ('sweep.tracking', 'sweep.record', 'sweep.paths', 'sweep.runs_view'))\n"
         "assert not extra, extra\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+# The driver's stages in the order a sweep passes them (sweep/driver.py's docstring).
+STAGES = ("checks", "judge_stage", "trials", "confirm", "finish")
+
+
+def test_the_driver_calls_its_stages_and_no_stage_calls_back():
+    # Each stage is a module with its own job: the driver imports each one, no module of sweep
+    # imports the driver but its entry point (sweep/run.py), and no stage imports a later one (a stage takes what earlier ones found
+    # as its input, never a callback into a later stage or the driver).
+    assert {f"sweep.{s}" for s in STAGES} <= sweep_imports("driver")
+    for path in sorted((ROOT / "sweep").rglob("*.py")):
+        module = path.relative_to(ROOT / "sweep").with_suffix("").as_posix()
+        if module not in ("driver", "run"):
+            assert "sweep.driver" not in sweep_imports(module), f"sweep/{module}.py imports the driver"
+    for i, stage in enumerate(STAGES):
+        later = {f"sweep.{s}" for s in STAGES[i + 1:]}
+        assert not sweep_imports(stage) & later, f"sweep/{stage}.py imports a later stage: {sweep_imports(stage) & later}"
+    assert "sweep.trials" in sweep_imports("finish") and "sweep.checks" in sweep_imports("trials")  # read

@@ -51,9 +51,9 @@ def _interval_text(metrics: dict, key: str) -> str:
 
 def _printed_link(uri: str, experiment_id: str) -> str:
     """The link in the driver's closing "Open the MLflow UI" lines."""
-    from sweep.driver import _ui
+    from sweep.report import ui_command
 
-    line = _ui(uri, experiment_id)
+    line = ui_command(uri, experiment_id)
     assert line.startswith("open http://")
     return line.split()[1]
 

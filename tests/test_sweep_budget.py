@@ -11,7 +11,7 @@ import pytest
 from helpers import TINY, child_runs, run_sweep
 from sweep import tracking
 from sweep.budget import EpochBudget
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from trainer import keys
 from trainer.config import ConfigError
 

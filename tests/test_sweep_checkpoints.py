@@ -92,14 +92,14 @@ def _drive(tmp_path: Path, resume: bool, log: Path, env: dict[str, str]):
     import sys
 
     from helpers import TINY
-    from sweep import seams
+    from sweep import kill_points
 
     sets = [*TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"trainer.epochs={KILLED_EPOCHS}",
             "max_concurrent_trials=1", "search.grid.loss.lam=[1.0e-3]", "search.points=[{loss.preset: baseline}]",
             "analysis=false", "confirm.enabled=false"]  # fmt: skip
     argv = [sys.executable, "-m", "sweep.run", "--name", KILLED, *sum((["--set", s] for s in sets), []),
             *(["--resume"] if resume else [])]  # fmt: skip
-    environ = {k: v for k, v in os.environ.items() if k != seams.ENV_KILL_AT}
+    environ = {k: v for k, v in os.environ.items() if k != kill_points.ENV_KILL_AT}
     return subprocess.Popen(argv, cwd=tmp_path, env={**environ, **env}, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
@@ -115,13 +115,13 @@ def test_a_driver_killed_before_tune_saved_its_trials_checkpoints_is_continued_f
 
     from mlflow import MlflowClient
 
-    from sweep import seams
+    from sweep import kill_points
     from sweep.record import Tag
     from test_sweep_kill import _wait
     from trainer import keys
 
     log = tmp_path / "driver-0.log"
-    never = {"TUNE_GLOBAL_CHECKPOINT_S": "1000000", seams.ENV_KILL_AT: "result"}  # killed at a trial's epoch 2
+    never = {"TUNE_GLOBAL_CHECKPOINT_S": "1000000", kill_points.ENV_KILL_AT: "result"}  # killed at a trial's epoch 2
     assert _wait(_drive(tmp_path, False, log, never)) == -signal.SIGKILL, log.read_text()[-3000:]
     mc = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = mc.get_experiment_by_name(KILLED).experiment_id

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import run_sweep
 from sweep import preflight
-from sweep.loading import preset_names
+from sweep.config_files import preset_names
 from sweep.cli import load_config, parse_args
 
 
@@ -94,7 +94,7 @@ def test_reachable_reports_why_a_host_does_not_answer():
 def test_every_preset_header_links_its_measured_run_time_and_result_or_says_not_run(preset):
     """Each measured number lives in one place (docs/results.md); a header links to it, or says it
     was not run (the link's anchor is checked with every other link in tests/test_docs.py)."""
-    from sweep.loading import PRESETS
+    from sweep.config_files import PRESETS
 
     header = " ".join(line.lstrip("# ").strip() for line in (PRESETS / f"{preset}.yaml").read_text().splitlines()
                       if line.startswith("#"))
@@ -209,10 +209,10 @@ def test_table2_smoke_runs_end_to_end_on_an_own_cifar100_copy_with_verify_off(tm
 
 
 def test_the_resume_command_keeps_smoke():
-    from sweep.driver import _command
+    from sweep.cli import rerun_command
 
     args = parse_args(["--config", "table2", "--smoke", "--set", "trainer.epochs=3"])
-    command = _command(load_config(args), args)
+    command = rerun_command(load_config(args), args)
     assert command.endswith("--config table2 --name table2 --smoke --resume --set trainer.epochs=3")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, run_sweep
-from sweep.loading import load_sweep_config, preset_names
+from sweep.config_files import load_sweep_config, preset_names
 from sweep.points import grid_points
 
 YAML_LIST = "- not\n- a mapping\n"

@@ -21,17 +21,20 @@ import psutil
 import pytest
 
 from helpers import TINY, child_runs
-from sweep import confirm, seams
+from sweep import confirm, finalists, kill_points
+from sweep.finalists import CONFIRM_KEYS, SEEDS_KEYS
+from sweep.objective import OBJECTIVES
+from sweep.points import Point
 from sweep.config import ObjectiveConfig, SweepConfig
-from sweep.record import Status, Tag, items_tag
+from sweep.record import RETRAIN_TRIAL_PREFIX, Status, Tag, items_tag
 from trainer import items
 from trainer import keys
 from trainer.compare import Difference
 from trainer.stats import Z95, Interval, proportion, t_quantile
 
 
-def _cand(run_id: str, objective: float, acc: float, gan: float, point: str | None = None) -> confirm.Candidate:
-    return confirm.Candidate(run_id, "t-" + run_id, "k-" + run_id, point or run_id, "checkpoints/best.pt",
+def _cand(run_id: str, objective: float, acc: float, gan: float, point: str | None = None) -> finalists.Candidate:
+    return finalists.Candidate(run_id, "t-" + run_id, "k-" + run_id, point or run_id, "checkpoints/best.pt",
                              objective, acc, gan)  # fmt: skip
 
 
@@ -43,13 +46,13 @@ def test_finalists_are_the_best_then_the_front_then_the_runners_up_by_run_id_at_
         "t-d": _cand("d", 0.40, 0.20, 0.90),  # on the front
         "t-e": _cand("e", 0.65, 0.60, 0.60),  # on the front (neither a nor b dominates it)
     }
-    chosen = confirm.finalists(pool, "t-a", top_k=5)
+    chosen = finalists.finalists(pool, "t-a", top_k=5)
     assert [c.run_id for c in chosen] == ["a", "e", "b", "d", "c"]  # best, the front by objective, the rest
-    assert [c.run_id for c in confirm.finalists(pool, "t-a", top_k=4)] == ["a", "e", "b", "d"]
-    assert [c.run_id for c in confirm.finalists(pool, "t-a", top_k=2)] == ["a", "e"]
+    assert [c.run_id for c in finalists.finalists(pool, "t-a", top_k=4)] == ["a", "e", "b", "d"]
+    assert [c.run_id for c in finalists.finalists(pool, "t-a", top_k=2)] == ["a", "e"]
     # The best point is a finalist even when it is not on the front (selection chose it).
-    assert [c.run_id for c in confirm.finalists(pool, "t-c", top_k=2)] == ["c", "a"]
-    assert confirm.finalists({}, None, top_k=5) == []
+    assert [c.run_id for c in finalists.finalists(pool, "t-c", top_k=2)] == ["c", "a"]
+    assert finalists.finalists({}, None, top_k=5) == []
 
 
 def _wilson_half(p: float, n: int) -> float:
@@ -60,34 +63,34 @@ def _wilson_half(p: float, n: int) -> float:
 def test_confirmed_objective_interval_by_hand():
     acc, gan = proportion(0.8, 1000), proportion(0.6, 500)
     se_a, se_g = _wilson_half(0.8, 1000) / Z95, _wilson_half(0.6, 500) / Z95
-    weighted = confirm.objective_interval(ObjectiveConfig(name="weighted", weight=0.25), acc, gan)
+    weighted = finalists.objective_interval(ObjectiveConfig(name="weighted", weight=0.25), acc, gan)
     half = Z95 * math.sqrt((0.25 * se_a) ** 2 + (0.75 * se_g) ** 2)  # exact for a weighted mean
     assert weighted.value == pytest.approx(0.25 * 0.8 + 0.75 * 0.6)
     assert (weighted.lo, weighted.hi) == pytest.approx((weighted.value - half, weighted.value + half), abs=1e-6)
-    harmonic = confirm.objective_interval(ObjectiveConfig(name="harmonic"), acc, gan)
+    harmonic = finalists.objective_interval(ObjectiveConfig(name="harmonic"), acc, gan)
     da, dg = 2 * 0.6**2 / 1.4**2, 2 * 0.8**2 / 1.4**2  # ∂(2ag/(a+g))/∂a, ∂/∂g at (0.8, 0.6)
     half = Z95 * math.sqrt((da * se_a) ** 2 + (dg * se_g) ** 2)  # the delta method
     assert harmonic.value == pytest.approx(2 * 0.8 * 0.6 / 1.4)
     assert (harmonic.lo, harmonic.hi) == pytest.approx((harmonic.value - half, harmonic.value + half), abs=1e-6)
-    assert confirm.objective_interval(ObjectiveConfig(name="accuracy"), acc, None) == acc
-    assert confirm.objective_interval(ObjectiveConfig(name="gan_test"), acc, gan) == gan
-    assert confirm.objective_interval(ObjectiveConfig(name="weighted"), acc, None) is None
+    assert finalists.objective_interval(ObjectiveConfig(name="accuracy"), acc, None) == acc
+    assert finalists.objective_interval(ObjectiveConfig(name="gan_test"), acc, gan) == gan
+    assert finalists.objective_interval(ObjectiveConfig(name="weighted"), acc, None) is None
 
 
 @pytest.mark.parametrize("name", ["weighted", "harmonic"])
 def test_confirmed_objective_interval_covers_the_true_objective_95_percent_of_the_time(name):
     cfg, rng, draws = ObjectiveConfig(name=name, weight=0.5), np.random.default_rng(18), 3000
     for p_acc, n_acc, p_gan, n_gan in ((0.9, 360, 0.3, 360), (0.6, 1000, 0.8, 1024), (0.75, 200, 0.5, 128)):
-        truth = confirm.OBJECTIVES[name](p_acc, p_gan, cfg.weight)
+        truth = OBJECTIVES[name](p_acc, p_gan, cfg.weight)
         hits = 0
         for a, g in zip(rng.binomial(n_acc, p_acc, draws), rng.binomial(n_gan, p_gan, draws)):
-            iv = confirm.objective_interval(cfg, proportion(a / n_acc, n_acc), proportion(g / n_gan, n_gan))
+            iv = finalists.objective_interval(cfg, proportion(a / n_acc, n_acc), proportion(g / n_gan, n_gan))
             hits += iv.lo <= truth <= iv.hi
         assert abs(hits / draws - 0.95) <= 0.015, (name, p_acc, n_acc, p_gan, n_gan, hits / draws)
 
 
-def _confirmed(run_id: str, point: str, objective: tuple[float, float, float], **kw) -> confirm.Confirmed:
-    return confirm.Confirmed(
+def _confirmed(run_id: str, point: str, objective: tuple[float, float, float], **kw) -> finalists.Confirmed:
+    return finalists.Confirmed(
         _cand(run_id, objective[0] + 0.02, 0.8, 0.7, point), Interval(0.81, 0.77, 0.85), Interval(0.7, 0.67, 0.73),
         Interval(*objective), samples=1024, test_images=360, sample_seed=100_000, **kw,
     )  # fmt: skip
@@ -117,13 +120,13 @@ def test_without_retrains_the_selections_best_is_compared_paired_over_the_shared
     def finalist(run_id, point, test, gan):
         acc, g = proportion(test.mean(), 360), proportion(gan.mean(), 1024)
         codes = {keys.CONFIRM_TEST_ACC: items.encode(test), keys.CONFIRM_GAN_TEST: items.encode(gan)}
-        return confirm.Confirmed(_cand(run_id, 0.8, 0.8, 0.7, point), acc, g,
-                                 confirm.objective_interval(ObjectiveConfig(), acc, g), samples=1024, test_images=360,
+        return finalists.Confirmed(_cand(run_id, 0.8, 0.8, 0.7, point), acc, g,
+                                 finalists.objective_interval(ObjectiveConfig(), acc, g), samples=1024, test_images=360,
                                  sample_seed=100_000, items=codes)  # fmt: skip
 
     confirmed = [finalist("a", "sm a", test_a, gan_a), finalist("b", "sm b", test_b, gan_b),
                  finalist("c", "base c", test_c, gan_c)]
-    result = confirm.decide(confirmed, ObjectiveConfig(), retrained=False)
+    result = finalists.decide(confirmed, ObjectiveConfig(), retrained=False)
     assert result.best is confirmed[0] and not result.verdict.picked_here and result.verdict.family == 2
     diff_b = result.verdict.differences["b"]
     by_hand = 0.5 * (test_a.astype(float) - test_b)  # the GAN-test parts are identical
@@ -162,28 +165,28 @@ def test_retrained_finalists_are_ranked_by_their_new_seeds_alone_with_the_pooled
     # a won the selection by luck (its own 0.90); on new seeds b is better.
     parts = [seeds("a", "sm a", 0.90, [0.70, 0.72]), seeds("b", "sm b", 0.80, [0.80, 0.78]),
              seeds("c", "sm c", 0.60, [0.50, 0.52])]
-    pools = confirm.pooled_over([dataclasses.replace(b, own=b, retrains=r) for b, r in parts])
+    pools = finalists.pooled_over([dataclasses.replace(b, own=b, retrains=r) for b, r in parts])
     # by hand: each finalist's own run and retrains, pooled: (0.90, 0.70, 0.72), (0.80, 0.80, 0.78),
     # (0.60, 0.50, 0.52): within-cell sums of squares over 6 d.f.
     groups = [[0.90, 0.70, 0.72], [0.80, 0.80, 0.78], [0.60, 0.50, 0.52]]
     ss = sum(sum((v - sum(g) / 3) ** 2 for v in g) for g in groups)
     pool = pools[keys.CONFIRM_OBJECTIVE]
     assert pool.df == 6 and pool.variance == pytest.approx(ss / 6)
-    finalists_ = [confirm.over_retrains(b, r, [1000, 1001], pools) for b, r in parts]
+    finalists_ = [finalists.over_retrains(b, r, [1000, 1001], pools) for b, r in parts]
     a = finalists_[0]
     assert a.objective.value == pytest.approx(0.71)  # the new seeds' mean: its own 0.90 is not in it
     half = t_quantile(6) * pool.sd / math.sqrt(2)
     assert (a.objective.lo, a.objective.hi) == pytest.approx((0.71 - half, 0.71 + half))
     assert a.own.objective.value == 0.90 and a.train_seeds == (1000, 1001)
-    result = confirm.decide(finalists_, ObjectiveConfig(), retrained=True)
+    result = finalists.decide(finalists_, ObjectiveConfig(), retrained=True)
     assert result.best.finalist.run_id == "b"  # decided on the new seeds, not on the selection
     assert result.verdict.picked_here and result.verdict.family == 3  # every pair
     d = result.verdict.differences["a"]
     assert d.estimate == pytest.approx(0.79 - 0.71) and d.se == pytest.approx(pool.sd) and d.df == 6
-    logged = confirm.seeds_metrics_of(a)
+    logged = finalists.seeds_metrics_of(a)
     assert logged[keys.CONFIRM_OBJECTIVE_SEEDS] == a.objective.value
-    assert not any(k in logged for k in confirm.CONFIRM_KEYS)
-    assert "mean of 2 new training seed(s) (1000, 1001), pooled sd" in confirm.describe(a)
+    assert not any(k in logged for k in CONFIRM_KEYS)
+    assert "mean of 2 new training seed(s) (1000, 1001), pooled sd" in finalists.describe(a)
     rows = _rows(("t-a", "sm a s0", 0.85), ("t-b", "sm b s0", 0.80), ("t-c", "sm c s0", 0.70))
     print_summary(Outcome(rows, result))
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Best point:"))
@@ -201,7 +204,7 @@ def test_the_tiny_sweeps_finalists_carry_confirmed_numbers_from_a_fresh_sample_s
     for run in finalists:
         assert run.data.tags[Tag.STATUS] == Status.FINISHED
         m = run.data.metrics
-        for key in confirm.CONFIRM_KEYS:
+        for key in CONFIRM_KEYS:
             assert m[keys.lo_key(key)] <= m[key] <= m[keys.hi_key(key)], (run.info.run_name, key)
             assert len(mc.get_metric_history(run.info.run_id, key)) == 1
         # The trial's own evaluation drew its samples with its trainer seed; confirmation did not.
@@ -229,9 +232,9 @@ def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path, extra: 
     sets = [*TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "max_concurrent_trials=1", "analysis=false",
             "search.points=[{loss.preset: baseline}]", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    env.pop(seams.ENV_KILL_AT, None)
+    env.pop(kill_points.ENV_KILL_AT, None)
     if kill_at:
-        env[seams.ENV_KILL_AT] = kill_at
+        env[kill_points.ENV_KILL_AT] = kill_at
     argv = [sys.executable, "-m", "sweep.run", "--name", "conf", *sum((["--set", s] for s in sets), [])]
     proc = subprocess.Popen(argv + (["--resume"] if resume else []), cwd=tmp_path, env=env, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -277,7 +280,7 @@ def test_a_driver_killed_during_confirmation_resumes_and_confirms_each_finalist_
     printed = [line for line in out.splitlines() if line.startswith("confirm: ") and ": objective " in line]
     assert len(printed) == len(finalists)  # every finalist the resumed stage chose is confirmed
     for run in finalists:
-        for key in confirm.CONFIRM_KEYS:
+        for key in CONFIRM_KEYS:
             for name in (key, keys.lo_key(key), keys.hi_key(key)):
                 assert len(mc.get_metric_history(run.info.run_id, name)) == 1, (run.info.run_name, name)
     parent = mc.search_runs([exp.experiment_id], f"tags.`{Tag.ROLE}` = 'parent'")[0]
@@ -312,8 +315,8 @@ def test_the_stage_interrupted_after_one_finalist_confirms_only_the_rest_when_ru
         return json.dumps(results[work.args[1]])
 
     def stage(stop_at=None):
-        return confirm.run_stage(cfg, uri, exp, parent, rows, "t0", lambda r: r["metrics"][keys.OBJECTIVE],
-                                 lambda r: r["metrics"]["point"], "judge-run", lambda w: remote(w, stop_at))  # fmt: skip
+        sweep = confirm.ConfirmInput(cfg, uri, exp, parent, "judge-run")
+        return confirm.run_stage(sweep, rows, confirm.Where(one=lambda w: remote(w, stop_at)))
 
     with pytest.raises(KeyboardInterrupt):
         stage(stop_at=2)
@@ -324,7 +327,7 @@ def test_the_stage_interrupted_after_one_finalist_confirms_only_the_rest_when_ru
     assert [c.reused for c in done] == [c.finalist.run_id == first for c in done]
     for c in done:
         assert c.gan_test.value == pytest.approx(results[c.finalist.run_id]["gan_test"], abs=1 / 1024)  # a count
-        for key in confirm.CONFIRM_KEYS:
+        for key in CONFIRM_KEYS:
             for name in (key, keys.lo_key(key), keys.hi_key(key)):
                 assert len(mc.get_metric_history(c.finalist.run_id, name)) == 1, (c.finalist.point, name)
         assert mc.get_run(c.finalist.run_id).data.tags[Tag.CONFIRM_SAMPLE_SEED] == str(cfg.confirm_sample_seed)
@@ -335,9 +338,9 @@ def test_new_training_seeds_are_fixed_and_never_a_seed_the_sweep_already_used():
                                       "confirm": {"train_seeds": 3, "sample_seed": 1003}})  # fmt: skip
     assert cfg.confirm_train_seeds() == [1001, 1004, 1005]
     assert SweepConfig(name="s").confirm_train_seeds() == []
-    point = confirm.Point((("loss.lam", 1e-3),), 0)
-    assert confirm.retrain_name("sm λ1e-3 μ1e-4 s0", point, 1000) == "sm λ1e-3 μ1e-4 s1000"
-    assert confirm.retrain_name("sm λ1e-3 μ1e-4 s0 #abc123", point, 1000) == "sm λ1e-3 μ1e-4 s1000 #abc123"
+    point = Point((("loss.lam", 1e-3),), 0)
+    assert finalists.retrain_name("sm λ1e-3 μ1e-4 s0", point, 1000) == "sm λ1e-3 μ1e-4 s1000"
+    assert finalists.retrain_name("sm λ1e-3 μ1e-4 s0 #abc123", point, 1000) == "sm λ1e-3 μ1e-4 s1000 #abc123"
 
 
 def _retrain_sweep(uri: str, storage: Path, name: str, resume: bool = False) -> int:
@@ -353,7 +356,7 @@ def _retrain_sweep(uri: str, storage: Path, name: str, resume: bool = False) -> 
 def test_retrained_finalists_are_reported_by_their_new_seeds_and_a_resume_retrains_only_the_unfinished(
     ray_cluster, mlflow_server, tmp_path, capsys
 ):
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
     from sweep.points import Point, grid_points
 
     uri, name = mlflow_server.uri, "retrain"
@@ -381,7 +384,7 @@ def test_retrained_finalists_are_reported_by_their_new_seeds_and_a_resume_retrai
     best = next(r for r in runs if r.info.run_id == parent.data.tags[Tag.BEST_RUN])
     other = next(f for f in finalists_ if f.info.run_id != best.info.run_id)
     retrained = twins[best.info.run_id]
-    for key, seeds_key in confirm.SEEDS_KEYS.items():
+    for key, seeds_key in SEEDS_KEYS.items():
         # pooled by hand over (own, retrain) of both finalists: (a − b)²/2 each, on 2 d.f.
         var = sum((f.data.metrics[key] - twins[f.info.run_id].data.metrics[key]) ** 2 / 2 for f in finalists_) / 2
         for f in finalists_:
@@ -424,8 +427,8 @@ def test_retrained_finalists_are_reported_by_their_new_seeds_and_a_resume_retrai
     assert "1 trial(s) to train" in out
     after = child_runs(uri, "retrain-test", parent.info.run_id)
     assert len(after) == len(runs) and [r.data.tags[Tag.KEY] for r in after].count(retrained.data.tags[Tag.KEY]) == 1
-    logged = {k: len(mc.get_metric_history(best.info.run_id, k)) for k in confirm.seeds_metrics_of(
-        confirm.over_retrains(_confirmed("a", "a", (0.5, 0.4, 0.6)), [_confirmed("b", "b", (0.6, 0.5, 0.7))], [1],
+    logged = {k: len(mc.get_metric_history(best.info.run_id, k)) for k in finalists.seeds_metrics_of(
+        finalists.over_retrains(_confirmed("a", "a", (0.5, 0.4, 0.6)), [_confirmed("b", "b", (0.6, 0.5, 0.7))], [1],
                               {}))}  # fmt: skip
     assert _retrain_sweep(uri, tmp_path, name, resume=True) == 0
     out = capsys.readouterr().out
@@ -469,7 +472,7 @@ def test_run_tasks_keeps_order_runs_at_most_max_concurrent_at_once_and_returns_a
 def test_a_driver_killed_while_a_finalist_retrains_resumes_and_retrains_it_once(ray_cluster, tmp_path):
     extra = ("confirm.top_k=1", "confirm.train_seeds=1", "trainer.epochs=4")  # 4 epochs: time to catch it
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    retrains = f"tags.`{Tag.TRIAL_ID}` LIKE '{confirm.RETRAIN_TRIAL_PREFIX}%'"
+    retrains = f"tags.`{Tag.TRIAL_ID}` LIKE '{RETRAIN_TRIAL_PREFIX}%'"
 
     first = tmp_path / "killed.log"
 

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from helpers import run_sweep
 from sweep import lock, recovery, tracking
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from sweep.points import grid_size
 from sweep.record import Tag
 from trainer import keys
@@ -101,12 +101,12 @@ def test_a_name_with_a_quote_is_found_in_mlflow_and_its_printed_commands_paste_a
     assert tracking.find_parent(mc, name, name) == parent != other
     assert tracking.find_parent(mc, name, 'say "hi"') is None  # the other quote works too
 
-    from sweep.driver import _print_next_steps
+    from sweep.report import print_next_steps
 
     monkeypatch.chdir(tmp_path)
     cfg = load_sweep_config("quickstart", [], name=name)
     uri = f"sqlite:///{tmp_path / 'my store.db'}"
-    _print_next_steps(cfg, uri, parent, str(tmp_path), Namespace(config="quickstart", address=None, set=["a=b c"], smoke=False), exp)
+    print_next_steps(cfg, uri, parent, str(tmp_path), Namespace(config="quickstart", address=None, set=["a=b c"], smoke=False), exp)
     out = capsys.readouterr().out
     commands = [line.strip() for line in out.splitlines() if line.strip().startswith(("python -m", "cd ", "mlflow ui"))]
     assert len(commands) == 4, out
@@ -165,7 +165,7 @@ def test_a_store_a_killed_writer_left_mid_transaction_is_rolled_back_not_refused
     """A resume right after an interrupt met the journal a still-exiting process left: the
     read-only check failed with "attempt to write a readonly database". Now SQLite rolls the
     journal back and the store passes, with its committed content and not the half-written one."""
-    from sweep import stores
+    from sweep import store_checks
 
     store = tmp_path / "mlflow.db"
     uri = f"sqlite:///{store}"
@@ -183,7 +183,7 @@ def test_a_store_a_killed_writer_left_mid_transaction_is_rolled_back_not_refused
     died = subprocess.run([sys.executable, "-c", writer, str(store)], timeout=120)
     assert died.returncode == -signal.SIGKILL
     assert (tmp_path / "mlflow.db-journal").stat().st_size > 0  # hot: nobody holds its lock
-    stores.check_tracking_store(uri, None)
+    store_checks.check_tracking_store(uri, None)
     assert not (tmp_path / "mlflow.db-journal").exists()
     assert MlflowClient(uri).get_experiment(exp).name == "kept"
     assert "half-written" not in {e.name for e in MlflowClient(uri).search_experiments()}

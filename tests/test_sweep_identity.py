@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from sweep.points import Point, _fmt, grid_points, point_name, point_names
 from sweep.trial import POINT_KEY, SweepContext
 

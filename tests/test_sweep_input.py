@@ -129,8 +129,9 @@ def test_the_socket_tail_matches_the_path_ray_builds():
 
 @pytest.mark.parametrize("width, words", [("1.0e6", ["too large to build"]), ("40.0", ["87.5 GiB", "dataset and model"])])
 def test_a_cpu_trial_beyond_the_node_memory_is_refused(width, words):
-    from sweep.loading import load_sweep_config
-    from sweep.preflight import PreflightError, check_resources
+    from sweep.config_files import load_sweep_config
+    from sweep.preflight import PreflightError
+    from sweep.resources import check_resources
 
     cfg = load_sweep_config("quickstart", [f"trainer.model.width={width}"])
     with pytest.raises(PreflightError) as e:
@@ -144,7 +145,7 @@ def test_the_cpu_memory_bound_is_the_dataset_plus_parameters_gradients_and_momen
     (weights, gradients, momentum) plus buffers, plus the dataset's float32 images and int64 labels."""
     import torch
 
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
     from trainer.memory import data_bytes, resident_bytes
     from trainer.models import build_model
 
@@ -158,8 +159,8 @@ def test_the_cpu_memory_bound_is_the_dataset_plus_parameters_gradients_and_momen
 
 
 def test_a_trial_that_fits_passes_and_an_unknown_node_memory_is_not_checked():
-    from sweep.loading import load_sweep_config
-    from sweep.preflight import check_resources
+    from sweep.config_files import load_sweep_config
+    from sweep.resources import check_resources
 
     cfg = load_sweep_config("quickstart", [])
     check_resources(cfg, [{"CPU": 2.0, "memory": 16.0 * 2**30}])
@@ -193,7 +194,7 @@ def test_a_config_file_with_an_alias_is_refused_naming_the_file_and_line(tmp_pat
     _nothing_written(tmp_path)
     # A file without aliases (anchors alone expand nothing) still loads.
     config.write_text("name: mine\nsearch:\n  grid:\n    loss.lam: [1.0e-3]\ntrainer:\n  epochs: &e 3\n")
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
 
     assert load_sweep_config(str(config)).trainer.epochs == 3
 
@@ -212,8 +213,9 @@ def test_a_config_file_with_an_alias_is_refused_naming_the_file_and_line(tmp_pat
 )
 def test_confirmation_judge_and_evaluation_sizes_are_bounded_by_the_node_memory(sets, words):
     # confirm.samples=10^12 was accepted, every trial trained, then confirmation failed allocating 8 TB.
-    from sweep.loading import load_sweep_config
-    from sweep.preflight import PreflightError, check_resources
+    from sweep.config_files import load_sweep_config
+    from sweep.preflight import PreflightError
+    from sweep.resources import check_resources
 
     node = [{"CPU": 2.0, "memory": 16.0 * 2**30}]
     check_resources(load_sweep_config("quickstart", []), node)  # the preset's own sizes fit
@@ -226,23 +228,26 @@ def test_confirmation_judge_and_evaluation_sizes_are_bounded_by_the_node_memory(
 @pytest.mark.parametrize(
     "sets, words",
     [
-        (["confirm.samples=10000000"], ["the confirmation needs", "one GPU has 22 GiB", "lower confirm.samples"]),
+        (["confirm.samples=10000000"], ["the confirmation needs", "one GPU has 4 GiB", "lower confirm.samples"]),
         (["trainer.eval.samples=10000000"], ["trainer.eval.samples=10000000: 4 trial(s) per GPU", "lower trainer.eval.samples"]),
         (["judge.width=30.0"], ["the judge's training needs about", "GiB of GPU memory", "lower judge.width"]),
     ],
     ids=["confirm", "eval", "judge"],
 )
 def test_on_a_gpu_sweep_the_same_sizes_are_bounded_by_the_gpus_memory_before_ray_starts(sets, words):
-    from sweep.loading import load_sweep_config
-    from sweep.preflight import PreflightError, check_packing, check_resources
+    from sweep.config_files import load_sweep_config
+    from sweep.preflight import PreflightError
+    from sweep.resources import check_packing, check_resources
 
+    gpu = ["trainer.device=cuda", "resources.gpus=0.25", "resources.gpu_memory_gib=4"]
+    check_packing(load_sweep_config("quickstart", gpu))  # four quickstart trials, its judge and confirmation fit
     with pytest.raises(PreflightError) as e:
-        check_packing(load_sweep_config("table2", sets))
+        check_packing(load_sweep_config("quickstart", [*gpu, *sets]))
     for word in words:
         assert word in str(e.value), str(e.value)
     # the samples' starting noise, drawn on the CPU, against the node's memory once Ray is up
     with pytest.raises(PreflightError, match="confirm.samples=1000000000000: the starting noise"):
-        check_resources(load_sweep_config("table2", ["confirm.samples=1000000000000"]),
+        check_resources(load_sweep_config("quickstart", [*gpu, "confirm.samples=1000000000000"]),
                         [{"CPU": 4.0, "GPU": 1.0, "memory": 16.0 * 2**30}])
 
 

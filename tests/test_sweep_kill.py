@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from helpers import TINY
-from sweep import seams, tracking
+from sweep import kill_points, tracking
 from sweep.record import JUDGES_EXPERIMENT, Tag
 from trainer import keys
 
@@ -33,9 +33,9 @@ def _args(tmp_path: Path, resume: bool, name: str = NAME) -> list[str]:
 
 def _drive(tmp_path: Path, resume: bool, kill_at: str | None, log: Path, name: str = NAME) -> subprocess.Popen:
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}  # Tune saves its state at every step
-    env.pop(seams.ENV_KILL_AT, None)
+    env.pop(kill_points.ENV_KILL_AT, None)
     if kill_at:
-        env[seams.ENV_KILL_AT] = kill_at
+        env[kill_points.ENV_KILL_AT] = kill_at
     return subprocess.Popen(
         _args(tmp_path, resume, name), cwd=tmp_path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -73,7 +73,7 @@ def _wait(proc: subprocess.Popen, timeout: float = 400, watch=None) -> int:
 @pytest.mark.slow  # seven driver starts of a 2-trial sweep: minutes (each starts a local Ray)
 @pytest.mark.timeout(1500)
 def test_a_driver_killed_at_every_phase_boundary_is_resumed_to_the_end(ray_cluster, tmp_path):
-    for i, point in enumerate(seams.POINTS):
+    for i, point in enumerate(kill_points.POINTS):
         log = tmp_path / f"driver-{i}-{point}.log"
         code = _wait(_drive(tmp_path, resume=i > 0, kill_at=point, log=log))
         assert code == -signal.SIGKILL, (point, log.read_text()[-3000:])

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from helpers import TINY
-from sweep import recovery, seams, tracking
+from sweep import kill_points, recovery, tracking
 from sweep.record import Tag
 from test_sweep_kill import _wait
 from trainer import keys
@@ -120,9 +120,9 @@ def _args(tmp_path: Path, resume: bool) -> list[str]:
 
 def _drive(tmp_path: Path, resume: bool, log: Path, kill_at: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TUNE_GLOBAL_CHECKPOINT_S": "0"}  # Tune's state at every step
-    env.pop(seams.ENV_KILL_AT, None)
+    env.pop(kill_points.ENV_KILL_AT, None)
     if kill_at:
-        env[seams.ENV_KILL_AT] = kill_at
+        env[kill_points.ENV_KILL_AT] = kill_at
     return subprocess.Popen(_args(tmp_path, resume), cwd=tmp_path, env=env, stdout=open(log, "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
@@ -153,7 +153,7 @@ def _ctrl_c_mid_training(tmp_path: Path, mc: MlflowClient) -> None:
 
 
 def _kill_mid_training(tmp_path: Path, mc: MlflowClient) -> None:
-    """The driver SIGKILLs itself when it receives a trial's second epoch (sweep.seams)."""
+    """The driver SIGKILLs itself when it receives a trial's second epoch (sweep.kill_points)."""
     log = tmp_path / "driver-0.log"
     assert _wait(_drive(tmp_path, resume=False, log=log, kill_at="result")) == -signal.SIGKILL, log.read_text()[-3000:]
 

@@ -9,14 +9,14 @@ import math
 import pytest
 
 from helpers import run_sweep
-from sweep import preflight
-from sweep.loading import load_sweep_config
+from sweep import preflight, resources
+from sweep.config_files import load_sweep_config
 from trainer.memory import GIB, estimate_memory
 
 
 @pytest.mark.parametrize("gpus,trials", [(0.25, 4), (0.33, 3), (0.5, 2), (0.2, 5), (1, 1), (2, 1), (0, 0)])
 def test_trials_per_gpu(gpus, trials):
-    assert preflight.trials_per_gpu(gpus) == trials
+    assert resources.trials_per_gpu(gpus) == trials
 
 
 def _quickstart_on_gpu(*overrides: str):
@@ -24,11 +24,11 @@ def _quickstart_on_gpu(*overrides: str):
 
 
 def test_a_packing_that_fits_passes_and_an_unknown_memory_is_a_note(capsys):
-    preflight.check_packing(_quickstart_on_gpu("resources.gpus=0.25", "resources.gpu_memory_gib=80"))
-    preflight.check_packing(_quickstart_on_gpu("resources.gpus=0.25"))
+    resources.check_packing(_quickstart_on_gpu("resources.gpus=0.25", "resources.gpu_memory_gib=80"))
+    resources.check_packing(_quickstart_on_gpu("resources.gpus=0.25"))
     assert "not checked against GPU memory" in capsys.readouterr().out
-    preflight.check_packing(_quickstart_on_gpu("resources.gpus=0", "resources.gpu_memory_gib=0.001"))  # no GPU
-    preflight.check_packing(_quickstart_on_gpu("resources.gpus=0.25", "resources.gpu_memory_gib=0.001",
+    resources.check_packing(_quickstart_on_gpu("resources.gpus=0", "resources.gpu_memory_gib=0.001"))  # no GPU
+    resources.check_packing(_quickstart_on_gpu("resources.gpus=0.25", "resources.gpu_memory_gib=0.001",
                                                "trainer.device=cpu"))  # fmt: skip
 
 
@@ -41,9 +41,9 @@ def test_the_largest_trial_of_the_grid_counts():
     base = estimate_memory(_quickstart_on_gpu(*flags).trainer).footprint_bytes
     point = estimate_memory(_quickstart_on_gpu(*no_eval).trainer).footprint_bytes  # quickstart's base: score matching
     assert base < point - 1000
-    preflight.check_packing(_quickstart_on_gpu(*flags, f"resources.gpu_memory_gib={(point + 1000) / GIB}"))
+    resources.check_packing(_quickstart_on_gpu(*flags, f"resources.gpu_memory_gib={(point + 1000) / GIB}"))
     with pytest.raises(preflight.PreflightError, match="resources.gpus=1 packs 1 trials per GPU"):
-        preflight.check_packing(_quickstart_on_gpu(*flags, f"resources.gpu_memory_gib={(point - 1000) / GIB}"))
+        resources.check_packing(_quickstart_on_gpu(*flags, f"resources.gpu_memory_gib={(point - 1000) / GIB}"))
 
 
 def test_a_packing_beyond_the_gpu_memory_exits_2_before_anything_is_written(tmp_path, capsys, monkeypatch):
@@ -66,16 +66,16 @@ def test_a_packing_beyond_the_gpu_memory_exits_2_before_anything_is_written(tmp_
 
 def test_one_trial_that_cannot_fit_says_so():
     with pytest.raises(preflight.PreflightError, match="one trial does not fit: lower trainer.batch_size"):
-        preflight.check_packing(_quickstart_on_gpu("resources.gpus=1", "resources.gpu_memory_gib=0.1"))
+        resources.check_packing(_quickstart_on_gpu("resources.gpus=1", "resources.gpu_memory_gib=0.1"))
 
 
 @pytest.mark.parametrize("preset,per_gpu", [("table2", 4), ("table1", 4), ("optuna", 4), ("table2_unbiased", 3)])
 def test_cifar_presets_pack_what_fits_their_gpus(preset, per_gpu):
     cfg = load_sweep_config(preset)
-    assert preflight.trials_per_gpu(cfg.resources.gpus) == per_gpu and cfg.resources.cpus == 1
-    preflight.check_packing(cfg)  # raises if the packing does not fit resources.gpu_memory_gib
+    assert resources.trials_per_gpu(cfg.resources.gpus) == per_gpu and cfg.resources.cpus == 1
+    resources.check_packing(cfg)  # raises if the packing does not fit resources.gpu_memory_gib
     # The IEEE variant the headers point to: one trial per GPU.
-    preflight.check_packing(load_sweep_config(preset, ["trainer.loss.precision=ieee", "resources.gpus=1"]))
+    resources.check_packing(load_sweep_config(preset, ["trainer.loss.precision=ieee", "resources.gpus=1"]))
 
 
 def test_an_estimate_is_made_once_per_memory_key_and_equals_a_fresh_one():
@@ -84,6 +84,6 @@ def test_an_estimate_is_made_once_per_memory_key_and_equals_a_fresh_one():
     one = _quickstart_on_gpu("trainer.loss.lam=1.0e-3").trainer
     other = _quickstart_on_gpu("trainer.loss.lam=1.0e-5", "trainer.optim.lr=0.2").trainer
     bigger = _quickstart_on_gpu("trainer.batch_size=96").trainer
-    assert preflight._estimate(one) is preflight._estimate(other)
-    assert preflight._estimate(one) == estimate_memory(other)  # the kept value is what a fresh one gives
-    assert preflight._estimate(bigger).footprint_bytes > preflight._estimate(one).footprint_bytes
+    assert resources._estimate(one) is resources._estimate(other)
+    assert resources._estimate(one) == estimate_memory(other)  # the kept value is what a fresh one gives
+    assert resources._estimate(bigger).footprint_bytes > resources._estimate(one).footprint_bytes

@@ -47,7 +47,8 @@ def test_the_node_clock_runs_slower_only_while_a_local_ray_starts(monkeypatch, t
     monkeypatch.setattr(sweep_tune.ray, "init", init)
     monkeypatch.setattr(sweep_tune.ray, "shutdown", lambda: None)
     monkeypatch.setenv(engine.START_TIMEOUT_ENV, "300")
-    monkeypatch.setattr(sweep_tune, "_private_token", lambda: None)
+    monkeypatch.setattr(sweep_tune, "_private_token", lambda: None)  # the user's own token is left alone
+    monkeypatch.setattr(sweep_tune, "_narrow_token", lambda: None)
     monkeypatch.delenv("RAY_TMPDIR", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     sweep_tune.start(None)

@@ -110,7 +110,9 @@ def test_the_runs_table_shows_each_number_with_its_interval_in_three_decimals(st
     baseline = apply_point({"loss": {"kind": "score_matching"}}, Point((("loss.preset", "baseline"),), 0))
     assert weight_tags(baseline) == {ViewTag.LAM: "-", ViewTag.MU: "-"}  # the baseline has neither weight
     # The view shows these tags, and no metric or param column.
-    assert all(c.startswith("tags.") for c in tracking.view_state()["selectedColumns"])
+    from sweep.runs_view import view_state
+
+    assert all(c.startswith("tags.") for c in view_state()["selectedColumns"])
 
 
 def test_one_rule_decides_a_trials_final_status():

@@ -10,7 +10,7 @@ import pytest
 
 from helpers import run_sweep
 from sweep import preflight, tracking
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from trainer.config import flatten
 
 NAME = "changed"
@@ -113,7 +113,7 @@ def test_a_resume_may_change_confirm_settings_and_a_changed_sample_count_is_meas
     # A finalist measured on 256 samples is reused as long as the count asked for is the same.
     from types import SimpleNamespace
 
-    from sweep import confirm
+    from sweep import finalists
     from sweep.record import Tag
     from trainer import keys
 
@@ -121,7 +121,7 @@ def test_a_resume_may_change_confirm_settings_and_a_changed_sample_count_is_meas
         tags={Tag.CONFIRM_SAMPLE_SEED: "100000", Tag.CONFIRM_SAMPLES: "256", Tag.CONFIRM_TEST_IMAGES: "360"},
         metrics={keys.CONFIRM_TEST_ACC: 0.9, keys.CONFIRM_GAN_TEST: 0.5}))  # fmt: skip
     finalist = SimpleNamespace(point="p")
-    assert confirm._reused(run, finalist, 100000, None) is not None  # the default count: as measured
-    assert confirm._reused(run, finalist, 100000, 256) is not None
-    assert confirm._reused(run, finalist, 100000, 512) is None  # measured again
-    assert confirm._reused(run, finalist, 7, 256) is None  # another seed, as before
+    assert finalists.reused(run, finalist, 100000, None) is not None  # the default count: as measured
+    assert finalists.reused(run, finalist, 100000, 256) is not None
+    assert finalists.reused(run, finalist, 100000, 512) is None  # measured again
+    assert finalists.reused(run, finalist, 7, 256) is None  # another seed, as before

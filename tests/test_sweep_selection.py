@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep import tracking
+from sweep import judge_runs, tracking
 from sweep.config import ObjectiveConfig
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from sweep.objective import objective_value, worst_value
 from sweep.record import SelectionSplit, Tag
 from trainer import keys
@@ -124,8 +124,8 @@ def test_a_trial_is_tagged_with_its_selection_split_and_its_judges_key_and_arch(
     exp = tracking.ensure_experiment(mc, "e", (tmp_path / "artifacts").as_uri())
     judge_file = tmp_path / "judge.pt"
     judge_file.write_bytes(b"x")
-    judge = tracking.start_judge(mc, (tmp_path / "artifacts").as_uri(), "abc123")
-    tracking.store_judge(mc, judge, "abc123", {"arch": "vgg11_released"}, judge_file)
+    judge = judge_runs.start_judge(mc, (tmp_path / "artifacts").as_uri(), "abc123")
+    judge_runs.store_judge(mc, judge, "abc123", {"arch": "vgg11_released"}, judge_file)
     _, parent = tracking.open_parent(mc, "e", None, "s", {"objective": {"split": "test"}}, None)
     assert mc.get_run(parent).data.tags[Tag.SELECTION_SPLIT] == "test"
     run = tracking.TrialRun(mc.tracking_uri, exp, parent, "s", key="k")

@@ -141,29 +141,29 @@ def test_a_killed_raylet_ends_with_one_line_the_resume_command_and_exit_1(tmp_pa
 def test_a_stop_signal_does_what_sigint_does_at_that_moment_and_names_the_exit_status(signum):
     """Without a sweep: the handler calls the current SIGINT handler (Tune's during the trials),
     raises KeyboardInterrupt under the driver's own, is recorded while SIGINT is ignored."""
-    from sweep import ctrlc
+    from sweep import stopping
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, *ctrlc.STOP_SIGNALS)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, *stopping.STOP_SIGNALS)}
     try:
-        ctrlc.install()
+        stopping.install()
         with pytest.raises(KeyboardInterrupt):  # the driver's handler: an interrupt right here
             os.kill(os.getpid(), signum)
             time.sleep(1)
-        assert ctrlc.pressed() and ctrlc.signal_number() == signum and 128 + signum in (143, 129)
-        assert ctrlc.cause() == ("SIGTERM" if signum == signal.SIGTERM else "SIGHUP")
+        assert stopping.pressed() and stopping.signal_number() == signum and 128 + signum in (143, 129)
+        assert stopping.cause() == ("SIGTERM" if signum == signal.SIGTERM else "SIGHUP")
 
-        ctrlc.install()
+        stopping.install()
         calls = []
         signal.signal(signal.SIGINT, lambda s, f: calls.append(s))  # as Tune's graceful stop
         os.kill(os.getpid(), signum)
         time.sleep(0.2)
-        assert calls == [signal.SIGINT] and ctrlc.pressed() and ctrlc.signal_number() == signum
+        assert calls == [signal.SIGINT] and stopping.pressed() and stopping.signal_number() == signum
 
-        ctrlc.install()
-        ctrlc.ignore()  # a clean-up step: recorded, not raised
+        stopping.install()
+        stopping.ignore()  # a clean-up step: recorded, not raised
         os.kill(os.getpid(), signum)
         time.sleep(0.2)
-        assert ctrlc.pressed() and ctrlc.signal_number() == signum
+        assert stopping.pressed() and stopping.signal_number() == signum
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, ViewType
 
 from helpers import TINY
-from sweep import seams, tracking
+from sweep import kill_points, tracking
 from sweep.record import Tag
 from trainer import keys
 
@@ -45,9 +45,9 @@ def _args(*extra: str, resume: bool = False, name: str = NAME) -> list[str]:
 def _env(cluster, kill_at: str | None = None) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": cluster.address, **cluster.env,
            "TUNE_GLOBAL_CHECKPOINT_S": "0"}  # fmt: skip
-    env.pop(seams.ENV_KILL_AT, None)
+    env.pop(kill_points.ENV_KILL_AT, None)
     if kill_at:
-        env[seams.ENV_KILL_AT] = kill_at
+        env[kill_points.ENV_KILL_AT] = kill_at
     return env
 
 
@@ -231,7 +231,7 @@ def test_every_pickle_of_tunes_state_is_walked_not_loaded(finished, tmp_path):
     # tuner.pkl and the pickles embedded in the state are what Tune unpickles on restore: a
     # truncated one is named before Tune gets to it, and nothing of them runs here.
     from sweep import state
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
     from sweep.preflight import PreflightError
 
     folder = _copy(finished, tmp_path)
@@ -254,7 +254,7 @@ def test_every_pickle_of_tunes_state_is_walked_not_loaded(finished, tmp_path):
 def test_a_grid_sweep_missing_points_is_not_done():
     # Never exit 0 with fewer points than the sweep has: the driver's last check after Tune.
     from sweep.config import ObjectiveConfig
-    from sweep.driver import missing_points
+    from sweep.trials import missing_points
     from sweep.points import Point
     from sweep.trial import POINT_KEY, SweepContext
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import TINY, child_runs, run_sweep
 from sweep import tracking, warmstart
-from sweep.loading import load_sweep_config
+from sweep.config_files import load_sweep_config
 from sweep.points import Point, apply_point
 from sweep.record import Status, Tag
 from trainer import keys

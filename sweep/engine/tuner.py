@@ -17,7 +17,7 @@ from typing import Any
 from ray import tune
 from ray.tune.search import Searcher
 
-from sweep import search, seams
+from sweep import kill_points, search
 from sweep.engine.progress import Stalls, TrialProgress, forget_stalls, stall_error, trial_name
 from sweep.engine.trainable import trainable_of
 from sweep.search import Watchdog
@@ -77,11 +77,11 @@ logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERRO
 
 
 class _KillSeams(tune.Callback):
-    """The driver-side points of :mod:`sweep.seams` (a test seam; a no-op unless its variable is set)."""
+    """The driver-side points of :mod:`sweep.kill_points` (a test seam; a no-op unless its variable is set)."""
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get(keys.EPOCH, 0) >= 2:  # so the first epoch's checkpoint is in Tune's state
-            seams.kill_point("result")
+            kill_points.kill_point("result")
 
 
 

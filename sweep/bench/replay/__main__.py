@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(n < 1 for n in counts.get(args.cmd, list)()):
             raise ConfigError("replay seeds: at least one per method")
         if args.cmd == "record":
-            from sweep.loading import load_sweep_config
+            from sweep.config_files import load_sweep_config
             from sweep.bench.replay.record import log_grid, record
 
             cfg = load_sweep_config(args.config, args.set)

@@ -109,7 +109,7 @@ def as_method(method: str | Method) -> Method:
 def sweep_config(table: Table, method: str, budget: int, sampler_seed: int, sets: tuple[str, ...] = ()):
     """The sweep config a live search of ``method`` (a kind of :data:`METHODS`) over the table's
     ranges would run, with ``sets`` (KEY=VALUE) applied last."""
-    from sweep.loading import load_sweep_config
+    from sweep.config_files import load_sweep_config
 
     lo_l, hi_l, lo_m, hi_m = min(table.lams), max(table.lams), min(table.mus), max(table.mus)
     overrides = [

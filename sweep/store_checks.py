@@ -7,6 +7,9 @@ file for about a minute (its engine retries sleep 0.1 s, 0.3 s, ... 51 s) and an
 server for minutes, then print a traceback. A failure is a :class:`PreflightError` with one line
 naming the path and the fix.
 
+After a failure before any trial, :func:`discard_new_store` removes the local store this run
+created if nothing was written to it, so the folder is as it was.
+
 It also bounds MLflow's HTTP retries for the driver and the local Ray workers it starts (they
 inherit its environment), unless the user set them: a server that goes away mid-sweep then fails a
 request in about a minute instead of about four.
@@ -18,8 +21,14 @@ import os
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from sweep.paths import resolve_artifact_root, resolve_tracking_uri
 from sweep.preflight import PreflightError
+from sweep.record import JUDGES_EXPERIMENT, Tag
+
+if TYPE_CHECKING:
+    from sweep.config import SweepConfig
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 # MLflow's HTTP client: 4 retries with backoff factor 1 (1+2+4+8 s) and 30 s per request; MLflow's
@@ -126,3 +135,61 @@ def check_storage(storage: str) -> None:
     if "://" in storage:
         return
     check_folder_writable(Path(storage), "storage_path", "fix its permissions or set storage_path / SWEEP_STORAGE_PATH")
+
+
+def store_files(cfg: SweepConfig) -> set[Path]:
+    """The files and folders of a local sqlite MLflow store (its database, the lock beside it, the
+    artifact root) that exist now."""
+    uri = resolve_tracking_uri(cfg)
+    if not uri.startswith("sqlite:///"):
+        return set()
+    db = Path(uri[len("sqlite:///"):])
+    paths = [db, Path(f"{db}.lock")]
+    root = resolve_artifact_root(cfg)
+    if root.startswith("file://"):
+        paths.append(Path(root[len("file://"):]))
+    return {p for p in paths if p.exists()}
+
+
+def discard_new_store(cfg: SweepConfig, uri: str, before: set[Path], since: float) -> str:
+    """After a failure before any trial that kept no sweep: remove the local MLflow store this run
+    created when no run was written to it, so the folder is as it was; returns what was kept, in
+    words ("kept nothing", or the judge it trained and where). ``uri``: the MLflow store's tracking
+    URI; ``since``: when this run started."""
+    from sweep import tracking
+
+    try:
+        mc = tracking.client(uri)
+        experiments = [e.experiment_id for e in mc.search_experiments()]
+        new = mc.search_runs(experiments, f"attributes.start_time >= {int(since * 1000)}") if experiments else []
+    except Exception:  # noqa: BLE001 - the store may be what failed
+        return f"kept nothing of the sweep (the MLflow store {uri} is left as it is)"
+    judges = [r for r in new if r.data.tags.get(Tag.JUDGE_KEY) and r.info.status == "FINISHED"]
+    if judges:
+        return (f"kept only the judge it trained (MLflow experiment '{JUDGES_EXPERIMENT}', run "
+                f"{judges[0].info.run_id}), which the next start reuses")
+    if new:
+        return f"kept nothing of the sweep ({len(new)} unfinished run(s) of its judge stage stay in {uri})"
+    # Deepest first: the database and its lock file, then the artifact root if still empty.
+    created = sorted(store_files(cfg) - before, key=lambda p: len(p.parts), reverse=True)
+    for path in created:
+        try:
+            path.rmdir() if path.is_dir() else path.unlink()
+        except OSError:  # a folder something else wrote into stays
+            pass
+    left = [str(p) for p in created if p.exists()]
+    return f"kept nothing (left: {', '.join(left)})" if left else "kept nothing"
+
+
+def nothing_kept(cfg: SweepConfig, uri: str, sweep_dir: str, parent_id: str | None) -> bool:
+    """Whether a sweep that crashed left neither an MLflow parent run (``parent_id``, or one found
+    in ``uri``) nor Ray state in ``sweep_dir`` (its lock's mark alone would make the name look taken)."""
+    from sweep import tracking
+    from sweep.engine import tuner
+
+    if parent_id is not None or tuner.can_restore(sweep_dir):
+        return False
+    try:
+        return tracking.find_parent(tracking.client(uri), cfg.experiment_name, cfg.name) is None
+    except Exception:  # noqa: BLE001 - the store may be what failed: keep the mark then
+        return False

@@ -1,4 +1,5 @@
-"""Ctrl-C, SIGTERM and SIGHUP in the driver: one handler for every phase, so an interrupt is never lost.
+"""Stopping the driver: Ctrl-C, SIGTERM and SIGHUP, one handler for every phase so that an
+interrupt is never lost, and :class:`Interrupted`, the one line a stopped sweep ends with.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be; when that is a
 finalizer or a weakref callback (SQLAlchemy, PyTorch), the exception is printed as "Exception
@@ -15,11 +16,18 @@ number). Ray replaces the SIGTERM handler in ``ray.init``, so :func:`install` ru
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sweep.cli import rerun_command
+
+if TYPE_CHECKING:
+    from sweep.config import SweepConfig
 
 _pressed = threading.Event()
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # handled as Ctrl-C
@@ -99,3 +107,34 @@ def check() -> None:
 def ignore() -> Any:
     """Ignore SIGINT (for clean-up that must finish); returns the handler to restore."""
     return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def quietly(fn: Callable[[], Any]) -> None:
+    """Run a clean-up step with Ctrl-C ignored, so a second Ctrl-C cannot cut it short."""
+    previous = ignore()
+    try:
+        fn()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Interrupted(Exception):
+    """A stopped sweep: ``message`` says what was kept; ``resume`` whether ``--resume`` continues it."""
+
+    def __init__(self, cfg: SweepConfig, args: argparse.Namespace, message: str, resume: bool = False):
+        super().__init__(message)
+        self.cfg, self.cli, self.message, self.resume = cfg, args, message, resume  # (Exception owns .args)
+
+    def line(self) -> str:
+        """The one line the driver prints: what was kept and the exact command that continues."""
+        by = "" if signal_number() == signal.SIGINT else f"by {cause()} "
+        verb = "continue with" if self.resume else "start it again with"
+        command = rerun_command(self.cfg, self.cli, self.resume)
+        return f"sweep {self.cfg.name!r} interrupted {by}{self.message}; {verb}: {command}"
+
+    def exit(self) -> int:
+        """Print :meth:`line`; the exit status: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP."""
+        print(f"\n{self.line()}", flush=True)
+        return 128 + signal_number()
+
+
