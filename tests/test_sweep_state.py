@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, ViewType
 
 from helpers import TINY
-from sweep import kill_points, tracking
+from sweep import kill_points
 from sweep.record import Tag
 from trainer import keys
 
