@@ -8,10 +8,12 @@ missing or unreadable too, it starts again from scratch. Each fallback is record
 MLflow tag ``trial.restarted``.
 
 A trial Tune hands no checkpoint at all is usually new. But when the driver was killed after a
-trial logged epochs and before Tune saved its state again, the resumed Tune does not know those
+trial logged epochs and before Tune saved its state again (it saves every 10 s or more, not at
+each checkpoint: ``sweep.engine.tuner.CHECKPOINTS``), the resumed Tune does not know those
 epochs; a resumed Optuna search then proposes the same point again (its sampler restored from
 the same saved state). When the point's MLflow run already holds epochs, the trial continues from
-that run's ``last.pt`` the same way instead of replacing the run.
+that run's ``last.pt`` the same way instead of replacing the run (without this, the run is
+replaced and its epochs trained again: tests/test_sweep_checkpoints.py).
 """
 
 from __future__ import annotations

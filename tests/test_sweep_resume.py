@@ -131,13 +131,19 @@ def _wait_for_mid_sweep(uri: str, proc: subprocess.Popen, timeout: float = 240) 
 
 @pytest.mark.slow  # ~40 s: a sweep killed mid-trial, then resumed
 def test_kill_driver_then_resume_finishes_every_trial_once(ray_cluster, mlflow_server, tmp_path, monkeypatch):
-    """Also with the checkpoint named in the killed driver's state lost (Tune deletes the older one
-    when it records a newer, and saves its state only every few seconds)."""
+    """Also with the checkpoint named in the killed driver's state lost (a trial deletes its older
+    one once Tune records a newer, and Tune saves its state only every 10 s or more).
+
+    The killed driver saves Tune's state at every step (TUNE_GLOBAL_CHECKPOINT_S=0), so that state
+    names the interrupted trial's checkpoint and the finished trial's end: by default a kill within
+    10 s of them leaves a state that does not (a trial Tune names no checkpoint of continues from
+    MLflow's last.pt: tests/test_sweep_checkpoints.py)."""
     storage = tmp_path / "ray"
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.run", *_args(mlflow_server.uri, storage)],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=tmp_path, env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )  # fmt: skip
     try:
         done_before, interrupted = _wait_for_mid_sweep(mlflow_server.uri, driver)

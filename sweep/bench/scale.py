@@ -1,6 +1,6 @@
 """Does the service's cost per trial grow with the number of trials? Near-zero trials, service beside bare Tune.
 
-    python -m sweep.bench.scale --trials 100 1000 [--workdir DIR] [--repeats 1]
+    python -m sweep.bench.scale --trials 100 1000 [--workdir DIR] [--repeats 1] [--baseline TREE]
 
 For each N: the service (``python -m sweep.run`` in a fresh folder: N trials of a near-zero trainer
 config, a synthetic dataset of 32 images, one epoch, no evaluation, no judge, no confirmation, no
@@ -10,12 +10,16 @@ that writes a 1 kB checkpoint and reports once, Tune's defaults otherwise), both
 local Ray of 1 CPU per trial, one after the other in this run. Prints, per N, the trials phase's
 wall seconds (the service's own phase split; ``fit()`` for bare Tune), the cost per trial, and the
 ratio service / bare. A cost per trial that grows with N is work that grows with the number of
-trials (such as saving every trial's state after every checkpoint). Prints figures, asserts nothing.
+trials (such as saving every trial's state after every checkpoint). ``--baseline TREE`` also times
+the service of another source tree (e.g. ``git worktree add TREE <commit before a change>``) in the
+same run, so a change is measured beside what it changes under the same load. Prints figures,
+asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -34,13 +38,16 @@ NEAR_ZERO = [
 PHASE = re.compile(r"trials (\d+) s")
 
 
-def service(folder: Path, n: int) -> float:
-    """The service's trials phase for ``n`` near-zero trials, in seconds (its own phase split)."""
+def service(folder: Path, n: int, tree: Path | None = None) -> float:
+    """The service's trials phase for ``n`` near-zero trials, in seconds (its own phase split);
+    ``tree``: the source tree to run it from (default: the one this module is imported from)."""
     folder.mkdir(parents=True, exist_ok=True)
     sets = [*NEAR_ZERO, f"search.seeds=[{', '.join(map(str, range(n)))}]", f"search.max_points={max(n, 1)}"]
     argv = [sys.executable, "-m", "sweep.run", "--name", f"scale-{n}", *sum((["--set", s] for s in sets), [])]
+    tree = tree or Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
     with open(folder / "sweep.log", "w") as log:
-        code = subprocess.run(argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(argv, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     text = (folder / "sweep.log").read_text()
     found = [line for line in text.splitlines() if " done in " in line]
     if code != 0 or not found or not PHASE.search(found[-1]):
@@ -79,21 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, nargs="+", default=[100, 1000], help="numbers of trials (default 100 1000)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each (the median is printed)")
     p.add_argument("--workdir", type=Path, default=None, help="where the sweeps run (default: a temp dir)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="also time the service of this source tree (a worktree of another commit)")
     args = p.parse_args(argv)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="sweep-scale-"))
+    trees = {"service": None, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     started = time.time()
     rows = []
     for n in args.trials:
-        ours = [service(root / f"service-{n}-{r}", n) for r in range(args.repeats)]
-        theirs = [bare(root / f"bare-{n}-{r}", n) for r in range(args.repeats)]
-        s, b = statistics.median(ours), statistics.median(theirs)
-        rows.append((n, s, b))
-        print(f"{n:5d} trials: service {s:7.1f} s ({1000 * s / n:6.1f} ms a trial), bare Tune {b:7.1f} s "
-              f"({1000 * b / n:6.1f} ms a trial); service / bare {s / b:.2f}", flush=True)
+        row = {
+            label: statistics.median(service(root / f"{label}-{n}-{r}", n, tree) for r in range(args.repeats))
+            for label, tree in trees.items()
+        }
+        row["bare Tune"] = statistics.median(bare(root / f"bare-{n}-{r}", n) for r in range(args.repeats))
+        rows.append((n, row))
+        times = ", ".join(f"{label} {s:7.1f} s ({1000 * s / n:6.1f} ms a trial)" for label, s in row.items())
+        ratios = "; ".join(f"{label} / bare {row[label] / row['bare Tune']:.2f}" for label in trees)
+        print(f"{n:5d} trials: {times}; {ratios}", flush=True)
     if len(rows) > 1:
-        (n0, s0, b0), (n1, s1, b1) = rows[0], rows[-1]
-        print(f"cost per trial from {n0} to {n1} trials: service x{(s1 / n1) / (s0 / n0):.2f}, bare Tune "
-              f"x{(b1 / n1) / (b0 / n0):.2f} (1.00: it does not grow with the number of trials)")
+        (n0, first), (n1, last) = rows[0], rows[-1]
+        growth = ", ".join(f"{label} x{(last[label] / n1) / (first[label] / n0):.2f}" for label in first)
+        print(f"cost per trial from {n0} to {n1} trials: {growth} (1.00: it does not grow with the number of trials)")
     print(f"{time.time() - started:.0f} s in all; results in {root}")
     return 0
 

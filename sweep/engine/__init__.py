@@ -22,10 +22,8 @@ from __future__ import annotations
 import os
 
 # Progress is printed by this module's Tune callback (TrialProgress), so Tune's own output is off
-# (verbose=0, and the classic output, which honours it); the checkpoint-sync warning fires on
-# every epoch of tiny trials and says nothing actionable.
+# (verbose=0, and the classic output, which honours it).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 # How long a local Ray may take to start (seconds): Ray's own limits (30 s for the node, 60 s for
 # its dashboard process) are met on a busy machine, where a start takes minutes but succeeds.

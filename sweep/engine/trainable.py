@@ -34,7 +34,13 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
 
     def report(metrics: dict[str, Any], directory: Path | None) -> None:
         metrics = {**metrics, WORKER_NODE: node}
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)) if directory else None)
+        if directory is None:
+            tune.report(metrics)
+            return
+        try:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)))
+        finally:  # also when Tune's scheduler ends the trial inside report (SystemExit)
+            drop_older(tune.get_checkpoint())
 
     try:
         run_trial(ctx, config, tune.get_context().get_trial_id(), restore, report)
@@ -46,14 +52,15 @@ def _trainable(config: dict[str, Any], ctx: SweepContext) -> None:
 class _LostCheckpoint:
     """Mixed into the trainable's class: restore when the checkpoint Tune's state names is gone.
 
-    Tune's driver deletes a trial's older checkpoint (``num_to_keep``) when it records a new one,
-    but saves its experiment state only every few seconds. A driver killed in between leaves a
-    state naming a deleted checkpoint, and a trial that outlives its killed driver on a shared
-    cluster can do the same; Tune's restore then fails the trial on every retry ("does not exist
-    on storage anymore"). Here the newest checkpoint in the trial's own folder is put where the
-    state says, and the trial continues from it; when there is none, an empty folder is, and
-    :mod:`sweep.recovery` continues the trial from the ``last.pt`` MLflow holds. Either way the
-    named path exists again, so Tune's later deletion of it succeeds.
+    A trial deletes its older checkpoints as soon as Tune has recorded a newer one
+    (:func:`drop_older`), but Tune saves its experiment state only every 10 s or more. A driver
+    killed in between (the usual case after a ``kill -9``, not a rare race) leaves a state naming
+    a deleted checkpoint, and a trial that outlives its killed driver on a shared cluster does the
+    same; Tune's restore would then fail the trial on every retry ("does not exist on storage
+    anymore"). Here the newest checkpoint in the trial's own folder is put where the state says,
+    and the trial continues from it: its last epoch, newer than what the state knew. When there is
+    none, an empty folder is, and :mod:`sweep.recovery` continues the trial from the ``last.pt``
+    MLflow holds.
     """
 
     def restore(self, checkpoint_path: Any) -> Any:
@@ -76,27 +83,51 @@ def _replace_lost(fs: Any, lost: str) -> None:
     fs.create_dir(lost)
     if newest is not None:
         pyarrow.fs.copy_files(newest, lost, source_filesystem=fs, destination_filesystem=fs)
-        fs.delete_dir(newest)  # one checkpoint per trial, as num_to_keep says
+        fs.delete_dir(newest)  # moved, not copied: one checkpoint per trial (drop_older)
     with fs.open_output_stream(f"{lost.rstrip('/')}/{LOST_NOTE}") as f:
         f.write(note.encode())
 
 
-def newest_checkpoint(fs: Any, trial_dir: str) -> str | None:
-    """The path of the highest-numbered ``checkpoint_NNNNNN`` folder in ``trial_dir``, or None."""
+def _checkpoints(fs: Any, trial_dir: str) -> list[tuple[int, str]]:
+    """The ``checkpoint_NNNNNN`` folders Tune wrote in ``trial_dir``: (index, path) pairs."""
     import pyarrow.fs
 
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True))
     except OSError:
-        return None
-    found = [
+        return []
+    return [
         (int(i.base_name.split("_")[1]), i.path)
         for i in infos
         if i.type == pyarrow.fs.FileType.Directory
         and i.base_name.startswith("checkpoint_")
         and i.base_name.split("_")[1].isdigit()
     ]
+
+
+def newest_checkpoint(fs: Any, trial_dir: str) -> str | None:
+    """The path of the highest-numbered ``checkpoint_NNNNNN`` folder in ``trial_dir``, or None."""
+    found = _checkpoints(fs, trial_dir)
     return max(found)[1] if found else None
+
+
+def drop_older(checkpoint: Any) -> None:
+    """Delete every checkpoint folder beside ``checkpoint`` (the trial's newest, which Tune has
+    recorded: a report returns only then), so a trial keeps one on storage.
+
+    Tune keeps them all (``num_to_keep=None``, see :data:`sweep.engine.tuner.CHECKPOINTS`): its own
+    deletion would make it save the whole experiment state after every checkpoint of every trial.
+    A folder left by a failed deletion, or by a killed run of the trial, goes at the next report.
+    """
+    if checkpoint is None:
+        return
+    fs, keep = checkpoint.filesystem, os.path.basename(checkpoint.path.rstrip("/"))
+    for _, path in _checkpoints(fs, os.path.dirname(checkpoint.path.rstrip("/"))):
+        if os.path.basename(path) != keep:
+            try:
+                fs.delete_dir(path)
+            except OSError:  # gone already, or storage unreachable for now: the next report retries
+                pass
 
 
 # Private name 4 of 4 (reason: Tune's only hook into the class it wraps a function trainable in; test:

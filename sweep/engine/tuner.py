@@ -86,6 +86,14 @@ class _KillSeams(tune.Callback):
 
 
 
+# Tune keeps every checkpoint a trial reports; the trial deletes its older ones itself
+# (sweep.engine.trainable.drop_older), so storage holds one per trial. A num_to_keep would make Tune
+# save and sync the whole experiment state (about 30 kB per trial) after every num_to_keep
+# checkpoints of any trial (ray/tune/execution/experiment_state.py, on_trial_checkpoint): with 1,
+# after every epoch of every trial, a cost per trial that grows with the number of trials. Without
+# it Tune saves the state every 10 s or more (19 times as long as a save takes).
+CHECKPOINTS = tune.CheckpointConfig(num_to_keep=None)
+
 # Tune's words for a scheduler's decision and for a searcher with nothing more to propose, for the
 # replay benchmark (sweep.bench.replay.searches), which makes Tune's calls without importing Ray itself.
 STOP, CONTINUE = tune.schedulers.TrialScheduler.STOP, tune.schedulers.TrialScheduler.CONTINUE
@@ -177,7 +185,7 @@ def fit(cfg: SweepConfig, ctx: SweepContext, storage_path: str, study_storage: s
                 storage_path=storage_path,
                 storage_filesystem=filesystem,
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=CHECKPOINTS,
                 callbacks=[
                     _KillSeams(),
                     TrialProgress(ctx, cfg.max_epochs, setup.trials(), budget=budget),
