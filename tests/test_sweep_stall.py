@@ -121,7 +121,9 @@ def test_a_stopped_trial_worker_is_named_then_timed_out_and_retried_to_the_end(r
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweep.run", "--name", "stall", *sum((["--set", s] for s in sets), [])],
         cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        # Tune's state (and the trials' result.json beside it) copied to storage at every step, as
+        # every checkpoint forced when num_to_keep was set: the test finds the running trial there.
+        env={**os.environ, "PYTHONPATH": str(REPO), "TUNE_GLOBAL_CHECKPOINT_S": "0"},
     )  # fmt: skip
     try:
         deadline = time.time() + 600
