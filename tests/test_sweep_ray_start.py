@@ -206,17 +206,23 @@ def test_a_raylet_that_takes_longer_than_rays_30_s_to_register_still_starts(shor
     assert "dashboard" not in err.lower(), err[-2000:]
 
 
-@pytest.mark.slow  # one local Ray start in a fresh HOME
-@pytest.mark.timeout(600)
-def test_a_local_ray_keeps_its_token_and_session_folders_to_this_user(short_tmp):
-    # Ray created ~/.ray/auth_token 0644 in a fresh HOME (the token guards the loopback ports
-    # from other local users) and its session folders 0777 without the sticky bit.
+def _started_local_ray(short_tmp: Path) -> str:
+    """Start a local Ray in ``short_tmp``'s fresh HOME, end it, and return what it printed (exit 0 asserted)."""
     proc = _start_local_ray(short_tmp)
     try:
         out, err = proc.communicate(timeout=400)
     finally:
         _end(proc)
     assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.mark.slow  # one local Ray start in a fresh HOME
+@pytest.mark.timeout(600)
+def test_a_local_ray_keeps_its_token_and_session_folders_to_this_user(short_tmp):
+    # Ray created ~/.ray/auth_token 0644 in a fresh HOME (the token guards the loopback ports
+    # from other local users) and its session folders 0777 without the sticky bit.
+    out = _started_local_ray(short_tmp)
     token = short_tmp / "home" / ".ray" / "auth_token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text().strip()
     assert stat.S_IMODE(token.parent.stat().st_mode) == 0o700
@@ -230,11 +236,6 @@ def test_a_local_ray_keeps_its_token_and_session_folders_to_this_user(short_tmp)
     assert not any(p.is_dir() and stat.S_IMODE(p.stat().st_mode) & 0o002 for p in short_tmp.iterdir())
     # A second start reuses the same private root, and a token that was readable by others is narrowed.
     token.chmod(0o644)
-    proc = _start_local_ray(short_tmp)
-    try:
-        out, err = proc.communicate(timeout=400)
-    finally:
-        _end(proc)
-    assert proc.returncode == 0, err[-3000:]
+    out = _started_local_ray(short_tmp)
     assert Path(out.split("temp root ")[1].split()[0]) == root
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
